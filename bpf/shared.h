@@ -1,0 +1,102 @@
+/* The one definition of what crosses the kernel/user boundary.
+ *
+ * zbanner_xdp/events.py mirrors these layouts as numpy dtypes and compiles
+ * this program with -DZB_EVENT_SIZE / -DZB_OFF_* taken from them; the static
+ * asserts below make a drift between the two sides a compile error instead
+ * of silently garbled records.
+ */
+#ifndef ZB_SHARED_H
+#define ZB_SHARED_H
+
+/* Bytes of the first data segment copied into a banner record: enough for
+ * an HTTP head, a ServerHello or a greeting; the rest is not needed to
+ * classify and would only cost ring-buffer space. */
+#ifndef ZB_DATA_MAX
+#define ZB_DATA_MAX 1024
+#endif
+
+enum zb_kind {
+	ZB_KIND_SYNACK = 1,
+	ZB_KIND_RST = 2,
+	ZB_KIND_ZEROWIN = 3,
+	ZB_KIND_BANNER = 4,
+	ZB_KIND_ICMP = 5,
+	ZB_KIND_UDP = 6,
+	ZB_KIND_ECHOREPLY = 7,
+};
+
+/* Per-CPU counters, one slot per outcome of the XDP program. */
+enum zb_counter {
+	ZB_CNT_RX = 0,          /* every frame the program saw */
+	ZB_CNT_PASS,            /* not addressed to the scan: untouched */
+	ZB_CNT_SYNACK,
+	ZB_CNT_RST,
+	ZB_CNT_ZEROWIN,
+	ZB_CNT_BANNER,
+	ZB_CNT_REPEAT,          /* duplicate inside the dedup window */
+	ZB_CNT_BAD_COOKIE,      /* to our IP and port range, cookie wrong */
+	ZB_CNT_RINGBUF_FULL,    /* ours, valid, but lost: user space too slow */
+	ZB_CNT_IGNORED,         /* ours, valid, nothing to record (pure ACK, FIN) */
+	ZB_CNT_ICMP,
+	ZB_CNT_UDP,
+	ZB_CNT_MAX = 16,
+};
+
+/* Host byte order unless the name says raw (raw = network order as it sits
+ * in the packet, which is how the cookie consumes it). */
+struct zb_event {
+	__u64 ts_ns;            /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 saddr;            /* responder, raw */
+	__u32 daddr;            /* us, raw */
+	__u32 seq;
+	__u32 ack;
+	__u32 icmp_responder;   /* raw; source of an ICMP error, else 0 */
+	__u16 sport;            /* responder's port */
+	__u16 dport;            /* ours */
+	__u16 window;
+	__u16 ipid;
+	__u16 data_len;         /* bytes valid in the banner record's data[] */
+	__u16 payload_len;      /* TCP payload length on the wire */
+	__u8 ttl;
+	__u8 kind;              /* enum zb_kind */
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 repeat;
+	__u8 variant;           /* probe index recovered from the port */
+	__u8 pad;
+};
+
+struct zb_banner_event {
+	struct zb_event h;
+	__u8 data[ZB_DATA_MAX];
+};
+
+/* Per-scan secret written by user space before the first SYN goes out. */
+struct zb_config {
+	__u64 k0;
+	__u64 k1;
+};
+
+/* Expected length of the payload piggybacked on our ACK for one probe
+ * variant: base + (plus_ip_strlen ? strlen(dotted target address) : 0). */
+struct zb_probe_len {
+	__u32 base;
+	__u32 plus_ip_strlen;
+};
+
+struct zb_dedup_key {
+	__u32 saddr;
+	__u16 sport;
+	__u16 dport;
+	__u32 kind;
+};
+
+#ifdef ZB_EVENT_SIZE
+_Static_assert(sizeof(struct zb_event) == ZB_EVENT_SIZE, "zb_event size differs from events.py");
+#endif
+#ifdef ZB_OFFSET_CHECKS
+ZB_OFFSET_CHECKS
+#endif
+
+#endif

@@ -1,0 +1,359 @@
+"""Probe base class, registry and shared helpers.
+
+A probe knows two things about one protocol: what to send after the handshake (``payload``) and how to
+turn the server's first response into a flat, JSON-serialisable dict (``parse``).  Banners come from the
+Internet, so ``parse`` is wrapped in a safety net: a parser bug yields all-None fields instead of
+crashing the scanner, and the output is sanitised so ``orjson.dumps`` can never fail on it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar
+
+__all__ = [
+    "MAX_LIST_ITEMS",
+    "MAX_PARSE_BYTES",
+    "MAX_STR_LEN",
+    "Probe",
+    "ProbeArgError",
+    "UnknownProbeError",
+    "all_probes",
+    "banner_text",
+    "first_match",
+    "get_probe",
+    "parse_probe_args",
+    "parse_reply_lines",
+    "register",
+    "sanitise",
+    "split_lines",
+]
+
+# Bounds on parser input and output: a hostile server must not be able to blow up the result size or make
+# a regex run for long.  Real first responses are a few hundred bytes to a few KiB.
+MAX_PARSE_BYTES = 64 * 1024
+MAX_STR_LEN = 1024
+MAX_LIST_ITEMS = 256
+_MAX_DEPTH = 8
+
+# orjson only serialises integers that fit in 64 bits.
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+class ProbeArgError(ValueError):
+    """Bad ``--probe-args``: unknown key, malformed string or invalid value."""
+
+
+class UnknownProbeError(ValueError):
+    """No probe with that name is registered."""
+
+
+def banner_text(data: bytes | bytearray | memoryview) -> str:
+    """Decode banner bytes as UTF-8, escaping undecodable bytes (``\\xff``) so nothing is lost or raises."""
+    return bytes(data).decode("utf-8", errors="backslashreplace")
+
+
+def _clean_str(s: str) -> str:
+    if len(s) > MAX_STR_LEN:
+        s = s[:MAX_STR_LEN]
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (e.g. from a surrogateescape decode) are not valid UTF-8 and orjson rejects them.
+        s = s.encode("utf-8", errors="backslashreplace").decode("utf-8")[:MAX_STR_LEN]
+    return s
+
+
+def sanitise(value: Any, _depth: int = 0) -> Any:
+    """Coerce a parser result into what orjson can always serialise.
+
+    bytes become text, over-long strings and lists are truncated, non-finite floats and out-of-range ints
+    are replaced, tuples/sets become lists, dict keys become strings; anything else becomes its ``str()``.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if _INT_MIN <= value <= _INT_MAX:
+            return int(value)  # int subclasses (IntEnum) -> plain int
+        return _clean_str(str(value))
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _clean_str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _clean_str(banner_text(bytes(value)[: MAX_STR_LEN * 4]))
+    if _depth >= _MAX_DEPTH:
+        return None
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if len(out) >= MAX_LIST_ITEMS:
+                break
+            key = sanitise(k, _depth + 1) if isinstance(k, (str, bytes, bytearray)) else str(k)
+            out[_clean_str(str(key))] = sanitise(v, _depth + 1)
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)[:MAX_LIST_ITEMS]
+        return [sanitise(v, _depth + 1) for v in items]
+    return _clean_str(str(value))
+
+
+class Probe:
+    """Base class of all probes.
+
+    Subclasses set the class attributes, optionally override ``_configure`` (argument validation),
+    ``payload``, ``_payload_varies`` (whether the payload depends on ip/port), and implement ``_parse``
+    and ``_matches``.  Callers use the public ``parse``/``matches`` which never raise.
+    """
+
+    name: ClassVar[str] = ""
+    default_port: ClassVar[int] = 0
+    fields: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+    # Instance-overridable: e.g. ``hello`` with an empty payload becomes server-first.
+    server_first: bool = False
+    handshake: bool = True
+    args_help: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, args: dict[str, str] | None = None) -> None:
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise ProbeArgError(f"probe {self.name!r}: arguments must be a dict of strings")
+        for k, v in args.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise ProbeArgError(
+                    f"probe {self.name!r}: argument {k!r} must be a string key with a string value"
+                )
+        unknown = sorted(set(args) - set(self.args_help))
+        if unknown:
+            accepted = ", ".join(sorted(self.args_help)) if self.args_help else "none"
+            raise ProbeArgError(
+                f"probe {self.name!r} does not accept argument(s) {', '.join(unknown)} (accepted: {accepted})"
+            )
+        self.args: dict[str, str] = dict(args)
+        self._configure(self.args)
+
+    # -- to override -------------------------------------------------------------------------------------
+
+    def _configure(self, args: dict[str, str]) -> None:
+        """Validate and store arguments; raise ProbeArgError with a one-line message on bad values."""
+
+    def _payload_varies(self) -> bool:
+        """True when ``payload`` depends on the target ip/port."""
+        return False
+
+    def payload(self, ip: str, port: int) -> bytes:
+        return b""
+
+    def _parse(self, ip: str, port: int, data: bytes) -> dict[str, Any]:
+        return {}
+
+    def _matches(self, parsed: dict[str, Any]) -> bool:
+        return False
+
+    # -- public, never raising ---------------------------------------------------------------------------
+
+    @property
+    def fixed_payload(self) -> bytes | None:
+        """The payload when it is the same for every target (the XDP side can then size it statically)."""
+        if self._payload_varies():
+            return None
+        return self.payload("0.0.0.0", 0)
+
+    def empty_result(self) -> dict[str, Any]:
+        return dict.fromkeys(self.fields)
+
+    def parse(self, ip: str, port: int, data: bytes) -> dict[str, Any]:
+        """Parse the server's first response.  Pure; never raises; returns exactly ``self.fields`` keys."""
+        try:
+            ok = isinstance(data, (bytes, bytearray, memoryview))
+            buf = bytes(data[:MAX_PARSE_BYTES]) if ok else b""
+            raw = self._parse(ip, port, buf)
+            if not isinstance(raw, dict):
+                return self.empty_result()
+            return {f: sanitise(raw.get(f)) for f in self.fields}
+        except Exception:
+            # A parser bug on some odd banner must cost one result, not the scan.
+            return self.empty_result()
+
+    def matches(self, parsed: dict[str, Any]) -> bool:
+        """True when the parsed response shows this protocol is alive on the port."""
+        try:
+            return bool(self._matches(parsed)) if isinstance(parsed, dict) else False
+        except Exception:
+            return False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r} args={self.args!r}>"
+
+
+# -- registry ---------------------------------------------------------------------------------------------
+
+# Modules shipping the built-in probes; imported lazily so ``probes.base`` works whatever the import order.
+_BUILTIN_MODULES = (
+    "ftp",
+    "hello",
+    "http",
+    "imap",
+    "mysql",
+    "pop3",
+    "redis",
+    "smtp",
+    "ssh",
+    "synscan",
+    "telnet",
+    "tls",
+)
+
+_REGISTRY: dict[str, type[Probe]] = {}
+_loaded = False
+
+P = TypeVar("P", bound=type[Probe])
+
+
+def register(cls: P) -> P:
+    """Class decorator adding a probe to the registry (explicit, so test subclasses stay out of it)."""
+    if not cls.name or not re.fullmatch(r"[a-z0-9_-]+", cls.name):
+        raise ValueError(f"invalid probe name {cls.name!r}")
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"duplicate probe name {cls.name!r}")
+    if len(set(cls.fields)) != len(cls.fields):
+        raise ValueError(f"probe {cls.name!r} declares duplicate fields")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for mod in _BUILTIN_MODULES:
+        importlib.import_module(f"{__package__}.{mod}")
+    _loaded = True
+
+
+def all_probes() -> list[type[Probe]]:
+    """All registered probe classes, sorted by name."""
+    _ensure_loaded()
+    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+
+
+def get_probe(name: str, args: dict[str, str] | None = None) -> Probe:
+    """Instantiate the probe called ``name`` with ``args`` (ProbeArgError on bad args)."""
+    _ensure_loaded()
+    key = name.strip().lower() if isinstance(name, str) else ""
+    cls = _REGISTRY.get(key)
+    if cls is None:
+        raise UnknownProbeError(f"unknown probe {name!r} (known: {', '.join(sorted(_REGISTRY))})")
+    return cls(args)
+
+
+_KEY_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*=")
+
+
+def parse_probe_args(text: str | None) -> dict[str, str]:
+    """Parse ``"k=v,k2=v2"`` into a dict.
+
+    Values may themselves contain commas (``alpn=h2,http/1.1``): a comma only ends a value when it is
+    followed by ``key=`` (or ends the string).  A value may be quoted with ``"`` or ``'`` to protect a
+    ``,key=`` inside it.  Keys are case-sensitive; values are kept verbatim (payload whitespace matters).
+    """
+    if text is None or not text.strip():
+        return {}
+    out: dict[str, str] = {}
+    pos, n = 0, len(text)
+    while pos < n:
+        m = _KEY_RE.match(text, pos)
+        if m is None:
+            raise ProbeArgError(f"malformed probe arguments {text!r}: expected key=value at offset {pos}")
+        key = m.group(1)
+        if key in out:
+            raise ProbeArgError(f"malformed probe arguments {text!r}: duplicate key {key!r}")
+        pos = m.end()
+        if pos < n and text[pos] in "\"'":
+            quote = text[pos]
+            close = text.find(quote, pos + 1)
+            if close < 0:
+                raise ProbeArgError(f"malformed probe arguments {text!r}: unterminated {quote} quote")
+            value = text[pos + 1 : close]
+            pos = close + 1
+            while pos < n and text[pos].isspace():
+                pos += 1
+            if pos < n:
+                if text[pos] != ",":
+                    raise ProbeArgError(f"malformed probe arguments {text!r}: text after closing quote")
+                pos += 1
+        else:
+            end = pos
+            while True:
+                comma = text.find(",", end)
+                if comma < 0:
+                    end = n
+                    break
+                if _KEY_RE.match(text, comma + 1) or not text[comma + 1 :].strip():
+                    end = comma
+                    break
+                end = comma + 1
+            value = text[pos:end]
+            pos = end + 1
+        out[key] = value
+        if not text[pos:].strip():
+            break
+    return out
+
+
+# -- helpers shared by line-oriented probes ---------------------------------------------------------------
+
+_REPLY_RE = re.compile(r"^(\d{3})(?:([ -])(.*))?$")
+
+
+def split_lines(text: str) -> list[str]:
+    """Split on CRLF or bare LF (servers use both); a trailing partial line is kept."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln.rstrip("\r") for ln in lines]
+
+
+def parse_reply_lines(data: bytes) -> tuple[int | None, str | None, list[str]]:
+    """Parse an FTP/SMTP style ``NNN text`` / ``NNN-text`` (multi-line) reply.
+
+    Returns (code, text, lines): text joins the reply's lines without their codes, one per line; lines of
+    a multi-line reply that do not carry the code are kept as-is (RFC 959 allows that).  code is None when
+    the first line does not start with a 3-digit code.
+    """
+    lines = split_lines(banner_text(data))
+    if not lines:
+        return None, None, []
+    m = _REPLY_RE.match(lines[0])
+    if m is None:
+        return None, None, lines
+    code_s, sep, first = m.group(1), m.group(2), m.group(3) or ""
+    texts = [first.strip()]
+    if sep == "-":
+        for ln in lines[1:]:
+            m2 = _REPLY_RE.match(ln)
+            if m2 and m2.group(1) == code_s:
+                texts.append((m2.group(3) or "").strip())
+                if m2.group(2) != "-":
+                    break
+            else:
+                texts.append(ln.strip())
+    return int(code_s), "\n".join(texts), lines
+
+
+def first_match(
+    patterns: Iterable[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]], text: str
+) -> str | None:
+    """Return the formatted result of the first pattern found in text (used for software guesses)."""
+    for pat, fmt in patterns:
+        m = pat.search(text)
+        if m:
+            return fmt(m)
+    return None

@@ -1,0 +1,126 @@
+"""Compile, configure, attach and read the XDP receive program (BCC)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import bpfsys, events, kheaders
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+
+
+class BpfSetupError(RuntimeError):
+    """Anything that stops the program from being built or attached (one-line message)."""
+
+
+@dataclass(frozen=True)
+class ProgParams:
+    src_ip: int
+    port_lo: int
+    port_hi: int
+    variants: int = 1
+    banners: bool = False
+    dedup_entries: int = 1 << 20
+    dedup_window_s: float = 0.0
+    emit_repeats: bool = False
+    ringbuf_pages: int = 4096  # 16 MiB: a second of replies at Internet scale
+
+    def cflags(self) -> list[str]:
+        raw_ip = struct.unpack("<I", struct.pack("!I", self.src_ip))[0]
+        return [
+            f"-I{BPF_DIR}",
+            f"-DZB_SRC_IP_RAW={raw_ip}U",
+            f"-DZB_PORT_LO={self.port_lo}",
+            f"-DZB_PORT_HI={self.port_hi}",
+            f"-DZB_VARIANTS={max(1, self.variants)}",
+            f"-DZB_BANNERS={int(self.banners)}",
+            f"-DZB_DEDUP_ENTRIES={self.dedup_entries}",
+            f"-DZB_DEDUP_WINDOW_NS={int(self.dedup_window_s * 1e9)}ULL",
+            f"-DZB_EMIT_REPEATS={int(self.emit_repeats)}",
+            f"-DZB_RINGBUF_PAGES={self.ringbuf_pages}",
+            *events.bpf_layout_cflags(),
+        ]
+
+
+class RecvProgram:
+    """The compiled XDP program and its maps; attach() ties it to an interface."""
+
+    def __init__(self, params: ProgParams, key: bytes, probe_lens: list[tuple[int, int]] | None = None):
+        try:
+            kheaders.export_for_bcc()
+        except kheaders.HeadersError as exc:
+            raise BpfSetupError(str(exc)) from None
+        try:
+            from bcc import BPF  # Debian's python3-bpfcc
+        except ImportError:
+            raise BpfSetupError(
+                "python module 'bcc' not found: install Debian's python3-bpfcc "
+                "and use a venv made with --system-site-packages (run: sudo make setup)"
+            ) from None
+        self._BPF = BPF
+        self.params = params
+        self.link_fd: int | None = None
+        self.ifname: str | None = None
+        src = (BPF_DIR / "xdp_recv.c").read_text()
+        try:
+            # BCC prints compiler errors itself; we only add the one-line reason.
+            self.bpf = BPF(text=src, cflags=params.cflags())
+            self.fn = self.bpf.load_func("xdp_recv", BPF.XDP)
+        except Exception as exc:  # bcc raises bare Exception
+            raise BpfSetupError(f"cannot build the XDP program: {str(exc).splitlines()[0]}") from None
+        k0, k1 = struct.unpack("<QQ", key)
+        cfg = self.bpf["config"]
+        leaf = cfg.Leaf()
+        leaf.k0, leaf.k1 = k0, k1
+        cfg[ctypes.c_int(0)] = leaf
+        lens = self.bpf["probe_lens"]
+        for i, (base, plus_ip) in enumerate(probe_lens or []):
+            lv = lens.Leaf()
+            lv.base, lv.plus_ip_strlen = base, int(plus_ip)
+            lens[ctypes.c_int(i)] = lv
+        self._counters = self.bpf["counters"]
+
+    @property
+    def prog_fd(self) -> int:
+        return self.fn.fd
+
+    def attach(self, ifname: str) -> None:
+        try:
+            ifindex = socket.if_nametoindex(ifname)
+        except OSError:
+            raise BpfSetupError(f"unknown interface '{ifname}'") from None
+        try:
+            self.link_fd = bpfsys.xdp_link_create(self.prog_fd, ifindex)
+        except bpfsys.BpfError as exc:
+            if exc.errno == 16:  # EBUSY
+                raise BpfSetupError(
+                    f"interface '{ifname}' already has an XDP program (another scanner running?)"
+                ) from None
+            raise BpfSetupError(f"cannot attach XDP to '{ifname}': {exc.strerror}") from None
+        self.ifname = ifname
+
+    def detach(self) -> None:
+        if self.link_fd is not None:
+            os.close(self.link_fd)  # the link is the attachment: closing it detaches
+            self.link_fd = None
+
+    def counters(self) -> np.ndarray:
+        """Counters summed over CPUs, indexed by events.Counter."""
+        out = np.zeros(events.N_COUNTERS, dtype=np.uint64)
+        for k, v in self._counters.items():
+            out[k.value] = sum(int(x) for x in v)
+        return out
+
+    def close(self) -> None:
+        self.detach()
+        try:
+            self.bpf.cleanup()
+        except Exception:
+            pass

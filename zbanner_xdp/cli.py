@@ -1,0 +1,272 @@
+"""Command line: `zbanner-xdp [global options] scan|lab|probes …`.
+
+Every user error ends as one line on stderr and exit status 2; tracebacks
+are for bugs only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from typing import Any
+
+import click
+
+from .config import ScanConfig, parse_port_range, parse_rate
+
+EXIT_USAGE = 2
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"zbanner-xdp: error: {msg}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _rate(_ctx: Any, _p: Any, value: str) -> int:
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _sports(_ctx: Any, _p: Any, value: str) -> tuple[int, int]:
+    try:
+        return parse_port_range(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _ipv4(_ctx: Any, _p: Any, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise click.BadParameter(f"invalid IPv4 address '{value}'") from None
+
+
+def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from .packets import mac_bytes
+
+    try:
+        mac_bytes(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value.lower()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--iface", "-i", help="Scan interface (default: the route to the first target).")
+@click.option(
+    "--rate",
+    "-r",
+    default="10K",
+    show_default=True,
+    callback=_rate,
+    help="Packets per second, K/M suffixes; 0 = as fast as possible.",
+)
+@click.option("--source-ip", "-S", callback=_ipv4, help="Source address (default: from the route).")
+@click.option("--gateway-mac", "-G", callback=_mac, help="Next-hop MAC (default: from the neighbour table).")
+@click.option(
+    "--source-port",
+    default="32768-61000",
+    show_default=True,
+    callback=_sports,
+    help="Source port range LO-HI used for probes.",
+)
+@click.option("--ttl", default=255, show_default=True, type=click.IntRange(1, 255))
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), help="Permutation seed (default: random).")
+@click.option("--shards", default=1, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--shard", default=0, show_default=True, type=click.IntRange(0, 65534))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Results (JSON lines); default stdout.",
+)
+@click.option("--metadata", type=click.Path(dir_okay=False), help="Write a JSON summary here at exit.")
+@click.option(
+    "--cooldown",
+    default=8.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to keep receiving after the last probe.",
+)
+@click.option("--max-targets", type=click.IntRange(1), help="Stop after this many (address, port) probes.")
+@click.option(
+    "--max-runtime", type=click.FloatRange(0, min_open=True), help="Stop sending after this many seconds."
+)
+@click.option(
+    "--blocklist", type=click.Path(), help="CIDRs never scanned; replaces the default reserved list."
+)
+@click.option("--allowlist", type=click.Path(), help="Scan only these CIDRs.")
+@click.option("--dry-run", is_flag=True, help="Print the packets that would be sent; send nothing.")
+@click.option("-q", "--quiet", is_flag=True, help="No status line.")
+@click.version_option(package_name="zbanner-xdp")
+@click.pass_context
+def main_group(ctx: click.Context, **opts: Any) -> None:
+    """Stateless Internet-scale TCP scanner and banner grabber (XDP receive path)."""
+    if opts["shard"] >= opts["shards"]:
+        raise click.BadParameter(
+            f"--shard {opts['shard']} must be below --shards {opts['shards']}", param_hint="--shard"
+        )
+    ctx.obj = opts
+
+
+@main_group.command()
+@click.argument("target", nargs=-1)
+@click.option("-p", "--ports", required=True, help="Ports: 80,443,8000-8100.")
+@click.option(
+    "--probe", default="synscan", show_default=True, help="Probe module (see `zbanner-xdp probes`)."
+)
+@click.option("--probe-args", default="", help="Probe options k=v,k2=v2.")
+@click.option(
+    "--ack-window",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Receive window on our ACK: bounds the banner to one segment.",
+)
+@click.option(
+    "--dedup-window",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds a reply counts as a repeat (0: for the whole scan).",
+)
+@click.option("--output-repeats", is_flag=True, help="Also write repeated replies (repeat: true).")
+@click.pass_obj
+def scan(
+    obj: dict,
+    target: tuple[str, ...],
+    ports: str,
+    probe: str,
+    probe_args: str,
+    ack_window: int,
+    dedup_window: float,
+    output_repeats: bool,
+) -> None:
+    """Scan TARGETs (addresses or CIDRs; none = all of IPv4 minus the blocklist)."""
+    from probes import ProbeArgError, UnknownProbeError, get_probe, parse_probe_args
+
+    from .scanner import ScanError, Scanner
+
+    try:
+        probe_obj = get_probe(probe, parse_probe_args(probe_args))
+    except (UnknownProbeError, ProbeArgError) as exc:
+        _fail(str(exc))
+    lo, hi = obj["source_port"]
+    cfg = ScanConfig(
+        targets=target,
+        ports=ports,
+        probe=probe,
+        probe_args=parse_probe_args(probe_args),
+        iface=obj["iface"],
+        rate=obj["rate"],
+        source_ip=obj["source_ip"],
+        gateway_mac=obj["gateway_mac"],
+        source_port_lo=lo,
+        source_port_hi=hi,
+        ttl=obj["ttl"],
+        seed=obj["seed"],
+        shards=obj["shards"],
+        shard=obj["shard"],
+        output=obj["output"],
+        metadata=obj["metadata"],
+        cooldown=obj["cooldown"],
+        max_targets=obj["max_targets"],
+        max_runtime=obj["max_runtime"],
+        blocklist=obj["blocklist"],
+        allowlist=obj["allowlist"],
+        dry_run=obj["dry_run"],
+        quiet=obj["quiet"],
+        ack_window=ack_window,
+        dedup_window=dedup_window,
+        output_repeats=output_repeats,
+    )
+    try:
+        scanner = Scanner(cfg, probe_obj)
+        if cfg.dry_run:
+            scanner.dry_run(sys.stdout)
+            return
+        summary = scanner.run()
+    except ScanError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    if not cfg.quiet:
+        r = summary
+        click.echo(
+            f"zbanner-xdp: {r['reason']}: {r['packets_sent']['probes']} probes, "
+            f"{r['packets_sent']['replies']} replies, {r['hits']} hits, responses {r['responses']}, "
+            f"drops {r['drops']}, {r['duration_s']} s",
+            err=True,
+        )
+
+
+@main_group.command(name="probes")
+def probes_cmd() -> None:
+    """List probe modules and their output fields."""
+    from probes import all_probes
+
+    for cls in all_probes():
+        fields = ", ".join(cls.fields) or "-"
+        click.echo(f"{cls.name:<10} port {cls.default_port:<5} {cls.description}")
+        click.echo(f"{'':<10} fields: {fields}")
+        for k, v in getattr(cls, "args_help", {}).items():
+            click.echo(f"{'':<10} --probe-args {k}=…: {v}")
+
+
+@main_group.group()
+def lab() -> None:
+    """The built-in network-namespace lab (demo, tests, benchmarks)."""
+
+
+@lab.command("up")
+def lab_up() -> None:
+    from . import lab as labmod
+
+    try:
+        info = labmod.up()
+    except RuntimeError as exc:
+        labmod.down()
+        _fail(f"lab: {exc}")
+    click.echo(labmod.format_status(labmod.status()))
+    del info
+
+
+@lab.command("down")
+def lab_down() -> None:
+    from . import lab as labmod
+
+    removed = labmod.down()
+    click.echo("lab: removed " + (", ".join(removed) if removed else "nothing"))
+
+
+@lab.command("status")
+def lab_status() -> None:
+    from . import lab as labmod
+
+    click.echo(labmod.format_status(labmod.status()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        main_group.main(args=argv, prog_name="zbanner-xdp", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as exc:
+        _fail(exc.format_message().replace("\n", " "))
+    except click.exceptions.Abort:
+        _fail("aborted")
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Find (or build) a kernel header tree BCC can compile against.
+
+Hosts with headers for the running kernel use them untouched. Hosts without
+(cloud kernels, CI machines) get the distribution's newest header package
+merged into one tree: Debian splits it into `-common` and an arch directory,
+and BCC wants a single directory, so we symlink-copy both into a cache dir.
+The XDP program uses only stable UAPI headers, so a nearby version works.
+
+Runs standalone (`python3 kheaders.py --build`) from the setup script, before
+the venv exists, so it imports nothing from the project.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+CACHE_DIR = "/var/cache/zbanner-xdp"
+
+
+class HeadersError(RuntimeError):
+    pass
+
+
+def _running_build_dir() -> str | None:
+    build = f"/lib/modules/{platform.release()}/build"
+    return build if os.path.isdir(os.path.join(build, "include")) else None
+
+
+def _candidate_dirs() -> list[str]:
+    """Arch-specific header dirs in /usr/src, newest first."""
+    dirs = [
+        d.rstrip("/")
+        for d in glob.glob("/usr/src/linux-headers-*/")
+        if not d.rstrip("/").endswith("-common") and os.path.isdir(os.path.join(d, "include"))
+    ]
+
+    def version_key(path: str) -> list[int]:
+        return [int(x) for x in _digits(os.path.basename(path))]
+
+    return sorted(dirs, key=version_key, reverse=True)
+
+
+def _digits(name: str) -> list[str]:
+    out, cur = [], ""
+    for ch in name:
+        if ch.isdigit():
+            cur += ch
+        elif cur:
+            out.append(cur)
+            cur = ""
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _common_dir(arch_dir: str) -> str | None:
+    # linux-headers-6.1.0-42-amd64 -> linux-headers-6.1.0-42-common
+    base = arch_dir.rsplit("-", 1)[0]
+    common = base + "-common"
+    return common if os.path.isdir(common) else None
+
+
+def merged_tree_path(arch_dir: str) -> str:
+    return os.path.join(CACHE_DIR, "kernel-" + os.path.basename(arch_dir))
+
+
+def build_merged_tree() -> str:
+    """Create the merged tree from installed distribution headers; idempotent."""
+    cands = _candidate_dirs()
+    if not cands:
+        raise HeadersError("no kernel headers installed under /usr/src (run: sudo make setup)")
+    arch_dir = cands[0]
+    common = _common_dir(arch_dir)
+    if common is None:
+        # Ubuntu's -generic package is already complete.
+        return arch_dir
+    target = merged_tree_path(arch_dir)
+    if os.path.isfile(os.path.join(target, ".complete")):
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    os.makedirs(CACHE_DIR, exist_ok=True)
+    subprocess.run(["cp", "-as", common, target], check=True)
+    subprocess.run(["cp", "-asf", arch_dir + "/.", target + "/"], check=True)
+    with open(os.path.join(target, ".complete"), "w") as fh:
+        fh.write(arch_dir + "\n")
+    return target
+
+
+def kernel_source() -> str | None:
+    """The directory for BCC_KERNEL_SOURCE, or None when the host's own headers apply."""
+    env = os.environ.get("BCC_KERNEL_SOURCE")
+    if env and os.path.isdir(env):
+        return env
+    if _running_build_dir():
+        return None
+    for arch_dir in _candidate_dirs():
+        common = _common_dir(arch_dir)
+        if common is None:
+            return arch_dir
+        target = merged_tree_path(arch_dir)
+        if os.path.isfile(os.path.join(target, ".complete")):
+            return target
+    raise HeadersError(
+        f"no kernel headers for {platform.release()} and no merged tree in {CACHE_DIR} "
+        "(run: sudo make setup)"
+    )
+
+
+def export_for_bcc() -> None:
+    src = kernel_source()
+    if src:
+        os.environ["BCC_KERNEL_SOURCE"] = src
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--build"]:
+        try:
+            print(build_merged_tree())
+        except (HeadersError, subprocess.CalledProcessError, OSError) as exc:
+            print(f"kheaders: {exc}", file=sys.stderr)
+            sys.exit(2)
+    else:
+        print(kernel_source() or "(host headers)")

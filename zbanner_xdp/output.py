@@ -1,0 +1,87 @@
+"""Streamed JSON-lines results with a fixed schema (ZMap-compatible names)."""
+
+from __future__ import annotations
+
+import errno
+import sys
+from typing import IO, Any
+
+import orjson
+
+# Every record carries every field, null where it does not apply, so
+# downstream tools see one schema whatever the reply type.
+BASE_FIELDS = (
+    "saddr",
+    "sport",
+    "daddr",
+    "dport",
+    "classification",
+    "success",
+    "repeat",
+    "timestamp",
+    "ttl",
+    "window",
+    "ipid",
+    "seqnum",
+    "acknum",
+    "tcp_flags",
+    "probe",
+    "icmp_type",
+    "icmp_code",
+    "icmp_responder",
+    "banner",
+    "data",
+)
+
+
+class OutputError(RuntimeError):
+    pass
+
+
+class RecordWriter:
+    def __init__(self, path: str | None, probe_field: str | None = None):
+        self.path = path
+        self.probe_field = probe_field
+        self.count = 0
+        self._fh: IO[bytes]
+        if path is None or path == "-":
+            self._fh = sys.stdout.buffer
+            self._own = False
+        else:
+            try:
+                self._fh = open(path, "wb")  # noqa: SIM115 - lives as long as the scan
+            except OSError as exc:
+                raise OutputError(f"cannot open output file '{path}': {exc.strerror}") from None
+            self._own = True
+
+    def template(self) -> dict[str, Any]:
+        rec: dict[str, Any] = dict.fromkeys(BASE_FIELDS)
+        if self.probe_field:
+            rec[self.probe_field] = None
+        return rec
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        blob = b"".join(orjson.dumps(r) + b"\n" for r in records)
+        try:
+            self._fh.write(blob)
+            self._fh.flush()
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise OutputError("output disk full: stopping the scan") from None
+            if exc.errno == errno.EPIPE:
+                raise OutputError("output pipe closed: stopping the scan") from None
+            raise OutputError(f"cannot write output: {exc.strerror}") from None
+        self.count += len(records)
+
+    def close(self) -> None:
+        try:
+            self._fh.flush()
+        except OSError:
+            pass
+        if self._own:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
