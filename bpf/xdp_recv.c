@@ -86,17 +86,17 @@ static __always_inline int emit(struct xdp_md *ctx, struct iphdr *ip, struct tcp
 	}
 
 	struct zb_event *ev;
-	__u32 copy = 0;
+	__u64 copy = 0;
 	if (kind == ZB_KIND_BANNER) {
 		struct zb_banner_event *bev = events.ringbuf_reserve(sizeof(struct zb_banner_event));
 		if (!bev) {
 			count(ZB_CNT_RINGBUF_FULL);
 			return XDP_DROP;
 		}
-		copy = payload_len;
-		if (copy > ZB_DATA_MAX)
-			copy = ZB_DATA_MAX;
-		/* The verifier wants a provably bounded, non-zero length. */
+		copy = payload_len < ZB_DATA_MAX ? payload_len : ZB_DATA_MAX;
+		/* Keep clang from re-deriving `copy` after the check: the verifier
+		 * must see the very register it bounded passed to the helper. */
+		asm volatile("" : "+r"(copy));
 		if (copy >= 1 && copy <= ZB_DATA_MAX) {
 			if (bpf_xdp_load_bytes(ctx, data_off, bev->data, copy) < 0)
 				copy = 0;

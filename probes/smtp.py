@@ -10,6 +10,8 @@ from .base import Probe, first_match, parse_reply_lines, register
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _HOST_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
 _LITERAL_RE = re.compile(r"^\[[0-9A-Fa-f:.]+(?:IPv6:[0-9A-Fa-f:.]+)?\]$|^\[IPv6:[0-9A-Fa-f:.]+\]$")
+# "554 5.7.1 ..." enhanced status codes look like dotted hostnames.
+_ENHANCED_RE = re.compile(r"^\d\.\d{1,3}\.\d{1,3}$")
 _KEYWORDS = {"ESMTP", "SMTP", "LMTP", "SERVICE", "READY", "MAIL"}
 
 _SOFTWARE = [
@@ -33,7 +35,7 @@ def _hostname(first_line: str) -> str | None:
     word = words[0]
     if _LITERAL_RE.match(word):
         return word
-    if not _HOST_RE.match(word) or word.upper() in _KEYWORDS or word.isdigit():
+    if not _HOST_RE.match(word) or word.upper() in _KEYWORDS or word.isdigit() or _ENHANCED_RE.match(word):
         return None
     # A bare single label ("mx") is only trusted when followed by the usual ESMTP/SMTP keyword.
     if "." in word or (len(words) > 1 and words[1].upper().strip(";,") in ("ESMTP", "SMTP", "LMTP")):

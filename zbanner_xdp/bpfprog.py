@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import socket
 import struct
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +17,28 @@ import numpy as np
 from . import bpfsys, events, kheaders
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+
+
+LOG_PATH = "/tmp/zbanner-xdp-bpf.log"
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str) -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError:
+        os.close(saved)
+        yield
+        return
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class BpfSetupError(RuntimeError):
@@ -69,12 +94,15 @@ class RecvProgram:
         self.link_fd: int | None = None
         self.ifname: str | None = None
         src = (BPF_DIR / "xdp_recv.c").read_text()
-        try:
-            # BCC prints compiler errors itself; we only add the one-line reason.
-            self.bpf = BPF(text=src, cflags=params.cflags())
-            self.fn = self.bpf.load_func("xdp_recv", BPF.XDP)
-        except Exception as exc:  # bcc raises bare Exception
-            raise BpfSetupError(f"cannot build the XDP program: {str(exc).splitlines()[0]}") from None
+        # BCC prints compiler and verifier logs straight to fd 2: keep them
+        # in a file so the user gets one line, and the log when asked for.
+        with _stderr_to(LOG_PATH):
+            try:
+                self.bpf = BPF(text=src, cflags=params.cflags())
+                self.fn = self.bpf.load_func("xdp_recv", BPF.XDP)
+            except Exception as exc:  # bcc raises bare Exception
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise BpfSetupError(f"cannot build the XDP program: {first} (log: {LOG_PATH})") from None
         k0, k1 = struct.unpack("<QQ", key)
         cfg = self.bpf["config"]
         leaf = cfg.Leaf()

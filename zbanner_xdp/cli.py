@@ -7,6 +7,7 @@ are for bugs only.
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from typing import Any
 
@@ -186,6 +187,8 @@ def scan(
         dedup_window=dedup_window,
         output_repeats=output_repeats,
     )
+    if not cfg.dry_run and os.geteuid() != 0:
+        _fail("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")
     try:
         scanner = Scanner(cfg, probe_obj)
         if cfg.dry_run:

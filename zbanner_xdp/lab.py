@@ -342,10 +342,22 @@ def _read_pidfile(name: str) -> int | None:
         return None
 
 
+def _comm(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def _server_pid(name: str) -> int | None:
     """The tracked pid of server `name` if that process is alive and really is the server."""
     pid = _read_pidfile(name)
-    if pid is None or not _alive(pid) or _exe_name(pid) != _SERVER_EXE[name]:
+    if pid is None or not _alive(pid):
+        return None
+    # Debian's redis-server is a symlink to redis-check-rdb (exe shows the
+    # target, comm the name it was started as), so accept either.
+    if _SERVER_EXE[name] not in (_exe_name(pid), _comm(pid)):
         return None
     return pid
 

@@ -20,13 +20,13 @@ import numpy as np
 import orjson
 
 from . import __version__, cookie, packets, targets
-from .bpfprog import ProgParams, RecvProgram
+from .bpfprog import BpfSetupError, ProgParams, RecvProgram
 from .config import ScanConfig
 from .events import Counter
 from .netinfo import NetParams, resolve
 from .output import OutputError, RecordWriter
 from .receiver import Receiver, RingReader
-from .sender import RateLimiter, ReplyQueue, TxRing
+from .sender import RateLimiter, ReplyQueue, SendError, TxRing
 from .status import StatusLine
 
 
@@ -175,6 +175,9 @@ class Scanner:
             self._send_loop(link, replies, t0)
         except OutputError as exc:
             self.reason = "output-error"
+            self.error = str(exc)
+        except (BpfSetupError, SendError) as exc:
+            self.reason = "error"
             self.error = str(exc)
         finally:
             summary = self._shutdown(t0)
