@@ -592,8 +592,12 @@ def _wait_gone(pids: list[int], timeout: float) -> list[int]:
 
 
 def _kill_lab_processes(removed: list[str]) -> None:
+    from pyroute2 import netns as pr_netns
+
     victims: dict[int, str] = {}
-    for ns in (SCAN_NS, TARGET_NS):
+    # Every zbl-* namespace, not just the two: down() removes them all, and a
+    # namespace still holding a process would outlive its name (with its links).
+    for ns in sorted(n for n in pr_netns.listnetns() if n.startswith(PREFIX)):
         for pid in _pids_in_netns(ns):
             victims[pid] = f"process {pid} ({_exe_name(pid) or '?'}) in {ns}"
     for name in SERVERS:

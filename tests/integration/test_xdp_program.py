@@ -1,0 +1,156 @@
+"""The XDP program run by the kernel on hand-made frames (BPF_PROG_TEST_RUN).
+
+This is where the C cookie meets the Python cookie: a SYN-ACK built with the
+Python cookie must be consumed, one cookie off must pass untouched.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from zbanner_xdp import bpfsys, packets
+from zbanner_xdp.cookie import cookie_scalar
+from zbanner_xdp.events import EVENT_DTYPE, EVENT_SIZE, Counter
+
+pytestmark = pytest.mark.privileged
+
+XDP_DROP, XDP_PASS = 1, 2
+KEY = bytes(range(16))
+US = 0x0A4D0001  # 10.77.0.1
+THEM = 0xC6120005  # 198.18.0.5
+SPORT = 40000  # ours
+LO, HI = 32768, 61000
+THEM_LINK = packets.LinkParams(b"\x02" * 6, b"\x04" * 6, THEM, 61)
+PAYLOAD = b"GET / HTTP/1.0\r\n\r\n"
+
+
+class Prog:
+    def __init__(self, banners: bool) -> None:
+        from zbanner_xdp.bpfprog import ProgParams, RecvProgram
+
+        params = ProgParams(src_ip=US, port_lo=LO, port_hi=HI, banners=banners, dedup_entries=1024,
+                            ringbuf_pages=64)
+        self.p = RecvProgram(params, KEY, probe_lens=[(len(PAYLOAD), 0)] if banners else None)
+        self.events: list[bytes] = []
+        self.p.bpf["events"].open_ring_buffer(self._cb)
+
+    def _cb(self, _ctx, data, size) -> int:
+        self.events.append(ctypes.string_at(data, size))
+        return 0
+
+    def run(self, frame: bytes) -> int:
+        ret, _ = bpfsys.prog_test_run(self.p.prog_fd, frame)
+        return ret
+
+    def drain(self) -> list[bytes]:
+        self.p.bpf.ring_buffer_poll(0)
+        out, self.events = self.events, []
+        return out
+
+
+@pytest.fixture(scope="module")
+def synprog():
+    p = Prog(banners=False)
+    yield p
+    p.p.close()
+
+
+@pytest.fixture(scope="module")
+def banprog():
+    p = Prog(banners=True)
+    yield p
+    p.p.close()
+
+
+def frame(flags: int, ack: int, seq: int = 1000, window: int = 64240, sport: int = SPORT, src: int = THEM,
+          dport: int = 80, payload: bytes = b"", dst: int = US) -> bytes:
+    link = packets.LinkParams(b"\x02" * 6, b"\x04" * 6, src, 61)
+    pay, plen = (packets.payload_matrix([payload]) if payload else (None, None))
+    f, n = packets.tcp_frames(link, np.array([dst], np.uint32), np.array([sport]), np.array([dport]),
+                              np.array([seq], np.uint32), ack & 0xFFFFFFFF, flags, window,
+                              payload=pay, payload_len=plen)
+    return f[0, : n[0]].tobytes()
+
+
+def cookie(sport: int = SPORT, them: int = THEM, dport: int = 80) -> int:
+    return cookie_scalar(KEY, US, them, sport, dport)
+
+
+def test_valid_synack_is_consumed_and_recorded(synprog: Prog) -> None:
+    c = cookie(sport=40010)
+    assert synprog.run(frame(0x12, c + 1, seq=777, sport=40010)) == XDP_DROP
+    (ev,) = synprog.drain()
+    assert len(ev) == EVENT_SIZE
+    e = np.frombuffer(ev, EVENT_DTYPE)[0]
+    assert e["kind"] == 1 and e["seq"] == 777 and e["ack"] == (c + 1) & 0xFFFFFFFF
+    assert (e["sport"], e["dport"], e["ttl"], e["window"], e["repeat"]) == (80, 40010, 61, 64240, 0)
+
+
+def test_wrong_cookie_passes_untouched(synprog: Prog) -> None:
+    c = cookie(sport=40011)
+    before = synprog.p.counters()[Counter.BAD_COOKIE]
+    for ack in (c, c + 2, c ^ 0x80000000):
+        assert synprog.run(frame(0x12, ack, sport=40011)) == XDP_PASS
+    assert synprog.drain() == []
+    assert synprog.p.counters()[Counter.BAD_COOKIE] == before + 3
+
+
+def test_not_ours_passes(synprog: Prog) -> None:
+    c = cookie(sport=40012)
+    assert synprog.run(frame(0x12, c + 1, sport=40012, dst=US + 1)) == XDP_PASS  # other address
+    assert synprog.run(frame(0x12, c + 1, sport=LO - 1)) == XDP_PASS  # below our port range
+    assert synprog.run(frame(0x12, c + 1, sport=HI + 1)) == XDP_PASS
+    assert synprog.drain() == []
+
+
+def test_rst_acking_cookie_or_cookie_plus_one(synprog: Prog) -> None:
+    for sp, delta in ((40020, 0), (40021, 1)):
+        assert synprog.run(frame(0x14, cookie(sport=sp) + delta, sport=sp)) == XDP_DROP
+    evs = [np.frombuffer(e, EVENT_DTYPE)[0] for e in synprog.drain()]
+    assert [int(e["kind"]) for e in evs] == [2, 2]
+    assert synprog.run(frame(0x14, cookie(sport=40022) + 2, sport=40022)) == XDP_PASS
+
+
+def test_zero_window(synprog: Prog) -> None:
+    assert synprog.run(frame(0x12, cookie(sport=40030) + 1, sport=40030, window=0)) == XDP_DROP
+    (ev,) = synprog.drain()
+    assert np.frombuffer(ev, EVENT_DTYPE)[0]["kind"] == 3
+
+
+def test_duplicate_counts_as_repeat(synprog: Prog) -> None:
+    f = frame(0x12, cookie(sport=40040) + 1, sport=40040)
+    before = synprog.p.counters()[Counter.REPEAT]
+    assert [synprog.run(f) for _ in range(3)] == [XDP_DROP] * 3
+    assert len(synprog.drain()) == 1
+    assert synprog.p.counters()[Counter.REPEAT] == before + 2
+
+
+def test_banner_segment(banprog: Prog) -> None:
+    c = cookie(sport=40050)
+    body = b"HTTP/1.1 200 OK\r\nServer: nginx\r\n\r\n" + bytes(range(256)) * 8
+    assert banprog.run(frame(0x18, c + 1 + len(PAYLOAD), sport=40050, payload=body)) == XDP_DROP
+    (ev,) = banprog.drain()
+    e = np.frombuffer(ev[:EVENT_SIZE], EVENT_DTYPE)[0]
+    assert e["kind"] == 4 and e["payload_len"] == len(body) and e["data_len"] == 1024
+    assert ev[EVENT_SIZE : EVENT_SIZE + 1024] == body[:1024]
+    # A pure ACK of our probe is ours (consumed) but not a record.
+    assert banprog.run(frame(0x10, c + 1 + len(PAYLOAD), sport=40050)) == XDP_DROP
+    # Data acking anything but the whole probe is not a banner of ours.
+    assert banprog.run(frame(0x18, c + 1 + len(PAYLOAD) + 1, sport=40050, payload=b"x")) == XDP_PASS
+    assert banprog.drain() == []
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=0, max_size=200))
+def test_garbage_never_breaks_the_program(banprog: Prog, data: bytes) -> None:
+    # Random bytes after a valid Ethernet+IPv4 prefix to our address exercise every bound check.
+    prefix = frame(0x12, 0)[:14 + 16] + US.to_bytes(4, "big")
+    assert banprog.run(prefix + data) in (XDP_DROP, XDP_PASS)
+    # The kernel refuses test frames shorter than an Ethernet header.
+    assert banprog.run(data.ljust(14, b"\x00")) in (XDP_DROP, XDP_PASS)
+    banprog.drain()
