@@ -9,7 +9,7 @@ from .base import Probe, banner_text, register, split_lines
 
 _STATUS_RE = re.compile(r"^(\+OK|-ERR)(?:\s+(.*))?$", re.I)
 # RFC 1939 APOP: the greeting carries a msg-id like <1896.697170952@dbc.mtview.ca.us>.
-_APOP_RE = re.compile(r"<[^<>\s]+@[^<>\s]+>")
+_APOP_RE = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
 
 
 @register

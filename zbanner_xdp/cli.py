@@ -232,12 +232,11 @@ def lab_up() -> None:
     from . import lab as labmod
 
     try:
-        info = labmod.up()
+        labmod.up()  # tears down by itself on failure, keeping the logs it names
     except RuntimeError as exc:
-        labmod.down()
-        _fail(f"lab: {exc}")
+        msg = str(exc)
+        _fail(msg if msg.startswith("lab:") else f"lab: {msg}")
     click.echo(labmod.format_status(labmod.status()))
-    del info
 
 
 @lab.command("down")

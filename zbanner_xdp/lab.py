@@ -117,11 +117,9 @@ READY_TIMEOUT = 10.0
 CMD_TIMEOUT = 30.0
 TERM_GRACE = 3.0
 
-_OPEN = ipaddress.ip_network(OPEN_NET)
 _RST = ipaddress.ip_network(RST_NET)
 _SILENT = ipaddress.ip_network(SILENT_NET)
 _BIG = ipaddress.ip_network(BIG_NET)
-_BLACKHOLE = ipaddress.ip_network(BLACKHOLE_NET)
 _GW = ipaddress.ip_address(TARGET_GW)
 
 # Popen objects of servers this process started, so down() can reap them
@@ -599,7 +597,7 @@ def _kill_lab_processes(removed: list[str]) -> None:
     # namespace still holding a process would outlive its name (with its links).
     for ns in sorted(n for n in pr_netns.listnetns() if n.startswith(PREFIX)):
         for pid in _pids_in_netns(ns):
-            victims[pid] = f"process {pid} ({_exe_name(pid) or '?'}) in {ns}"
+            victims[pid] = f"process {pid} ({_comm(pid) or '?'}) in {ns}"
     for name in SERVERS:
         pid = _server_pid(name)
         if pid is not None and pid != os.getpid():

@@ -209,7 +209,9 @@ class Scanner:
             return [(len(fixed), 0)]
         short = self.probe.payload("1.1.1.1", 1)
         long_ = self.probe.payload("100.100.100.100", 1)
-        if len(long_) - len(short) == 8:
+        if len(long_) == len(short):
+            return [(len(short), 0)]
+        if len(long_) - len(short) == 8:  # the dotted address is in the payload (e.g. Host:)
             return [(len(short) - 7, 1)]
         raise ScanError(
             f"probe {self.probe.name}: payload length must not depend on the target beyond its address"
@@ -242,6 +244,8 @@ class Scanner:
         next_status = time.monotonic() + 1.0
         gen_size = 65536 if cfg.rate == 0 else int(min(65536, max(256, cfg.rate // 10)))
         batches = self._batches(gen_size)
+        # --max-runtime counts from the first packet, not from the BPF compile.
+        t0 = self.send_start = time.monotonic()
         frames = lens = None
         pos = 0
         sending = True
@@ -260,6 +264,7 @@ class Scanner:
             if not sending:
                 if cool_until is None:
                     cool_until = now + cfg.cooldown
+                    self.send_end = now
                 if now >= cool_until:
                     break
             budget = limiter.budget(self.stop)
@@ -320,6 +325,13 @@ class Scanner:
         drops = (int(counters[Counter.RINGBUF_FULL]) if counters is not None else 0) + self.replies.dropped
         self.status.show(self.sent_probes, self.sent_probes + self.sent_replies, self.hits(), drops, "done")
 
+    def _send_rate(self) -> float:
+        start = getattr(self, "send_start", None)
+        if start is None:
+            return 0.0
+        span = getattr(self, "send_end", time.monotonic()) - start
+        return round(self.sent_probes / span, 1) if span > 0 else 0.0
+
     def summary(self, t0: float, counters, error: str | None) -> dict:
         dur = time.monotonic() - t0
         rcv = self.receiver
@@ -347,7 +359,7 @@ class Scanner:
                 "replies": self.sent_replies,
                 "total": self.sent_probes + self.sent_replies,
             },
-            "send_rate_pps": round(self.sent_probes / dur, 1) if dur > 0 else 0.0,
+            "send_rate_pps": self._send_rate(),
             "responses": dict(rcv.by_class) if rcv else {},
             "hits": self.hits() if rcv else 0,
             "repeats": int(xdp.get("repeat", 0)),

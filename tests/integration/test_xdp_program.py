@@ -33,8 +33,9 @@ class Prog:
     def __init__(self, banners: bool) -> None:
         from zbanner_xdp.bpfprog import ProgParams, RecvProgram
 
-        params = ProgParams(src_ip=US, port_lo=LO, port_hi=HI, banners=banners, dedup_entries=1024,
-                            ringbuf_pages=64)
+        params = ProgParams(
+            src_ip=US, port_lo=LO, port_hi=HI, banners=banners, dedup_entries=1024, ringbuf_pages=64
+        )
         self.p = RecvProgram(params, KEY, probe_lens=[(len(PAYLOAD), 0)] if banners else None)
         self.events: list[bytes] = []
         self.p.bpf["events"].open_ring_buffer(self._cb)
@@ -67,13 +68,31 @@ def banprog():
     p.p.close()
 
 
-def frame(flags: int, ack: int, seq: int = 1000, window: int = 64240, sport: int = SPORT, src: int = THEM,
-          dport: int = 80, payload: bytes = b"", dst: int = US) -> bytes:
+def frame(
+    flags: int,
+    ack: int,
+    seq: int = 1000,
+    window: int = 64240,
+    sport: int = SPORT,
+    src: int = THEM,
+    dport: int = 80,
+    payload: bytes = b"",
+    dst: int = US,
+) -> bytes:
     link = packets.LinkParams(b"\x02" * 6, b"\x04" * 6, src, 61)
-    pay, plen = (packets.payload_matrix([payload]) if payload else (None, None))
-    f, n = packets.tcp_frames(link, np.array([dst], np.uint32), np.array([sport]), np.array([dport]),
-                              np.array([seq], np.uint32), ack & 0xFFFFFFFF, flags, window,
-                              payload=pay, payload_len=plen)
+    pay, plen = packets.payload_matrix([payload]) if payload else (None, None)
+    f, n = packets.tcp_frames(
+        link,
+        np.array([dst], np.uint32),
+        np.array([sport]),
+        np.array([dport]),
+        np.array([seq], np.uint32),
+        ack & 0xFFFFFFFF,
+        flags,
+        window,
+        payload=pay,
+        payload_len=plen,
+    )
     return f[0, : n[0]].tobytes()
 
 
@@ -149,7 +168,7 @@ def test_banner_segment(banprog: Prog) -> None:
 @given(data=st.binary(min_size=0, max_size=200))
 def test_garbage_never_breaks_the_program(banprog: Prog, data: bytes) -> None:
     # Random bytes after a valid Ethernet+IPv4 prefix to our address exercise every bound check.
-    prefix = frame(0x12, 0)[:14 + 16] + US.to_bytes(4, "big")
+    prefix = frame(0x12, 0)[: 14 + 16] + US.to_bytes(4, "big")
     assert banprog.run(prefix + data) in (XDP_DROP, XDP_PASS)
     # The kernel refuses test frames shorter than an Ethernet header.
     assert banprog.run(data.ljust(14, b"\x00")) in (XDP_DROP, XDP_PASS)

@@ -35,7 +35,10 @@ def run(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]
         (["--gateway-mac", "zz", "scan", "1.2.3.4", "-p", "80"], "invalid MAC address 'zz'"),
         (["scan", "1.2.3.4"], "Missing option '-p'"),
         (["--dry-run", "scan", "198.18.0.1", "-p", "80"], "no targets left after allow/block lists"),
-        (["--blocklist", "/nonexistent/list", "--dry-run", "scan", "1.2.3.4", "-p", "80"], "/nonexistent/list"),
+        (
+            ["--blocklist", "/nonexistent/list", "--dry-run", "scan", "1.2.3.4", "-p", "80"],
+            "/nonexistent/list",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
@@ -52,21 +55,38 @@ def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
 def test_not_root() -> None:
     r = run(*NET, "scan", "198.18.0.1", "-p", "80", user=65534)
     assert r.returncode == 2
-    assert r.stderr.strip() == "zbanner-xdp: error: scanning needs root (raw sockets and XDP); try sudo, or --dry-run"
+    assert (
+        r.stderr.strip()
+        == "zbanner-xdp: error: scanning needs root (raw sockets and XDP); try sudo, or --dry-run"
+    )
 
 
 def test_dry_run_prints_each_probe_once_and_sends_nothing(tmp_path) -> None:
     bl = tmp_path / "empty"
     bl.write_text("")
-    r = run("--blocklist", str(bl), *NET, "--seed", "7", "--ttl", "77", "--dry-run",
-            "scan", "198.18.0.0/29", "-p", "80,443")
+    r = run(
+        "--blocklist",
+        str(bl),
+        *NET,
+        "--seed",
+        "7",
+        "--ttl",
+        "77",
+        "--dry-run",
+        "scan",
+        "198.18.0.0/29",
+        "-p",
+        "80,443",
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 16
     pairs = {(ln.split()[4].rsplit(":", 1)[0], ln.split()[4].rsplit(":", 1)[1]) for ln in lines}
     assert pairs == {(f"198.18.0.{i}", p) for i in range(8) for p in ("80", "443")}
     assert all(" ttl=77 " in ln and ln.startswith("TCP [S] 10.0.0.1:") for ln in lines)
-    again = run("--blocklist", str(bl), *NET, "--seed", "7", "--dry-run", "scan", "198.18.0.0/29", "-p", "80,443")
+    again = run(
+        "--blocklist", str(bl), *NET, "--seed", "7", "--dry-run", "scan", "198.18.0.0/29", "-p", "80,443"
+    )
     order = [ln.split()[4] for ln in lines]
     assert [ln.split()[4] for ln in again.stdout.splitlines()] == order  # seeded order is stable
 
@@ -74,6 +94,18 @@ def test_dry_run_prints_each_probe_once_and_sends_nothing(tmp_path) -> None:
 def test_probes_lists_every_probe() -> None:
     r = run("probes")
     assert r.returncode == 0
-    for name in ("synscan", "http", "tls", "ssh", "ftp", "smtp", "pop3", "imap", "telnet", "redis", "mysql",
-                 "hello"):
+    for name in (
+        "synscan",
+        "http",
+        "tls",
+        "ssh",
+        "ftp",
+        "smtp",
+        "pop3",
+        "imap",
+        "telnet",
+        "redis",
+        "mysql",
+        "hello",
+    ):
         assert any(line.startswith(name + " ") for line in r.stdout.splitlines()), name

@@ -30,13 +30,18 @@ def test_cookie_is_siphash_of_the_four_tuple_in_network_order() -> None:
 @given(
     key=st.binary(min_size=16, max_size=16),
     ours=st.integers(0, 2**32 - 1),
-    theirs=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 65535), st.integers(0, 65535)),
-                    min_size=1, max_size=20),
+    theirs=st.lists(
+        st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 65535), st.integers(0, 65535)),
+        min_size=1,
+        max_size=20,
+    ),
 )
 def test_vectorised_matches_reference(key: bytes, ours: int, theirs: list[tuple[int, int, int]]) -> None:
     ips = np.array([t[0] for t in theirs], dtype=np.uint32)
     dports = np.array([t[1] for t in theirs], dtype=np.uint16)
     sports = np.array([t[2] for t in theirs], dtype=np.uint16)
     got = cookies(key, ours, ips, sports, dports)
-    want = [cookie_scalar(key, ours, int(i), int(s), int(d)) for i, s, d in zip(ips, sports, dports, strict=True)]
+    want = [
+        cookie_scalar(key, ours, int(i), int(s), int(d)) for i, s, d in zip(ips, sports, dports, strict=True)
+    ]
     assert got.tolist() == want

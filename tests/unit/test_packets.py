@@ -24,12 +24,17 @@ def _checksums_ok(frame: bytes) -> tuple[dpkt.ip.IP, dpkt.tcp.TCP]:
 
 def test_syn_frame_fields_and_checksums() -> None:
     frames, lens = packets.syn_frames(
-        LINK, np.array([0xC6120005], np.uint32), np.array([443]), np.array([40001]),
+        LINK,
+        np.array([0xC6120005], np.uint32),
+        np.array([443]),
+        np.array([40001]),
         np.array([0xDEADBEEF], np.uint32),
     )
     frame = frames[0, : lens[0]].tobytes()
     ip, tcp = _checksums_ok(frame)
-    assert ip.ttl == 200 and ip.p == 6 and ip.dst == bytes([198, 18, 0, 5]) and ip.src == bytes([10, 77, 0, 1])
+    assert (
+        ip.ttl == 200 and ip.p == 6 and ip.dst == bytes([198, 18, 0, 5]) and ip.src == bytes([10, 77, 0, 1])
+    )
     assert (tcp.sport, tcp.dport, tcp.seq, tcp.ack) == (40001, 443, 0xDEADBEEF, 0)
     assert tcp.flags == dpkt.tcp.TH_SYN
     assert dpkt.tcp.parse_opts(tcp.opts) == [(dpkt.tcp.TCP_OPT_MSS, b"\x05\xb4")]
@@ -39,9 +44,16 @@ def test_syn_frame_fields_and_checksums() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     rows=st.lists(
-        st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 65535), st.integers(1, 65535),
-                  st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.binary(max_size=300)),
-        min_size=1, max_size=8,
+        st.tuples(
+            st.integers(0, 2**32 - 1),
+            st.integers(1, 65535),
+            st.integers(1, 65535),
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2**32 - 1),
+            st.binary(max_size=300),
+        ),
+        min_size=1,
+        max_size=8,
     )
 )
 def test_payload_frames_match_dpkt(rows: list) -> None:
@@ -52,8 +64,16 @@ def test_payload_frames_match_dpkt(rows: list) -> None:
     ack = np.array([r[4] for r in rows], np.uint32)
     pay, plen = packets.payload_matrix([r[5] for r in rows])
     frames, lens = packets.tcp_frames(
-        LINK, daddr, dport, sport, seq, ack, packets.ACK | packets.PSH, 1024,
-        payload=pay if pay.shape[1] else None, payload_len=plen if pay.shape[1] else None,
+        LINK,
+        daddr,
+        dport,
+        sport,
+        seq,
+        ack,
+        packets.ACK | packets.PSH,
+        1024,
+        payload=pay if pay.shape[1] else None,
+        payload_len=plen if pay.shape[1] else None,
     )
     for i, r in enumerate(rows):
         ip, tcp = _checksums_ok(frames[i, : lens[i]].tobytes())

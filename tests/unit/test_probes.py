@@ -1,4 +1,4 @@
-"""Unit tests of the probes package: registry, argument handling, payloads and parsers on realistic samples."""
+"""Unit tests of the probes package: registry, arguments, payloads and parsers on realistic samples."""
 
 from __future__ import annotations
 
@@ -25,7 +25,20 @@ from probes.base import MAX_STR_LEN, Probe, sanitise
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "probes"
 
-EXPECTED_PROBES = ["ftp", "hello", "http", "imap", "mysql", "pop3", "redis", "smtp", "ssh", "synscan", "telnet", "tls"]
+EXPECTED_PROBES = [
+    "ftp",
+    "hello",
+    "http",
+    "imap",
+    "mysql",
+    "pop3",
+    "redis",
+    "smtp",
+    "ssh",
+    "synscan",
+    "telnet",
+    "tls",
+]
 
 
 def sample(name: str) -> bytes:
@@ -94,7 +107,9 @@ def tls12_server_hello() -> bytes:
     )
     server_hello = b"\x02" + len(body).to_bytes(3, "big") + body
     cert_len = 0x0A31
-    certificate_start = b"\x0b" + cert_len.to_bytes(3, "big") + b"\x00\x0a\x2e\x00\x0a\x2b\x30\x82\x0a\x27\x30\x82"
+    certificate_start = (
+        b"\x0b" + cert_len.to_bytes(3, "big") + b"\x00\x0a\x2e\x00\x0a\x2b\x30\x82\x0a\x27\x30\x82"
+    )
     # The record announces the full flight but the capture stops inside the Certificate.
     record_len = len(server_hello) + 4 + cert_len
     return b"\x16\x03\x03" + struct.pack("!H", record_len) + server_hello + certificate_start
@@ -108,7 +123,9 @@ def tls_hello_retry_request() -> bytes:
     from probes.tls import HRR_RANDOM
 
     extensions = b"\x00\x2b\x00\x02\x03\x04" + b"\x00\x33\x00\x02\x00\x17"  # key_share: please use secp256r1
-    body = b"\x03\x03" + HRR_RANDOM + b"\x20" + SESSION_ID + b"\x13\x02\x00" + struct.pack("!H", len(extensions))
+    body = (
+        b"\x03\x03" + HRR_RANDOM + b"\x20" + SESSION_ID + b"\x13\x02\x00" + struct.pack("!H", len(extensions))
+    )
     body += extensions
     hs = b"\x02" + len(body).to_bytes(3, "big") + body
     return b"\x16\x03\x03" + struct.pack("!H", len(hs)) + hs
@@ -314,7 +331,9 @@ def test_http_payload_default() -> None:
 
 
 def test_http_payload_args() -> None:
-    p = get_probe("http", {"host": "example.com", "path": "/robots.txt", "method": "HEAD", "user_agent": "t/1"})
+    p = get_probe(
+        "http", {"host": "example.com", "path": "/robots.txt", "method": "HEAD", "user_agent": "t/1"}
+    )
     expected = (
         b"HEAD /robots.txt HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t/1\r\n"
         b"Accept: */*\r\nConnection: close\r\n\r\n"
@@ -660,8 +679,8 @@ def _handshake_with_s_server(
     key, cert = tls_cert
     # stdin must stay open: s_server shuts down on stdin EOF.
     proc = subprocess.Popen(
-        ["openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", str(cert), "-key", str(key), "-naccept", "1",
-         *server_args],
+        ["openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", str(cert), "-key", str(key),
+         "-naccept", "1", *server_args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -740,7 +759,11 @@ def test_ssh_variants() -> None:
 
 
 def test_ftp() -> None:
-    assert parse("ftp", sample("ftp__vsftpd")) == {"code": 220, "text": "(vsFTPd 3.0.5)", "software": "vsFTPd 3.0.5"}
+    assert parse("ftp", sample("ftp__vsftpd")) == {
+        "code": 220,
+        "text": "(vsFTPd 3.0.5)",
+        "software": "vsFTPd 3.0.5",
+    }
     out = parse("ftp", sample("ftp__proftpd_multiline"))
     assert out["code"] == 220 and out["software"] == "ProFTPD 1.3.8"
     assert out["text"].split("\n") == [
@@ -752,7 +775,10 @@ def test_ftp() -> None:
     out = parse("ftp", b"421 Too many connections (8) from this IP\r\n")
     assert out == {"code": 421, "text": "Too many connections (8) from this IP", "software": None}
     assert parse("ftp", b"220 Microsoft FTP Service\r\n")["software"] == "Microsoft FTP Service"
-    assert parse("ftp", b"220-FileZilla Server 1.8.0\r\n220 Please visit")["software"] == "FileZilla Server 1.8.0"
+    assert (
+        parse("ftp", b"220-FileZilla Server 1.8.0\r\n220 Please visit")["software"]
+        == "FileZilla Server 1.8.0"
+    )
     assert parse("ftp", b"22")["code"] is None
     assert parse("ftp", b"220")["code"] == 220
     assert parse("ftp", b"2200 x")["code"] is None
@@ -809,7 +835,11 @@ def test_imap() -> None:
     }  # fmt: skip
     assert get_probe("imap").matches(out)
     out = parse("imap", b"* PREAUTH [CAPABILITY IMAP4rev1] Logged in as alice\r\n")
-    assert (out["status"], out["capabilities"], out["text"]) == ("PREAUTH", ["IMAP4rev1"], "Logged in as alice")
+    assert (out["status"], out["capabilities"], out["text"]) == (
+        "PREAUTH",
+        ["IMAP4rev1"],
+        "Logged in as alice",
+    )
     out = parse("imap", b"* BYE Too many connections\r\n")
     assert out["status"] == "BYE" and out["capabilities"] is None and out["text"] == "Too many connections"
     out = parse("imap", b"* ok Microsoft Exchange Server IMAP4 service is ready.\r\n")
@@ -861,7 +891,10 @@ def test_telnet_edge_cases() -> None:
 def test_redis_payload() -> None:
     p = get_probe("redis")
     assert p.payload("192.0.2.1", 6379) == b"*1\r\n$4\r\nPING\r\n" == p.fixed_payload
-    assert get_probe("redis", {"cmd": "info"}).payload("192.0.2.1", 6379) == b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n"
+    assert (
+        get_probe("redis", {"cmd": "info"}).payload("192.0.2.1", 6379)
+        == b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n"
+    )
     with pytest.raises(ProbeArgError):
         get_probe("redis", {"cmd": "flushall"})
 
@@ -931,7 +964,11 @@ def test_mysql_errors() -> None:
     assert out["server_version"] is None and get_probe("mysql").matches(out)
     payload = b"\xff\x10\x04#08004Too many connections"
     out = parse("mysql", len(payload).to_bytes(3, "little") + b"\x00" + payload)
-    assert (out["error_code"], out["sql_state"], out["error_message"]) == (1040, "08004", "Too many connections")
+    assert (out["error_code"], out["sql_state"], out["error_message"]) == (
+        1040,
+        "08004",
+        "Too many connections",
+    )
 
 
 def test_mysql_truncated_and_foreign() -> None:
@@ -988,7 +1025,12 @@ def test_hello_bad_args(args: dict[str, str]) -> None:
 def test_hello_parse_and_regex() -> None:
     p = get_probe("hello")
     out = p.parse("192.0.2.1", 9, sample("hello__generic"))
-    assert out == {"banner": "HELLO example-daemon 1.4\r\nready\r\n", "length": 33, "matched": None, "groups": None}
+    assert out == {
+        "banner": "HELLO example-daemon 1.4\r\nready\r\n",
+        "length": 33,
+        "matched": None,
+        "groups": None,
+    }
     assert p.matches(out) and not p.matches(p.parse("192.0.2.1", 9, b""))
     r = get_probe("hello", {"regex": r"example-daemon (\d+)\.(\d+)"})
     out = r.parse("192.0.2.1", 9, sample("hello__generic"))
@@ -1001,6 +1043,13 @@ def test_hello_parse_and_regex() -> None:
 
 
 def test_package_exports() -> None:
-    for name in ("Probe", "ProbeArgError", "UnknownProbeError", "get_probe", "all_probes", "parse_probe_args"):
+    for name in (
+        "Probe",
+        "ProbeArgError",
+        "UnknownProbeError",
+        "get_probe",
+        "all_probes",
+        "parse_probe_args",
+    ):
         assert hasattr(probes, name)
     assert issubclass(ProbeArgError, ValueError) and issubclass(UnknownProbeError, ValueError)

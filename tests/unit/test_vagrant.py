@@ -14,5 +14,11 @@ def test_vagrantfile_runs_make_test() -> None:
 
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is not installed on this machine")
 def test_vagrant_validate() -> None:
-    r = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=VAGRANT_DIR, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["vagrant", "validate", "--ignore-provider"],
+        cwd=VAGRANT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr

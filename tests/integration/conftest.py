@@ -1,0 +1,127 @@
+"""Lab fixtures: build the namespace lab for a module, always tear it down."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import ZB, privileged_reason
+from zbanner_xdp import lab
+
+
+@pytest.fixture(scope="module")
+def lab_up() -> Iterator[lab.LabInfo]:
+    if privileged_reason():
+        pytest.skip(privileged_reason() or "")
+    lab.down()
+    info = lab.up()
+    try:
+        yield info
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def empty_blocklist(tmp_path: Path) -> str:
+    # The lab lives in 198.18.0.0/15, which the default blocklist reserves.
+    p = tmp_path / "empty-blocklist"
+    p.write_text("")
+    return str(p)
+
+
+def scanner_argv(*args: str) -> list[str]:
+    """The scanner, always inside the lab's scan namespace."""
+    return lab.ns_exec_argv(lab.SCAN_NS, [ZB, *args])
+
+
+def run_scanner(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(scanner_argv(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def read_records(path: Path | str) -> list[dict]:
+    with open(path, "rb") as fh:
+        return [orjson.loads(line) for line in fh]
+
+
+def xdp_attached() -> bool:
+    out = subprocess.run(
+        ["ip", "-n", lab.SCAN_NS, "-d", "link", "show", lab.SCAN_IF],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+    return "prog/xdp" in out or " xdp" in out
+
+
+class Capture:
+    """tcpdump on the target side of the lab link: sees every frame the scanner namespace sends."""
+
+    def __init__(self, path: Path, bpf_filter: str = "tcp") -> None:
+        self.path = path
+        self.proc = subprocess.Popen(
+            lab.ns_exec_argv(
+                lab.TARGET_NS, ["tcpdump", "-i", lab.TARGET_IF, "-U", "-n", "-w", str(path), bpf_filter]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 10
+        assert self.proc.stderr is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if "listening on" in line:
+                return
+            if self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError("tcpdump did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def pcap_tcp(path: Path) -> list[tuple[str, str, int, int, int, int, int]]:
+    """(src, dst, sport, dport, flags, ttl, payload_len) per TCP frame in a pcap."""
+    import socket
+
+    import dpkt
+
+    out = []
+    with open(path, "rb") as fh:
+        for _ts, buf in dpkt.pcap.Reader(fh):
+            eth = dpkt.ethernet.Ethernet(buf)
+            ip = eth.data
+            if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.tcp.TCP):
+                continue
+            t = ip.data
+            out.append(
+                (
+                    socket.inet_ntoa(ip.src),
+                    socket.inet_ntoa(ip.dst),
+                    t.sport,
+                    t.dport,
+                    t.flags,
+                    ip.ttl,
+                    len(t.data),
+                )
+            )
+    return out
