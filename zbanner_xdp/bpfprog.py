@@ -104,16 +104,16 @@ class RecvProgram:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise BpfSetupError(f"cannot build the XDP program: {first} (log: {LOG_PATH})") from None
         k0, k1 = struct.unpack("<QQ", key)
-        cfg = self.bpf["config"]
+        cfg = self.bpf[b"config"]
         leaf = cfg.Leaf()
         leaf.k0, leaf.k1 = k0, k1
         cfg[ctypes.c_int(0)] = leaf
-        lens = self.bpf["probe_lens"]
+        lens = self.bpf[b"probe_lens"]
         for i, (base, plus_ip) in enumerate(probe_lens or []):
             lv = lens.Leaf()
             lv.base, lv.plus_ip_strlen = base, int(plus_ip)
             lens[ctypes.c_int(i)] = lv
-        self._counters = self.bpf["counters"]
+        self._counters = self.bpf[b"counters"]
 
     @property
     def prog_fd(self) -> int:

@@ -38,7 +38,7 @@ def _bswap32(a: np.ndarray) -> np.ndarray:
 class RingReader:
     """Collects ring-buffer records; `poll()` returns them decoded as arrays."""
 
-    def __init__(self, bpf: Any, name: str = "events"):
+    def __init__(self, bpf: Any, name: bytes = b"events"):
         self.bpf = bpf
         self._small: list[bytes] = []
         self._big: list[bytes] = []

@@ -38,7 +38,7 @@ class Prog:
         )
         self.p = RecvProgram(params, KEY, probe_lens=[(len(PAYLOAD), 0)] if banners else None)
         self.events: list[bytes] = []
-        self.p.bpf["events"].open_ring_buffer(self._cb)
+        self.p.bpf[b"events"].open_ring_buffer(self._cb)
 
     def _cb(self, _ctx, data, size) -> int:
         self.events.append(ctypes.string_at(data, size))
