@@ -92,6 +92,12 @@ struct zb_dedup_key {
 	__u32 kind;
 };
 
+/* Dedup value: when the reply was first seen and when we last answered it. */
+struct zb_seen {
+	__u64 first_ns;
+	__u64 answered_ns;
+};
+
 #ifdef ZB_EVENT_SIZE
 _Static_assert(sizeof(struct zb_event) == ZB_EVENT_SIZE, "zb_event size differs from events.py");
 #endif

@@ -15,7 +15,8 @@
  *   ZB_BANNERS        1: expect data segments acking our probe payload
  *   ZB_DEDUP_ENTRIES  size of the LRU duplicate filter
  *   ZB_DEDUP_WINDOW_NS  a repeat older than this is new again (0: never)
- *   ZB_EMIT_REPEATS   1: repeats also produce (flagged) records
+ *   ZB_EMIT_REPEATS   1: network duplicates also produce (flagged) records
+ *   ZB_REANSWER_NS    a repeat this long after our answer is a retransmission
  *   ZB_RINGBUF_PAGES  ring buffer size in pages (power of two)
  */
 #include <uapi/linux/bpf.h>
@@ -32,7 +33,7 @@ BPF_RINGBUF_OUTPUT(events, ZB_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(counters, __u64, ZB_CNT_MAX);
 BPF_ARRAY(config, struct zb_config, 1);
 BPF_ARRAY(probe_lens, struct zb_probe_len, ZB_VARIANTS);
-BPF_TABLE("lru_hash", struct zb_dedup_key, __u64, dedup, ZB_DEDUP_ENTRIES);
+BPF_TABLE("lru_hash", struct zb_dedup_key, struct zb_seen, dedup, ZB_DEDUP_ENTRIES);
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
@@ -58,17 +59,27 @@ static __always_inline __u32 dotted_len(__u32 raw)
 	return n;
 }
 
-/* True when this reply repeats one already recorded inside the window.
- * Records the first sighting; a lost record (full ring) must not be
- * remembered, so callers mark only after a successful reserve. */
-static __always_inline int seen_before(struct zb_dedup_key *k, __u64 now)
+/* Duplicate filter. A reply seen before inside the window is a repeat:
+ * counted, never recorded twice. Network duplicates arrive together and are
+ * dropped; a repeat arriving ZB_REANSWER_NS or more after we last answered
+ * is the server retransmitting because our answer (ACK+probe, RST) was lost,
+ * so it goes up once more flagged ZB_REPEAT_RETRANSMIT for user space to
+ * answer again, and a lost ACK costs a delay instead of the banner. */
+#define ZB_REPEAT_DUP 1
+#define ZB_REPEAT_RETRANSMIT 2
+
+static __always_inline __u8 classify_repeat(struct zb_dedup_key *k, __u64 now, int answerable)
 {
-	__u64 *first = dedup.lookup(k);
-	if (!first)
+	struct zb_seen *seen = dedup.lookup(k);
+	if (!seen)
 		return 0;
-	if (ZB_DEDUP_WINDOW_NS && now - *first > ZB_DEDUP_WINDOW_NS)
+	if (ZB_DEDUP_WINDOW_NS && now - seen->first_ns > ZB_DEDUP_WINDOW_NS)
 		return 0;
-	return 1;
+	if (answerable && now - seen->answered_ns >= ZB_REANSWER_NS) {
+		seen->answered_ns = now;
+		return ZB_REPEAT_RETRANSMIT;
+	}
+	return ZB_REPEAT_DUP;
 }
 
 static __always_inline int emit(struct xdp_md *ctx, struct iphdr *ip, struct tcphdr *tcp, __u8 kind,
@@ -78,10 +89,11 @@ static __always_inline int emit(struct xdp_md *ctx, struct iphdr *ip, struct tcp
 	struct zb_dedup_key key = {
 		.saddr = ip->saddr, .sport = tcp->source, .dport = tcp->dest, .kind = kind,
 	};
-	__u8 repeat = seen_before(&key, now);
+	int answerable = kind == ZB_KIND_SYNACK || kind == ZB_KIND_ZEROWIN || kind == ZB_KIND_BANNER;
+	__u8 repeat = classify_repeat(&key, now, answerable);
 	if (repeat) {
 		count(ZB_CNT_REPEAT);
-		if (!ZB_EMIT_REPEATS)
+		if (repeat == ZB_REPEAT_DUP && !ZB_EMIT_REPEATS)
 			return XDP_DROP;
 	}
 
@@ -111,8 +123,10 @@ static __always_inline int emit(struct xdp_md *ctx, struct iphdr *ip, struct tcp
 			return XDP_DROP;
 		}
 	}
-	if (!repeat)
-		dedup.update(&key, &now);
+	if (!repeat) {
+		struct zb_seen first = { .first_ns = now, .answered_ns = now };
+		dedup.update(&key, &first);
+	}
 
 	ev->ts_ns = now;
 	ev->saddr = ip->saddr;
@@ -166,7 +180,7 @@ int xdp_recv(struct xdp_md *ctx)
 	__u32 cookie = zb_cookie(cfg->k0, cfg->k1, ip->daddr, ip->saddr, tcp->dest, tcp->source);
 	__u32 ack = bpf_ntohl(tcp->ack_seq);
 	__u8 flags = ((__u8 *)tcp)[13];
-	__u8 variant = (dport - ZB_PORT_LO) % ZB_VARIANTS;
+	__u8 variant = (__u32)(dport - ZB_PORT_LO) % (__u32)ZB_VARIANTS;
 	__u32 ip_len = bpf_ntohs(ip->tot_len);
 	__u32 hdrs = (__u32)(ip->ihl * 4) + (__u32)(tcp->doff * 4);
 	__u32 payload_len = ip_len > hdrs ? ip_len - hdrs : 0;
@@ -202,12 +216,15 @@ int xdp_recv(struct xdp_md *ctx)
 
 	if (!(flags & TCP_ACK) || (flags & TCP_SYN))
 		goto bad;
+	/* Data segments we take as a banner: ACK, PSH-ACK, FIN-ACK, FIN-PSH-ACK
+	 * (ECN bits aside). URG and friends are not a server's first reply. */
+	__u8 plain = (flags & 0x3f & ~(TCP_FIN | TCP_PSH | TCP_ACK)) == 0;
 	/* Anything else acking inside our sequence space is ours: a pure ACK of
 	 * the probe, a FIN, a later segment. Consume it silently so the kernel
 	 * does not RST it; only the first data segment is the banner. */
 	if (ack - cookie - 1 > plen)
 		goto bad;
-	if (ZB_BANNERS && payload_len > 0 && ack == cookie + 1 + plen) {
+	if (ZB_BANNERS && plain && payload_len > 0 && ack == cookie + 1 + plen) {
 		count(ZB_CNT_BANNER);
 		return emit(ctx, ip, tcp, ZB_KIND_BANNER, variant, data_off, payload_len);
 	}

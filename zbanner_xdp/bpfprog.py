@@ -55,6 +55,9 @@ class ProgParams:
     dedup_entries: int = 1 << 20
     dedup_window_s: float = 0.0
     emit_repeats: bool = False
+    # Below a server's minimum RTO (200 ms on Linux): anything repeating
+    # sooner is a network duplicate, not a retransmission of our lost answer.
+    reanswer_s: float = 0.15
     ringbuf_pages: int = 4096  # 16 MiB: a second of replies at Internet scale
 
     def cflags(self) -> list[str]:
@@ -64,11 +67,12 @@ class ProgParams:
             f"-DZB_SRC_IP_RAW={raw_ip}U",
             f"-DZB_PORT_LO={self.port_lo}",
             f"-DZB_PORT_HI={self.port_hi}",
-            f"-DZB_VARIANTS={max(1, self.variants)}",
+            f"-DZB_VARIANTS={max(1, self.variants)}U",
             f"-DZB_BANNERS={int(self.banners)}",
             f"-DZB_DEDUP_ENTRIES={self.dedup_entries}",
             f"-DZB_DEDUP_WINDOW_NS={int(self.dedup_window_s * 1e9)}ULL",
             f"-DZB_EMIT_REPEATS={int(self.emit_repeats)}",
+            f"-DZB_REANSWER_NS={int(self.reanswer_s * 1e9)}ULL",
             f"-DZB_RINGBUF_PAGES={self.ringbuf_pages}",
             *events.bpf_layout_cflags(),
         ]

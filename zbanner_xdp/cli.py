@@ -154,8 +154,14 @@ def scan(
 
     from .scanner import ScanError, Scanner
 
+    names = [n.strip() for n in probe.split(",") if n.strip()]
     try:
-        probe_obj = get_probe(probe, parse_probe_args(probe_args))
+        args = parse_probe_args(probe_args)
+        if len(names) > 1 and args:
+            raise ProbeArgError("--probe-args needs a single --probe")
+        if len(set(names)) != len(names) or not names:
+            raise ProbeArgError(f"invalid --probe list '{probe}'")
+        probe_objs = [get_probe(n, args) for n in names]
     except (UnknownProbeError, ProbeArgError) as exc:
         _fail(str(exc))
     lo, hi = obj["source_port"]
@@ -190,7 +196,7 @@ def scan(
     if not cfg.dry_run and os.geteuid() != 0:
         _fail("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")
     try:
-        scanner = Scanner(cfg, probe_obj)
+        scanner = Scanner(cfg, probe_objs)
         if cfg.dry_run:
             scanner.dry_run(sys.stdout)
             return

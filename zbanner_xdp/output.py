@@ -39,9 +39,9 @@ class OutputError(RuntimeError):
 
 
 class RecordWriter:
-    def __init__(self, path: str | None, probe_field: str | None = None):
+    def __init__(self, path: str | None, probe_fields: list[str] | None = None):
         self.path = path
-        self.probe_field = probe_field
+        self.probe_fields = probe_fields or []
         self.count = 0
         self._fh: IO[bytes]
         if path is None or path == "-":
@@ -56,8 +56,8 @@ class RecordWriter:
 
     def template(self) -> dict[str, Any]:
         rec: dict[str, Any] = dict.fromkeys(BASE_FIELDS)
-        if self.probe_field:
-            rec[self.probe_field] = None
+        for name in self.probe_fields:
+            rec[name] = None
         return rec
 
     def write(self, records: list[dict[str, Any]]) -> None:

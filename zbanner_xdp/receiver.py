@@ -64,14 +64,25 @@ class RingReader:
         return hdr, ban
 
 
+REPEAT_DUP = 1  # a network duplicate: recorded only with --output-repeats
+REPEAT_RETRANSMIT = 2  # the server retransmitted: our answer was lost, answer again
+
+
 class Receiver:
+    """Turns ring-buffer batches into replies and records.
+
+    `probes[i]` is the probe sent with variant i (the source port says which,
+    see scanner.source_ports); a SYN-ACK is answered with that probe's
+    payload, or with a RST for SYN-only probes.
+    """
+
     def __init__(
         self,
         reader: RingReader,
         link: packets.LinkParams,
         replies: ReplyQueue,
         writer: RecordWriter,
-        probe: Any,
+        probes: list[Any],
         ack_window: int,
         output_repeats: bool = False,
     ):
@@ -79,13 +90,12 @@ class Receiver:
         self.link = link
         self.replies = replies
         self.writer = writer
-        self.probe = probe
-        self.handshake = bool(getattr(probe, "handshake", False))
+        self.probes = probes
         self.ack_window = ack_window
         self.output_repeats = output_repeats
         self.by_class: Tally[str] = Tally()
         self.hits = 0
-        self.repeats_seen = 0
+        self.reanswered = 0
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="receiver", daemon=True)
@@ -115,6 +125,9 @@ class Receiver:
             self._handle_banners(ban)
         return len(hdr) + len(ban)
 
+    def _probe(self, variant: int) -> Any:
+        return self.probes[variant] if variant < len(self.probes) else self.probes[0]
+
     # -- replies ---------------------------------------------------------
     def _queue_rst(self, ev: np.ndarray) -> None:
         if len(ev) == 0:
@@ -124,19 +137,18 @@ class Receiver:
         )
         self.replies.put(frames, lens)
 
-    def _queue_probe(self, ev: np.ndarray) -> None:
+    def _queue_probe(self, ev: np.ndarray, probe: Any) -> None:
         if len(ev) == 0:
             return
         daddr = _bswap32(ev["saddr"])
-        fixed = self.probe.fixed_payload
-        if fixed is not None:
-            pay = np.frombuffer(fixed, dtype=np.uint8)[None, :] if fixed else None
-            plen = np.full(len(ev), len(fixed), dtype=np.uint64) if fixed else None
-            if pay is not None:
-                pay = np.broadcast_to(pay, (len(ev), len(fixed)))
-        else:
+        fixed = probe.fixed_payload
+        pay = plen = None
+        if fixed:
+            pay = np.broadcast_to(np.frombuffer(fixed, dtype=np.uint8)[None, :], (len(ev), len(fixed)))
+            plen = np.full(len(ev), len(fixed), dtype=np.uint64)
+        elif fixed is None:
             pays = [
-                self.probe.payload(ip_from_raw(int(s)), int(p))
+                probe.payload(ip_from_raw(int(s)), int(p))
                 for s, p in zip(ev["saddr"], ev["sport"], strict=True)
             ]
             pay, plen = packets.payload_matrix(pays)
@@ -167,9 +179,7 @@ class Receiver:
             sport=int(e["sport"]),
             daddr=ip_from_raw(int(e["daddr"])),
             dport=int(e["dport"]),
-            classification=CLASSIFICATION.get(Kind(kind), "unknown")
-            if kind in Kind._value2member_map_
-            else "unknown",
+            classification=CLASSIFICATION.get(kind, "unknown"),
             success=kind in (Kind.SYNACK, Kind.BANNER),
             repeat=bool(e["repeat"]),
             timestamp=ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -179,47 +189,56 @@ class Receiver:
             seqnum=int(e["seq"]),
             acknum=int(e["ack"]),
             tcp_flags=int(e["tcp_flags"]),
-            probe=self.probe.name,
+            probe=self._probe(int(e["variant"])).name,
         )
         return rec
 
+    def _recorded(self, ev: np.ndarray) -> np.ndarray:
+        return np.ones(len(ev), bool) if self.output_repeats else ev["repeat"] == 0
+
     def _handle_tcp(self, ev: np.ndarray) -> None:
-        fresh = ev[ev["repeat"] == 0]
-        synack = fresh[fresh["kind"] == Kind.SYNACK]
-        if self.handshake:
-            self._queue_probe(synack)
-            self._queue_rst(fresh[fresh["kind"] == Kind.ZEROWIN])
-        else:
-            self._queue_rst(fresh[(fresh["kind"] == Kind.SYNACK) | (fresh["kind"] == Kind.ZEROWIN)])
-        self.repeats_seen += int(len(ev) - len(fresh))
-        rows = ev if self.output_repeats else fresh
-        records = [self._base_record(e) for e in rows]
+        answer = ev[ev["repeat"] != REPEAT_DUP]
+        self.reanswered += int((answer["repeat"] == REPEAT_RETRANSMIT).sum())
+        self._queue_rst(answer[answer["kind"] == Kind.ZEROWIN])
+        synack = answer[answer["kind"] == Kind.SYNACK]
+        for v in np.unique(synack["variant"]):
+            sub = synack[synack["variant"] == v]
+            probe = self._probe(int(v))
+            if probe.handshake:
+                self._queue_probe(sub, probe)
+            else:
+                self._queue_rst(sub)
+        records = [self._base_record(e) for e in ev[self._recorded(ev)]]
         self._tally(records)
         self.writer.write(records)
 
     def _handle_banners(self, ban: np.ndarray) -> None:
         hdr = ban["h"]
-        fresh_mask = hdr["repeat"] == 0
-        self._queue_rst(hdr[fresh_mask])
-        self.repeats_seen += int((~fresh_mask).sum())
+        answer = hdr["repeat"] != REPEAT_DUP
+        self.reanswered += int((hdr["repeat"] == REPEAT_RETRANSMIT).sum())
+        self._queue_rst(hdr[answer])
         records = []
-        for row in ban if self.output_repeats else ban[fresh_mask]:
+        for row in ban[self._recorded(hdr)]:
             e = row["h"]
             data = row["data"][: int(e["data_len"])].tobytes()
             rec = self._base_record(e)
+            probe = self._probe(int(e["variant"]))
             rec["banner"] = _banner_text(data)
             rec["data"] = base64.b64encode(data).decode("ascii")
-            rec[self.probe.name] = self.probe.parse(rec["saddr"], rec["sport"], data)
+            rec[probe.name] = probe.parse(rec["saddr"], rec["sport"], data)
             records.append(rec)
         self._tally(records)
         self.writer.write(records)
 
     def _tally(self, records: list[dict[str, Any]]) -> None:
+        # A hit is what the probe is after: a SYN-ACK for SYN-only probes, a banner otherwise.
+        syn_only = {p.name for p in self.probes if not p.handshake}
         for r in records:
             if r["repeat"]:
                 continue
-            self.by_class[r["classification"]] += 1
-            if r["success"]:
+            cls = r["classification"]
+            self.by_class[cls] += 1
+            if cls == "banner" or (cls == "synack" and r["probe"] in syn_only):
                 self.hits += 1
 
 

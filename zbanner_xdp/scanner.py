@@ -61,9 +61,10 @@ def source_ports(
 
 
 class Scanner:
-    def __init__(self, cfg: ScanConfig, probe: Any):
+    def __init__(self, cfg: ScanConfig, probes: list[Any]):
         self.cfg = cfg
-        self.probe = probe
+        self.probes = probes
+        self.variants = len(probes)
         self.stop = threading.Event()
         self.reason = "completed"
         self.seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
@@ -74,7 +75,8 @@ class Scanner:
             )
         except (targets.TargetError, OSError) as exc:
             raise ScanError(str(exc)) from None
-        self.total = targets.expected_count(self.space, cfg.shards, cfg.shard, cfg.max_targets)
+        pairs = targets.expected_count(self.space, cfg.shards, cfg.shard, cfg.max_targets)
+        self.total = pairs * self.variants  # SYNs this scan sends: one per probe per pair
         self.sent_probes = 0
         self.sent_replies = 0
         self.prog: RecvProgram | None = None
@@ -118,9 +120,19 @@ class Scanner:
         )
 
     def _syn_batch(self, link: packets.LinkParams, addrs: np.ndarray, ports: np.ndarray):
-        sports = source_ports(self.key, addrs, ports, self.cfg.source_port_lo, self.cfg.source_port_hi, 1)
-        seqs = cookie.cookies(self.key, link.src_ip, addrs, sports, ports)
-        return packets.syn_frames(link, addrs, ports, sports, seqs)
+        """SYNs for a batch of pairs, every probe of a pair back to back."""
+        out = []
+        for v in range(self.variants):
+            sports = source_ports(
+                self.key, addrs, ports, self.cfg.source_port_lo, self.cfg.source_port_hi, self.variants, v
+            )
+            seqs = cookie.cookies(self.key, link.src_ip, addrs, sports, ports)
+            out.append(packets.syn_frames(link, addrs, ports, sports, seqs))
+        if self.variants == 1:
+            return out[0]
+        frames = np.stack([f for f, _ in out], axis=1).reshape(-1, out[0][0].shape[1])
+        lens = np.stack([n for _, n in out], axis=1).reshape(-1)
+        return frames, lens
 
     # -- dry run ---------------------------------------------------------
     def dry_run(self, out) -> int:
@@ -146,14 +158,13 @@ class Scanner:
         t0 = time.monotonic()
         old_handlers = self._install_signals()
         try:
-            self.writer = RecordWriter(
-                cfg.output, probe_field=self.probe.name if self.probe.handshake else None
-            )
+            self.writer = RecordWriter(cfg.output, probe_fields=[p.name for p in self.probes if p.handshake])
             params = ProgParams(
                 src_ip=link.src_ip,
                 port_lo=cfg.source_port_lo,
                 port_hi=cfg.source_port_hi,
-                banners=bool(self.probe.handshake),
+                variants=self.variants,
+                banners=any(p.handshake for p in self.probes),
                 dedup_window_s=cfg.dedup_window,
                 emit_repeats=cfg.output_repeats,
             )
@@ -167,7 +178,7 @@ class Scanner:
                 link,
                 replies,
                 self.writer,
-                self.probe,
+                self.probes,
                 cfg.ack_window,
                 cfg.output_repeats,
             )
@@ -202,19 +213,24 @@ class Scanner:
             signal.signal(sig, h)
 
     def _probe_lens(self) -> list[tuple[int, int]]:
-        if not self.probe.handshake:
-            return []
-        fixed = self.probe.fixed_payload
+        """Per variant, what the XDP side needs to know the expected ack of a banner."""
+        return [self._probe_len(p) for p in self.probes]
+
+    @staticmethod
+    def _probe_len(probe: Any) -> tuple[int, int]:
+        if not probe.handshake:
+            return (0, 0)
+        fixed = probe.fixed_payload
         if fixed is not None:
-            return [(len(fixed), 0)]
-        short = self.probe.payload("1.1.1.1", 1)
-        long_ = self.probe.payload("100.100.100.100", 1)
+            return (len(fixed), 0)
+        short = probe.payload("1.1.1.1", 1)
+        long_ = probe.payload("100.100.100.100", 1)
         if len(long_) == len(short):
-            return [(len(short), 0)]
+            return (len(short), 0)
         if len(long_) - len(short) == 8:  # the dotted address is in the payload (e.g. Host:)
-            return [(len(short) - 7, 1)]
+            return (len(short) - 7, 1)
         raise ScanError(
-            f"probe {self.probe.name}: payload length must not depend on the target beyond its address"
+            f"probe {probe.name}: payload length must not depend on the target beyond its address"
         )
 
     def _check_receiver(self) -> None:
@@ -232,8 +248,7 @@ class Scanner:
 
     def hits(self) -> int:
         assert self.receiver is not None
-        cls = "banner" if self.probe.handshake else "synack"
-        return self.receiver.by_class.get(cls, 0)
+        return self.receiver.hits
 
     def _send_loop(self, link: packets.LinkParams, replies: ReplyQueue, t0: float) -> None:
         cfg = self.cfg
@@ -342,7 +357,7 @@ class Scanner:
             "error": error,
             "options": self.cfg.as_dict(),
             "seed": self.seed,
-            "probe": self.probe.name,
+            "probe": ",".join(p.name for p in self.probes),
             "targets": {
                 "specs": list(self.cfg.targets) or ["0.0.0.0/0"],
                 "ports": self.cfg.ports,
@@ -363,6 +378,7 @@ class Scanner:
             "responses": dict(rcv.by_class) if rcv else {},
             "hits": self.hits() if rcv else 0,
             "repeats": int(xdp.get("repeat", 0)),
+            "reanswered": rcv.reanswered if rcv else 0,
             "drops": {
                 "ringbuf_full": int(xdp.get("ringbuf_full", 0)),
                 "reply_queue": self.replies.dropped if hasattr(self, "replies") else 0,
