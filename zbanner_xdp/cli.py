@@ -228,6 +228,21 @@ def probes_cmd() -> None:
             click.echo(f"{'':<10} --probe-args {k}=…: {v}")
 
 
+@main_group.command(name="report")
+@click.argument("results")
+@click.option("--json", "json_out", help="Also write the report as JSON ('-': stdout instead of text).")
+@click.option("--png", "png_out", help="Cross-protocol heatmap PNG (needs matplotlib: zbanner-xdp[plot]).")
+def report_cmd(results: str, json_out: str | None, png_out: str | None) -> None:
+    """Liveness taxonomy (Bano et al. 2018) of a results file (.gz ok, '-' = stdin)."""
+    from .report import ReportError, run_report
+
+    try:
+        code = run_report(results, json_out, png_out)
+    except ReportError as exc:
+        _fail(str(exc))
+    sys.exit(code)
+
+
 @main_group.group()
 def lab() -> None:
     """The built-in network-namespace lab (demo, tests, benchmarks)."""

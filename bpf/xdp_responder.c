@@ -1,0 +1,276 @@
+/* zbanner-xdp target emulator: a stateless TCP "host" in XDP.
+ *
+ * Answers TCP for a whole address range the way a server stack would, but
+ * without any per-connection state, so lab tests can build hosts with exotic
+ * behaviour (zero-window SYN-ACKs, fixed banners) and benchmarks measure the
+ * scanner instead of the target's kernel:
+ *
+ *   SYN            open port: SYN-ACK, seq = keyed hash of the 4-tuple (ISN)
+ *                  closed:    RST-ACK, seq 0
+ *   ACK, ack=ISN+1 with payload (client-first probe), or bare when
+ *                  ZE_SERVER_FIRST: one PSH|ACK segment carrying the banner
+ *   ACK of the banner, RST, FIN, anything else TCP to the range: dropped
+ *                  (the emulated host never says anything else)
+ *   not IPv4 TCP to the range: XDP_PASS, so a real stack on the same
+ *                  interface keeps serving its own addresses
+ *
+ * Every reply is the received frame rewritten in place and sent back with
+ * XDP_TX. zbanner_xdp/emulator.py computes the same open/closed hash and ISN
+ * (both are cookie.h's SipHash, keyed differently), so tests know the truth.
+ *
+ * Compile-time parameters (-D, set by zbanner_xdp/emulator.py):
+ *   ZE_NET_RAW, ZE_MASK_RAW  answered range: (daddr & MASK) == NET, raw words
+ *   ZE_OPEN_PERMIL    0..1000: share of (ip, port) that is open
+ *   ZE_PORT_FILTER    1: a port must also be set in the `ports` bitmap
+ *   ZE_WINDOW         the SYN-ACK's window (0: zero-window host)
+ *   ZE_MSS            MSS option in the SYN-ACK (0: no options at all)
+ *   ZE_SERVER_FIRST   1: the handshake's bare ACK already gets the banner
+ * Run-time configuration (maps written from Python):
+ *   config[0]         hash keys, the banner and its precomputed checksum
+ *   ports[0]          65536-bit bitmap of open ports (ZE_PORT_FILTER)
+ */
+#include <uapi/linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/in.h>
+
+#include "cookie.h"
+#include "parsing.h"
+
+#ifndef ZE_BANNER_MAX
+#define ZE_BANNER_MAX 1024
+#endif
+
+enum ze_counter {
+	ZE_CNT_SYN_OPEN = 0,
+	ZE_CNT_SYN_CLOSED,
+	ZE_CNT_BANNER,
+	ZE_CNT_DROPPED,         /* to the range, nothing to answer (or unanswerable) */
+	ZE_CNT_BAD_ACK,         /* an ACK whose ack number is not ours */
+	ZE_CNT_PASSED,          /* not IPv4 TCP to the range */
+	ZE_CNT_MAX,
+};
+
+struct ze_config {
+	__u64 open_k0;          /* key of the open/closed hash */
+	__u64 open_k1;
+	__u64 isn_k0;           /* key of the SYN-ACK sequence numbers */
+	__u64 isn_k1;
+	__u32 banner_len;
+	/* Ones'-complement sum of the banner as native 16-bit words (zero
+	 * padded): the banner never changes, so summing it per packet would be
+	 * wasted work and a verifier-unfriendly loop. */
+	__u32 banner_csum;
+	__u8 banner[ZE_BANNER_MAX];
+};
+
+struct ze_ports {
+	__u8 bits[65536 / 8];
+};
+
+BPF_PERCPU_ARRAY(counters, __u64, ZE_CNT_MAX);
+BPF_ARRAY(config, struct ze_config, 1);
+BPF_ARRAY(ports, struct ze_ports, 1);
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_PSH 0x08
+#define TCP_ACK 0x10
+
+#define ZE_IP_DF 0x4000
+
+struct ze_reply {
+	struct iphdr ip;
+	struct tcphdr tcp;
+	__be32 mss_opt;
+};
+
+struct ze_pseudo {
+	__be32 saddr;
+	__be32 daddr;
+	__u8 zero;
+	__u8 proto;
+	__be16 len;
+};
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = counters.lookup(&idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u16 csum_fold(__u64 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)~s;
+}
+
+static __always_inline int is_open(struct ze_config *cfg, __u32 ip_raw, __u16 port_raw)
+{
+	if (ZE_PORT_FILTER) {
+		__u32 zero = 0;
+		struct ze_ports *p = ports.lookup(&zero);
+		__u16 port = bpf_ntohs(port_raw);
+		if (!p || !(p->bits[port >> 3] & (1 << (port & 7))))
+			return 0;
+	}
+	if (ZE_OPEN_PERMIL >= 1000)
+		return 1;
+	if (ZE_OPEN_PERMIL <= 0)
+		return 0;
+	return zb_cookie(cfg->open_k0, cfg->open_k1, ip_raw, 0, port_raw, 0) % 1000 < ZE_OPEN_PERMIL;
+}
+
+int xdp_responder(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct zb_cursor c = { .pos = data, .end = data_end };
+	__u16 proto;
+
+	struct ethhdr *eth = zb_parse_eth(&c, &proto);
+	if (!eth || proto != bpf_htons(ETH_P_IP))
+		goto pass;
+	struct iphdr *ip = zb_parse_ipv4(&c);
+	if (!ip || (ip->daddr & ZE_MASK_RAW) != ZE_NET_RAW || ip->protocol != IPPROTO_TCP)
+		goto pass;
+	/* From here on the frame is addressed to an emulated host: whatever we
+	 * cannot answer is dropped, as a host would, never passed to the real
+	 * stack behind us (which would RST it). The reply is built with a
+	 * 20-byte IP header over the received one, so IP options are out, and
+	 * a fragment cannot be answered on its own. */
+	if (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
+		goto drop;
+	struct tcphdr *tcp = zb_parse_tcp(&c);
+	if (!tcp)
+		goto drop;
+	__u32 ip_len = bpf_ntohs(ip->tot_len);
+	__u32 thl = tcp->doff * 4;
+	if (ip_len < sizeof(*ip) + thl || (void *)ip + ip_len > data_end)
+		goto drop;
+	__u32 plen = ip_len - sizeof(*ip) - thl;
+
+	__u32 zero = 0;
+	struct ze_config *cfg = config.lookup(&zero);
+	if (!cfg)
+		goto drop;
+
+	__u8 flags = ((__u8 *)tcp)[13];
+	__u32 their_seq = bpf_ntohl(tcp->seq);
+	__u32 their_ack = bpf_ntohl(tcp->ack_seq);
+	__u32 isn = zb_cookie(cfg->isn_k0, cfg->isn_k1, ip->daddr, ip->saddr, tcp->dest, tcp->source);
+	int open = is_open(cfg, ip->daddr, tcp->dest);
+
+	struct ze_reply r = {};
+	__u32 opt_len = 0;
+	__u32 blen = 0;
+	__u8 out_flags;
+	__u32 cnt;
+
+	if ((flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) == TCP_SYN) {
+		r.tcp.ack_seq = bpf_htonl(their_seq + 1);
+		if (open) {
+			out_flags = TCP_SYN | TCP_ACK;
+			r.tcp.seq = bpf_htonl(isn);
+			r.tcp.window = bpf_htons(ZE_WINDOW);
+			if (ZE_MSS) {
+				opt_len = 4;
+				r.mss_opt = bpf_htonl(0x02040000 | ZE_MSS);
+			}
+			cnt = ZE_CNT_SYN_OPEN;
+		} else {
+			out_flags = TCP_RST | TCP_ACK;
+			cnt = ZE_CNT_SYN_CLOSED;
+		}
+	} else if ((flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) == TCP_ACK) {
+		if (!open)
+			goto drop;
+		blen = cfg->banner_len;
+		if (their_ack != isn + 1) {
+			/* The client acking our banner (or talking after it) is
+			 * expected; anything else did not come from our SYN-ACK. */
+			if (blen && their_ack - isn - 1 == blen)
+				goto drop;
+			goto bad_ack;
+		}
+		if (!blen || (plen == 0 && !ZE_SERVER_FIRST))
+			goto drop;
+		out_flags = TCP_PSH | TCP_ACK;
+		r.tcp.seq = tcp->ack_seq;
+		r.tcp.ack_seq = bpf_htonl(their_seq + plen);
+		r.tcp.window = bpf_htons(65535);
+		cnt = ZE_CNT_BANNER;
+	} else {
+		goto drop;
+	}
+
+	/* The verifier must see blen bounded by the map value for the copy,
+	 * in the very register that reaches the helper. */
+	if (blen > ZE_BANNER_MAX)
+		goto drop;
+	asm volatile("" : "+r"(blen));
+
+	__u32 tcp_len = sizeof(struct tcphdr) + opt_len + blen;
+	r.ip.version = 4;
+	r.ip.ihl = 5;
+	r.ip.tot_len = bpf_htons(sizeof(struct iphdr) + tcp_len);
+	r.ip.frag_off = bpf_htons(ZE_IP_DF);
+	r.ip.ttl = 64;
+	r.ip.protocol = IPPROTO_TCP;
+	r.ip.saddr = ip->daddr;
+	r.ip.daddr = ip->saddr;
+	r.ip.check = csum_fold(bpf_csum_diff(NULL, 0, (void *)&r.ip, sizeof(r.ip), 0));
+
+	r.tcp.source = tcp->dest;
+	r.tcp.dest = tcp->source;
+	r.tcp.doff = (sizeof(struct tcphdr) + opt_len) / 4;
+	((__u8 *)&r.tcp)[13] = out_flags;
+
+	struct ze_pseudo ph = {
+		.saddr = r.ip.saddr, .daddr = r.ip.daddr, .proto = IPPROTO_TCP, .len = bpf_htons(tcp_len),
+	};
+	__u64 sum = (__u32)bpf_csum_diff(NULL, 0, (void *)&ph, sizeof(ph), 0);
+	if (opt_len)
+		sum += (__u32)bpf_csum_diff(NULL, 0, (void *)&r.tcp, sizeof(r.tcp) + 4, 0);
+	else
+		sum += (__u32)bpf_csum_diff(NULL, 0, (void *)&r.tcp, sizeof(r.tcp), 0);
+	if (blen)
+		sum += cfg->banner_csum;
+	r.tcp.check = csum_fold(sum);
+
+	/* Swap the MACs while the original pointers are still valid; a VLAN
+	 * tag stays as it was, so the reply leaves on the same VLAN. */
+	unsigned char mac[ETH_ALEN];
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+
+	__u32 l3off = (void *)ip - data;
+	if (l3off > 18)
+		goto drop;
+	__u32 hdr_len = sizeof(struct iphdr) + sizeof(struct tcphdr) + opt_len;
+	int delta = (int)(l3off + hdr_len + blen) - (int)(data_end - data);
+	if (delta && bpf_xdp_adjust_tail(ctx, delta))
+		goto drop;
+	if (bpf_xdp_store_bytes(ctx, l3off, &r, hdr_len))
+		goto drop;
+	if (blen >= 1 && bpf_xdp_store_bytes(ctx, l3off + hdr_len, cfg->banner, blen))
+		goto drop;
+	count(cnt);
+	return XDP_TX;
+
+bad_ack:
+	count(ZE_CNT_BAD_ACK);
+	return XDP_DROP;
+drop:
+	count(ZE_CNT_DROPPED);
+	return XDP_DROP;
+pass:
+	count(ZE_CNT_PASSED);
+	return XDP_PASS;
+}
