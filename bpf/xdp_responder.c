@@ -95,14 +95,14 @@ struct ze_pseudo {
 	__be16 len;
 };
 
-static __always_inline void count(__u32 idx)
+static __always_inline void ze_count(__u32 idx)
 {
 	__u64 *v = counters.lookup(&idx);
 	if (v)
 		*v += 1;
 }
 
-static __always_inline __u16 csum_fold(__u64 s)
+static __always_inline __u16 ze_csum_fold(__u64 s)
 {
 	s = (s & 0xffff) + (s >> 16);
 	s = (s & 0xffff) + (s >> 16);
@@ -110,7 +110,7 @@ static __always_inline __u16 csum_fold(__u64 s)
 	return (__u16)~s;
 }
 
-static __always_inline int is_open(struct ze_config *cfg, __u32 ip_raw, __u16 port_raw)
+static __always_inline int ze_is_open(struct ze_config *cfg, __u32 ip_raw, __u16 port_raw)
 {
 	if (ZE_PORT_FILTER) {
 		__u32 zero = 0;
@@ -164,7 +164,7 @@ int xdp_responder(struct xdp_md *ctx)
 	__u32 their_seq = bpf_ntohl(tcp->seq);
 	__u32 their_ack = bpf_ntohl(tcp->ack_seq);
 	__u32 isn = zb_cookie(cfg->isn_k0, cfg->isn_k1, ip->daddr, ip->saddr, tcp->dest, tcp->source);
-	int open = is_open(cfg, ip->daddr, tcp->dest);
+	int open = ze_is_open(cfg, ip->daddr, tcp->dest);
 
 	struct ze_reply r = {};
 	__u32 opt_len = 0;
@@ -224,7 +224,7 @@ int xdp_responder(struct xdp_md *ctx)
 	r.ip.protocol = IPPROTO_TCP;
 	r.ip.saddr = ip->daddr;
 	r.ip.daddr = ip->saddr;
-	r.ip.check = csum_fold(bpf_csum_diff(NULL, 0, (void *)&r.ip, sizeof(r.ip), 0));
+	r.ip.check = ze_csum_fold(bpf_csum_diff(NULL, 0, (void *)&r.ip, sizeof(r.ip), 0));
 
 	r.tcp.source = tcp->dest;
 	r.tcp.dest = tcp->source;
@@ -241,7 +241,7 @@ int xdp_responder(struct xdp_md *ctx)
 		sum += (__u32)bpf_csum_diff(NULL, 0, (void *)&r.tcp, sizeof(r.tcp), 0);
 	if (blen)
 		sum += cfg->banner_csum;
-	r.tcp.check = csum_fold(sum);
+	r.tcp.check = ze_csum_fold(sum);
 
 	/* Swap the MACs while the original pointers are still valid; a VLAN
 	 * tag stays as it was, so the reply leaves on the same VLAN. */
@@ -261,16 +261,16 @@ int xdp_responder(struct xdp_md *ctx)
 		goto drop;
 	if (blen >= 1 && bpf_xdp_store_bytes(ctx, l3off + hdr_len, cfg->banner, blen))
 		goto drop;
-	count(cnt);
+	ze_count(cnt);
 	return XDP_TX;
 
 bad_ack:
-	count(ZE_CNT_BAD_ACK);
+	ze_count(ZE_CNT_BAD_ACK);
 	return XDP_DROP;
 drop:
-	count(ZE_CNT_DROPPED);
+	ze_count(ZE_CNT_DROPPED);
 	return XDP_DROP;
 pass:
-	count(ZE_CNT_PASSED);
+	ze_count(ZE_CNT_PASSED);
 	return XDP_PASS;
 }

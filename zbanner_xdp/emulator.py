@@ -1,0 +1,491 @@
+"""A stateless XDP "target emulator" for the target side of a veth lab.
+
+bpf/xdp_responder.c answers TCP for a whole address range like a server
+stack would (SYN-ACK or RST, then one banner segment), without any
+per-connection state. Tests use it to build hosts with exotic behaviour
+(zero-window SYN-ACKs, fixed banners, a known share of open ports);
+benchmarks use it so they measure the scanner rather than the target's
+kernel. What is open is a keyed hash of (ip, port): `is_open()` computes the
+same function, so a test knows the ground truth for every target.
+
+Two ways to attach, both to an interface of the *current* network namespace
+(enter it first, e.g. `ip netns exec` or setns in a thread):
+
+- default: a bpf_link (like the scanner). It lives exactly as long as the
+  Emulator (the process): nothing can be left behind.
+- ``persistent=True``: classic netlink attach (BCC's ``BPF.attach_xdp``). It
+  survives the process; it goes away with the veth, or through ``detach()``
+  / ``python -m zbanner_xdp.emulator --iface X --detach``.
+
+veth quirk (seen on 6.18, true since XDP on veth exists): a frame sent with
+XDP_TX on a veth is handed straight to the *peer's* NAPI receive queue, which
+only exists while the peer has an XDP program attached or GRO enabled.
+Without either, every XDP_TX frame is silently dropped (counted only in the
+sender's `ethtool -S` xdp_tx_errors) even though the emulator's counters say
+it answered. In the scanner namespace the scanner's own XDP program satisfies
+that; for any other client (a plain Linux socket, tcpdump-only namespaces)
+call ``enable_peer_napi(peer_ifname)`` in the peer's namespace, which
+switches GRO on there (pyroute2's ethtool ioctl: no ethtool binary needed).
+
+Run it in a lab namespace::
+
+    ip netns exec zbe-t python -m zbanner_xdp.emulator --iface zbe-t0 \\
+        --net 198.18.3.0/24 --window 0 --open-permil 1000 --banner 'SSH-2.0-x\\r\\n'
+
+It stays in the foreground until SIGINT/SIGTERM or --seconds, always
+detaching, and prints its counters as one JSON line when it ends; with
+--persistent it attaches and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import ctypes
+import ipaddress
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn, TypeVar
+
+from . import bpfsys, kheaders
+from .bpfprog import BPF_DIR, BpfSetupError, _stderr_to
+from .cookie import cookie_scalar
+
+LOG_PATH = "/tmp/zbanner-xdp-emulator.log"
+SOURCE = BPF_DIR / "xdp_responder.c"
+FUNC = "xdp_responder"
+
+BANNER_MAX = 1024  # ZE_BANNER_MAX: the map value's banner buffer
+DEFAULT_BANNER = b"SSH-2.0-zbanner-emulator\r\n"
+COUNTERS = ("syn_open", "syn_closed", "banner", "dropped", "bad_ack", "passed")  # enum ze_counter order
+
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX = 0, 1, 2, 3
+
+_M64 = (1 << 64) - 1
+# Fixed second key words: one seed yields two unrelated hashes, so the ISN
+# says nothing about whether a port is open and vice versa.
+_OPEN_TWEAK = 0x7A652D6F70656E21  # "ze-open!"
+_ISN_TWEAK = 0x7A652D69736E2121  # "ze-isn!!"
+
+T = TypeVar("T")
+
+
+class EmulatorError(BpfSetupError):
+    """Anything that stops the emulator from being built, configured or attached (one line)."""
+
+
+def _open_key(seed: int) -> bytes:
+    return struct.pack("<QQ", seed & _M64, _OPEN_TWEAK)
+
+
+def _isn_key(seed: int) -> bytes:
+    return struct.pack("<QQ", seed & _M64, _ISN_TWEAK)
+
+
+def is_open(ip: int, port: int, open_permil: int, seed: int) -> bool:
+    """Whether the emulator treats ip:port (host-order ints) as open, ignoring any port list."""
+    if open_permil >= 1000:
+        return True
+    if open_permil <= 0:
+        return False
+    return cookie_scalar(_open_key(seed), ip, 0, port, 0) % 1000 < open_permil
+
+
+def isn(seed: int, our_ip: int, their_ip: int, our_port: int, their_port: int) -> int:
+    """The SYN-ACK sequence number the emulated host our_ip:our_port sends to their_ip:their_port."""
+    return cookie_scalar(_isn_key(seed), our_ip, their_ip, our_port, their_port)
+
+
+def banner_csum(banner: bytes) -> int:
+    """Unfolded ones'-complement sum of `banner` as the BPF side adds it.
+
+    Native byte order on purpose: bpf_csum_diff sums native words too, and
+    the folded result is stored natively, which is right on either endianness.
+    """
+    padded = banner + b"\0" * (len(banner) % 2)
+    return sum(struct.unpack(f"={len(padded) // 2}H", padded)) if padded else 0
+
+
+@dataclass(frozen=True)
+class EmulatorParams:
+    net: str = "198.18.0.0/15"
+    open_permil: int = 1000
+    window: int = 65535
+    banner: bytes = DEFAULT_BANNER
+    ports: frozenset[int] | None = None  # None: every port may be open
+    server_first: bool = False
+    mss: int = 1460  # 0: SYN-ACKs without options
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.IPv4Network(self.net, strict=False)
+        except ValueError as exc:
+            raise EmulatorError(f"invalid IPv4 range '{self.net}': {exc}") from None
+        if not 0 <= self.open_permil <= 1000:
+            raise EmulatorError(f"open permil must be 0..1000, not {self.open_permil}")
+        if not 0 <= self.window <= 65535:
+            raise EmulatorError(f"window must be 0..65535, not {self.window}")
+        if not 0 <= self.mss <= 65535:
+            raise EmulatorError(f"MSS must be 0..65535, not {self.mss}")
+        if len(self.banner) > BANNER_MAX:
+            raise EmulatorError(f"banner is {len(self.banner)} bytes, at most {BANNER_MAX} fit")
+        if self.ports is not None and any(not 0 <= p <= 65535 for p in self.ports):
+            raise EmulatorError("ports must be 0..65535")
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.net, strict=False)
+
+    def answers_for(self, ip: int) -> bool:
+        return ipaddress.IPv4Address(ip) in self.network
+
+    def is_open(self, ip: int, port: int) -> bool:
+        """The ground truth for ip:port, port list included."""
+        if self.ports is not None and port not in self.ports:
+            return False
+        return is_open(ip, port, self.open_permil, self.seed)
+
+    def isn(self, our_ip: int, their_ip: int, our_port: int, their_port: int) -> int:
+        return isn(self.seed, our_ip, their_ip, our_port, their_port)
+
+    def cflags(self) -> list[str]:
+        def raw(word: int) -> int:
+            # The packet's bytes loaded as a native integer, as the C side compares them.
+            return struct.unpack("=I", struct.pack("!I", word))[0]
+
+        network = self.network
+        return [
+            f"-I{BPF_DIR}",
+            f"-DZE_NET_RAW={raw(int(network.network_address))}U",
+            f"-DZE_MASK_RAW={raw(int(network.netmask))}U",
+            f"-DZE_OPEN_PERMIL={self.open_permil}",
+            f"-DZE_PORT_FILTER={int(self.ports is not None)}",
+            f"-DZE_WINDOW={self.window}",
+            f"-DZE_MSS={self.mss}",
+            f"-DZE_SERVER_FIRST={int(self.server_first)}",
+            f"-DZE_BANNER_MAX={BANNER_MAX}",
+        ]
+
+
+def _thread_netns_fd() -> int:
+    return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _in_netns_fd(ns_fd: int, fn: Callable[[], T]) -> T:
+    """Run fn in a throw-away thread that joined the namespace ns_fd.
+
+    setns() moves only the calling thread, so the caller's namespace is never
+    touched, whatever fn does or raises.
+    """
+    from pyroute2 import netns as pr_netns
+
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def runner() -> None:
+        try:
+            pr_netns.setns(ns_fd, flags=0)
+            result.append(fn())
+        except BaseException as exc:  # re-raised in the caller's thread
+            error.append(exc)
+
+    t = threading.Thread(target=runner, name="zbe-netns", daemon=True)
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def enable_peer_napi(ifname: str) -> None:
+    """Switch GRO on for `ifname` (current namespace) so XDP_TX from its veth peer is delivered.
+
+    See the module docstring: a veth only receives XDP_TX frames while its
+    NAPI queue exists, i.e. while it has an XDP program or GRO on.
+    """
+    from pyroute2.ethtool.ioctl import IoctlEthtool
+
+    try:
+        eth = IoctlEthtool(ifname)
+    except OSError as exc:
+        raise EmulatorError(f"cannot open ethtool on '{ifname}': {exc.strerror}") from None
+    try:
+        eth.set_offload_flag("generic-receive-offload", 1)
+    except OSError as exc:
+        raise EmulatorError(f"cannot enable GRO on '{ifname}': {exc.strerror}") from None
+    finally:
+        eth.close()
+
+
+def _load_bcc() -> type:
+    try:
+        kheaders.export_for_bcc()
+    except kheaders.HeadersError as exc:
+        raise EmulatorError(str(exc)) from None
+    try:
+        from bcc import BPF  # Debian's python3-bpfcc
+    except ImportError:
+        raise EmulatorError(
+            "python module 'bcc' not found: install Debian's python3-bpfcc "
+            "and use a venv made with --system-site-packages"
+        ) from None
+    return BPF
+
+
+def remove_persistent(ifname: str) -> None:
+    """Remove a netlink-attached XDP program from ifname (current namespace).
+
+    A bpf_link attachment (a running scanner or foreground emulator) cannot be
+    removed this way: the kernel answers EBUSY, which protects it.
+    """
+    bpf_cls = _load_bcc()
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        raise EmulatorError(f"unknown interface '{ifname}'") from None
+    with _stderr_to(LOG_PATH):
+        try:
+            bpf_cls.remove_xdp(ifname, 0)
+        except Exception as exc:  # bcc raises bare Exception
+            raise EmulatorError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+class Emulator:
+    """The compiled responder and its maps; attach() ties it to an interface."""
+
+    def __init__(self, params: EmulatorParams) -> None:
+        bpf_cls = _load_bcc()
+        self._BPF = bpf_cls
+        self.params = params
+        self.ifname: str | None = None
+        self.persistent = False
+        self._link_fd: int | None = None
+        self._netns_fd: int | None = None
+        # BCC prints compiler and verifier logs straight to fd 2: keep them in
+        # a file so a failure is one line, with the log a path away.
+        with _stderr_to(LOG_PATH):
+            try:
+                self.bpf = bpf_cls(text=SOURCE.read_text(), cflags=params.cflags())
+                self.fn = self.bpf.load_func(FUNC, bpf_cls.XDP)
+            except Exception as exc:  # bcc raises bare Exception
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise EmulatorError(f"cannot build the emulator: {first} (log: {LOG_PATH})") from None
+        self._write_config()
+        self._counters = self.bpf[b"counters"]
+
+    def _write_config(self) -> None:
+        p = self.params
+        cfg = self.bpf[b"config"]
+        leaf = cfg.Leaf()
+        leaf.open_k0, leaf.open_k1 = struct.unpack("<QQ", _open_key(p.seed))
+        leaf.isn_k0, leaf.isn_k1 = struct.unpack("<QQ", _isn_key(p.seed))
+        leaf.banner_len = len(p.banner)
+        leaf.banner_csum = banner_csum(p.banner)
+        ctypes.memmove(leaf.banner, p.banner, len(p.banner))
+        cfg[ctypes.c_int(0)] = leaf
+        if p.ports is not None:
+            ports = self.bpf[b"ports"]
+            bits = ports.Leaf()
+            for port in p.ports:
+                bits.bits[port >> 3] |= 1 << (port & 7)
+            ports[ctypes.c_int(0)] = bits
+
+    @property
+    def prog_fd(self) -> int:
+        return self.fn.fd
+
+    def attach(self, ifname: str, persistent: bool = False) -> None:
+        """Attach to `ifname` in the calling thread's network namespace."""
+        if self.ifname is not None:
+            raise EmulatorError(f"already attached to '{self.ifname}'")
+        try:
+            ifindex = socket.if_nametoindex(ifname)
+        except OSError:
+            raise EmulatorError(f"unknown interface '{ifname}'") from None
+        if persistent:
+            with _stderr_to(LOG_PATH):
+                try:
+                    # UPDATE_IF_NOEXIST: never silently replace someone else's program.
+                    self._BPF.attach_xdp(ifname, self.fn, XDP_FLAGS_UPDATE_IF_NOEXIST)
+                except Exception as exc:  # bcc raises bare Exception
+                    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise EmulatorError(f"cannot attach XDP to '{ifname}': {msg}") from None
+        else:
+            try:
+                self._link_fd = bpfsys.xdp_link_create(self.prog_fd, ifindex)
+            except bpfsys.BpfError as exc:
+                if exc.errno == 16:  # EBUSY
+                    raise EmulatorError(f"interface '{ifname}' already has an XDP program") from None
+                raise EmulatorError(f"cannot attach XDP to '{ifname}': {exc.strerror}") from None
+        # Remembered so detach() finds the interface from any namespace.
+        self._netns_fd = _thread_netns_fd()
+        self.ifname = ifname
+        self.persistent = persistent
+
+    def detach(self) -> None:
+        """Remove our attachment (link or persistent); a no-op when not attached."""
+        try:
+            if self._link_fd is not None:
+                os.close(self._link_fd)  # the link is the attachment: closing it detaches
+            elif self.persistent and self.ifname is not None and self._netns_fd is not None:
+                ifname = self.ifname
+
+                def remove() -> None:
+                    # The veth may be gone already, taking the program with it.
+                    try:
+                        socket.if_nametoindex(ifname)
+                    except OSError:
+                        return
+                    self._BPF.remove_xdp(ifname, 0)
+
+                _in_netns_fd(self._netns_fd, remove)
+        finally:
+            self._link_fd = None
+            if self._netns_fd is not None:
+                os.close(self._netns_fd)
+                self._netns_fd = None
+            self.ifname = None
+            self.persistent = False
+
+    def counters(self) -> dict[str, int]:
+        """Outcome counters summed over CPUs."""
+        out = dict.fromkeys(COUNTERS, 0)
+        for k, v in self._counters.items():
+            if k.value < len(COUNTERS):
+                out[COUNTERS[k.value]] = sum(int(x) for x in v)
+        return out
+
+    def test_run(self, frame: bytes) -> tuple[int, bytes]:
+        """Run the program once on `frame` (BPF_PROG_TEST_RUN): (XDP action, output frame)."""
+        return bpfsys.prog_test_run(self.prog_fd, frame)
+
+    def close(self) -> None:
+        """Release the program; a link attachment goes with it, a persistent one stays
+        (call detach() first to remove that too)."""
+        if self._link_fd is not None:
+            self.detach()
+        elif self._netns_fd is not None:
+            os.close(self._netns_fd)
+            self._netns_fd = None
+        try:
+            self.bpf.cleanup()
+        except Exception:  # bcc raises bare Exception; nothing left to do about it
+            pass
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, as for every other error.
+        print(f"emulator: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _ports(text: str) -> frozenset[int]:
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid port list '{text}'") from None
+        if not 0 <= a <= b <= 65535:
+            raise argparse.ArgumentTypeError(f"invalid port range '{part}'")
+        out.update(range(a, b + 1))
+    return frozenset(out)
+
+
+def _banner(text: str) -> bytes:
+    # Escapes as in a Python bytes literal ('\r\n', '\x00'), so banners fit a shell argument.
+    try:
+        return codecs.escape_decode(text.encode("utf-8"))[0]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid banner escape: {exc}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m zbanner_xdp.emulator", description="Stateless XDP TCP target emulator.")
+    p.add_argument("--iface", required=True, help="interface in the current network namespace")
+    p.add_argument("--net", default="198.18.0.0/15", help="IPv4 range to answer for (default %(default)s)")
+    p.add_argument("--open-permil", type=int, default=1000, help="share of ip:port open, 0..1000")
+    p.add_argument("--ports", type=_ports, default=None, help="only these ports may be open: 22,80,8000-8080")
+    p.add_argument("--window", type=int, default=65535, help="SYN-ACK window (0: zero-window host)")
+    p.add_argument("--mss", type=int, default=1460, help="SYN-ACK MSS option (0: none)")
+    p.add_argument("--banner", type=_banner, default=DEFAULT_BANNER, help=r"banner, escapes allowed: 'x\r\n'")
+    p.add_argument("--server-first", action="store_true", help="send the banner right after the handshake")
+    p.add_argument("--seed", type=int, default=0, help="key of the open/closed hash and the ISNs")
+    p.add_argument("--persistent", action="store_true", help="attach through netlink and exit")
+    p.add_argument("--detach", action="store_true", help="remove a persistent emulator from --iface")
+    p.add_argument("--seconds", type=float, default=None, help="run this long (default: until a signal)")
+    return p
+
+
+def _serve(emu: Emulator, seconds: float | None) -> None:
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop.wait(seconds)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.detach:
+            remove_persistent(args.iface)
+            return 0
+        params = EmulatorParams(
+            net=args.net,
+            open_permil=args.open_permil,
+            window=args.window,
+            banner=args.banner,
+            ports=args.ports,
+            server_first=args.server_first,
+            mss=args.mss,
+            seed=args.seed,
+        )
+        emu = Emulator(params)
+        try:
+            emu.attach(args.iface, persistent=args.persistent)
+            what = "persistently attached" if args.persistent else "attached"
+            print(f"emulator {what} to {args.iface}: {params.network}", file=sys.stderr, flush=True)
+            if args.persistent:
+                return 0
+            try:
+                _serve(emu, args.seconds)
+            finally:
+                emu.detach()
+            print(json.dumps(emu.counters()), flush=True)
+        finally:
+            emu.close()
+    except EmulatorError as exc:
+        print(f"emulator: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
