@@ -27,8 +27,18 @@ TTL = 111
 # Fields that do not change between two connections to the same server.
 STABLE = {
     "http": ("status_code", "reason", "version", "server", "content_type", "location", "title"),
-    "tls": ("content_type", "handshake_type", "version", "cipher", "cipher_name", "compression",
-            "session_id_length", "extensions", "alpn", "alert_description"),
+    "tls": (
+        "content_type",
+        "handshake_type",
+        "version",
+        "cipher",
+        "cipher_name",
+        "compression",
+        "session_id_length",
+        "extensions",
+        "alpn",
+        "alert_description",
+    ),
     "ssh": ("protocol_version", "software", "comments", "raw"),
     "ftp": ("code", "text", "software"),
     "redis": ("type", "value", "pong", "error"),
@@ -73,7 +83,10 @@ print(json.dumps(out))
 def stateful_view(probe: str, port: int, addrs: list[str]) -> dict:
     r = subprocess.run(
         lab.ns_exec_argv(lab.SCAN_NS, [sys.executable, "-c", STATEFUL_CLIENT, probe, str(port), *addrs]),
-        capture_output=True, text=True, timeout=120, cwd=str(Path(__file__).resolve().parents[2]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(Path(__file__).resolve().parents[2]),
     )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -85,8 +98,26 @@ def test_one_banner_per_target_equal_to_stateful_client(
 ) -> None:
     out, meta, pcap = tmp_path / "out.jsonl", tmp_path / "meta.json", tmp_path / "cap.pcap"
     with Capture(pcap):
-        r = run_scanner("--blocklist", empty_blocklist, "--rate", rate, "--ttl", str(TTL), "--cooldown", "3",
-                        "-o", str(out), "--metadata", str(meta), "scan", net, "-p", str(port), "--probe", probe)
+        r = run_scanner(
+            "--blocklist",
+            empty_blocklist,
+            "--rate",
+            rate,
+            "--ttl",
+            str(TTL),
+            "--cooldown",
+            "3",
+            "-o",
+            str(out),
+            "--metadata",
+            str(meta),
+            "scan",
+            net,
+            "-p",
+            str(port),
+            "--probe",
+            probe,
+        )
     assert r.returncode == 0, r.stderr
     recs = read_records(out)
     targets = [str(a) for a in ipaddress.ip_network(net)]
@@ -114,5 +145,7 @@ def test_one_banner_per_target_equal_to_stateful_client(
     m = orjson.loads(meta.read_bytes())
     assert m["responses"]["banner"] == len(targets)
     assert m["drops"] == {"ringbuf_full": 0, "reply_queue": 0, "validation_failed": 0}
-    print(f"\n{probe}: {len(targets)} targets, {len(banners)} banners, {m['duration_s']} s, "
-          f"repeats {m['repeats']}, re-answered {m['reanswered']}")
+    print(
+        f"\n{probe}: {len(targets)} targets, {len(banners)} banners, {m['duration_s']} s, "
+        f"repeats {m['repeats']}, re-answered {m['reanswered']}"
+    )
