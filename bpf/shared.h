@@ -37,8 +37,10 @@ enum zb_counter {
 	ZB_CNT_BAD_COOKIE,      /* to our IP and port range, cookie wrong */
 	ZB_CNT_RINGBUF_FULL,    /* ours, valid, but lost: user space too slow */
 	ZB_CNT_IGNORED,         /* ours, valid, nothing to record (pure ACK, FIN) */
-	ZB_CNT_ICMP,
+	ZB_CNT_ICMP,            /* ICMP errors quoting one of our probes */
 	ZB_CNT_UDP,
+	ZB_CNT_ECHOREPLY,
+	ZB_CNT_RST_UNVALIDATED, /* bare RST (no ack) on a probed 4-tuple */
 	ZB_CNT_MAX = 16,
 };
 
@@ -63,9 +65,11 @@ struct zb_event {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 repeat;
-	__u8 variant;           /* probe index recovered from the port */
-	__u8 pad;
+	__u8 variant;           /* probe + probes * attempt, from the port */
+	__u8 flags;             /* ZB_EV_* */
 };
+
+#define ZB_EV_UNVALIDATED 0x01  /* only the source-port slot matched (bare RST) */
 
 struct zb_banner_event {
 	struct zb_event h;
@@ -78,18 +82,27 @@ struct zb_config {
 	__u64 k1;
 };
 
-/* Expected length of the payload piggybacked on our ACK for one probe
- * variant: base + (plus_ip_strlen ? strlen(dotted target address) : 0). */
-struct zb_probe_len {
+/* What the program must know of each probe to validate its replies
+ * without state. TCP: the length of the payload piggybacked on our ACK,
+ * base + (plus_ip_strlen ? strlen(dotted target address) : 0). UDP: where
+ * the reply echoes our cookie (DNS transaction id, NTP origin timestamp). */
+struct zb_probe_info {
 	__u32 base;
-	__u32 plus_ip_strlen;
+	__u8 plus_ip_strlen;
+	__u8 proto;             /* IPPROTO_TCP / IPPROTO_UDP / IPPROTO_ICMP */
+	__u8 cookie_len;        /* 0, 2 or 4 bytes echoed in a UDP reply */
+	__u8 pad;
+	__u16 reply_cookie_off; /* offset of those bytes in the UDP reply payload */
+	__u16 pad2;
 };
 
+/* Retransmitted copies of a probe use another attempt's source port; the
+ * key folds them back (port - probes * attempt) so their replies dedup. */
 struct zb_dedup_key {
 	__u32 saddr;
 	__u16 sport;
 	__u16 dport;
-	__u32 kind;
+	__u32 kind;             /* kind | icmp_type << 8 */
 };
 
 /* Dedup value: when the reply was first seen and when we last answered it. */

@@ -1,28 +1,36 @@
 /* zbanner-xdp receive path.
  *
  * Recognises the replies to our probes without any per-connection state:
- * every SYN carried a keyed cookie as its sequence number, so a reply's
- * ack number tells whether (and to what) it answers. Replies that are ours
- * are deduplicated, copied to a ring buffer and consumed (XDP_DROP): the
- * host kernel never sees them, so it never answers our SYN-ACKs or banners
- * with RSTs of its own and no firewall rule is needed. Everything else
- * passes untouched.
+ * every probe carried a keyed cookie (TCP sequence number, ICMP id/seq, DNS
+ * id, NTP timestamp) and a source port derived from one, so a reply tells by
+ * itself whether (and to what) it answers. Replies that are ours are
+ * deduplicated, copied to a ring buffer and consumed (XDP_DROP): the host
+ * kernel never sees them, so it never answers our SYN-ACKs or banners with
+ * RSTs of its own and no firewall rule is needed. Everything else passes
+ * untouched.
  *
  * Compile-time parameters (-D, set by zbanner_xdp/bpfprog.py):
- *   ZB_SRC_IP_RAW     our IPv4 address as the raw packet word
- *   ZB_PORT_LO/HI     our source-port range (host order, inclusive)
- *   ZB_VARIANTS       probe variants; variant = (port - LO) % VARIANTS
- *   ZB_BANNERS        1: expect data segments acking our probe payload
- *   ZB_DEDUP_ENTRIES  size of the LRU duplicate filter
+ *   ZB_SRC_IP_RAW       our IPv4 address as the raw packet word
+ *   ZB_PORT_LO/HI       our source-port range (host order, inclusive)
+ *   ZB_PROBES           probes in the scan (P)
+ *   ZB_VARIANTS         P * attempts; variant = (port - LO) % VARIANTS,
+ *                       probe = variant % P, attempt = variant / P
+ *   ZB_SLOTS            (HI - LO + 1) / VARIANTS; a probe's port is
+ *                       LO + variant + VARIANTS * (cookie(us, them, 0, their port) % SLOTS)
+ *   ZB_ICMP_VARIANT     the icmp-echo probe's index, or -1
+ *   ZB_BANNERS          1: expect data segments acking our probe payload
+ *   ZB_DEDUP_ENTRIES    size of the LRU duplicate filter
  *   ZB_DEDUP_WINDOW_NS  a repeat older than this is new again (0: never)
- *   ZB_EMIT_REPEATS   1: network duplicates also produce (flagged) records
- *   ZB_REANSWER_NS    a repeat this long after our answer is a retransmission
- *   ZB_RINGBUF_PAGES  ring buffer size in pages (power of two)
+ *   ZB_EMIT_REPEATS     1: network duplicates also produce (flagged) records
+ *   ZB_REANSWER_NS      a repeat this long after our answer is a retransmission
+ *   ZB_RINGBUF_PAGES    ring buffer size in pages (power of two)
  */
 #include <uapi/linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmp.h>
 #include <linux/in.h>
 
 #include "shared.h"
@@ -32,7 +40,7 @@
 BPF_RINGBUF_OUTPUT(events, ZB_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(counters, __u64, ZB_CNT_MAX);
 BPF_ARRAY(config, struct zb_config, 1);
-BPF_ARRAY(probe_lens, struct zb_probe_len, ZB_VARIANTS);
+BPF_ARRAY(probe_info, struct zb_probe_info, ZB_PROBES);
 BPF_TABLE("lru_hash", struct zb_dedup_key, struct zb_seen, dedup, ZB_DEDUP_ENTRIES);
 
 #define TCP_FIN 0x01
@@ -40,6 +48,37 @@ BPF_TABLE("lru_hash", struct zb_dedup_key, struct zb_seen, dedup, ZB_DEDUP_ENTRI
 #define TCP_RST 0x04
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
+
+/* Handler results besides XDP_DROP (ours, consumed). */
+#define ZB_NOT_OURS (-1)
+#define ZB_BAD (-2) /* to our address and ports, but fails validation */
+
+#define ZB_REPEAT_DUP 1
+#define ZB_REPEAT_RETRANSMIT 2
+
+/* Everything emit() needs to know about one reply, host order unless raw. */
+struct zb_reply {
+	__u32 target_raw;
+	__u32 us_raw;
+	__u32 seq;
+	__u32 ack;
+	__u32 icmp_responder_raw;
+	__u32 data_off;
+	__u16 target_port;
+	__u16 our_port;
+	__u16 key_port;
+	__u16 window;
+	__u16 ipid;
+	__u16 payload_len;
+	__u8 ttl;
+	__u8 kind;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 variant;
+	__u8 flags;
+	__u8 with_data;
+};
 
 static __always_inline void count(__u32 idx)
 {
@@ -65,9 +104,6 @@ static __always_inline __u32 dotted_len(__u32 raw)
  * is the server retransmitting because our answer (ACK+probe, RST) was lost,
  * so it goes up once more flagged ZB_REPEAT_RETRANSMIT for user space to
  * answer again, and a lost ACK costs a delay instead of the banner. */
-#define ZB_REPEAT_DUP 1
-#define ZB_REPEAT_RETRANSMIT 2
-
 static __always_inline __u8 classify_repeat(struct zb_dedup_key *k, __u64 now, int answerable)
 {
 	struct zb_seen *seen = dedup.lookup(k);
@@ -82,14 +118,16 @@ static __always_inline __u8 classify_repeat(struct zb_dedup_key *k, __u64 now, i
 	return ZB_REPEAT_DUP;
 }
 
-static __always_inline int emit(struct xdp_md *ctx, struct iphdr *ip, struct tcphdr *tcp, __u8 kind,
-				__u8 variant, __u32 data_off, __u32 payload_len)
+static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct zb_dedup_key key = {
-		.saddr = ip->saddr, .sport = tcp->source, .dport = tcp->dest, .kind = kind,
+		.saddr = r->target_raw,
+		.sport = r->target_port,
+		.dport = r->key_port,
+		.kind = r->kind | ((__u32)r->icmp_type << 8),
 	};
-	int answerable = kind == ZB_KIND_SYNACK || kind == ZB_KIND_ZEROWIN || kind == ZB_KIND_BANNER;
+	int answerable = r->kind == ZB_KIND_SYNACK || r->kind == ZB_KIND_ZEROWIN || r->kind == ZB_KIND_BANNER;
 	__u8 repeat = classify_repeat(&key, now, answerable);
 	if (repeat) {
 		count(ZB_CNT_REPEAT);
@@ -99,18 +137,18 @@ static __always_inline int emit(struct xdp_md *ctx, struct iphdr *ip, struct tcp
 
 	struct zb_event *ev;
 	__u64 copy = 0;
-	if (kind == ZB_KIND_BANNER) {
+	if (r->with_data) {
 		struct zb_banner_event *bev = events.ringbuf_reserve(sizeof(struct zb_banner_event));
 		if (!bev) {
 			count(ZB_CNT_RINGBUF_FULL);
 			return XDP_DROP;
 		}
-		copy = payload_len < ZB_DATA_MAX ? payload_len : ZB_DATA_MAX;
+		copy = r->payload_len < ZB_DATA_MAX ? r->payload_len : ZB_DATA_MAX;
 		/* Keep clang from re-deriving `copy` after the check: the verifier
 		 * must see the very register it bounded passed to the helper. */
 		asm volatile("" : "+r"(copy));
 		if (copy >= 1 && copy <= ZB_DATA_MAX) {
-			if (bpf_xdp_load_bytes(ctx, data_off, bev->data, copy) < 0)
+			if (bpf_xdp_load_bytes(ctx, r->data_off, bev->data, copy) < 0)
 				copy = 0;
 		} else {
 			copy = 0;
@@ -129,110 +167,340 @@ static __always_inline int emit(struct xdp_md *ctx, struct iphdr *ip, struct tcp
 	}
 
 	ev->ts_ns = now;
-	ev->saddr = ip->saddr;
-	ev->daddr = ip->daddr;
-	ev->seq = bpf_ntohl(tcp->seq);
-	ev->ack = bpf_ntohl(tcp->ack_seq);
-	ev->icmp_responder = 0;
-	ev->sport = bpf_ntohs(tcp->source);
-	ev->dport = bpf_ntohs(tcp->dest);
-	ev->window = bpf_ntohs(tcp->window);
-	ev->ipid = bpf_ntohs(ip->id);
+	ev->saddr = r->target_raw;
+	ev->daddr = r->us_raw;
+	ev->seq = r->seq;
+	ev->ack = r->ack;
+	ev->icmp_responder = r->icmp_responder_raw;
+	ev->sport = r->target_port;
+	ev->dport = r->our_port;
+	ev->window = r->window;
+	ev->ipid = r->ipid;
 	ev->data_len = copy;
-	ev->payload_len = payload_len;
-	ev->ttl = ip->ttl;
-	ev->kind = kind;
-	ev->tcp_flags = ((__u8 *)tcp)[13];
-	ev->icmp_type = 0;
-	ev->icmp_code = 0;
+	ev->payload_len = r->payload_len;
+	ev->ttl = r->ttl;
+	ev->kind = r->kind;
+	ev->tcp_flags = r->tcp_flags;
+	ev->icmp_type = r->icmp_type;
+	ev->icmp_code = r->icmp_code;
 	ev->repeat = repeat;
-	ev->variant = variant;
-	ev->pad = 0;
+	ev->variant = r->variant;
+	ev->flags = r->flags;
 	events.ringbuf_submit(ev, 0);
 	return XDP_DROP;
+}
+
+static __always_inline struct zb_config *get_config(void)
+{
+	__u32 zero = 0;
+	return config.lookup(&zero);
+}
+
+static __always_inline struct zb_probe_info *get_probe(__u32 probe)
+{
+	return probe_info.lookup(&probe);
+}
+
+/* Our port -> variant, or -1 when it is not one of ours. */
+static __always_inline int port_variant(__u16 our_port)
+{
+	if (our_port < ZB_PORT_LO || our_port > ZB_PORT_HI)
+		return -1;
+	__u32 off = (__u32)(our_port - ZB_PORT_LO);
+	if (off / (__u32)ZB_VARIANTS >= (__u32)ZB_SLOTS)
+		return -1;
+	return off % (__u32)ZB_VARIANTS;
+}
+
+/* The port-slot check: all a bare RST or a quoted UDP header can offer. */
+static __always_inline int slot_ok(struct zb_config *cfg, __u32 us, __u32 them, __u16 our_port,
+				   __be16 their_port_raw)
+{
+	__u32 c0 = zb_cookie(cfg->k0, cfg->k1, us, them, 0, their_port_raw);
+	__u32 slot = (__u32)(our_port - ZB_PORT_LO) / (__u32)ZB_VARIANTS;
+	return slot == c0 % (__u32)ZB_SLOTS;
+}
+
+static __always_inline __u16 key_port(__u16 our_port, __u32 variant)
+{
+	/* Fold retransmitted attempts onto the first attempt's port. */
+	return our_port - (__u16)((variant / (__u32)ZB_PROBES) * (__u32)ZB_PROBES);
+}
+
+static __always_inline __u32 probe_payload_len(struct zb_probe_info *pi, __u32 target_raw)
+{
+	if (!pi)
+		return 0;
+	return pi->base + (pi->plus_ip_strlen ? dotted_len(target_raw) : 0);
+}
+
+static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, struct iphdr *ip)
+{
+	struct tcphdr *tcp = zb_parse_tcp(c);
+	if (!tcp)
+		return ZB_NOT_OURS;
+	__u16 dport = bpf_ntohs(tcp->dest);
+	int variant = port_variant(dport);
+	if (variant < 0)
+		return ZB_NOT_OURS;
+	struct zb_config *cfg = get_config();
+	if (!cfg)
+		return ZB_NOT_OURS;
+
+	__u32 cookie = zb_cookie(cfg->k0, cfg->k1, ip->daddr, ip->saddr, tcp->dest, tcp->source);
+	__u32 ack = bpf_ntohl(tcp->ack_seq);
+	__u8 flags = ((__u8 *)tcp)[13];
+	__u32 ip_len = bpf_ntohs(ip->tot_len);
+	__u32 hdrs = (__u32)(ip->ihl * 4) + (__u32)(tcp->doff * 4);
+	__u32 payload_len = ip_len > hdrs ? ip_len - hdrs : 0;
+
+	struct zb_reply r = {
+		.target_raw = ip->saddr,
+		.us_raw = ip->daddr,
+		.seq = bpf_ntohl(tcp->seq),
+		.ack = ack,
+		.data_off = (__u32)((long)c->pos - (long)ctx->data),
+		.target_port = bpf_ntohs(tcp->source),
+		.our_port = dport,
+		.key_port = key_port(dport, variant),
+		.window = bpf_ntohs(tcp->window),
+		.ipid = bpf_ntohs(ip->id),
+		.ttl = ip->ttl,
+		.tcp_flags = flags,
+		.variant = variant,
+	};
+
+	if ((flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) {
+		if (ack - 1 != cookie)
+			return ZB_BAD;
+		if (tcp->window == 0) {
+			count(ZB_CNT_ZEROWIN);
+			r.kind = ZB_KIND_ZEROWIN;
+			return emit(ctx, &r);
+		}
+		count(ZB_CNT_SYNACK);
+		r.kind = ZB_KIND_SYNACK;
+		return emit(ctx, &r);
+	}
+
+	__u32 plen = 0;
+	if (ZB_BANNERS)
+		plen = probe_payload_len(get_probe((__u32)variant % (__u32)ZB_PROBES), ip->saddr);
+
+	if (flags & TCP_RST) {
+		r.kind = ZB_KIND_RST;
+		if (!(flags & TCP_ACK)) {
+			/* No ack to check: only the port slot says it is ours. */
+			if (!slot_ok(cfg, ip->daddr, ip->saddr, dport, tcp->source))
+				return ZB_BAD;
+			count(ZB_CNT_RST_UNVALIDATED);
+			r.flags = ZB_EV_UNVALIDATED;
+			return emit(ctx, &r);
+		}
+		/* A RST answering the SYN acks cookie+1; some stacks ack cookie;
+		 * one answering our probe data acks up to cookie+1+plen. */
+		if (ack - cookie > 1 + plen)
+			return ZB_BAD;
+		count(ZB_CNT_RST);
+		return emit(ctx, &r);
+	}
+
+	if (!(flags & TCP_ACK) || (flags & TCP_SYN))
+		return ZB_BAD;
+	/* Anything else acking inside our sequence space is ours: a pure ACK of
+	 * the probe, a FIN, a later segment. Consume it silently so the kernel
+	 * does not RST it; only the first data segment is the banner. */
+	if (ack - cookie - 1 > plen)
+		return ZB_BAD;
+	/* Banners: ACK, PSH-ACK, FIN-ACK, FIN-PSH-ACK (ECN bits aside). */
+	__u8 plain = (flags & 0x3f & ~(TCP_FIN | TCP_PSH | TCP_ACK)) == 0;
+	if (ZB_BANNERS && plain && payload_len > 0 && ack == cookie + 1 + plen) {
+		count(ZB_CNT_BANNER);
+		r.kind = ZB_KIND_BANNER;
+		r.payload_len = payload_len;
+		r.with_data = 1;
+		return emit(ctx, &r);
+	}
+	count(ZB_CNT_IGNORED);
+	return XDP_DROP;
+}
+
+static __always_inline int handle_udp(struct xdp_md *ctx, struct zb_cursor *c, struct iphdr *ip)
+{
+	struct udphdr *udp = c->pos;
+	if ((void *)(udp + 1) > c->end)
+		return ZB_NOT_OURS;
+	__u16 dport = bpf_ntohs(udp->dest);
+	int variant = port_variant(dport);
+	if (variant < 0)
+		return ZB_NOT_OURS;
+	struct zb_config *cfg = get_config();
+	if (!cfg)
+		return ZB_NOT_OURS;
+	struct zb_probe_info *pi = get_probe((__u32)variant % (__u32)ZB_PROBES);
+	if (!pi || pi->proto != IPPROTO_UDP)
+		return ZB_BAD;
+	if (!slot_ok(cfg, ip->daddr, ip->saddr, dport, udp->source))
+		return ZB_BAD;
+	__u32 ulen = bpf_ntohs(udp->len);
+	__u32 payload_len = ulen > sizeof(*udp) ? ulen - sizeof(*udp) : 0;
+	__u32 data_off = (__u32)((long)(udp + 1) - (long)ctx->data);
+	if (pi->cookie_len) {
+		/* The reply must echo the cookie (DNS id, NTP origin timestamp). */
+		__u32 cookie = zb_cookie(cfg->k0, cfg->k1, ip->daddr, ip->saddr, udp->dest, udp->source);
+		__u8 b[4] = {};
+		__u32 n = pi->cookie_len == 2 ? 2 : 4;
+		if (pi->reply_cookie_off + n > payload_len)
+			return ZB_BAD;
+		if (n == 2) {
+			if (bpf_xdp_load_bytes(ctx, data_off + pi->reply_cookie_off, b, 2) < 0)
+				return ZB_BAD;
+			if ((((__u32)b[0] << 8) | b[1]) != (cookie & 0xffff))
+				return ZB_BAD;
+		} else {
+			if (bpf_xdp_load_bytes(ctx, data_off + pi->reply_cookie_off, b, 4) < 0)
+				return ZB_BAD;
+			if ((((__u32)b[0] << 24) | ((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3]) != cookie)
+				return ZB_BAD;
+		}
+	}
+	struct zb_reply r = {
+		.target_raw = ip->saddr,
+		.us_raw = ip->daddr,
+		.data_off = data_off,
+		.target_port = bpf_ntohs(udp->source),
+		.our_port = dport,
+		.key_port = key_port(dport, variant),
+		.ipid = bpf_ntohs(ip->id),
+		.payload_len = payload_len,
+		.ttl = ip->ttl,
+		.kind = ZB_KIND_UDP,
+		.variant = variant,
+		.with_data = 1,
+	};
+	count(ZB_CNT_UDP);
+	return emit(ctx, &r);
+}
+
+static __always_inline int echo_matches(struct zb_config *cfg, __u32 us, __u32 them, __be16 id, __be16 seq)
+{
+	__u32 cookie = zb_cookie(cfg->k0, cfg->k1, us, them, 0, 0);
+	return bpf_ntohs(id) == (cookie >> 16) && bpf_ntohs(seq) == (cookie & 0xffff);
+}
+
+static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, struct iphdr *ip)
+{
+	struct icmphdr *icmp = c->pos;
+	if ((void *)(icmp + 1) > c->end)
+		return ZB_NOT_OURS;
+	struct zb_config *cfg = get_config();
+	if (!cfg)
+		return ZB_NOT_OURS;
+
+	if (icmp->type == ICMP_ECHOREPLY) {
+		if (ZB_ICMP_VARIANT < 0)
+			return ZB_NOT_OURS;
+		if (!echo_matches(cfg, ip->daddr, ip->saddr, icmp->un.echo.id, icmp->un.echo.sequence))
+			return ZB_BAD;
+		struct zb_reply r = {
+			.target_raw = ip->saddr,
+			.us_raw = ip->daddr,
+			.seq = ((__u32)bpf_ntohs(icmp->un.echo.id) << 16) | bpf_ntohs(icmp->un.echo.sequence),
+			.ipid = bpf_ntohs(ip->id),
+			.ttl = ip->ttl,
+			.kind = ZB_KIND_ECHOREPLY,
+			.variant = ZB_ICMP_VARIANT < 0 ? 0 : ZB_ICMP_VARIANT,
+		};
+		count(ZB_CNT_ECHOREPLY);
+		return emit(ctx, &r);
+	}
+
+	__u8 t = icmp->type;
+	if (t != ICMP_DEST_UNREACH && t != ICMP_SOURCE_QUENCH && t != ICMP_REDIRECT && t != ICMP_TIME_EXCEEDED &&
+	    t != ICMP_PARAMETERPROB)
+		return ZB_NOT_OURS;
+	/* The quoted datagram: our own probe, as it left us. */
+	c->pos = icmp + 1;
+	struct iphdr *in = zb_parse_ipv4(c);
+	if (!in || in->saddr != ZB_SRC_IP_RAW)
+		return ZB_NOT_OURS;
+	__u8 *l4 = c->pos;
+	if ((void *)(l4 + 8) > c->end)
+		return ZB_BAD;
+
+	struct zb_reply r = {
+		.target_raw = in->daddr,
+		.us_raw = ip->daddr,
+		.icmp_responder_raw = ip->saddr,
+		.ipid = bpf_ntohs(ip->id),
+		.ttl = ip->ttl,
+		.kind = ZB_KIND_ICMP,
+		.icmp_type = t,
+		.icmp_code = icmp->code,
+	};
+	if (in->protocol == IPPROTO_TCP || in->protocol == IPPROTO_UDP) {
+		__be16 our_raw = *(__be16 *)l4;
+		__be16 their_raw = *(__be16 *)(l4 + 2);
+		__u16 our_port = bpf_ntohs(our_raw);
+		int variant = port_variant(our_port);
+		if (variant < 0)
+			return ZB_NOT_OURS;
+		if (in->protocol == IPPROTO_TCP) {
+			/* The quoted sequence number is our cookie (SYN), cookie+1
+			 * (ACK+probe, RST) or up to cookie+1+payload (RST after a banner). */
+			__u32 cookie = zb_cookie(cfg->k0, cfg->k1, in->saddr, in->daddr, our_raw, their_raw);
+			__u32 seq = bpf_ntohl(*(__be32 *)(l4 + 4));
+			__u32 plen = probe_payload_len(get_probe((__u32)variant % (__u32)ZB_PROBES), in->daddr);
+			if (seq - cookie > 1 + plen)
+				return ZB_BAD;
+			r.seq = seq;
+		} else if (!slot_ok(cfg, in->saddr, in->daddr, our_port, their_raw)) {
+			/* user space also checks the quoted UDP checksum */
+			return ZB_BAD;
+		}
+		r.target_port = bpf_ntohs(their_raw);
+		r.our_port = our_port;
+		r.key_port = key_port(our_port, variant);
+		r.variant = variant;
+		r.seq = r.seq ? r.seq : bpf_ntohs(*(__be16 *)(l4 + 6)); /* UDP: the quoted checksum */
+	} else if (in->protocol == IPPROTO_ICMP) {
+		if (ZB_ICMP_VARIANT < 0 || l4[0] != ICMP_ECHO)
+			return ZB_NOT_OURS;
+		if (!echo_matches(cfg, in->saddr, in->daddr, *(__be16 *)(l4 + 4), *(__be16 *)(l4 + 6)))
+			return ZB_BAD;
+		r.variant = ZB_ICMP_VARIANT < 0 ? 0 : ZB_ICMP_VARIANT;
+	} else {
+		return ZB_NOT_OURS;
+	}
+	count(ZB_CNT_ICMP);
+	return emit(ctx, &r);
 }
 
 int xdp_recv(struct xdp_md *ctx)
 {
 	struct zb_cursor c = { .pos = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end };
 	__u16 proto;
+	int ret = ZB_NOT_OURS;
 
 	count(ZB_CNT_RX);
 	if (!zb_parse_eth(&c, &proto) || proto != bpf_htons(ETH_P_IP))
 		goto pass;
 	struct iphdr *ip = zb_parse_ipv4(&c);
-	if (!ip || ip->daddr != ZB_SRC_IP_RAW || ip->protocol != IPPROTO_TCP)
+	if (!ip || ip->daddr != ZB_SRC_IP_RAW)
 		goto pass;
 	/* A fragment cannot be validated on its own: leave it to the kernel. */
 	if (ip->frag_off & bpf_htons(0x3fff))
 		goto pass;
-	struct tcphdr *tcp = zb_parse_tcp(&c);
-	if (!tcp)
-		goto pass;
-	__u16 dport = bpf_ntohs(tcp->dest);
-	if (dport < ZB_PORT_LO || dport > ZB_PORT_HI)
-		goto pass;
-
-	__u32 zero = 0;
-	struct zb_config *cfg = config.lookup(&zero);
-	if (!cfg)
-		goto pass;
-	__u32 cookie = zb_cookie(cfg->k0, cfg->k1, ip->daddr, ip->saddr, tcp->dest, tcp->source);
-	__u32 ack = bpf_ntohl(tcp->ack_seq);
-	__u8 flags = ((__u8 *)tcp)[13];
-	__u8 variant = (__u32)(dport - ZB_PORT_LO) % (__u32)ZB_VARIANTS;
-	__u32 ip_len = bpf_ntohs(ip->tot_len);
-	__u32 hdrs = (__u32)(ip->ihl * 4) + (__u32)(tcp->doff * 4);
-	__u32 payload_len = ip_len > hdrs ? ip_len - hdrs : 0;
-	__u32 data_off = (__u32)((long)c.pos - (long)ctx->data);
-
-	if ((flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) {
-		if (ack - 1 != cookie)
-			goto bad;
-		if (tcp->window == 0) {
-			count(ZB_CNT_ZEROWIN);
-			return emit(ctx, ip, tcp, ZB_KIND_ZEROWIN, variant, data_off, 0);
-		}
-		count(ZB_CNT_SYNACK);
-		return emit(ctx, ip, tcp, ZB_KIND_SYNACK, variant, data_off, 0);
-	}
-
-	__u32 plen = 0;
-	if (ZB_BANNERS) {
-		__u32 v = variant;
-		struct zb_probe_len *pl = probe_lens.lookup(&v);
-		if (pl)
-			plen = pl->base + (pl->plus_ip_strlen ? dotted_len(ip->saddr) : 0);
-	}
-
-	if (flags & TCP_RST) {
-		/* A RST answering the SYN acks cookie+1; some stacks ack cookie;
-		 * one answering our probe data acks up to cookie+1+plen. */
-		if (ack - cookie > 1 + plen)
-			goto bad;
-		count(ZB_CNT_RST);
-		return emit(ctx, ip, tcp, ZB_KIND_RST, variant, data_off, 0);
-	}
-
-	if (!(flags & TCP_ACK) || (flags & TCP_SYN))
-		goto bad;
-	/* Data segments we take as a banner: ACK, PSH-ACK, FIN-ACK, FIN-PSH-ACK
-	 * (ECN bits aside). URG and friends are not a server's first reply. */
-	__u8 plain = (flags & 0x3f & ~(TCP_FIN | TCP_PSH | TCP_ACK)) == 0;
-	/* Anything else acking inside our sequence space is ours: a pure ACK of
-	 * the probe, a FIN, a later segment. Consume it silently so the kernel
-	 * does not RST it; only the first data segment is the banner. */
-	if (ack - cookie - 1 > plen)
-		goto bad;
-	if (ZB_BANNERS && plain && payload_len > 0 && ack == cookie + 1 + plen) {
-		count(ZB_CNT_BANNER);
-		return emit(ctx, ip, tcp, ZB_KIND_BANNER, variant, data_off, payload_len);
-	}
-	count(ZB_CNT_IGNORED);
-	return XDP_DROP;
-
-bad:
-	count(ZB_CNT_BAD_COOKIE);
+	if (ip->protocol == IPPROTO_TCP)
+		ret = handle_tcp(ctx, &c, ip);
+	else if (ip->protocol == IPPROTO_UDP)
+		ret = handle_udp(ctx, &c, ip);
+	else if (ip->protocol == IPPROTO_ICMP)
+		ret = handle_icmp(ctx, &c, ip);
+	if (ret == XDP_DROP)
+		return XDP_DROP;
+	if (ret == ZB_BAD)
+		count(ZB_CNT_BAD_COOKIE);
 pass:
 	count(ZB_CNT_PASS);
 	return XDP_PASS;

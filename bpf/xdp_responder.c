@@ -41,6 +41,7 @@
 #ifndef ZE_BANNER_MAX
 #define ZE_BANNER_MAX 1024
 #endif
+#define ZE_HEAD_SPARE 32
 
 enum ze_counter {
 	ZE_CNT_SYN_OPEN = 0,
@@ -49,6 +50,7 @@ enum ze_counter {
 	ZE_CNT_DROPPED,         /* to the range, nothing to answer (or unanswerable) */
 	ZE_CNT_BAD_ACK,         /* an ACK whose ack number is not ours */
 	ZE_CNT_PASSED,          /* not IPv4 TCP to the range */
+	ZE_CNT_NO_ROOM,         /* the reply would not fit the frame's buffer */
 	ZE_CNT_MAX,
 };
 
@@ -85,6 +87,12 @@ struct ze_reply {
 	struct iphdr ip;
 	struct tcphdr tcp;
 	__be32 mss_opt;
+};
+
+struct ze_l2 {
+	struct ethhdr eth;
+	__be16 vlan_tci;
+	__be16 vlan_proto;
 };
 
 struct ze_pseudo {
@@ -243,19 +251,38 @@ int xdp_responder(struct xdp_md *ctx)
 		sum += cfg->banner_csum;
 	r.tcp.check = ze_csum_fold(sum);
 
-	/* Swap the MACs while the original pointers are still valid; a VLAN
-	 * tag stays as it was, so the reply leaves on the same VLAN. */
-	unsigned char mac[ETH_ALEN];
-	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	/* Keep the link header on the stack: the reply may have to grow at the
+	 * front (below), which moves everything. A VLAN tag stays as it was,
+	 * so the reply leaves on the same VLAN. */
+	struct ze_l2 l2;
+	__u32 l3off = eth->h_proto == bpf_htons(ETH_P_8021Q) ? sizeof(l2) : sizeof(struct ethhdr);
+	__builtin_memcpy(&l2, eth, sizeof(l2));  /* the frame holds IP+TCP after it: long enough */
+	__builtin_memcpy(l2.eth.h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(l2.eth.h_source, eth->h_dest, ETH_ALEN);
 
-	__u32 l3off = (void *)ip - data;
-	if (l3off > 18)
-		goto drop;
+	/* Grow at the tail where there is room (drivers with page-sized
+	 * buffers), else at the front: a veth running XDP on an skb has almost
+	 * no tailroom but always XDP_PACKET_HEADROOM (256 bytes) in front. The
+	 * front must keep ZE_HEAD_SPARE bytes beyond what adjust_head insists
+	 * on: with less, the reply passes XDP_TX and then vanishes on the way
+	 * into the peer veth (seen on 6.18 with <50 bytes of headroom left).
+	 * Probing with a larger move and stepping back is the only way to ask
+	 * for headroom: xdp_md does not expose it. */
 	__u32 hdr_len = sizeof(struct iphdr) + sizeof(struct tcphdr) + opt_len;
 	int delta = (int)(l3off + hdr_len + blen) - (int)(data_end - data);
-	if (delta && bpf_xdp_adjust_tail(ctx, delta))
+	if (delta > 0) {
+		if (bpf_xdp_adjust_tail(ctx, delta)) {
+			if (bpf_xdp_adjust_head(ctx, -(delta + ZE_HEAD_SPARE))) {
+				ze_count(ZE_CNT_NO_ROOM);
+				return XDP_DROP;
+			}
+			if (bpf_xdp_adjust_head(ctx, ZE_HEAD_SPARE))
+				goto drop;
+		}
+	} else if (delta < 0 && bpf_xdp_adjust_tail(ctx, delta)) {
+		goto drop;
+	}
+	if (bpf_xdp_store_bytes(ctx, 0, &l2, l3off))
 		goto drop;
 	if (bpf_xdp_store_bytes(ctx, l3off, &r, hdr_len))
 		goto drop;

@@ -117,6 +117,15 @@ class Probe:
     # Instance-overridable: e.g. ``hello`` with an empty payload becomes server-first.
     server_first: bool = False
     handshake: bool = True
+    # What goes on the wire: "tcp" (SYN, then payload() after the handshake),
+    # "udp" (one datagram: udp_template() with the cookie patched in at
+    # cookie_offset) or "icmp" (an echo request whose id/seq is the cookie).
+    transport: ClassVar[str] = "tcp"
+    # UDP only: the server echoes our cookie back at reply_cookie_offset of
+    # its reply, which is how the XDP program validates it without state.
+    cookie_offset: ClassVar[int] = 0
+    cookie_len: ClassVar[int] = 0
+    reply_cookie_offset: ClassVar[int] = 0
     args_help: ClassVar[dict[str, str]] = {}
 
     def __init__(self, args: dict[str, str] | None = None) -> None:
@@ -146,6 +155,10 @@ class Probe:
     def _payload_varies(self) -> bool:
         """True when ``payload`` depends on the target ip/port."""
         return False
+
+    def udp_template(self) -> bytes:
+        """UDP probes: the datagram, with zeros where the cookie goes."""
+        return b""
 
     def payload(self, ip: str, port: int) -> bytes:
         return b""
@@ -208,6 +221,9 @@ _BUILTIN_MODULES = (
     "synscan",
     "telnet",
     "tls",
+    "icmp_echo",
+    "udp_dns",
+    "udp_ntp",
 )
 
 _REGISTRY: dict[str, type[Probe]] = {}

@@ -50,7 +50,10 @@ class ProgParams:
     src_ip: int
     port_lo: int
     port_hi: int
+    probes: int = 1
     variants: int = 1
+    slots: int = 0  # 0: (port_hi - port_lo + 1) // variants
+    icmp_variant: int = -1
     banners: bool = False
     dedup_entries: int = 1 << 20
     dedup_window_s: float = 0.0
@@ -67,7 +70,10 @@ class ProgParams:
             f"-DZB_SRC_IP_RAW={raw_ip}U",
             f"-DZB_PORT_LO={self.port_lo}",
             f"-DZB_PORT_HI={self.port_hi}",
+            f"-DZB_PROBES={max(1, self.probes)}U",
             f"-DZB_VARIANTS={max(1, self.variants)}U",
+            f"-DZB_SLOTS={self.slots or (self.port_hi - self.port_lo + 1) // max(1, self.variants)}U",
+            f"-DZB_ICMP_VARIANT={self.icmp_variant}",
             f"-DZB_BANNERS={int(self.banners)}",
             f"-DZB_DEDUP_ENTRIES={self.dedup_entries}",
             f"-DZB_DEDUP_WINDOW_NS={int(self.dedup_window_s * 1e9)}ULL",
@@ -81,7 +87,9 @@ class ProgParams:
 class RecvProgram:
     """The compiled XDP program and its maps; attach() ties it to an interface."""
 
-    def __init__(self, params: ProgParams, key: bytes, probe_lens: list[tuple[int, int]] | None = None):
+    def __init__(
+        self, params: ProgParams, key: bytes, probe_infos: list[tuple[int, int, int, int, int]] | None = None
+    ):
         try:
             kheaders.export_for_bcc()
         except kheaders.HeadersError as exc:
@@ -112,11 +120,12 @@ class RecvProgram:
         leaf = cfg.Leaf()
         leaf.k0, leaf.k1 = k0, k1
         cfg[ctypes.c_int(0)] = leaf
-        lens = self.bpf[b"probe_lens"]
-        for i, (base, plus_ip) in enumerate(probe_lens or []):
-            lv = lens.Leaf()
-            lv.base, lv.plus_ip_strlen = base, int(plus_ip)
-            lens[ctypes.c_int(i)] = lv
+        infos = self.bpf[b"probe_info"]
+        for i, (base, plus_ip, proto, cookie_len, reply_off) in enumerate(probe_infos or []):
+            lv = infos.Leaf()
+            lv.base, lv.plus_ip_strlen, lv.proto = base, int(plus_ip), proto
+            lv.cookie_len, lv.reply_cookie_off = cookie_len, reply_off
+            infos[ctypes.c_int(i)] = lv
         self._counters = self.bpf[b"counters"]
 
     @property

@@ -138,6 +138,25 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
     help="Seconds a reply counts as a repeat (0: for the whole scan).",
 )
 @click.option("--output-repeats", is_flag=True, help="Also write repeated replies (repeat: true).")
+@click.option(
+    "--retransmit",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 10),
+    help="Send every probe this many extra times (replies dedup across copies).",
+)
+@click.option(
+    "--retransmit-delay",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds between copies of a probe.",
+)
+@click.option(
+    "--tarpit-check",
+    is_flag=True,
+    help="Also SYN one random high port per address: tarpits answer every port.",
+)
 @click.pass_obj
 def scan(
     obj: dict,
@@ -148,6 +167,9 @@ def scan(
     ack_window: int,
     dedup_window: float,
     output_repeats: bool,
+    retransmit: int,
+    retransmit_delay: float,
+    tarpit_check: bool,
 ) -> None:
     """Scan TARGETs (addresses or CIDRs; none = all of IPv4 minus the blocklist)."""
     from probes import ProbeArgError, UnknownProbeError, get_probe, parse_probe_args
@@ -192,6 +214,9 @@ def scan(
         ack_window=ack_window,
         dedup_window=dedup_window,
         output_repeats=output_repeats,
+        retransmit=retransmit,
+        retransmit_delay=retransmit_delay,
+        tarpit_check=tarpit_check,
     )
     if not cfg.dry_run and os.geteuid() != 0:
         _fail("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")

@@ -34,6 +34,10 @@ class ScanConfig:
     ack_window: int = 1024
     dedup_window: float = 0.0
     output_repeats: bool = False
+    retransmit: int = 0
+    retransmit_delay: float = 20.0
+    retransmit_queue: int = 1 << 20
+    tarpit_check: bool = False
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -17,15 +17,23 @@ Two ways to attach, both to an interface of the *current* network namespace
   survives the process; it goes away with the veth, or through ``detach()``
   / ``python -m zbanner_xdp.emulator --iface X --detach``.
 
-veth quirk (seen on 6.18, true since XDP on veth exists): a frame sent with
-XDP_TX on a veth is handed straight to the *peer's* NAPI receive queue, which
-only exists while the peer has an XDP program attached or GRO enabled.
-Without either, every XDP_TX frame is silently dropped (counted only in the
-sender's `ethtool -S` xdp_tx_errors) even though the emulator's counters say
-it answered. In the scanner namespace the scanner's own XDP program satisfies
-that; for any other client (a plain Linux socket, tcpdump-only namespaces)
-call ``enable_peer_napi(peer_ifname)`` in the peer's namespace, which
-switches GRO on there (pyroute2's ethtool ioctl: no ethtool binary needed).
+veth quirks (kernel 6.18):
+
+- XDP_TX on a veth hands the frame straight to the *peer's* NAPI queue. With
+  no XDP program on the peer every reply is dropped silently: the emulator's
+  counters say it answered, only `ethtool -S` on its veth shows
+  rx_queue_0_xdp_tx_errors. GRO on the peer, the documented alternative,
+  does NOT work here: the frames then reach the peer's queue but are freed
+  inside NAPI (kfree_skb, reason NOT_SPECIFIED) before tcpdump or TCP see
+  them. What works is an XDP program on the peer, even one that only
+  returns XDP_PASS. In the scan namespace the scanner's own program is that;
+  for a plain Linux client attach ``PeerPass(peer_ifname)`` in its namespace.
+- XDP on a veth runs on the skb's buffer, which has almost no tailroom (about
+  10 bytes after a pure ACK) but always 256 bytes of headroom, so a reply
+  that is longer than the received frame grows at the front. A banner can
+  therefore be at most ~200 bytes longer than the segment it answers (a bare
+  ACK is 54 bytes); beyond that the frame is dropped and counted as no_room.
+  Drivers with page-sized buffers (and BPF_PROG_TEST_RUN) grow at the tail.
 
 Run it in a lab namespace::
 
@@ -64,7 +72,8 @@ FUNC = "xdp_responder"
 
 BANNER_MAX = 1024  # ZE_BANNER_MAX: the map value's banner buffer
 DEFAULT_BANNER = b"SSH-2.0-zbanner-emulator\r\n"
-COUNTERS = ("syn_open", "syn_closed", "banner", "dropped", "bad_ack", "passed")  # enum ze_counter order
+# In enum ze_counter order.
+COUNTERS = ("syn_open", "syn_closed", "banner", "dropped", "bad_ack", "passed", "no_room")
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX = 0, 1, 2, 3
@@ -206,26 +215,6 @@ def _in_netns_fd(ns_fd: int, fn: Callable[[], T]) -> T:
     return result[0]
 
 
-def enable_peer_napi(ifname: str) -> None:
-    """Switch GRO on for `ifname` (current namespace) so XDP_TX from its veth peer is delivered.
-
-    See the module docstring: a veth only receives XDP_TX frames while its
-    NAPI queue exists, i.e. while it has an XDP program or GRO on.
-    """
-    from pyroute2.ethtool.ioctl import IoctlEthtool
-
-    try:
-        eth = IoctlEthtool(ifname)
-    except OSError as exc:
-        raise EmulatorError(f"cannot open ethtool on '{ifname}': {exc.strerror}") from None
-    try:
-        eth.set_offload_flag("generic-receive-offload", 1)
-    except OSError as exc:
-        raise EmulatorError(f"cannot enable GRO on '{ifname}': {exc.strerror}") from None
-    finally:
-        eth.close()
-
-
 def _load_bcc() -> type:
     try:
         kheaders.export_for_bcc()
@@ -257,6 +246,50 @@ def remove_persistent(ifname: str) -> None:
             bpf_cls.remove_xdp(ifname, 0)
         except Exception as exc:  # bcc raises bare Exception
             raise EmulatorError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+_PASS_SRC = "int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }"
+
+
+class PeerPass:
+    """A do-nothing XDP program on the emulator's veth peer, so that XDP_TX frames reach it.
+
+    See the module docstring: without an XDP program there the peer never
+    receives them. Attached through a bpf_link in the current namespace; it
+    goes with close() or the process.
+    """
+
+    def __init__(self, ifname: str) -> None:
+        bpf_cls = _load_bcc()
+        try:
+            ifindex = socket.if_nametoindex(ifname)
+        except OSError:
+            raise EmulatorError(f"unknown interface '{ifname}'") from None
+        with _stderr_to(LOG_PATH):
+            try:
+                self.bpf = bpf_cls(text=_PASS_SRC)
+                fn = self.bpf.load_func("xdp_pass", bpf_cls.XDP)
+            except Exception as exc:  # bcc raises bare Exception
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise EmulatorError(f"cannot build the pass program: {first} (log: {LOG_PATH})") from None
+        try:
+            self._link_fd: int | None = bpfsys.xdp_link_create(fn.fd, ifindex)
+        except bpfsys.BpfError as exc:
+            self.bpf.cleanup()
+            raise EmulatorError(f"cannot attach XDP to '{ifname}': {exc.strerror}") from None
+        self.ifname = ifname
+
+    def close(self) -> None:
+        if self._link_fd is not None:
+            os.close(self._link_fd)
+            self._link_fd = None
+            self.bpf.cleanup()
+
+    def __enter__(self) -> PeerPass:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Emulator:
@@ -454,6 +487,10 @@ def _serve(emu: Emulator, seconds: float | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        try:
+            socket.if_nametoindex(args.iface)  # fail before the slow compile
+        except OSError:
+            raise EmulatorError(f"unknown interface '{args.iface}'") from None
         if args.detach:
             remove_persistent(args.iface)
             return 0

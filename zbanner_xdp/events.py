@@ -47,9 +47,20 @@ class Counter(enum.IntEnum):
     IGNORED = 9
     ICMP = 10
     UDP = 11
+    ECHOREPLY = 12
+    RST_UNVALIDATED = 13
 
 
 N_COUNTERS = 16
+EV_UNVALIDATED = 0x01
+
+ICMP_CLASSES = {
+    3: "icmp-unreach",
+    4: "icmp-srcquench",
+    5: "icmp-redirect",
+    11: "icmp-timxceed",
+    12: "icmp-paramprob",
+}
 
 EVENT_DTYPE = np.dtype(
     [
@@ -72,7 +83,7 @@ EVENT_DTYPE = np.dtype(
         ("icmp_code", "u1"),
         ("repeat", "u1"),
         ("variant", "u1"),
-        ("pad", "u1"),
+        ("flags", "u1"),
     ]
 )
 EVENT_SIZE = EVENT_DTYPE.itemsize
@@ -84,7 +95,7 @@ assert EVENT_SIZE == 48, "zb_event must stay 8-byte aligned and packed"
 def bpf_layout_cflags() -> list[str]:
     """-D flags that make shared.h assert this exact layout."""
     checks = " ".join(
-        f'_Static_assert(__builtin_offsetof(struct zb_event, {name}) == {EVENT_DTYPE.fields[name][1]}, '
+        f"_Static_assert(__builtin_offsetof(struct zb_event, {name}) == {EVENT_DTYPE.fields[name][1]}, "
         f'"zb_event.{name} offset");'
         for name in EVENT_DTYPE.names
     )

@@ -106,8 +106,7 @@ def kernel_source() -> str | None:
         if os.path.isfile(os.path.join(target, ".complete")):
             return target
     raise HeadersError(
-        f"no kernel headers for {platform.release()} and no merged tree in {CACHE_DIR} "
-        "(run: sudo make setup)"
+        f"no kernel headers for {platform.release()} and no merged tree in {CACHE_DIR} (run: sudo make setup)"
     )
 
 

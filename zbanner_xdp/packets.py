@@ -66,6 +66,37 @@ def _sum16(frames: np.ndarray, start: int, stop: int) -> np.ndarray:
     return ((hi << np.uint64(8)) | lo).sum(axis=1, dtype=np.uint64)
 
 
+def _l2_l3(
+    frames: np.ndarray,
+    link: LinkParams,
+    daddr: np.ndarray,
+    proto: int,
+    ip_total: np.ndarray,
+    ipid: np.ndarray,
+) -> None:
+    """Ethernet and IPv4 headers (with checksum) for every row."""
+    frames[:, 0:6] = np.frombuffer(link.dst_mac, dtype=np.uint8)
+    frames[:, 6:12] = np.frombuffer(link.src_mac, dtype=np.uint8)
+    frames[:, 12:14] = (0x08, 0x00)
+    ip = IP_OFF
+    frames[:, ip] = 0x45
+    _put_be(frames, ip + 2, ip_total, 2)
+    _put_be(frames, ip + 4, ipid, 2)
+    frames[:, ip + 6] = 0x40  # DF, as stacks do
+    frames[:, ip + 8] = link.ttl
+    frames[:, ip + 9] = proto
+    _put_be(frames, ip + 12, link.src_ip, 4)
+    _put_be(frames, ip + 16, daddr, 4)
+    _put_be(frames, ip + 10, _fold(_sum16(frames, ip, ip + IP_LEN)), 2)
+
+
+def _pseudo(link: LinkParams, daddr: np.ndarray, proto: int, seg_len: np.ndarray) -> np.ndarray:
+    d = np.asarray(daddr, dtype=np.uint64)
+    s = np.uint64(link.src_ip)
+    m = np.uint64(0xFFFF)
+    return (s >> np.uint64(16)) + (s & m) + (d >> np.uint64(16)) + (d & m) + np.uint64(proto) + seg_len
+
+
 def tcp_frames(
     link: LinkParams,
     daddr: np.ndarray,
@@ -94,23 +125,10 @@ def tcp_frames(
     if n == 0:
         return frames, np.zeros(0, dtype=np.uint32)
     plen = np.zeros(n, dtype=np.uint64) if payload is None else np.asarray(payload_len, dtype=np.uint64)
-
-    frames[:, 0:6] = np.frombuffer(link.dst_mac, dtype=np.uint8)
-    frames[:, 6:12] = np.frombuffer(link.src_mac, dtype=np.uint8)
-    frames[:, 12:14] = (0x08, 0x00)
-
-    ip = IP_OFF
-    frames[:, ip] = 0x45
     ip_total = np.uint64(IP_LEN + tcp_hlen) + plen
-    _put_be(frames, ip + 2, ip_total, 2)
     # IP ID from the sequence number: varies per probe without extra state.
-    _put_be(frames, ip + 4, (np.asarray(seq, dtype=np.uint64) >> np.uint64(16)) & np.uint64(0xFFFF), 2)
-    frames[:, ip + 6] = 0x40  # DF, as stacks do for TCP
-    frames[:, ip + 8] = link.ttl
-    frames[:, ip + 9] = 6
-    _put_be(frames, ip + 12, link.src_ip, 4)
-    _put_be(frames, ip + 16, daddr, 4)
-    _put_be(frames, ip + 10, _fold(_sum16(frames, ip, ip + IP_LEN)), 2)
+    ipid = (np.asarray(seq, dtype=np.uint64) >> np.uint64(16)) & np.uint64(0xFFFF)
+    _l2_l3(frames, link, daddr, 6, ip_total, ipid)
 
     t = TCP_OFF
     _put_be(frames, t, sport, 2)
@@ -125,19 +143,64 @@ def tcp_frames(
     if payload is not None and maxpay:
         frames[:, t + tcp_hlen :] = payload
 
-    seg_len = np.uint64(tcp_hlen) + plen
-    pseudo = (
-        (np.uint64(link.src_ip) >> np.uint64(16))
-        + (np.uint64(link.src_ip) & np.uint64(0xFFFF))
-        + (np.asarray(daddr, dtype=np.uint64) >> np.uint64(16))
-        + (np.asarray(daddr, dtype=np.uint64) & np.uint64(0xFFFF))
-        + np.uint64(6)
-        + seg_len
-    )
-    csum = _fold(pseudo + _sum16(frames, t, slot))
+    csum = _fold(_pseudo(link, daddr, 6, np.uint64(tcp_hlen) + plen) + _sum16(frames, t, slot))
     _put_be(frames, t + 16, csum, 2)
     lengths = (np.uint64(ETH_LEN) + ip_total).astype(np.uint32)
     return frames, lengths
+
+
+def udp_frames(
+    link: LinkParams,
+    daddr: np.ndarray,
+    dport: np.ndarray,
+    sport: np.ndarray,
+    payload: np.ndarray,
+    ipid: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """n UDP datagrams of one payload length (payload: (n, len) uint8)."""
+    n, plen = int(payload.shape[0]), int(payload.shape[1])
+    u = TCP_OFF  # the L4 header starts where TCP's would
+    slot = u + 8 + plen
+    frames = np.zeros((n, slot), dtype=np.uint8)
+    if n == 0:
+        return frames, np.zeros(0, dtype=np.uint32)
+    _l2_l3(frames, link, daddr, 17, np.full(n, IP_LEN + 8 + plen, dtype=np.uint64), ipid)
+    _put_be(frames, u, sport, 2)
+    _put_be(frames, u + 2, dport, 2)
+    _put_be(frames, u + 4, 8 + plen, 2)
+    frames[:, u + 8 :] = payload
+    csum = _fold(_pseudo(link, daddr, 17, np.full(n, 8 + plen, dtype=np.uint64)) + _sum16(frames, u, slot))
+    csum[csum == 0] = 0xFFFF  # 0 means "no checksum" in UDP
+    _put_be(frames, u + 6, csum, 2)
+    return frames, np.full(n, slot, dtype=np.uint32)
+
+
+def udp_checksums(
+    link: LinkParams, daddr: np.ndarray, dport: np.ndarray, sport: np.ndarray, payload: np.ndarray
+) -> np.ndarray:
+    """The UDP checksums `udp_frames` would write (to validate quoted headers in ICMP errors)."""
+    frames, _ = udp_frames(link, daddr, dport, sport, payload, np.zeros(len(payload), dtype=np.uint64))
+    return (frames[:, TCP_OFF + 6].astype(np.uint32) << 8) | frames[:, TCP_OFF + 7]
+
+
+def icmp_echo_frames(
+    link: LinkParams, daddr: np.ndarray, ident: np.ndarray, seq: np.ndarray, data: bytes
+) -> tuple[np.ndarray, np.ndarray]:
+    """n ICMP echo requests with the given id/seq (the cookie) and fixed data."""
+    n = int(np.asarray(daddr).shape[0])
+    i = TCP_OFF
+    slot = i + 8 + len(data)
+    frames = np.zeros((n, slot), dtype=np.uint8)
+    if n == 0:
+        return frames, np.zeros(0, dtype=np.uint32)
+    _l2_l3(frames, link, daddr, 1, np.full(n, IP_LEN + 8 + len(data), dtype=np.uint64), seq)
+    frames[:, i] = 8  # echo request
+    _put_be(frames, i + 4, ident, 2)
+    _put_be(frames, i + 6, seq, 2)
+    if data:
+        frames[:, i + 8 :] = np.frombuffer(data, dtype=np.uint8)
+    _put_be(frames, i + 2, _fold(_sum16(frames, i, slot)), 2)
+    return frames, np.full(n, slot, dtype=np.uint32)
 
 
 def syn_frames(
@@ -164,10 +227,17 @@ def describe(frame: bytes) -> str:
     """One human-readable line for --dry-run."""
     ip = frame[IP_OFF:]
     ihl = (ip[0] & 0x0F) * 4
-    tcp = ip[ihl:]
-    flags = "".join(name for bit, name in _FLAG_NAMES if tcp[13] & bit)
     src = ipaddress.IPv4Address(ip[12:16])
     dst = ipaddress.IPv4Address(ip[16:20])
+    l4 = ip[ihl:]
+    if ip[9] == 17:
+        sport, dport, ulen = (int.from_bytes(l4[i : i + 2], "big") for i in (0, 2, 4))
+        return f"UDP {src}:{sport} -> {dst}:{dport} len={ulen - 8} ttl={ip[8]} data={bytes(l4[8:ulen]).hex()}"
+    if ip[9] == 1:
+        ident, seq = int.from_bytes(l4[4:6], "big"), int.from_bytes(l4[6:8], "big")
+        return f"ICMP echo {src} -> {dst} id={ident:#06x} seq={seq:#06x} ttl={ip[8]}"
+    tcp = l4
+    flags = "".join(name for bit, name in _FLAG_NAMES if tcp[13] & bit)
     sport = int.from_bytes(tcp[0:2], "big")
     dport = int.from_bytes(tcp[2:4], "big")
     seq = int.from_bytes(tcp[4:8], "big")

@@ -20,7 +20,16 @@ from typing import Any
 import numpy as np
 
 from . import packets
-from .events import BANNER_EVENT_SIZE, CLASSIFICATION, DATA_MAX, EVENT_DTYPE, EVENT_SIZE, Kind
+from .events import (
+    BANNER_EVENT_SIZE,
+    CLASSIFICATION,
+    DATA_MAX,
+    EV_UNVALIDATED,
+    EVENT_DTYPE,
+    EVENT_SIZE,
+    ICMP_CLASSES,
+    Kind,
+)
 from .output import RecordWriter
 from .sender import ReplyQueue
 
@@ -67,13 +76,15 @@ class RingReader:
 REPEAT_DUP = 1  # a network duplicate: recorded only with --output-repeats
 REPEAT_RETRANSMIT = 2  # the server retransmitted: our answer was lost, answer again
 
+_SUCCESS = (Kind.SYNACK, Kind.BANNER, Kind.UDP, Kind.ECHOREPLY)
+
 
 class Receiver:
     """Turns ring-buffer batches into replies and records.
 
-    `probes[i]` is the probe sent with variant i (the source port says which,
-    see scanner.source_ports); a SYN-ACK is answered with that probe's
-    payload, or with a RST for SYN-only probes.
+    The event's variant names the probe (and attempt) that was answered, see
+    plan.ProbePlan: a SYN-ACK is answered with that probe's payload, or with
+    a RST for SYN-only probes.
     """
 
     def __init__(
@@ -82,7 +93,8 @@ class Receiver:
         link: packets.LinkParams,
         replies: ReplyQueue,
         writer: RecordWriter,
-        probes: list[Any],
+        plan: Any,
+        key: bytes,
         ack_window: int,
         output_repeats: bool = False,
     ):
@@ -90,13 +102,17 @@ class Receiver:
         self.link = link
         self.replies = replies
         self.writer = writer
-        self.probes = probes
+        self.plan = plan
+        self.probes = plan.probes
+        self.key = key
         self.ack_window = ack_window
         self.output_repeats = output_repeats
         self.by_class: Tally[str] = Tally()
         self.hits = 0
         self.reanswered = 0
+        self.invalid = 0
         self.error: BaseException | None = None
+        self._syn_only = {i for i, p in enumerate(self.probes) if p.transport == "tcp" and not p.handshake}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="receiver", daemon=True)
         # bpf_ktime_get_ns() is CLOCK_MONOTONIC: one offset maps it to wall time.
@@ -118,15 +134,15 @@ class Receiver:
             self.error = exc
 
     def drain_once(self, timeout_ms: int) -> int:
-        hdr, ban = self.reader.poll(timeout_ms)
+        hdr, big = self.reader.poll(timeout_ms)
         if len(hdr):
-            self._handle_tcp(hdr)
-        if len(ban):
-            self._handle_banners(ban)
-        return len(hdr) + len(ban)
+            self._handle_small(hdr)
+        if len(big):
+            self._handle_big(big)
+        return len(hdr) + len(big)
 
-    def _probe(self, variant: int) -> Any:
-        return self.probes[variant] if variant < len(self.probes) else self.probes[0]
+    def _probe_index(self, variant: int) -> int:
+        return variant % self.plan.P
 
     # -- replies ---------------------------------------------------------
     def _queue_rst(self, ev: np.ndarray) -> None:
@@ -169,77 +185,138 @@ class Receiver:
         )
         self.replies.put(frames, lens)
 
+    def _answer_synacks(self, ev: np.ndarray) -> None:
+        answer = ev[ev["repeat"] != REPEAT_DUP]
+        self.reanswered += int((answer["repeat"] == REPEAT_RETRANSMIT).sum())
+        self._queue_rst(answer[answer["kind"] == Kind.ZEROWIN])
+        synack = answer[answer["kind"] == Kind.SYNACK]
+        probe_idx = synack["variant"] % np.uint8(self.plan.P)
+        for i in np.unique(probe_idx):
+            probe = self.probes[int(i)]
+            sub = synack[probe_idx == i]
+            if probe.handshake:
+                self._queue_probe(sub, probe)
+            else:
+                self._queue_rst(sub)
+
+    # -- validation user space adds ----------------------------------------
+    def _quoted_udp_ok(self, ev: np.ndarray) -> np.ndarray:
+        """ICMP errors quoting a UDP probe: the quoted checksum must be ours.
+
+        XDP only checks the source-port slot for these; the checksum covers
+        the cookie we put in the payload, so a forged quote fails here.
+        """
+        ok = np.ones(len(ev), dtype=bool)
+        idx = ev["variant"] % np.uint8(self.plan.P)
+        for i in np.unique(idx):
+            probe = self.probes[int(i)]
+            if probe.transport != "udp":
+                continue
+            m = idx == i
+            sub = ev[m]
+            them = _bswap32(sub["saddr"])
+            pay = self.plan.udp_payloads(self.key, self.link.src_ip, probe, them, sub["sport"], sub["dport"])
+            want = packets.udp_checksums(self.link, them, sub["sport"], sub["dport"], pay)
+            ok[m] = want == sub["seq"]
+        return ok
+
     # -- records ---------------------------------------------------------
     def _base_record(self, e: np.void) -> dict[str, Any]:
         rec = self.writer.template()
         kind = int(e["kind"])
+        variant = int(e["variant"])
+        probe_i = self._probe_index(variant)
+        probe = self.probes[probe_i]
         ts = dt.datetime.fromtimestamp((int(e["ts_ns"]) + self._wall_offset_ns) / 1e9, dt.timezone.utc)
+        tcp = kind in (Kind.SYNACK, Kind.ZEROWIN, Kind.RST, Kind.BANNER)
+        has_ports = kind != Kind.ECHOREPLY and probe.transport != "icmp"
+        if kind == Kind.ICMP:
+            cls = ICMP_CLASSES.get(int(e["icmp_type"]), "icmp-other")
+        else:
+            cls = CLASSIFICATION.get(kind, "unknown")
         rec.update(
             saddr=ip_from_raw(int(e["saddr"])),
-            sport=int(e["sport"]),
+            sport=int(e["sport"]) if has_ports else None,
             daddr=ip_from_raw(int(e["daddr"])),
-            dport=int(e["dport"]),
-            classification=CLASSIFICATION.get(kind, "unknown"),
-            success=kind in (Kind.SYNACK, Kind.BANNER),
+            dport=int(e["dport"]) if has_ports else None,
+            classification=cls,
+            success=kind in _SUCCESS,
             repeat=bool(e["repeat"]),
             timestamp=ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             ttl=int(e["ttl"]),
-            window=int(e["window"]),
+            window=int(e["window"]) if tcp else None,
             ipid=int(e["ipid"]),
-            seqnum=int(e["seq"]),
-            acknum=int(e["ack"]),
-            tcp_flags=int(e["tcp_flags"]),
-            probe=self._probe(int(e["variant"])).name,
+            seqnum=int(e["seq"]) if tcp else None,
+            acknum=int(e["ack"]) if tcp else None,
+            tcp_flags=int(e["tcp_flags"]) if tcp else None,
+            probe=probe.name,
+            validated=not (int(e["flags"]) & EV_UNVALIDATED),
+            attempt=variant // self.plan.P,
+            tarpit_probe=probe_i == self.plan.tarpit_index,
         )
+        if kind == Kind.ICMP:
+            rec.update(
+                icmp_type=int(e["icmp_type"]),
+                icmp_code=int(e["icmp_code"]),
+                icmp_responder=ip_from_raw(int(e["icmp_responder"])),
+            )
         return rec
 
     def _recorded(self, ev: np.ndarray) -> np.ndarray:
         return np.ones(len(ev), bool) if self.output_repeats else ev["repeat"] == 0
 
-    def _handle_tcp(self, ev: np.ndarray) -> None:
-        answer = ev[ev["repeat"] != REPEAT_DUP]
-        self.reanswered += int((answer["repeat"] == REPEAT_RETRANSMIT).sum())
-        self._queue_rst(answer[answer["kind"] == Kind.ZEROWIN])
-        synack = answer[answer["kind"] == Kind.SYNACK]
-        for v in np.unique(synack["variant"]):
-            sub = synack[synack["variant"] == v]
-            probe = self._probe(int(v))
-            if probe.handshake:
-                self._queue_probe(sub, probe)
-            else:
-                self._queue_rst(sub)
-        records = [self._base_record(e) for e in ev[self._recorded(ev)]]
+    def _handle_small(self, ev: np.ndarray) -> None:
+        self._answer_synacks(ev)
+        keep = self._recorded(ev)
+        icmp = ev["kind"] == Kind.ICMP
+        if icmp.any():
+            valid = np.ones(len(ev), dtype=bool)
+            valid[icmp] = self._quoted_udp_ok(ev[icmp])
+            self.invalid += int((~valid).sum())
+            keep &= valid
+        records = [self._base_record(e) for e in ev[keep]]
         self._tally(records)
         self.writer.write(records)
 
-    def _handle_banners(self, ban: np.ndarray) -> None:
-        hdr = ban["h"]
-        answer = hdr["repeat"] != REPEAT_DUP
-        self.reanswered += int((hdr["repeat"] == REPEAT_RETRANSMIT).sum())
+    def _handle_big(self, big: np.ndarray) -> None:
+        hdr = big["h"]
+        tcp = hdr["kind"] == Kind.BANNER
+        answer = tcp & (hdr["repeat"] != REPEAT_DUP)
+        self.reanswered += int((answer & (hdr["repeat"] == REPEAT_RETRANSMIT)).sum())
         self._queue_rst(hdr[answer])
         records = []
-        for row in ban[self._recorded(hdr)]:
+        for row in big[self._recorded(hdr)]:
             e = row["h"]
             data = row["data"][: int(e["data_len"])].tobytes()
             rec = self._base_record(e)
-            probe = self._probe(int(e["variant"]))
+            probe = self.probes[self._probe_index(int(e["variant"]))]
             rec["banner"] = _banner_text(data)
             rec["data"] = base64.b64encode(data).decode("ascii")
-            rec[probe.name] = probe.parse(rec["saddr"], rec["sport"], data)
+            parsed = probe.parse(rec["saddr"], rec["sport"], data)
+            rec[probe.name] = parsed
+            rec["app_match"] = probe.matches(parsed)
             records.append(rec)
         self._tally(records)
         self.writer.write(records)
 
     def _tally(self, records: list[dict[str, Any]]) -> None:
-        # A hit is what the probe is after: a SYN-ACK for SYN-only probes, a banner otherwise.
-        syn_only = {p.name for p in self.probes if not p.handshake}
+        # A hit is what the probe is after: a SYN-ACK for SYN-only probes,
+        # a banner, a UDP reply or an echo reply otherwise.
         for r in records:
             if r["repeat"]:
                 continue
             cls = r["classification"]
             self.by_class[cls] += 1
-            if cls == "banner" or (cls == "synack" and r["probe"] in syn_only):
+            if r["tarpit_probe"]:
+                continue
+            if cls in ("banner", "udp", "echoreply") or (
+                cls == "synack" and r["probe"] in self._syn_only_names
+            ):
                 self.hits += 1
+
+    @property
+    def _syn_only_names(self) -> set[str]:
+        return {self.probes[i].name for i in self._syn_only}
 
 
 def _banner_text(data: bytes) -> str:

@@ -1,13 +1,15 @@
-"""One scan: targets -> SYNs out, replies in, records and summary out.
+"""One scan: targets -> probes out, replies in, records and summary out.
 
-Threads: the main thread sends (replies first, then new SYNs, within the
-rate) and prints status; a receiver thread drains the ring buffer. Every
-exit path — done, Ctrl-C, SIGTERM, full disk, an exception — goes through
-the same shutdown: stop sending, drain, detach XDP, flush, write metadata.
+Threads: the main thread sends (replies first, then due retransmissions,
+then new probes, all within the rate) and prints status; a receiver thread
+drains the ring buffer. Every exit path — done, Ctrl-C, SIGTERM, full disk,
+an exception — goes through the same shutdown: stop sending, drain, detach
+XDP, flush, write metadata.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import ipaddress
 import os
@@ -25,6 +27,7 @@ from .config import ScanConfig
 from .events import Counter
 from .netinfo import NetParams, resolve
 from .output import OutputError, RecordWriter
+from .plan import PlanError, ProbePlan, Segment
 from .receiver import Receiver, RingReader
 from .sender import RateLimiter, ReplyQueue, SendError, TxRing
 from .status import StatusLine
@@ -42,48 +45,77 @@ def _ip_int(text: str) -> int:
     return int(ipaddress.IPv4Address(text))
 
 
-def source_ports(
-    key: bytes, daddr: np.ndarray, dport: np.ndarray, lo: int, hi: int, variants: int, variant: int = 0
-) -> np.ndarray:
-    """Spread probes over the source-port range, recoverable without state.
+class RetransmitQueue:
+    """Batches of pairs waiting to be probed again (--retransmit).
 
-    sport = lo + variant + variants * slot, with the slot a keyed mix of the
-    target, so the XDP side recovers the variant as (port - lo) % variants.
+    Holds pairs, not frames (6 bytes a pair); bounded: when full, new probes
+    wait until due copies have gone out, so nothing is dropped.
     """
-    slots = max(1, (hi - lo + 1) // variants)
-    k = np.uint64(int.from_bytes(key[:8], "little") | 1)
-    x = (daddr.astype(np.uint64) << np.uint64(16)) ^ dport.astype(np.uint64) ^ k
-    with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(33)
-        x *= np.uint64(0xFF51AFD7ED558CCD)
-        x ^= x >> np.uint64(33)
-    return (lo + variant + variants * (x % np.uint64(slots))).astype(np.uint16)
+
+    def __init__(self, attempts: int, delay: float, limit: int):
+        self.extra = attempts - 1
+        self.delay = delay
+        self.limit = limit
+        self.pairs = 0
+        self._q: collections.deque[tuple[float, int, np.ndarray, np.ndarray]] = collections.deque()
+
+    def add(self, addrs: np.ndarray, ports: np.ndarray, now: float) -> None:
+        if self.extra > 0:
+            self._q.append((now + self.delay, 1, addrs, ports))
+            self.pairs += len(addrs)
+
+    def due(self, now: float) -> tuple[int, np.ndarray, np.ndarray] | None:
+        if not self._q or self._q[0][0] > now:
+            return None
+        when, attempt, addrs, ports = self._q.popleft()
+        self.pairs -= len(addrs)
+        if attempt < self.extra:
+            self._q.append((now + self.delay, attempt + 1, addrs, ports))
+            self.pairs += len(addrs)
+        return attempt, addrs, ports
+
+    def full(self) -> bool:
+        return self.pairs >= self.limit
+
+    def __len__(self) -> int:
+        return len(self._q)
 
 
 class Scanner:
     def __init__(self, cfg: ScanConfig, probes: list[Any]):
         self.cfg = cfg
-        self.probes = probes
-        self.variants = len(probes)
         self.stop = threading.Event()
         self.reason = "completed"
+        self.error: str | None = None
         self.seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.key = cookie.new_key()
         try:
             self.space = targets.TargetSpace.build(
                 list(cfg.targets), targets.parse_ports(cfg.ports), cfg.blocklist, cfg.allowlist
             )
-        except (targets.TargetError, OSError) as exc:
+            self.plan = ProbePlan(
+                probes,
+                self.space.ports,
+                cfg.source_port_lo,
+                cfg.source_port_hi,
+                attempts=1 + cfg.retransmit,
+                tarpit_check=cfg.tarpit_check,
+            )
+        except (targets.TargetError, PlanError, OSError) as exc:
             raise ScanError(str(exc)) from None
-        pairs = targets.expected_count(self.space, cfg.shards, cfg.shard, cfg.max_targets)
-        self.total = pairs * self.variants  # SYNs this scan sends: one per probe per pair
+        self.probes = self.plan.probes
+        self.pairs = targets.expected_count(self.space, cfg.shards, cfg.shard, cfg.max_targets)
+        self.total = self.plan.expected_probes(self.pairs, self.space.n_ports)
         self.sent_probes = 0
         self.sent_replies = 0
+        self.sent_retransmits = 0
+        self.replies = ReplyQueue()
         self.prog: RecvProgram | None = None
         self.tx: TxRing | None = None
         self.receiver: Receiver | None = None
         self.writer: RecordWriter | None = None
         self.net: NetParams | None = None
+        self.status: StatusLine | None = None
 
     # -- set-up ----------------------------------------------------------
     def _first_target(self) -> str:
@@ -119,31 +151,16 @@ class Scanner:
             max_targets=self.cfg.max_targets,
         )
 
-    def _syn_batch(self, link: packets.LinkParams, addrs: np.ndarray, ports: np.ndarray):
-        """SYNs for a batch of pairs, every probe of a pair back to back."""
-        out = []
-        for v in range(self.variants):
-            sports = source_ports(
-                self.key, addrs, ports, self.cfg.source_port_lo, self.cfg.source_port_hi, self.variants, v
-            )
-            seqs = cookie.cookies(self.key, link.src_ip, addrs, sports, ports)
-            out.append(packets.syn_frames(link, addrs, ports, sports, seqs))
-        if self.variants == 1:
-            return out[0]
-        frames = np.stack([f for f, _ in out], axis=1).reshape(-1, out[0][0].shape[1])
-        lens = np.stack([n for _, n in out], axis=1).reshape(-1)
-        return frames, lens
-
     # -- dry run ---------------------------------------------------------
     def dry_run(self, out) -> int:
         self.net = self._resolve(solicit=False)
         link = self._link()
         n = 0
         for addrs, ports in self._batches(4096):
-            frames, lens = self._syn_batch(link, addrs, ports)
-            for i in range(len(lens)):
-                out.write(packets.describe(frames[i, : lens[i]].tobytes()) + "\n")
-            n += len(lens)
+            for seg in self.plan.segments(link, self.key, addrs, ports):
+                for i in range(len(seg.lengths)):
+                    out.write(packets.describe(seg.frames[i, : seg.lengths[i]].tobytes()) + "\n")
+                n += len(seg.lengths)
         out.flush()
         return n
 
@@ -158,32 +175,35 @@ class Scanner:
         t0 = time.monotonic()
         old_handlers = self._install_signals()
         try:
-            self.writer = RecordWriter(cfg.output, probe_fields=[p.name for p in self.probes if p.handshake])
+            probe_fields = [p.name for p in self.probes if p.handshake or p.transport == "udp"]
+            self.writer = RecordWriter(cfg.output, probe_fields=probe_fields)
             params = ProgParams(
                 src_ip=link.src_ip,
                 port_lo=cfg.source_port_lo,
                 port_hi=cfg.source_port_hi,
-                variants=self.variants,
+                probes=self.plan.P,
+                variants=self.plan.V,
+                slots=self.plan.slots,
+                icmp_variant=self.plan.icmp_index,
                 banners=any(p.handshake for p in self.probes),
                 dedup_window_s=cfg.dedup_window,
                 emit_repeats=cfg.output_repeats,
             )
-            self.prog = RecvProgram(params, self.key, probe_lens=self._probe_lens())
+            self.prog = RecvProgram(params, self.key, probe_infos=self.plan.probe_infos())
             self.prog.attach(self.net.iface)
             self.tx = TxRing(self.net.iface)
-            replies = ReplyQueue()
-            self.replies = replies
             self.receiver = Receiver(
                 RingReader(self.prog.bpf),
                 link,
-                replies,
+                self.replies,
                 self.writer,
-                self.probes,
+                self.plan,
+                self.key,
                 cfg.ack_window,
                 cfg.output_repeats,
             )
             self.receiver.start()
-            self._send_loop(link, replies, t0)
+            self._send_loop(link)
         except OutputError as exc:
             self.reason = "output-error"
             self.error = str(exc)
@@ -212,27 +232,6 @@ class Scanner:
         for sig, h in old.items():
             signal.signal(sig, h)
 
-    def _probe_lens(self) -> list[tuple[int, int]]:
-        """Per variant, what the XDP side needs to know the expected ack of a banner."""
-        return [self._probe_len(p) for p in self.probes]
-
-    @staticmethod
-    def _probe_len(probe: Any) -> tuple[int, int]:
-        if not probe.handshake:
-            return (0, 0)
-        fixed = probe.fixed_payload
-        if fixed is not None:
-            return (len(fixed), 0)
-        short = probe.payload("1.1.1.1", 1)
-        long_ = probe.payload("100.100.100.100", 1)
-        if len(long_) == len(short):
-            return (len(short), 0)
-        if len(long_) - len(short) == 8:  # the dotted address is in the payload (e.g. Host:)
-            return (len(short) - 7, 1)
-        raise ScanError(
-            f"probe {probe.name}: payload length must not depend on the target beyond its address"
-        )
-
     def _check_receiver(self) -> None:
         rcv = self.receiver
         if rcv is not None and rcv.error is not None:
@@ -240,76 +239,95 @@ class Scanner:
                 raise rcv.error
             raise ScanError(f"receiver failed: {rcv.error!r}")
 
-    def _status(self, status: StatusLine, phase: str) -> None:
-        assert self.receiver is not None and self.prog is not None
-        c = self.prog.counters()
-        drops = int(c[Counter.RINGBUF_FULL]) + self.replies.dropped
-        status.show(self.sent_probes, self.sent_probes + self.sent_replies, self.hits(), drops, phase)
+    def _drops(self, counters: np.ndarray | None) -> int:
+        full = int(counters[Counter.RINGBUF_FULL]) if counters is not None else 0
+        return full + self.replies.dropped
+
+    def _show_status(self, phase: str, counters: np.ndarray | None = None) -> None:
+        if self.status is None or self.receiver is None:
+            return
+        if counters is None and self.prog is not None:
+            counters = self.prog.counters()
+        self.status.show(
+            self.sent_probes, self.sent_probes + self.sent_replies, self.hits(), self._drops(counters), phase
+        )
 
     def hits(self) -> int:
-        assert self.receiver is not None
-        return self.receiver.hits
+        return self.receiver.hits if self.receiver is not None else 0
 
-    def _send_loop(self, link: packets.LinkParams, replies: ReplyQueue, t0: float) -> None:
-        cfg = self.cfg
+    def _send(self, seg: Segment) -> None:
         assert self.tx is not None
+        self.tx.send(seg.frames, seg.lengths)
+
+    def _send_loop(self, link: packets.LinkParams) -> None:
+        cfg = self.cfg
         limiter = RateLimiter(cfg.rate)
-        status = StatusLine(self.total, cfg.quiet)
-        self.status = status
+        self.status = StatusLine(self.total, cfg.quiet)
         next_status = time.monotonic() + 1.0
         gen_size = 65536 if cfg.rate == 0 else int(min(65536, max(256, cfg.rate // 10)))
         batches = self._batches(gen_size)
+        retrans = RetransmitQueue(1 + cfg.retransmit, cfg.retransmit_delay, cfg.retransmit_queue)
+        pending: collections.deque[Segment] = collections.deque()
         # --max-runtime counts from the first packet, not from the BPF compile.
         t0 = self.send_start = time.monotonic()
-        frames = lens = None
-        pos = 0
-        sending = True
+        generating = True
         cool_until: float | None = None
         while True:
             now = time.monotonic()
             if now >= next_status:
-                self._status(status, "sending" if sending else "cooldown")
+                self._show_status("sending" if cool_until is None else "cooldown")
                 next_status = now + 1.0
             self._check_receiver()
             if self.stop.is_set():
                 break
-            if sending and cfg.max_runtime is not None and now - t0 >= cfg.max_runtime:
+            if generating and cfg.max_runtime is not None and now - t0 >= cfg.max_runtime:
                 self.reason = "max-runtime"
-                sending = False
-            if not sending:
-                if cool_until is None:
-                    cool_until = now + cfg.cooldown
-                    self.send_end = now
-                if now >= cool_until:
-                    break
+                generating = False
+                pending.clear()
+                retrans = RetransmitQueue(1, 0, 0)
+            if not generating and not pending and not len(retrans) and cool_until is None:
+                cool_until = now + cfg.cooldown
+                self.send_end = now
+            if cool_until is not None and now >= cool_until:
+                break
             budget = limiter.budget(self.stop)
             if budget == 0:
                 continue
-            for rf, rl in replies.take(budget):
-                self.tx.send(rf, rl)
+            for rf, rl in self.replies.take(budget):
+                self.tx.send(rf, rl)  # type: ignore[union-attr]
                 self.sent_replies += len(rl)
                 budget -= len(rl)
-            while sending and budget > 0:
-                if frames is None or pos >= len(lens):
+            if not pending:
+                item = retrans.due(now)
+                if item is not None:
+                    attempt, addrs, ports = item
+                    pending.extend(self.plan.segments(link, self.key, addrs, ports, attempt))
+                elif generating and not retrans.full():
                     try:
                         addrs, ports = next(batches)
                     except StopIteration:
-                        sending = False
-                        break
-                    frames, lens = self._syn_batch(link, addrs, ports)
-                    pos = 0
-                k = min(budget, len(lens) - pos)
-                self.tx.send(frames[pos : pos + k], lens[pos : pos + k])
-                pos += k
+                        generating = False
+                    else:
+                        pending.extend(self.plan.segments(link, self.key, addrs, ports))
+                        retrans.add(addrs, ports, now)
+            while pending and budget > 0:
+                seg = pending[0]
+                k = min(budget, len(seg.lengths))
+                if k == len(seg.lengths):
+                    pending.popleft()
+                    self._send(seg)
+                else:
+                    self._send(Segment(seg.frames[:k], seg.lengths[:k]))
+                    pending[0] = Segment(seg.frames[k:], seg.lengths[k:])
                 budget -= k
                 self.sent_probes += k
-            if not sending and budget > 0 and replies.pending == 0:
-                # Nothing to send in cooldown: wait for replies without spinning.
-                self.stop.wait(0.005)
+            if budget > 0 and not pending and self.replies.pending == 0:
+                # Nothing due: wait for replies (or the next retransmission) without spinning.
+                self.stop.wait(0.002)
 
     def _shutdown(self, t0: float) -> dict:
         rcv, prog = self.receiver, self.prog
-        err = getattr(self, "error", None)
+        err = self.error
         if rcv is not None:
             try:
                 rcv.stop()
@@ -321,8 +339,7 @@ class Scanner:
             prog.close()  # detaches XDP: from here the host kernel sees replies again
         if self.tx is not None:
             self.tx.close()
-        if rcv is not None and hasattr(self, "status"):
-            self._status_final(counters)
+        self._show_status("done", counters)
         if self.writer is not None:
             self.writer.close()
         summary = self.summary(t0, counters, err)
@@ -336,10 +353,6 @@ class Scanner:
             raise ScanError(err)
         return summary
 
-    def _status_final(self, counters) -> None:
-        drops = (int(counters[Counter.RINGBUF_FULL]) if counters is not None else 0) + self.replies.dropped
-        self.status.show(self.sent_probes, self.sent_probes + self.sent_replies, self.hits(), drops, "done")
-
     def _send_rate(self) -> float:
         start = getattr(self, "send_start", None)
         if start is None:
@@ -347,7 +360,7 @@ class Scanner:
         span = getattr(self, "send_end", time.monotonic()) - start
         return round(self.sent_probes / span, 1) if span > 0 else 0.0
 
-    def summary(self, t0: float, counters, error: str | None) -> dict:
+    def summary(self, t0: float, counters: np.ndarray | None, error: str | None) -> dict:
         dur = time.monotonic() - t0
         rcv = self.receiver
         xdp = {c.name.lower(): int(counters[c]) for c in Counter} if counters is not None else {}
@@ -357,13 +370,14 @@ class Scanner:
             "error": error,
             "options": self.cfg.as_dict(),
             "seed": self.seed,
-            "probe": ",".join(p.name for p in self.probes),
+            "probe": ",".join(p.name for p in self.plan.user_probes),
             "targets": {
                 "specs": list(self.cfg.targets) or ["0.0.0.0/0"],
                 "ports": self.cfg.ports,
                 "addresses": int(self.space.n_addrs),
                 "pairs": int(self.space.size),
-                "this_shard": int(self.total),
+                "this_shard": int(self.pairs),
+                "probes_planned": int(self.total),
             },
             "interface": self.net.iface if self.net else None,
             "source_ip": self.net.src_ip if self.net else None,
@@ -376,13 +390,13 @@ class Scanner:
             },
             "send_rate_pps": self._send_rate(),
             "responses": dict(rcv.by_class) if rcv else {},
-            "hits": self.hits() if rcv else 0,
+            "hits": self.hits(),
             "repeats": int(xdp.get("repeat", 0)),
             "reanswered": rcv.reanswered if rcv else 0,
             "drops": {
                 "ringbuf_full": int(xdp.get("ringbuf_full", 0)),
-                "reply_queue": self.replies.dropped if hasattr(self, "replies") else 0,
-                "validation_failed": int(xdp.get("bad_cookie", 0)),
+                "reply_queue": self.replies.dropped,
+                "validation_failed": int(xdp.get("bad_cookie", 0)) + (rcv.invalid if rcv else 0),
             },
             "xdp_counters": xdp,
             "records_written": self.writer.count if self.writer else 0,

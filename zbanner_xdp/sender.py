@@ -54,8 +54,9 @@ class TxRing:
             per_block = block // frame_size
             req = struct.pack("IIII", block, frames // per_block, frame_size, frames)
             self.sock.setsockopt(SOL_PACKET, PACKET_TX_RING, req)
-            self.ring = mmap.mmap(self.sock.fileno(), frame_size * frames, mmap.MAP_SHARED,
-                                  mmap.PROT_READ | mmap.PROT_WRITE)
+            self.ring = mmap.mmap(
+                self.sock.fileno(), frame_size * frames, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+            )
             buf = np.frombuffer(self.ring, dtype=np.uint8).reshape(frames, frame_size)
             self.slots = buf
             words = buf.view(np.uint32)

@@ -36,7 +36,7 @@ class Prog:
         params = ProgParams(
             src_ip=US, port_lo=LO, port_hi=HI, banners=banners, dedup_entries=1024, ringbuf_pages=64
         )
-        self.p = RecvProgram(params, KEY, probe_lens=[(len(PAYLOAD), 0)] if banners else None)
+        self.p = RecvProgram(params, KEY, probe_infos=[(len(PAYLOAD), 0, 6, 0, 0)] if banners else None)
         self.events: list[bytes] = []
         self.p.bpf[b"events"].open_ring_buffer(self._cb)
 

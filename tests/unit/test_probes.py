@@ -29,6 +29,7 @@ EXPECTED_PROBES = [
     "ftp",
     "hello",
     "http",
+    "icmp-echo",
     "imap",
     "mysql",
     "pop3",
@@ -38,6 +39,8 @@ EXPECTED_PROBES = [
     "synscan",
     "telnet",
     "tls",
+    "udp-dns",
+    "udp-ntp",
 ]
 
 
@@ -178,14 +181,15 @@ def test_unknown_arg_rejected(name: str) -> None:
 @pytest.mark.parametrize("cls", all_probes(), ids=lambda c: c.name)
 def test_class_attributes(cls: type[Probe]) -> None:
     assert isinstance(cls.name, str) and cls.name
-    assert isinstance(cls.default_port, int) and 0 < cls.default_port < 65536
+    assert isinstance(cls.default_port, int) and (0 < cls.default_port < 65536 or cls.transport == "icmp")
+    assert cls.transport in ("tcp", "udp", "icmp")
     assert isinstance(cls.fields, tuple) and all(isinstance(f, str) for f in cls.fields)
     assert len(set(cls.fields)) == len(cls.fields)
     assert isinstance(cls.description, str) and cls.description and "\n" not in cls.description
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in cls.args_help.items())
     p = cls()
     assert isinstance(p.server_first, bool) and isinstance(p.handshake, bool)
-    assert p.handshake is (cls.name != "synscan")
+    assert p.handshake is (cls.transport == "tcp" and cls.name != "synscan")
     if p.server_first:
         assert p.payload("192.0.2.1", 1) == b""
 
@@ -1053,3 +1057,50 @@ def test_package_exports() -> None:
     ):
         assert hasattr(probes, name)
     assert issubclass(ProbeArgError, ValueError) and issubclass(UnknownProbeError, ValueError)
+
+
+# -- UDP and ICMP probes ----------------------------------------------------------------------------------
+
+
+def test_udp_dns_query_template_and_response() -> None:
+    p = get_probe("udp-dns")
+    t = p.udp_template()
+    assert t[:2] == b"\x00\x00" and t[2:4] == b"\x01\x00" and b"\x07example\x03com\x00" in t
+    assert (p.cookie_offset, p.cookie_len, p.reply_cookie_offset) == (0, 2, 0)
+    out = p.parse("192.0.2.1", 53, sample("udp-dns__noerror_a"))
+    assert out["id"] == 0x1234 and out["qr"] is True and out["rcode_name"] == "NOERROR"
+    assert (out["ancount"], out["question"], out["answer_type"], out["answer_ttl"]) == (
+        1,
+        "example.com.",
+        "A",
+        300,
+    )
+    assert out["answer_data"] == "93.184.215.14" and p.matches(out)
+    refused = p.parse("192.0.2.1", 53, sample("udp-dns__refused"))
+    assert refused["rcode_name"] == "REFUSED" and refused["answer_data"] is None and p.matches(refused)
+    assert (
+        get_probe("udp-dns", {"name": "zbanner.lab", "qtype": "AAAA"})
+        .udp_template()
+        .endswith(b"\x00\x1c\x00\x01")
+    )
+    with pytest.raises(ProbeArgError):
+        get_probe("udp-dns", {"qtype": "NOPE"})
+
+
+def test_udp_ntp_request_and_response() -> None:
+    p = get_probe("udp-ntp")
+    t = p.udp_template()
+    assert (
+        len(t) == 48
+        and t[0] == 0x23
+        and (p.cookie_offset, p.cookie_len, p.reply_cookie_offset) == (40, 4, 24)
+    )
+    out = p.parse("192.0.2.1", 123, sample("udp-ntp__stratum2"))
+    assert (out["version"], out["mode"], out["mode_name"], out["stratum"]) == (4, 4, "server", 2)
+    assert out["reference_id"] == "192.0.2.1" and p.matches(out)
+    assert out["transmit_time"] == pytest.approx(3970000001 - 2208988800 + 0.25)
+
+
+def test_icmp_echo_payload() -> None:
+    p = get_probe("icmp-echo")
+    assert p.transport == "icmp" and not p.handshake and p.payload("192.0.2.1", 0) == p.fixed_payload

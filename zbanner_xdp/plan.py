@@ -1,0 +1,204 @@
+"""What to send for a batch of (address, port) pairs, for every probe of a scan.
+
+Several probes share one permutation: each pair gets every TCP probe; ICMP
+echo, the tarpit check and (in scans that also have TCP probes) UDP probes
+go once per address, on the pair carrying the first port. Every probe of a
+target therefore leaves within one batch, a few milliseconds apart.
+
+Stateless bookkeeping lives in the source port: a probe with index `probe`
+sent as attempt `attempt` uses
+    variant = probe + P * attempt
+    sport   = lo + variant + V * (cookie(us, them, 0, their_port) % slots)
+with P probes, V = P * attempts variants and slots = (hi - lo + 1) // V, so
+the XDP program recovers probe and attempt from the port alone and can check
+the slot even when nothing else is echoed (bare RSTs, quoted UDP headers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import cookie, packets
+
+TARPIT_PORT_LO = 10000  # the tarpit check's random port lies in [10000, 65535]
+
+
+class PlanError(ValueError):
+    pass
+
+
+@dataclass
+class Segment:
+    """Frames of one probe for part of a batch, ready for the TX ring."""
+
+    frames: np.ndarray
+    lengths: np.ndarray
+
+
+class ProbePlan:
+    def __init__(
+        self,
+        probes: list[Any],
+        ports: np.ndarray,
+        sport_lo: int,
+        sport_hi: int,
+        attempts: int = 1,
+        tarpit_check: bool = False,
+    ):
+        from probes import get_probe
+
+        self.user_probes = list(probes)
+        self.probes = list(probes)
+        self.tarpit_index = -1
+        if tarpit_check:
+            self.tarpit_index = len(self.probes)
+            self.probes.append(get_probe("synscan"))
+        self.P = len(self.probes)
+        self.attempts = max(1, attempts)
+        self.V = self.P * self.attempts
+        self.lo, self.hi = sport_lo, sport_hi
+        self.slots = (sport_hi - sport_lo + 1) // self.V
+        if self.slots < 1:
+            raise PlanError(
+                f"source port range {sport_lo}-{sport_hi} too small for "
+                f"{self.P} probes x {self.attempts} attempts"
+            )
+        if self.V > 255:
+            raise PlanError("at most 255 probe variants (probes x attempts)")
+        self.ports = np.asarray(ports, dtype=np.uint16)
+        self.first_port = int(self.ports[0]) if len(self.ports) else 0
+        kinds = [p.transport for p in self.probes]
+        self.has_tcp = any(k == "tcp" for k in kinds[: len(self.user_probes)])
+        icmp = [i for i, k in enumerate(kinds) if k == "icmp"]
+        if len(icmp) > 1:
+            raise PlanError("icmp-echo can appear once")
+        self.icmp_index = icmp[0] if icmp else -1
+
+    # -- sizes -----------------------------------------------------------
+    def per_pair(self) -> int:
+        """Probes sent for every pair."""
+        return sum(
+            1 for p in self.user_probes if p.transport == "tcp" or (p.transport == "udp" and not self.has_tcp)
+        )
+
+    def per_address(self) -> int:
+        """Probes sent once per address (on the first-port pair)."""
+        n = sum(
+            1 for p in self.user_probes if p.transport == "icmp" or (p.transport == "udp" and self.has_tcp)
+        )
+        return n + (1 if self.tarpit_index >= 0 else 0)
+
+    def expected_probes(self, pairs: int, n_ports: int) -> int:
+        addresses = -(-pairs // max(1, n_ports))
+        return (pairs * self.per_pair() + addresses * self.per_address()) * self.attempts
+
+    # -- the stateless port and cookies --------------------------------------
+    def source_ports(
+        self, key: bytes, us: int, them: np.ndarray, their_port: np.ndarray | int, variant: int
+    ) -> np.ndarray:
+        tp = np.broadcast_to(np.asarray(their_port, dtype=np.uint16), them.shape)
+        c0 = cookie.cookies(key, us, them, 0, tp)
+        slot = (c0 % np.uint32(self.slots)).astype(np.uint32)
+        return (self.lo + variant + self.V * slot).astype(np.uint16)
+
+    def tarpit_ports(self, key: bytes, us: int, them: np.ndarray) -> np.ndarray:
+        c = cookie.cookies(key, us, them, 0, np.ones(them.shape, dtype=np.uint16))
+        return (TARPIT_PORT_LO + c % np.uint32(65536 - TARPIT_PORT_LO)).astype(np.uint16)
+
+    # -- frames ------------------------------------------------------------
+    def segments(
+        self, link: packets.LinkParams, key: bytes, addrs: np.ndarray, ports: np.ndarray, attempt: int = 0
+    ) -> list[Segment]:
+        """Every probe's frames for one batch of pairs."""
+        first = ports == self.first_port
+        out: list[Segment] = []
+        for i, probe in enumerate(self.probes):
+            variant = i + self.P * attempt
+            if i == self.tarpit_index:
+                a = addrs[first]
+                p = self.tarpit_ports(key, link.src_ip, a)
+                out.append(self._syn(link, key, a, p, variant))
+            elif probe.transport == "tcp":
+                out.append(self._syn(link, key, addrs, ports, variant))
+            elif probe.transport == "udp":
+                if self.has_tcp:
+                    a = addrs[first]
+                    p = np.full(a.shape, probe.default_port, dtype=np.uint16)
+                else:
+                    a, p = addrs, ports
+                out.append(self._udp(link, key, probe, a, p, variant))
+            else:
+                a = addrs[first]
+                c = cookie.cookies(key, link.src_ip, a, 0, np.zeros(a.shape, dtype=np.uint16))
+                f, n = packets.icmp_echo_frames(
+                    link, a, c >> np.uint32(16), c & np.uint32(0xFFFF), probe.payload("", 0)
+                )
+                out.append(Segment(f, n))
+        return [s for s in out if len(s.lengths)]
+
+    def _syn(
+        self, link: packets.LinkParams, key: bytes, addrs: np.ndarray, ports: np.ndarray, variant: int
+    ) -> Segment:
+        sports = self.source_ports(key, link.src_ip, addrs, ports, variant)
+        seqs = cookie.cookies(key, link.src_ip, addrs, sports, ports)
+        return Segment(*packets.syn_frames(link, addrs, ports, sports, seqs))
+
+    def udp_payloads(
+        self, key: bytes, us: int, probe: Any, addrs: np.ndarray, ports: np.ndarray, sports: np.ndarray
+    ) -> np.ndarray:
+        """The datagrams' payloads: the template with each target's cookie patched in."""
+        tmpl = np.frombuffer(probe.udp_template(), dtype=np.uint8)
+        pay = np.tile(tmpl, (len(addrs), 1))
+        if probe.cookie_len:
+            c = cookie.cookies(key, us, addrs, sports, ports).astype(np.uint64)
+            for j in range(probe.cookie_len):
+                shift = np.uint64(8 * (probe.cookie_len - 1 - j))
+                pay[:, probe.cookie_offset + j] = ((c >> shift) & np.uint64(0xFF)).astype(np.uint8)
+        return pay
+
+    def _udp(
+        self,
+        link: packets.LinkParams,
+        key: bytes,
+        probe: Any,
+        addrs: np.ndarray,
+        ports: np.ndarray,
+        variant: int,
+    ) -> Segment:
+        sports = self.source_ports(key, link.src_ip, addrs, ports, variant)
+        pay = self.udp_payloads(key, link.src_ip, probe, addrs, ports, sports)
+        ipid = cookie.cookies(key, link.src_ip, addrs, sports, ports) & np.uint32(0xFFFF)
+        return Segment(*packets.udp_frames(link, addrs, ports, sports, pay, ipid))
+
+    # -- for the XDP program -------------------------------------------------
+    def probe_infos(self) -> list[tuple[int, int, int, int, int]]:
+        """Per probe: (payload base length, +dotted-address length, IP proto, cookie_len, reply offset)."""
+        out = []
+        for p in self.probes:
+            if p.transport == "udp":
+                out.append((0, 0, 17, p.cookie_len, p.reply_cookie_offset))
+            elif p.transport == "icmp":
+                out.append((0, 0, 1, 0, 0))
+            else:
+                base, plus = payload_len_rule(p)
+                out.append((base, plus, 6, 0, 0))
+        return out
+
+
+def payload_len_rule(probe: Any) -> tuple[int, int]:
+    """How long a TCP probe's payload is: (base, 1 if the dotted target address is part of it)."""
+    if not probe.handshake:
+        return (0, 0)
+    fixed = probe.fixed_payload
+    if fixed is not None:
+        return (len(fixed), 0)
+    short = probe.payload("1.1.1.1", 1)
+    long_ = probe.payload("100.100.100.100", 1)
+    if len(long_) == len(short):
+        return (len(short), 0)
+    if len(long_) - len(short) == 8:  # the address is in the payload (e.g. Host:)
+        return (len(short) - 7, 1)
+    raise PlanError(f"probe {probe.name}: payload length must not depend on the target beyond its address")
