@@ -157,10 +157,11 @@ class Scanner:
         link = self._link()
         n = 0
         for addrs, ports in self._batches(4096):
-            for seg in self.plan.segments(link, self.key, addrs, ports):
-                for i in range(len(seg.lengths)):
-                    out.write(packets.describe(seg.frames[i, : seg.lengths[i]].tobytes()) + "\n")
-                n += len(seg.lengths)
+            for attempt in range(self.plan.attempts):  # retransmitted copies go out later, same lines
+                for seg in self.plan.segments(link, self.key, addrs, ports, attempt):
+                    for i in range(len(seg.lengths)):
+                        out.write(packets.describe(seg.frames[i, : seg.lengths[i]].tobytes()) + "\n")
+                    n += len(seg.lengths)
         out.flush()
         return n
 

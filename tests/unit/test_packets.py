@@ -97,3 +97,33 @@ def test_bad_mac() -> None:
 
     with pytest.raises(ValueError, match="invalid MAC address 'zz'"):
         packets.mac_bytes("zz")
+
+
+def test_udp_frames_match_dpkt() -> None:
+    pay, _ = packets.payload_matrix([b"\x12\x34hello dns"])
+    frames, lens = packets.udp_frames(
+        LINK, np.array([0xC6120005], np.uint32), np.array([53]), np.array([40000]), pay, np.array([7])
+    )
+    eth = dpkt.ethernet.Ethernet(frames[0, : lens[0]].tobytes())
+    ip, udp = eth.data, eth.data.data
+    got_ip, got_udp = ip.sum, udp.sum
+    ip.sum = udp.sum = 0
+    again = dpkt.ethernet.Ethernet(bytes(eth))
+    assert (again.data.sum, again.data.data.sum) == (got_ip, got_udp)
+    assert (udp.sport, udp.dport, bytes(udp.data), ip.id, ip.ttl) == (40000, 53, b"\x12\x34hello dns", 7, 200)
+    assert packets.udp_checksums(
+        LINK, np.array([0xC6120005], np.uint32), np.array([53]), np.array([40000]), pay
+    ).tolist() == [got_udp]
+
+
+def test_icmp_echo_frames_match_dpkt() -> None:
+    frames, lens = packets.icmp_echo_frames(
+        LINK, np.array([0xC6120005], np.uint32), np.array([0xABCD]), np.array([0x1234]), b"zbanner"
+    )
+    eth = dpkt.ethernet.Ethernet(frames[0, : lens[0]].tobytes())
+    icmp = eth.data.data
+    assert isinstance(icmp, dpkt.icmp.ICMP) and icmp.type == 8
+    assert (icmp.data.id, icmp.data.seq, bytes(icmp.data.data)) == (0xABCD, 0x1234, b"zbanner")
+    got = icmp.sum
+    icmp.sum = 0
+    assert dpkt.icmp.ICMP(bytes(icmp)).sum == got  # dpkt recomputes a zeroed checksum on pack
