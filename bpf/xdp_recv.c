@@ -37,7 +37,11 @@
 #include "cookie.h"
 #include "parsing.h"
 
+/* Two rings, one record size each: user space reads a whole batch as one
+ * strided numpy view of the mmapped ring instead of walking it record by
+ * record. */
 BPF_RINGBUF_OUTPUT(events, ZB_RINGBUF_PAGES);
+BPF_RINGBUF_OUTPUT(banners, ZB_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(counters, __u64, ZB_CNT_MAX);
 BPF_ARRAY(config, struct zb_config, 1);
 BPF_ARRAY(probe_info, struct zb_probe_info, ZB_PROBES);
@@ -138,7 +142,7 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 	struct zb_event *ev;
 	__u64 copy = 0;
 	if (r->with_data) {
-		struct zb_banner_event *bev = events.ringbuf_reserve(sizeof(struct zb_banner_event));
+		struct zb_banner_event *bev = banners.ringbuf_reserve(sizeof(struct zb_banner_event));
 		if (!bev) {
 			count(ZB_CNT_RINGBUF_FULL);
 			return XDP_DROP;

@@ -29,11 +29,13 @@ veth quirks (kernel 6.18):
   returns XDP_PASS. In the scan namespace the scanner's own program is that;
   for a plain Linux client attach ``PeerPass(peer_ifname)`` in its namespace.
 - XDP on a veth runs on the skb's buffer, which has almost no tailroom (about
-  10 bytes after a pure ACK) but always 256 bytes of headroom, so a reply
-  that is longer than the received frame grows at the front. A banner can
-  therefore be at most ~200 bytes longer than the segment it answers (a bare
-  ACK is 54 bytes); beyond that the frame is dropped and counted as no_room.
-  Drivers with page-sized buffers (and BPF_PROG_TEST_RUN) grow at the tail.
+  10 bytes after a pure ACK) but ~256 bytes of headroom, so a reply longer
+  than the received frame grows at the front. The program keeps 32 bytes of
+  headroom spare (with under ~50 left, XDP_TX succeeds but the frame never
+  arrives at the peer), so a banner can be at most ~180 bytes longer than
+  the segment it answers (a bare ACK is 54 bytes); beyond that the frame is
+  dropped and counted as no_room. Drivers with page-sized buffers (and
+  BPF_PROG_TEST_RUN) grow at the tail and take the full BANNER_MAX.
 
 Run it in a lab namespace::
 
@@ -267,8 +269,8 @@ class PeerPass:
             raise EmulatorError(f"unknown interface '{ifname}'") from None
         with _stderr_to(LOG_PATH):
             try:
-                self.bpf = bpf_cls(text=_PASS_SRC)
-                fn = self.bpf.load_func("xdp_pass", bpf_cls.XDP)
+                self.bpf = bpf_cls(text=_PASS_SRC.encode())
+                fn = self.bpf.load_func(b"xdp_pass", bpf_cls.XDP)
             except Exception as exc:  # bcc raises bare Exception
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise EmulatorError(f"cannot build the pass program: {first} (log: {LOG_PATH})") from None
@@ -307,8 +309,8 @@ class Emulator:
         # a file so a failure is one line, with the log a path away.
         with _stderr_to(LOG_PATH):
             try:
-                self.bpf = bpf_cls(text=SOURCE.read_text(), cflags=params.cflags())
-                self.fn = self.bpf.load_func(FUNC, bpf_cls.XDP)
+                self.bpf = bpf_cls(text=SOURCE.read_bytes(), cflags=params.cflags())
+                self.fn = self.bpf.load_func(FUNC.encode(), bpf_cls.XDP)
             except Exception as exc:  # bcc raises bare Exception
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise EmulatorError(f"cannot build the emulator: {first} (log: {LOG_PATH})") from None

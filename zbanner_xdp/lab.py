@@ -1,40 +1,77 @@
-"""The built-in lab: a scanner namespace, a target namespace and real servers.
+"""The built-in lab: scanner, router and target namespaces with real servers.
 
 Used by the demo, the integration tests and the benchmarks, and by
-`zbanner-xdp lab up|down|status`. Everything lives in two network namespaces
-joined by one veth pair, so scans never leave the machine::
+`zbanner-xdp lab up|down|status`. Everything lives in network namespaces
+joined by veth pairs, so scans never leave the machine. Every name derives
+from PREFIX (environment variable ZBANNER_LAB_PREFIX, default "zbl-"; 1-4
+lowercase letters/digits and a final "-"), so several labs can coexist; the
+names below are for the default prefix::
 
-    zbl-scan                                  zbl-tgt
-    zbl-s0 10.77.0.1/24  <---- veth ---->  zbl-t0 10.77.0.2/24
-    route 198.18.0.0/15 via 10.77.0.2         local 198.18.0.0/16 dev lo (AnyIP)
-    (no default route)                        blackhole 198.19.0.0/16
-                                              nft table inet zbl, servers
+    zbl-scan                  zbl-rtr                                zbl-tgt
+    zbl-s0 10.77.0.1/24 <--> zbl-r0 10.77.0.2/24
+                              zbl-r1 10.77.1.1/24 <----------------> zbl-t0 10.77.1.2/24
+    route 198.18.0.0/15       ip_forward=1                           default via 10.77.1.1
+      via 10.77.0.2           198.18.0.0/16 via 10.77.1.2            local 198.18.0.0/16 dev lo
+    (no default route)        unreachable 198.19.0.0/24                (AnyIP: all local)
+                              prohibit    198.19.1.0/24              nft table inet zbl, servers
+                              blackhole   198.19.2.0/24
+                              198.19.3.0/24 via 10.77.1.2 + nft table ip zbl: "ip ttl set 1"
+                              blackhole   198.19.0.0/16
+
+With up(wire=True) a fault wire sits between scanner and router: zbl-s0 is
+paired with zbl-w0 in zbl-wire, and zbl-w1 (also in zbl-wire) with zbl-r0.
+zbl-wire has no addresses and no IPv6; both w ends are up and promiscuous.
+Frames cross it only through a user-space relay, `python -m zbanner_xdp.impair
+--a zbl-w0 --b zbl-w1 ...` (a = scanner side, b = router side, so "a2b" is the
+probes and "b2a" the replies): up(wire=True) starts a plain relay, and the
+impair() context manager swaps in one with netem-like faults ("loss 5%",
+"delay 50ms 10ms", ...). The scanner's next hop is 10.77.0.2 with MAC
+02:7a:62:6c:00:02 either way.
 
 Address plan (all reached from zbl-scan through the gateway 10.77.0.2):
 
-    198.18.0.0/24  OPEN       every server port open (AnyIP), other ports RST
-    198.18.1.0/24  RST        every TCP SYN answered by RST (nft reject with tcp reset)
-    198.18.2.0/24  SILENT     every packet dropped (nft drop)
-    198.18.0.0/16  BIG        all local; outside the two /24 carve-outs above it
-                              behaves as OPEN (65,536 targets for benchmarks)
-    198.19.0.0/16  BLACKHOLE  routed to zbl-tgt, which blackholes it: silent
-    10.77.0.2      gateway    local too, behaves as OPEN
+    198.18.0.0/24   OPEN       every server port open (AnyIP), other TCP ports RST,
+                               UDP 53/123 answered, other UDP ports ICMP port unreachable
+    198.18.1.0/24   RST        every TCP SYN answered by RST (nft reject with tcp reset);
+                               UDP and ICMP as OPEN
+    198.18.2.0/24   SILENT     every packet dropped (nft drop): TCP, UDP, ICMP echo
+    198.18.3.0/24   NOECHO     ICMP echo requests dropped; TCP and UDP as OPEN
+    198.18.4.5      TARPIT     SYN-ACKs every TCP port: ports without a server are
+                               DNATed to nginx's port 80; UDP and ICMP as OPEN
+    198.18.0.0/16   BIG        all local; outside the carve-outs above it behaves
+                               as OPEN (65,536 targets for benchmarks)
+    198.19.0.0/24   UNREACH    router: ICMP host unreachable (3/1) from 10.77.0.2
+    198.19.1.0/24   PROHIBIT   router: ICMP admin prohibited (3/13) from 10.77.0.2
+    198.19.2.0/24   DROP       router: blackhole route, silent
+    198.19.3.0/24   TTL        router: ICMP time exceeded (11/0) from 10.77.0.2
+    198.19.0.0/16   BLACKHOLE  router: the rest of the /16 is blackholed, silent
+    10.77.0.2       gateway    the router itself: no servers, so TCP RST on every port,
+                               ICMP port unreachable for UDP, echo replies
+
+expected(addr, port, proto) is this table as code, expected_icmp() gives the
+ICMP (type, code) and expected_icmp_responder() its source. The router and
+the target send ICMP errors without rate limits (icmp_ratelimit=0, 100,000
+msgs/s), so they are exact ground truth too.
 
 Servers (Debian's own binaries, run in the foreground inside zbl-tgt and
 listening on 0.0.0.0, so every local address above answers):
 
-    nginx   80 (http), 443 (https, self-signed RSA cert, TLSv1.2/1.3)
-    sshd    22
-    vsftpd  21
-    redis   6379
+    nginx    80 (http), 443 (https, self-signed RSA cert, TLSv1.2/1.3)
+    sshd     22
+    vsftpd   21
+    redis    6379
+    dnsmasq  53 udp+tcp (zbanner.lab A 198.18.0.1, REFUSED for other names)
+    chronyd  123 udp (NTP server, stratum 10 local clock; -x: never touches the clock)
 
 Configs, pid files, logs and generated keys live in STATE_DIR; the config
-templates are in zbanner_xdp/lab_files/. Both veth ends have tx checksum
+templates are in zbanner_xdp/lab_files/. Every veth end has tx checksum
 offload switched off: otherwise packets the target's kernel sends carry only a
-partial checksum across the veth, and anything reading raw frames on zbl-s0
-(the XDP program, tcpdump, pcap tests) would see bad TCP checksums that a real
-wire never shows. IPv6 is disabled in both namespaces so the scan interface
-carries no DAD/MLD/RS chatter.
+partial checksum across the veths, and anything reading raw frames on zbl-s0
+(the XDP program, tcpdump, pcap tests, the relay) would see bad TCP checksums
+that a real wire never shows. IPv6 is disabled in every namespace so the scan
+interface carries no DAD/MLD/RS chatter. Conntrack runs in the target
+namespace only for the tarpit address (its DNAT needs it); everything else is
+untracked, so big scans cannot fill the table.
 """
 
 from __future__ import annotations
@@ -42,6 +79,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib.util
 import ipaddress
 import json
 import os
@@ -49,6 +87,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -58,29 +97,80 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
 
-PREFIX = "zbl-"
-SCAN_NS = "zbl-scan"
-TARGET_NS = "zbl-tgt"
-SCAN_IF = "zbl-s0"
-TARGET_IF = "zbl-t0"
+DEFAULT_PREFIX = "zbl-"
+
+
+def _lab_prefix() -> str:
+    prefix = os.environ.get("ZBANNER_LAB_PREFIX", DEFAULT_PREFIX)
+    # Interface names (PREFIX + 2 chars) must stay within the kernel's 15; short names also keep
+    # `ip` output and STATE_DIR readable.
+    if not re.fullmatch(r"[a-z0-9]{1,4}-", prefix):
+        raise ValueError(
+            f"ZBANNER_LAB_PREFIX={prefix!r}: must be 1-4 lowercase letters/digits followed by '-' "
+            f"(e.g. {DEFAULT_PREFIX!r})"
+        )
+    return prefix
+
+
+PREFIX = _lab_prefix()
+_TAG = PREFIX.rstrip("-")
+SCAN_NS = f"{PREFIX}scan"
+ROUTER_NS = f"{PREFIX}rtr"
+TARGET_NS = f"{PREFIX}tgt"
+WIRE_NS = f"{PREFIX}wire"
+SCAN_IF = f"{PREFIX}s0"
+ROUTER_IF = f"{PREFIX}r0"  # scanner side of the router
+ROUTER_TARGET_IF = f"{PREFIX}r1"  # target side of the router
+TARGET_IF = f"{PREFIX}t0"
+WIRE_SCAN_IF = f"{PREFIX}w0"  # relay side "a"
+WIRE_ROUTER_IF = f"{PREFIX}w1"  # relay side "b"
 SCAN_IP = "10.77.0.1"
-TARGET_GW = "10.77.0.2"
+TARGET_GW = "10.77.0.2"  # the scanner's gateway: the router's ROUTER_IF
+ROUTER_TARGET_IP = "10.77.1.1"
+TARGET_IP = "10.77.1.2"
 LINK_PREFIXLEN = 24
 # Locally administered and fixed, so pcaps and XDP tests can hard-code them.
 SCAN_MAC = "02:7a:62:6c:00:01"
-TARGET_MAC = "02:7a:62:6c:00:02"
-STATE_DIR = "/run/zbanner-xdp-lab"
+GATEWAY_MAC = "02:7a:62:6c:00:02"  # ROUTER_IF
+TARGET_MAC = GATEWAY_MAC  # old name: the MAC the scanner sends to (was the target's before the router)
+ROUTER_TARGET_MAC = "02:7a:62:6c:00:03"
+TARGET_LINK_MAC = "02:7a:62:6c:00:04"
+WIRE_SCAN_MAC = "02:7a:62:6c:00:05"
+WIRE_ROUTER_MAC = "02:7a:62:6c:00:06"
+STATE_DIR = "/run/zbanner-xdp-lab" if PREFIX == DEFAULT_PREFIX else f"/run/zbanner-xdp-lab-{_TAG}"
 # Outside STATE_DIR because down() deletes that while holding the lock.
-LOCK_FILE = "/run/zbanner-xdp-lab.lock"
+LOCK_FILE = f"{STATE_DIR}.lock"
+NFT_TABLE = _TAG  # "table inet zbl" in the target, "table ip zbl" in the router
 
 OPEN_NET = "198.18.0.0/24"
 RST_NET = "198.18.1.0/24"
 SILENT_NET = "198.18.2.0/24"
+NOECHO_NET = "198.18.3.0/24"
+TARPIT_IP = "198.18.4.5"
 BIG_NET = "198.18.0.0/16"
+UNREACH_NET = "198.19.0.0/24"
+PROHIBIT_NET = "198.19.1.0/24"
+DROP_NET = "198.19.2.0/24"
+TTL_NET = "198.19.3.0/24"
 BLACKHOLE_NET = "198.19.0.0/16"
 SCAN_ROUTE = "198.18.0.0/15"  # BIG_NET + BLACKHOLE_NET, via TARGET_GW
+# Readiness probes go here: an OPEN address behind the router (so they prove the whole path).
+READY_ADDR = "198.18.0.1"
+DNS_NAME = "zbanner.lab"
+DNS_ANSWER = "198.18.0.1"
+NTP_STRATUM = 10
 
-PORTS: dict[str, int] = {"ssh": 22, "ftp": 21, "http": 80, "https": 443, "redis": 6379}
+PORTS: dict[str, int] = {
+    "ssh": 22, "ftp": 21, "http": 80, "https": 443, "redis": 6379, "dns": 53, "ntp": 123,
+}  # fmt: skip
+# Which transports each PORTS entry is served on.
+PORT_PROTOS: dict[str, tuple[str, ...]] = {
+    "ssh": ("tcp",), "ftp": ("tcp",), "http": ("tcp",), "https": ("tcp",), "redis": ("tcp",),
+    "dns": ("udp", "tcp"), "ntp": ("udp",),
+}  # fmt: skip
+TCP_PORTS = frozenset(PORTS[k] for k, protos in PORT_PROTOS.items() if "tcp" in protos)
+UDP_PORTS = frozenset(PORTS[k] for k, protos in PORT_PROTOS.items() if "udp" in protos)
+TARPIT_PORT = PORTS["http"]  # the tarpit's other ports are DNATed to nginx here
 
 # server name -> the PORTS keys it serves
 SERVERS: dict[str, tuple[str, ...]] = {
@@ -88,6 +178,8 @@ SERVERS: dict[str, tuple[str, ...]] = {
     "sshd": ("ssh",),
     "vsftpd": ("ftp",),
     "redis": ("redis",),
+    "dnsmasq": ("dns",),
+    "chronyd": ("ntp",),
 }
 # Pids read back from STATE_DIR are only trusted (and signalled) when the
 # process really is that server: a stale pid file may name a reused pid.
@@ -96,7 +188,13 @@ _SERVER_EXE: dict[str, str] = {
     "sshd": "sshd",
     "vsftpd": "vsftpd",
     "redis": "redis-server",
+    "dnsmasq": "dnsmasq",
+    "chronyd": "chronyd",
 }
+
+RELAY_MODULE = "zbanner_xdp.impair"
+# The plain relay runs as long as the wire lab; impair() asks for less.
+PLAIN_RELAY_SECONDS = 365 * 86400
 
 SCAN_SYSCTLS: dict[str, str] = {
     "net.ipv4.conf.all.rp_filter": "0",
@@ -104,29 +202,94 @@ SCAN_SYSCTLS: dict[str, str] = {
     "net.ipv6.conf.all.disable_ipv6": "1",
     "net.ipv6.conf.default.disable_ipv6": "1",
 }
+# No per-destination or global ICMP rate limit: every ICMP error is ground truth.
+ICMP_SYSCTLS: dict[str, str] = {
+    "net.ipv4.icmp_ratelimit": "0",
+    "net.ipv4.icmp_msgs_per_sec": "100000",
+    "net.ipv4.icmp_msgs_burst": "100000",
+}
+ROUTER_SYSCTLS: dict[str, str] = {
+    "net.ipv4.ip_forward": "1",
+    **SCAN_SYSCTLS,
+    **ICMP_SYSCTLS,
+    # No redirects: the only ICMP the router sends is the address plan's.
+    "net.ipv4.conf.all.send_redirects": "0",
+    "net.ipv4.conf.default.send_redirects": "0",
+}
 TARGET_SYSCTLS: dict[str, str] = {
     **SCAN_SYSCTLS,
+    **ICMP_SYSCTLS,
     "net.core.somaxconn": "65535",
     "net.ipv4.tcp_max_syn_backlog": "65535",
     # Cookies only kick in once the (now large) SYN queue overflows, and then
     # they still answer with a SYN-ACK, which keeps expected() true.
     "net.ipv4.tcp_syncookies": "1",
 }
+WIRE_SYSCTLS: dict[str, str] = {
+    "net.ipv4.ip_forward": "0",
+    "net.ipv6.conf.all.disable_ipv6": "1",
+    "net.ipv6.conf.default.disable_ipv6": "1",
+}
 
 READY_TIMEOUT = 10.0
+RELAY_READY_TIMEOUT = 10.0
 CMD_TIMEOUT = 30.0
 TERM_GRACE = 3.0
 
 _RST = ipaddress.ip_network(RST_NET)
 _SILENT = ipaddress.ip_network(SILENT_NET)
+_NOECHO = ipaddress.ip_network(NOECHO_NET)
+_TARPIT = ipaddress.ip_address(TARPIT_IP)
 _BIG = ipaddress.ip_network(BIG_NET)
 _GW = ipaddress.ip_address(TARGET_GW)
+# Router carve-outs: classification, ICMP (type, code).
+_ROUTER_ICMP: list[tuple[ipaddress.IPv4Network, str, tuple[int, int]]] = [
+    (ipaddress.ip_network(UNREACH_NET), "icmp-unreach", (3, 1)),
+    (ipaddress.ip_network(PROHIBIT_NET), "icmp-unreach", (3, 13)),
+    (ipaddress.ip_network(TTL_NET), "icmp-timxceed", (11, 0)),
+]
+_PORT_UNREACH = (3, 3)
+PROTOS = ("tcp", "udp", "icmp")
 
-# Popen objects of servers this process started, so down() can reap them
-# (no zombies, no ResourceWarning) when up() and down() share a process.
+# Popen objects of servers (and the relay) this process started, so down()
+# can reap them (no zombies, no ResourceWarning) when up() and down() share a process.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 T = TypeVar("T")
+
+
+def _topology(wire: bool) -> list[tuple[str, str, str, str, str, str]]:
+    """The veth pairs: (ns, ifname, mac, peer ns, peer ifname, peer mac)."""
+    if wire:
+        scan_side = [
+            (SCAN_NS, SCAN_IF, SCAN_MAC, WIRE_NS, WIRE_SCAN_IF, WIRE_SCAN_MAC),
+            (WIRE_NS, WIRE_ROUTER_IF, WIRE_ROUTER_MAC, ROUTER_NS, ROUTER_IF, GATEWAY_MAC),
+        ]
+    else:
+        scan_side = [(SCAN_NS, SCAN_IF, SCAN_MAC, ROUTER_NS, ROUTER_IF, GATEWAY_MAC)]
+    target_side = (ROUTER_NS, ROUTER_TARGET_IF, ROUTER_TARGET_MAC, TARGET_NS, TARGET_IF, TARGET_LINK_MAC)
+    return [*scan_side, target_side]
+
+
+def _interfaces(wire: bool) -> list[tuple[str, str]]:
+    """(ns, ifname) of every veth end, scanner side first."""
+    out = []
+    for ns, ifname, _mac, peer_ns, peer_if, _peer_mac in _topology(wire):
+        out += [(ns, ifname), (peer_ns, peer_if)]
+    return out
+
+
+def _namespaces(wire: bool) -> list[str]:
+    return [SCAN_NS, *([WIRE_NS] if wire else []), ROUTER_NS, TARGET_NS]
+
+
+# Interface -> its address (the wire's interfaces have none).
+_ADDRESSES: dict[str, str] = {
+    SCAN_IF: SCAN_IP,
+    ROUTER_IF: TARGET_GW,
+    ROUTER_TARGET_IF: ROUTER_TARGET_IP,
+    TARGET_IF: TARGET_IP,
+}
 
 
 @dataclass
@@ -138,7 +301,7 @@ class LabInfo:
     scan_ip: str = SCAN_IP
     gateway_ip: str = TARGET_GW
     scan_mac: str = SCAN_MAC
-    gateway_mac: str = TARGET_MAC
+    gateway_mac: str = GATEWAY_MAC
     open_net: str = OPEN_NET
     rst_net: str = RST_NET
     silent_net: str = SILENT_NET
@@ -148,6 +311,25 @@ class LabInfo:
     ports: dict[str, int] = field(default_factory=lambda: dict(PORTS))
     servers: dict[str, int] = field(default_factory=dict)
     state_dir: str = STATE_DIR
+    # Since the router (and the optional wire) came in.
+    prefix: str = PREFIX
+    router_ns: str = ROUTER_NS
+    router_if: str = ROUTER_IF
+    router_target_if: str = ROUTER_TARGET_IF
+    router_target_ip: str = ROUTER_TARGET_IP
+    target_ip: str = TARGET_IP
+    noecho_net: str = NOECHO_NET
+    tarpit_ip: str = TARPIT_IP
+    unreach_net: str = UNREACH_NET
+    prohibit_net: str = PROHIBIT_NET
+    drop_net: str = DROP_NET
+    ttl_net: str = TTL_NET
+    tcp_ports: list[int] = field(default_factory=lambda: sorted(TCP_PORTS))
+    udp_ports: list[int] = field(default_factory=lambda: sorted(UDP_PORTS))
+    wire: bool = False
+    wire_ns: str | None = None
+    wire_ifs: list[str] = field(default_factory=list)  # [a (scanner side), b (router side)]
+    relay_pid: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,32 +343,106 @@ class LabInfo:
 # --------------------------------------------------------------------------- ground truth
 
 
-def expected(addr: str, port: int) -> str | None:
-    """What a SYN to addr:port gets: "synack", "rst", or None (no answer)."""
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port out of range: {port}")
+def _local_target(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """An address the target namespace answers for at all (local and not SILENT)."""
+    return ip in _BIG and ip not in _SILENT
+
+
+def _router_carveout(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[str, tuple[int, int]] | None:
+    for net, cls, icmp in _ROUTER_ICMP:
+        if ip in net:
+            return cls, icmp
+    return None
+
+
+def _check_args(addr: str, port: int | None, proto: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if proto not in PROTOS:
+        raise ValueError(f"proto must be one of {PROTOS}, not {proto!r}")
+    if proto != "icmp":
+        if port is None:
+            raise ValueError(f"{proto} needs a port")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port out of range: {port}")
+    return ipaddress.ip_address(addr)
+
+
+def expected(addr: str, port: int | None, proto: str = "tcp") -> str | None:
+    """The first answer a probe to addr (from the scan namespace) gets; None for silence.
+
+    tcp (a SYN to port): "synack", "rst", "icmp-unreach", "icmp-timxceed" or None.
+    udp (a datagram to port; 53 and 123 get a DNS/NTP query): "udp" (a reply), "icmp-unreach"
+    (port unreachable from the target or the router, or an error from the router) or None.
+    icmp (an echo request; port is ignored): "echoreply", "icmp-unreach", "icmp-timxceed" or None.
+    The two-argument form is the old TCP-only call.
+    """
+    ip = _check_args(addr, port, proto)
+    if ip.version != 4:
+        return None
+    router = _router_carveout(ip)
+    if router is not None:
+        return router[0]  # the router answers for every protocol and port
+    if ip == _GW:  # the router itself: no listeners
+        return {"tcp": "rst", "udp": "icmp-unreach", "icmp": "echoreply"}[proto]
+    if not _local_target(ip):
+        return None  # SILENT_NET, DROP_NET, the rest of BLACKHOLE_NET, no route at all
+    if proto == "icmp":
+        return None if ip in _NOECHO else "echoreply"
+    if proto == "udp":
+        return "udp" if port in UDP_PORTS else "icmp-unreach"
+    # Order matters: the carve-outs sit inside BIG_NET.
+    if ip in _RST:
+        return "rst"
+    if ip == _TARPIT:
+        return "synack"
+    return "synack" if port in TCP_PORTS else "rst"
+
+
+def expected_icmp(addr: str, port: int | None, proto: str = "tcp") -> tuple[int, int] | None:
+    """ICMP (type, code) of the error a probe draws, or None if it draws none (see expected())."""
+    ip = _check_args(addr, port, proto)
+    if ip.version != 4:
+        return None
+    router = _router_carveout(ip)
+    if router is not None:
+        return router[1]
+    if proto == "udp" and expected(addr, port, proto) == "icmp-unreach":
+        return _PORT_UNREACH
+    return None
+
+
+def expected_icmp_responder(addr: str) -> str | None:
+    """Source of ICMP about addr: the router (TARGET_GW) for its carve-outs, addr itself where a host
+    answers (the target's local addresses, the gateway), None where nothing ever answers."""
     ip = ipaddress.ip_address(addr)
     if ip.version != 4:
         return None
-    # Order matters: the /24 carve-outs sit inside BIG_NET.
-    if ip in _SILENT:
-        return None
-    if ip in _RST:
-        return "rst"
-    if ip in _BIG or ip == _GW:
-        return "synack" if port in PORTS.values() else "rst"
-    # BLACKHOLE_NET and anything the scan namespace has no route for.
+    if _router_carveout(ip) is not None:
+        return TARGET_GW
+    if ip == _GW or _local_target(ip):
+        return str(ip)
     return None
+
+
+def is_tarpit(addr: str) -> bool:
+    """True for the address that SYN-ACKs every TCP port."""
+    return ipaddress.ip_address(addr) == _TARPIT
 
 
 def address_plan() -> dict[str, str]:
     return {
-        "open": f"{OPEN_NET}: every server port open (AnyIP), other ports RST",
-        "rst": f"{RST_NET}: every TCP SYN answered by RST (nft reject with tcp reset)",
-        "silent": f"{SILENT_NET}: every packet dropped silently (nft drop)",
-        "big": f"{BIG_NET}: all local; outside the RST/SILENT /24s behaves as OPEN",
-        "blackhole": f"{BLACKHOLE_NET}: blackhole route in {TARGET_NS}: silent",
-        "gateway": f"{TARGET_GW}: local in {TARGET_NS}, behaves as OPEN",
+        "open": f"{OPEN_NET}: every server port open (AnyIP), other TCP ports RST, "
+        f"UDP {'/'.join(map(str, sorted(UDP_PORTS)))} answered, other UDP ports ICMP port unreachable",
+        "rst": f"{RST_NET}: every TCP SYN answered by RST (nft reject with tcp reset); UDP, ICMP as open",
+        "silent": f"{SILENT_NET}: every packet dropped silently (nft drop), ICMP echo and UDP too",
+        "noecho": f"{NOECHO_NET}: ICMP echo requests dropped; TCP and UDP as open",
+        "tarpit": f"{TARPIT_IP}: SYN-ACKs every TCP port (DNAT to nginx :{TARPIT_PORT}); UDP, ICMP as open",
+        "big": f"{BIG_NET}: all local; outside the carve-outs above behaves as open",
+        "unreach": f"{UNREACH_NET}: router {TARGET_GW} answers ICMP host unreachable (3/1)",
+        "prohibit": f"{PROHIBIT_NET}: router {TARGET_GW} answers ICMP admin prohibited (3/13)",
+        "drop": f"{DROP_NET}: router blackhole route: silent",
+        "ttl": f"{TTL_NET}: router {TARGET_GW} answers ICMP time exceeded (11/0)",
+        "blackhole": f"{BLACKHOLE_NET}: the rest is blackholed in {ROUTER_NS}: silent",
+        "gateway": f"{TARGET_GW}: the router itself: TCP RST, UDP port unreachable, echo replies",
     }
 
 
@@ -223,7 +479,7 @@ def _step(what: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
-    # Serialises up/down/status across processes (CLI and test fixtures).
+    # Serialises up/down/status/impair across processes (CLI and test fixtures). Not re-entrant.
     try:
         f = open(LOCK_FILE, "a")  # noqa: SIM115 - closed below
     except PermissionError:
@@ -265,7 +521,7 @@ def _in_netns(ns: str, fn: Callable[[], T]) -> T:
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             error.append(e)
 
-    t = threading.Thread(target=runner, name=f"zbl-netns-{ns}", daemon=True)
+    t = threading.Thread(target=runner, name=f"{PREFIX}netns-{ns}", daemon=True)
     t.start()
     t.join()
     if error:
@@ -295,6 +551,14 @@ def _exe_name(pid: int) -> str | None:
         return None
 
 
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
 def _ns_inode(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -317,19 +581,26 @@ def _pids_in_netns(ns: str) -> list[int]:
     return sorted(pids)
 
 
-def _listening_ports(pid: int) -> list[int]:
-    """TCP ports listening in pid's network namespace (IPv4)."""
+def _bound_ports(pid: int, proto: str) -> list[int]:
+    """IPv4 ports of pid's network namespace: listening TCP sockets, or unconnected bound UDP ones."""
+    state = {"tcp": "0A", "udp": "07"}[proto]  # TCP_LISTEN, TCP_CLOSE (an unconnected UDP socket)
     ports = set()
     try:
-        with open(f"/proc/{pid}/net/tcp") as f:
+        with open(f"/proc/{pid}/net/{proto}") as f:
             next(f)
             for line in f:
                 cols = line.split()
-                if cols[3] == "0A":  # TCP_LISTEN
-                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+                port = int(cols[1].rsplit(":", 1)[1], 16)
+                if cols[3] == state and port:
+                    ports.add(port)
     except (OSError, StopIteration):
         return []
     return sorted(ports)
+
+
+def _listening_ports(pid: int) -> list[int]:
+    """TCP ports listening in pid's network namespace (IPv4)."""
+    return _bound_ports(pid, "tcp")
 
 
 def _read_pidfile(name: str) -> int | None:
@@ -374,7 +645,22 @@ def _log_tail(name: str, lines: int = 15) -> str:
 
 def _render(template: str, dest: str, mode: int = 0o644) -> None:
     text = resources.files("zbanner_xdp").joinpath("lab_files", template).read_text()
-    values = {"STATE_DIR": STATE_DIR, "RST_NET": RST_NET, "SILENT_NET": SILENT_NET}
+    values = {
+        "STATE_DIR": STATE_DIR,
+        "TABLE": NFT_TABLE,
+        "RST_NET": RST_NET,
+        "SILENT_NET": SILENT_NET,
+        "NOECHO_NET": NOECHO_NET,
+        "TARPIT_IP": TARPIT_IP,
+        "TARPIT_PORT": str(TARPIT_PORT),
+        "TCP_PORTS": ", ".join(str(p) for p in sorted(TCP_PORTS)),
+        "TTL_NET": TTL_NET,
+        "DNS_NAME": DNS_NAME,
+        "DNS_ANSWER": DNS_ANSWER,
+        "DNS_PORT": str(PORTS["dns"]),
+        "NTP_PORT": str(PORTS["ntp"]),
+        "NTP_STRATUM": str(NTP_STRATUM),
+    }
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
     leftover = re.findall(r"@[A-Z_]+@", text)
@@ -385,7 +671,208 @@ def _render(template: str, dest: str, mode: int = 0o644) -> None:
     os.chmod(dest, mode)
 
 
+# --------------------------------------------------------------------------- UDP probes (readiness)
+
+
+def _dns_query(name: str, qid: int = 0x7A62) -> bytes:
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)  # RD, one question
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\0" + struct.pack(">HH", 1, 1)  # A, IN
+
+
+def _dns_answer(reply: bytes, qid: int = 0x7A62) -> str | None:
+    """The first A record of a reply to _dns_query (whose question is echoed, so the answer is last)."""
+    if len(reply) < 16 or struct.unpack(">H", reply[:2])[0] != qid or reply[3] & 0x0F:
+        return None
+    ancount = struct.unpack(">H", reply[6:8])[0]
+    if ancount < 1 or reply[-6:-4] != b"\x00\x04":  # RDLENGTH 4 right before the address
+        return None
+    return socket.inet_ntoa(reply[-4:])
+
+
+NTP_REQUEST = bytes([0x23]) + bytes(47)  # LI 0, version 4, mode 3 (client)
+
+
+def _udp_exchange(addr: str, port: int, payload: bytes, timeout: float) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((addr, port))
+            s.send(payload)
+            return s.recv(2048)
+        except OSError:
+            return None
+
+
+def _dns_ok(addr: str, timeout: float = 0.3) -> bool:
+    reply = _udp_exchange(addr, PORTS["dns"], _dns_query(DNS_NAME), timeout)
+    return reply is not None and _dns_answer(reply) == DNS_ANSWER
+
+
+def _ntp_ok(addr: str, timeout: float = 0.3) -> bool:
+    reply = _udp_exchange(addr, PORTS["ntp"], NTP_REQUEST, timeout)
+    return reply is not None and len(reply) >= 48 and reply[0] & 7 == 4 and reply[1] == NTP_STRATUM
+
+
+# --------------------------------------------------------------------------- the relay (wire lab)
+
+
+def relay_available() -> bool:
+    """True if zbanner_xdp.impair (the wire's user-space relay) can be run."""
+    try:
+        return importlib.util.find_spec(RELAY_MODULE) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _require_relay() -> None:
+    if not relay_available():
+        raise RuntimeError(
+            f"lab: the fault wire needs {RELAY_MODULE} (python -m {RELAY_MODULE}), which is not "
+            "installed; without it frames do not cross the wire"
+        )
+
+
+def _relay_argv(a2b: str, b2a: str, seconds: float) -> list[str]:
+    return [
+        sys.executable, "-m", RELAY_MODULE, "--a", WIRE_SCAN_IF, "--b", WIRE_ROUTER_IF,
+        "--a2b", a2b, "--b2a", b2a, "--seconds", f"{seconds:g}",
+    ]  # fmt: skip
+
+
+def _relay_out() -> str:
+    return os.path.join(STATE_DIR, "relay.out")
+
+
+def _relay_meta() -> dict[str, Any]:
+    try:
+        with open(os.path.join(STATE_DIR, "relay.json")) as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _relay_pid() -> int | None:
+    """The tracked relay's pid if that process is alive and really is the relay."""
+    pid = _read_pidfile("relay")
+    if pid is None or not _alive(pid):
+        return None
+    argv = _cmdline(pid)
+    if RELAY_MODULE not in argv or WIRE_SCAN_IF not in argv:
+        return None
+    return pid
+
+
+def _relay_stats() -> dict[str, Any]:
+    """The JSON line the last relay printed on exit ({} if none)."""
+    try:
+        with open(_relay_out(), errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        line = line.strip()
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                d = json.loads(line)
+                if isinstance(d, dict):
+                    return d
+    return {}
+
+
+def _start_relay(a2b: str = "", b2a: str = "", seconds: float = PLAIN_RELAY_SECONDS) -> int:
+    """Start the relay in WIRE_NS and wait until it prints "ready"; return its pid."""
+    _require_relay()
+    # Run the module from this very source tree, whether or not the package is installed.
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
+    argv = ns_exec_argv(WIRE_NS, _relay_argv(a2b, b2a, seconds))
+    with open(_relay_out(), "wb") as out, open(_log_path("relay"), "ab") as log:
+        log.write(f"--- {time.strftime('%H:%M:%S')} a2b={a2b!r} b2a={b2a!r} seconds={seconds:g}\n".encode())
+        log.flush()
+        try:
+            # stdout goes to a file, not a pipe: the relay outlives `lab up` and must never get EPIPE.
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=log, start_new_session=True,
+                cwd=STATE_DIR, env=env,
+            )  # fmt: skip
+        except OSError as e:
+            raise RuntimeError(f"lab: starting the relay failed: {e}") from e
+    _CHILDREN[proc.pid] = proc
+    with open(os.path.join(STATE_DIR, "relay.pid"), "w") as f:
+        f.write(f"{proc.pid}\n")
+    with open(os.path.join(STATE_DIR, "relay.json"), "w") as f:
+        json.dump({"pid": proc.pid, "a2b": a2b, "b2a": b2a, "seconds": seconds, "started": time.time()}, f)
+    deadline = time.monotonic() + RELAY_READY_TIMEOUT
+    while True:
+        with contextlib.suppress(OSError), open(_relay_out(), errors="replace") as f:
+            if any(line.strip() == "ready" for line in f):
+                return proc.pid
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"lab: the relay exited with status {proc.returncode} before it was ready; "
+                f"see {_log_path('relay')}:\n{_log_tail('relay')}"
+            )
+        if time.monotonic() >= deadline:
+            _stop_relay()
+            raise RuntimeError(
+                f"lab: the relay did not print 'ready' within {RELAY_READY_TIMEOUT:.0f}s; "
+                f"see {_log_path('relay')}:\n{_log_tail('relay')}"
+            )
+        time.sleep(0.02)
+
+
+def _stop_relay() -> dict[str, Any]:
+    """SIGTERM the tracked relay (SIGKILL if it lingers); return the stats it printed on exit."""
+    pid = _relay_pid()
+    if pid is not None:
+        _signal_all([pid], signal.SIGTERM)
+        if _wait_gone([pid], TERM_GRACE):
+            _signal_all([pid], signal.SIGKILL)
+            _wait_gone([pid], TERM_GRACE)
+        _reap([pid])
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(STATE_DIR, "relay.pid"))
+    return _relay_stats()
+
+
+@contextlib.contextmanager
+def impair(a2b: str = "", b2a: str = "", seconds: float = 600) -> Iterator[dict[str, Any]]:
+    """Run the wire's relay with netem-like faults ("loss 5%", "duplicate 20%", "delay 50ms 10ms",
+    "reorder 25% delay 20ms", combinable; "" for none) for the duration of the block.
+
+    a2b shapes what the scanner sends (toward the router), b2a what comes back. Needs a lab built with
+    up(wire=True). Yields a dict that is filled with the relay's exit stats (its JSON line) when the
+    block ends; then the plain relay is back. The relay also stops by itself after `seconds`.
+    """
+    _require_relay()
+    stats: dict[str, Any] = {}
+    with _locked():
+        if not _netns_exists(WIRE_NS):
+            raise RuntimeError("lab: impair() needs the wire lab: call up(wire=True) first")
+        _stop_relay()
+        try:
+            _start_relay(a2b, b2a, seconds)
+        except BaseException:
+            _start_relay()
+            raise
+    try:
+        yield stats
+    finally:
+        with _locked():
+            stats.update(_stop_relay())
+            if _netns_exists(WIRE_NS):
+                _start_relay()
+
+
 # --------------------------------------------------------------------------- status
+
+IFF_UP = 0x1
+IFF_PROMISC = 0x100
+_RT_TYPES = {1: "unicast", 2: "local", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 
 
 def _link_status(ns: str, ifname: str) -> dict[str, Any] | None:
@@ -403,46 +890,67 @@ def _link_status(ns: str, ifname: str) -> dict[str, Any] | None:
         return {
             "netns": ns,
             "index": idx[0],
-            "up": bool(link["flags"] & 1),
+            "up": bool(link["flags"] & IFF_UP),
+            "promisc": bool(link["flags"] & IFF_PROMISC),
             "mac": link.get_attr("IFLA_ADDRESS"),
             "addrs": addrs,
         }
 
 
+# status key -> (namespace, destination, route type, gateway, table)
+_ROUTES: dict[str, tuple[str, str, str, str | None, int]] = {
+    "scan_route": (SCAN_NS, SCAN_ROUTE, "unicast", TARGET_GW, 254),
+    "router_targets": (ROUTER_NS, BIG_NET, "unicast", TARGET_IP, 254),
+    "router_unreach": (ROUTER_NS, UNREACH_NET, "unreachable", None, 254),
+    "router_prohibit": (ROUTER_NS, PROHIBIT_NET, "prohibit", None, 254),
+    "router_drop": (ROUTER_NS, DROP_NET, "blackhole", None, 254),
+    "router_ttl": (ROUTER_NS, TTL_NET, "unicast", TARGET_IP, 254),
+    "blackhole": (ROUTER_NS, BLACKHOLE_NET, "blackhole", None, 254),
+    "target_default": (TARGET_NS, "0.0.0.0/0", "unicast", ROUTER_TARGET_IP, 254),
+    "anyip": (TARGET_NS, BIG_NET, "local", None, 255),
+}
+
+
 def _routes_ok() -> dict[str, bool]:
     from pyroute2 import IPRoute
 
-    def has(ipr: Any, dst: str, **kw: Any) -> bool:
-        net, plen = dst.split("/")
-        for r in ipr.get_routes(family=socket.AF_INET, **kw):
-            if r["dst_len"] == int(plen) and r.get_attr("RTA_DST") == net:
-                return True
-        return False
-
-    out = {"scan_route": False, "anyip": False, "blackhole": False}
-    if _netns_exists(SCAN_NS):
-        with IPRoute(netns=SCAN_NS, flags=0) as ipr:
-            out["scan_route"] = has(ipr, SCAN_ROUTE)
-    if _netns_exists(TARGET_NS):
-        with IPRoute(netns=TARGET_NS, flags=0) as ipr:
-            out["anyip"] = has(ipr, BIG_NET, table=255)
-            out["blackhole"] = has(ipr, BLACKHOLE_NET)
+    out = dict.fromkeys(_ROUTES, False)
+    for ns in (SCAN_NS, ROUTER_NS, TARGET_NS):
+        if not _netns_exists(ns):
+            continue
+        with IPRoute(netns=ns, flags=0) as ipr:
+            for table in (254, 255):
+                have = {
+                    (
+                        f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}",
+                        _RT_TYPES.get(r["type"]),
+                        r.get_attr("RTA_GATEWAY"),
+                    )
+                    for r in ipr.get_routes(family=socket.AF_INET, table=table)
+                }
+                for key, (rns, dst, kind, gw, rtable) in _ROUTES.items():
+                    if rns == ns and rtable == table:
+                        out[key] = (dst, kind, gw) in have
     return out
 
 
-def _nft_table_present() -> bool:
-    if not _netns_exists(TARGET_NS):
-        return False
-    try:
-        proc = subprocess.run(
-            ns_exec_argv(TARGET_NS, ["nft", "list", "table", "inet", "zbl"]),
-            capture_output=True,
-            timeout=CMD_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return proc.returncode == 0
+def _nft_tables_present() -> dict[str, bool]:
+    out = {}
+    for ns, family in ((TARGET_NS, "inet"), (ROUTER_NS, "ip")):
+        ok = False
+        if _netns_exists(ns):
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                ok = (
+                    subprocess.run(
+                        ns_exec_argv(ns, ["nft", "list", "table", family, NFT_TABLE]),
+                        capture_output=True,
+                        timeout=CMD_TIMEOUT,
+                        check=False,
+                    ).returncode
+                    == 0
+                )
+        out[ns] = ok
+    return out
 
 
 def _root_leftover_links() -> list[str]:
@@ -453,10 +961,36 @@ def _root_leftover_links() -> list[str]:
     return sorted(n for n in names if n and n.startswith(PREFIX))
 
 
+def _marker() -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(STATE_DIR, "lab.json")) as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _relay_status() -> dict[str, Any]:
+    meta = _relay_meta()
+    pid = _relay_pid()
+    return {
+        "available": relay_available(),
+        "pid": pid if pid is not None else meta.get("pid"),
+        "alive": pid is not None,
+        "in_wire_ns": pid is not None and _ns_inode(f"/proc/{pid}/ns/net") == _ns_inode(_netns_path(WIRE_NS)),
+        "a2b": meta.get("a2b"),
+        "b2a": meta.get("b2a"),
+        "log": _log_path("relay"),
+    }
+
+
 def _status_unlocked() -> dict[str, Any]:
-    namespaces = {ns: _netns_exists(ns) for ns in (SCAN_NS, TARGET_NS)}
+    marker = _marker()
+    # The wire is part of the lab when up(wire=True) built it, or when its namespace exists at all.
+    wire = bool(marker and marker.get("wire")) or _netns_exists(WIRE_NS)
+    namespaces = {ns: _netns_exists(ns) for ns in _namespaces(wire)}
     links: dict[str, Any] = {}
-    for ns, ifname in ((SCAN_NS, SCAN_IF), (TARGET_NS, TARGET_IF)):
+    for ns, ifname in _interfaces(wire):
         links[ifname] = None
         if namespaces[ns]:
             with contextlib.suppress(Exception):
@@ -464,7 +998,7 @@ def _status_unlocked() -> dict[str, Any]:
     try:
         routes = _routes_ok()
     except Exception:
-        routes = {"scan_route": False, "anyip": False, "blackhole": False}
+        routes = dict.fromkeys(_ROUTES, False)
     target_ino = _ns_inode(_netns_path(TARGET_NS))
     servers: dict[str, Any] = {}
     for name, keys in SERVERS.items():
@@ -479,36 +1013,53 @@ def _status_unlocked() -> dict[str, Any]:
         }
     # Every server shares the target namespace, so one pid shows all listeners.
     any_pid = next((s["pid"] for s in servers.values() if s["alive"]), None)
-    listening = _listening_ports(any_pid) if any_pid else []
+    listening = _bound_ports(any_pid, "tcp") if any_pid else []
+    listening_udp = _bound_ports(any_pid, "udp") if any_pid else []
     try:
         root_links = _root_leftover_links()
     except Exception:
         root_links = []
-    marker = os.path.exists(os.path.join(STATE_DIR, "lab.json"))
-    nft = _nft_table_present()
+    nft = _nft_tables_present()
     links_ok = all(
         links[i] is not None and links[i]["up"] and f"{ip}/{LINK_PREFIXLEN}" in links[i]["addrs"]
-        for i, ip in ((SCAN_IF, SCAN_IP), (TARGET_IF, TARGET_GW))
+        for i, ip in _ADDRESSES.items()
     )
+    relay = _relay_status() if wire else None
+    wire_ok = True
+    if wire:
+        wire_ok = all(
+            links[i] is not None and links[i]["up"] and links[i]["promisc"] and not links[i]["addrs"]
+            for i in (WIRE_SCAN_IF, WIRE_ROUTER_IF)
+        )
+        # Without the relay module the wire cannot forward; it is as complete as it can be.
+        wire_ok = wire_ok and (relay is not None and (relay["alive"] or not relay["available"]))
     complete = (
-        marker
+        marker is not None
+        and bool(marker.get("wire")) == wire
         and all(namespaces.values())
         and links_ok
+        and wire_ok
         and all(routes.values())
-        and nft
+        and all(nft.values())
         and all(s["alive"] and s["in_target_ns"] for s in servers.values())
-        and set(PORTS.values()) <= set(listening)
+        and set(listening) >= TCP_PORTS
+        and set(listening_udp) >= UDP_PORTS
     )
     return {
         "complete": bool(complete),
+        "prefix": PREFIX,
         "state_dir": STATE_DIR,
         "state_dir_exists": os.path.isdir(STATE_DIR),
+        "wire": wire,
         "namespaces": namespaces,
         "links": links,
         "routes": routes,
-        "nft_table": nft,
+        "nft_table": all(nft.values()),
+        "nft_tables": nft,
         "servers": servers,
+        "relay": relay,
         "listening_ports": listening,
+        "listening_udp_ports": listening_udp,
         "root_leftover_links": root_links,
         "scan_ip": SCAN_IP,
         "gateway_ip": TARGET_GW,
@@ -526,7 +1077,9 @@ def format_status(d: dict[str, Any]) -> str:
     def yn(b: bool) -> str:
         return "yes" if b else "NO"
 
-    lines = [f"lab: {'UP (complete)' if d['complete'] else 'not (fully) up'}"]
+    kind = "with fault wire" if d.get("wire") else "no wire"
+    state = "UP (complete)" if d["complete"] else "not (fully) up"
+    lines = [f"lab: {state} (prefix {d['prefix']!r}, {kind})"]
     lines.append(f"  state dir   {d['state_dir']} ({'present' if d['state_dir_exists'] else 'absent'})")
     for ns, present in d["namespaces"].items():
         lines.append(f"  netns       {ns}: {'present' if present else 'absent'}")
@@ -535,21 +1088,35 @@ def format_status(d: dict[str, Any]) -> str:
             lines.append(f"  link        {ifname}: absent")
         else:
             state = "up" if link["up"] else "down"
+            if link["promisc"]:
+                state += ", promisc"
             addrs = ", ".join(link["addrs"]) or "no address"
             lines.append(f"  link        {ifname} in {link['netns']}: {state}, {link['mac']}, {addrs}")
     r = d["routes"]
-    lines.append(
-        f"  routes      {SCAN_ROUTE} via {TARGET_GW}: {yn(r['scan_route'])}; "
-        f"local {BIG_NET}: {yn(r['anyip'])}; blackhole {BLACKHOLE_NET}: {yn(r['blackhole'])}"
-    )
-    lines.append(f"  nftables    table inet zbl in {TARGET_NS}: {yn(d['nft_table'])}")
+    for key, (ns, dst, kind, gw, table) in _ROUTES.items():
+        what = f"{kind} {dst}" + (f" via {gw}" if gw else "") + (" (table local)" if table == 255 else "")
+        lines.append(f"  route       {ns}: {what}: {yn(r.get(key, False))}")
+    for ns, ok in d["nft_tables"].items():
+        family = "inet" if ns == TARGET_NS else "ip"
+        lines.append(f"  nftables    table {family} {NFT_TABLE} in {ns}: {yn(ok)}")
     for name, s in d["servers"].items():
         ports = ",".join(str(p) for p in s["ports"])
         pid = s["pid"] if s["pid"] is not None else "-"
         state = "running" if s["alive"] else "not running"
-        lines.append(f"  server      {name:<7} ports {ports:<7} pid {pid!s:<8} {state}  log {s['log']}")
+        lines.append(f"  server      {name:<8} ports {ports:<7} pid {pid!s:<8} {state}  log {s['log']}")
+    relay = d.get("relay")
+    if relay is not None:
+        if not relay["available"]:
+            lines.append(f"  relay       {RELAY_MODULE} not available: frames do NOT cross the wire")
+        else:
+            state = "running" if relay["alive"] else "not running"
+            faults = f"a2b {relay['a2b']!r} b2a {relay['b2a']!r}" if relay["alive"] else ""
+            pid = relay["pid"] if relay["pid"] is not None else "-"
+            lines.append(f"  relay       pid {pid!s:<8} {state} {faults}  log {relay['log']}")
     if d["listening_ports"]:
-        lines.append(f"  listening   {', '.join(str(p) for p in d['listening_ports'])}")
+        lines.append(f"  listening   tcp {', '.join(str(p) for p in d['listening_ports'])}")
+    if d["listening_udp_ports"]:
+        lines.append(f"  listening   udp {', '.join(str(p) for p in d['listening_udp_ports'])}")
     if d["root_leftover_links"]:
         lines.append(f"  LEFTOVER    root-namespace links: {', '.join(d['root_leftover_links'])}")
     lines.append(f"address plan (scan from {SCAN_NS}, {d['scan_ip']} -> gateway {d['gateway_ip']}):")
@@ -589,19 +1156,26 @@ def _wait_gone(pids: list[int], timeout: float) -> list[int]:
         time.sleep(0.02)
 
 
-def _kill_lab_processes(removed: list[str]) -> None:
+def _lab_namespaces() -> list[str]:
     from pyroute2 import netns as pr_netns
 
+    return sorted(n for n in pr_netns.listnetns() if n.startswith(PREFIX))
+
+
+def _kill_lab_processes(removed: list[str]) -> None:
     victims: dict[int, str] = {}
-    # Every zbl-* namespace, not just the two: down() removes them all, and a
+    # Every PREFIX* namespace, not just the lab's: down() removes them all, and a
     # namespace still holding a process would outlive its name (with its links).
-    for ns in sorted(n for n in pr_netns.listnetns() if n.startswith(PREFIX)):
+    for ns in _lab_namespaces():
         for pid in _pids_in_netns(ns):
             victims[pid] = f"process {pid} ({_comm(pid) or '?'}) in {ns}"
     for name in SERVERS:
         pid = _server_pid(name)
         if pid is not None and pid != os.getpid():
             victims.setdefault(pid, f"process {pid} ({name}) from {STATE_DIR}")
+    pid = _relay_pid()
+    if pid is not None and pid != os.getpid():
+        victims.setdefault(pid, f"process {pid} (relay) from {STATE_DIR}")
     if not victims:
         _reap(list(_CHILDREN))
         return
@@ -624,8 +1198,8 @@ def _down_unlocked(keep_state_dir: bool = False) -> list[str]:
     removed: list[str] = []
     _kill_lab_processes(removed)
     # Deleting a namespace only drops its mount; the kernel tears it (and the
-    # veth) down asynchronously. Deleting the veth first makes that synchronous.
-    for ns, ifname in ((SCAN_NS, SCAN_IF), (TARGET_NS, TARGET_IF)):
+    # veths) down asynchronously. Deleting the veths first makes that synchronous.
+    for ns, ifname in dict.fromkeys(_interfaces(False) + _interfaces(True)):
         if not _netns_exists(ns):
             continue
         with contextlib.suppress(Exception), IPRoute(netns=ns, flags=0) as ipr:
@@ -633,16 +1207,15 @@ def _down_unlocked(keep_state_dir: bool = False) -> list[str]:
             if idx:
                 ipr.link("del", index=idx[0])
                 removed.append(f"link {ifname} in {ns}")
-    for ns in pr_netns.listnetns():
-        if ns.startswith(PREFIX):
-            try:
-                pr_netns.remove(ns)
+    for ns in _lab_namespaces():
+        try:
+            pr_netns.remove(ns)
+            removed.append(f"netns {ns}")
+        except OSError:
+            # `ip` can cope with odd leftovers (e.g. a mount without a file).
+            with contextlib.suppress(RuntimeError):
+                _run(["ip", "netns", "delete", ns], f"delete netns {ns}")
                 removed.append(f"netns {ns}")
-            except OSError:
-                # `ip` can cope with odd leftovers (e.g. a mount without a file).
-                with contextlib.suppress(RuntimeError):
-                    _run(["ip", "netns", "delete", ns], f"delete netns {ns}")
-                    removed.append(f"netns {ns}")
     with contextlib.suppress(Exception), IPRoute() as ipr:
         for link in ipr.get_links():
             name = link.get_attr("IFLA_IFNAME")
@@ -657,8 +1230,8 @@ def _down_unlocked(keep_state_dir: bool = False) -> list[str]:
 
 
 def down() -> list[str]:
-    """Remove every lab piece that exists (even half-built); return what was removed. Never raises
-    for missing pieces."""
+    """Remove every lab piece that exists (even half-built), the wire and its relay included; return
+    what was removed. Touches only names with this lab's PREFIX. Never raises for missing pieces."""
     with _locked():
         return _down_unlocked()
 
@@ -672,43 +1245,59 @@ def _sysctl(ns: str, values: dict[str, str]) -> None:
     )
 
 
-def _build_network() -> None:
+def _add_routes(ipr: Any, ns: str) -> None:
+    for _key, (rns, dst, kind, gw, table) in _ROUTES.items():
+        if rns != ns:
+            continue
+        if kind == "local":
+            # == `ip route add local 198.18.0.0/16 dev lo`: AnyIP, every address is ours.
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.route("add", dst=dst, type="local", oif=lo, table=table, scope="host")
+        elif gw is not None:
+            ipr.route("add", dst=dst, gateway=gw)
+        else:
+            ipr.route("add", dst=dst, type=kind)
+
+
+def _build_network(wire: bool) -> None:
     from pyroute2 import IPRoute
     from pyroute2 import netns as pr_netns
 
+    sysctls = {
+        SCAN_NS: SCAN_SYSCTLS, WIRE_NS: WIRE_SYSCTLS, ROUTER_NS: ROUTER_SYSCTLS, TARGET_NS: TARGET_SYSCTLS,
+    }  # fmt: skip
     with _step("creating namespaces"):
-        for ns in (SCAN_NS, TARGET_NS):
+        for ns in _namespaces(wire):
             pr_netns.create(ns)
-    # Before the veth exists, so its ends inherit the "default" values.
-    _sysctl(SCAN_NS, SCAN_SYSCTLS)
-    _sysctl(TARGET_NS, TARGET_SYSCTLS)
-    with _step(f"creating veth {SCAN_IF}/{TARGET_IF}"), IPRoute(netns=SCAN_NS, flags=0) as ipr:
-        # Created inside the scan namespace with the peer placed straight into
-        # the target one: the pair never appears in the host's namespace.
-        ipr.link(
-            "add",
-            ifname=SCAN_IF,
-            kind="veth",
-            address=SCAN_MAC,
-            peer={"ifname": TARGET_IF, "net_ns_fd": TARGET_NS, "address": TARGET_MAC},
-        )
-    with _step(f"configuring {SCAN_NS}"), IPRoute(netns=SCAN_NS, flags=0) as ipr:
-        lo = ipr.link_lookup(ifname="lo")[0]
-        idx = ipr.link_lookup(ifname=SCAN_IF)[0]
-        ipr.link("set", index=lo, state="up")
-        ipr.addr("add", index=idx, address=SCAN_IP, prefixlen=LINK_PREFIXLEN)
-        ipr.link("set", index=idx, state="up")
-        ipr.route("add", dst=SCAN_ROUTE, gateway=TARGET_GW)
-    with _step(f"configuring {TARGET_NS}"), IPRoute(netns=TARGET_NS, flags=0) as ipr:
-        lo = ipr.link_lookup(ifname="lo")[0]
-        idx = ipr.link_lookup(ifname=TARGET_IF)[0]
-        ipr.link("set", index=lo, state="up")
-        ipr.addr("add", index=idx, address=TARGET_GW, prefixlen=LINK_PREFIXLEN)
-        ipr.link("set", index=idx, state="up")
-        # == `ip route add local 198.18.0.0/16 dev lo`: AnyIP, every address is ours.
-        ipr.route("add", dst=BIG_NET, type="local", oif=lo, table=255, scope="host")
-        ipr.route("add", dst=BLACKHOLE_NET, type="blackhole")
-    for ns, ifname in ((SCAN_NS, SCAN_IF), (TARGET_NS, TARGET_IF)):
+    # Before the veths exist, so their ends inherit the "default" values.
+    for ns in _namespaces(wire):
+        _sysctl(ns, sysctls[ns])
+    for ns, ifname, mac, peer_ns, peer_if, peer_mac in _topology(wire):
+        with _step(f"creating veth {ifname}/{peer_if}"), IPRoute(netns=ns, flags=0) as ipr:
+            # Created inside one lab namespace with the peer placed straight into
+            # the other: the pair never appears in the host's namespace.
+            ipr.link(
+                "add",
+                ifname=ifname,
+                kind="veth",
+                address=mac,
+                peer={"ifname": peer_if, "net_ns_fd": peer_ns, "address": peer_mac},
+            )
+    for ns in _namespaces(wire):
+        with _step(f"configuring {ns}"), IPRoute(netns=ns, flags=0) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            for lns, ifname in _interfaces(wire):
+                if lns != ns:
+                    continue
+                idx = ipr.link_lookup(ifname=ifname)[0]
+                if ifname in _ADDRESSES:
+                    ipr.addr("add", index=idx, address=_ADDRESSES[ifname], prefixlen=LINK_PREFIXLEN)
+                    ipr.link("set", index=idx, state="up")
+                else:  # the wire: no address, takes every frame for the relay
+                    both = IFF_UP | IFF_PROMISC
+                    ipr.link("set", index=idx, flags=both, change=both)
+            _add_routes(ipr, ns)
+    for ns, ifname in _interfaces(wire):
         with _step(f"disabling tx checksum offload on {ifname}"):
             _in_netns(ns, lambda ifname=ifname: _tx_csum_off(ifname))
 
@@ -774,7 +1363,10 @@ def _write_configs() -> None:
     _render("index.html", os.path.join(STATE_DIR, "www", "index.html"))
     _render("sshd_config", os.path.join(STATE_DIR, "sshd_config"), 0o600)
     _render("vsftpd.conf", os.path.join(STATE_DIR, "vsftpd.conf"), 0o600)
-    _render("zbl.nft", os.path.join(STATE_DIR, "zbl.nft"))
+    _render("dnsmasq.conf", os.path.join(STATE_DIR, "dnsmasq.conf"))
+    _render("chrony.conf", os.path.join(STATE_DIR, "chrony.conf"))
+    _render("target.nft", os.path.join(STATE_DIR, "target.nft"))
+    _render("router.nft", os.path.join(STATE_DIR, "router.nft"))
     # Empty allow-list: with userlist_deny=NO nobody may log in.
     open(os.path.join(STATE_DIR, "vsftpd.user_list"), "w").close()
     os.chmod(os.path.join(STATE_DIR, "tls", "lab.key"), 0o600)
@@ -795,6 +1387,12 @@ def _server_argv(name: str) -> list[str]:
             "--protected-mode", "no", "--save", "", "--appendonly", "no", "--daemonize", "no",
             "--dir", s, "--pidfile", f"{s}/run/redis.pid", "--tcp-backlog", "65535",
         ]  # fmt: skip
+    if name == "dnsmasq":
+        # -C: never /etc/dnsmasq.conf. Wildcard socket + IP_PKTINFO: answers on every AnyIP address.
+        return ["dnsmasq", "--keep-in-foreground", "-C", f"{s}/dnsmasq.conf"]
+    if name == "chronyd":
+        # -x: never adjust the clock; -u root: pid and drift files stay writable in STATE_DIR.
+        return ["chronyd", "-d", "-x", "-4", "-u", "root", "-f", f"{s}/chrony.conf"]
     raise ValueError(name)
 
 
@@ -827,8 +1425,27 @@ def _accepting(host: str, ports: list[int]) -> set[int]:
     return ok
 
 
-def _wait_ready(procs: dict[str, subprocess.Popen[bytes]], timeout: float = READY_TIMEOUT) -> None:
-    pending = {name: [PORTS[k] for k in SERVERS[name]] for name in procs}
+def _answering(host: str, names: list[str]) -> set[str]:
+    """The servers in `names` that fully answer on host (TCP connect, DNS A record, NTP mode 4)."""
+    tcp = sorted({PORTS[k] for n in names for k in SERVERS[n] if "tcp" in PORT_PROTOS[k]})
+    ok_tcp = _accepting(host, tcp)
+    out = set()
+    for name in names:
+        keys = SERVERS[name]
+        if not {PORTS[k] for k in keys if "tcp" in PORT_PROTOS[k]} <= ok_tcp:
+            continue
+        if "dns" in keys and not _dns_ok(host):
+            continue
+        if "ntp" in keys and not _ntp_ok(host):
+            continue
+        out.add(name)
+    return out
+
+
+def _wait_ready(
+    procs: dict[str, subprocess.Popen[bytes]], from_ns: str = SCAN_NS, timeout: float = READY_TIMEOUT
+) -> None:
+    pending = set(procs)
     deadline = time.monotonic() + timeout
     while pending:
         for name, proc in procs.items():
@@ -837,57 +1454,69 @@ def _wait_ready(procs: dict[str, subprocess.Popen[bytes]], timeout: float = READ
                     f"lab: {name} exited with status {proc.returncode} while starting; "
                     f"see {_log_path(name)}:\n{_log_tail(name)}"
                 )
-        ports = sorted({p for ps in pending.values() for p in ps})
-        # Connect from the scanner's side: proves the veth, the addresses and
-        # the server all work, not just that something is bound.
-        ok = _in_netns(SCAN_NS, lambda ports=ports: _accepting(TARGET_GW, ports))
-        pending = {n: ps for n, ps in pending.items() if not set(ps) <= ok}
+        # Ask from the scanner's side: proves the veths, the router, the
+        # addresses and the server all work, not just that something is bound.
+        names = sorted(pending)
+        pending -= _in_netns(from_ns, lambda names=names: _answering(READY_ADDR, names))
         if not pending:
             return
         if time.monotonic() >= deadline:
             name = sorted(pending)[0]
+            ports = [PORTS[k] for k in SERVERS[name]]
             raise RuntimeError(
-                f"lab: {name} did not accept TCP connections on {TARGET_GW}:{pending[name]} "
+                f"lab: {name} did not answer on {READY_ADDR}:{ports} (asked from {from_ns}) "
                 f"within {timeout:.0f}s; see {_log_path(name)}:\n{_log_tail(name)}"
             )
         time.sleep(0.05)
 
 
 def _info_from_state() -> LabInfo:
-    try:
-        with open(os.path.join(STATE_DIR, "lab.json")) as f:
-            info = LabInfo.from_dict(json.load(f))
-    except (OSError, ValueError):
-        info = LabInfo()
+    info = LabInfo.from_dict(_marker() or {})
     info.servers = {name: pid for name in SERVERS if (pid := _server_pid(name)) is not None}
+    info.relay_pid = _relay_pid() if info.wire else None
     return info
 
 
-def up(force: bool = False) -> LabInfo:
-    """Build the lab. Idempotent: a complete lab is returned as is; a partial one is torn down and
-    rebuilt (so is a complete one with force=True). Raises RuntimeError on failure, after removing the
-    namespaces and processes but keeping STATE_DIR so the logs can be read."""
+def up(force: bool = False, wire: bool = False) -> LabInfo:
+    """Build the lab (with the fault wire and its plain relay if wire=True). Idempotent: a complete lab
+    of the same kind is returned as is; a partial one or one of the other kind is torn down and rebuilt
+    (so is a complete one with force=True). Raises RuntimeError on failure, after removing the
+    namespaces and processes but keeping STATE_DIR so the logs can be read.
+
+    Without zbanner_xdp.impair a wire lab is still built, but frames do not cross the wire (no relay)
+    and readiness is checked from the router instead of the scanner.
+    """
     if os.geteuid() != 0:
         raise RuntimeError("lab: needs root (network namespaces, veth, nftables)")
     if shutil.which("ip") is None:
         raise RuntimeError("lab: iproute2's `ip` not found")
     with _locked():
-        if not force and _status_unlocked()["complete"]:
-            return _info_from_state()
+        if not force:
+            st = _status_unlocked()
+            if st["complete"] and st["wire"] == wire:
+                return _info_from_state()
         _down_unlocked()
         try:
             keygen = _prepare_state_dir()
             try:
-                _build_network()
+                _build_network(wire)
             finally:
                 _finish_keygen(keygen)
             _write_configs()
-            _run(
-                ns_exec_argv(TARGET_NS, ["nft", "-f", os.path.join(STATE_DIR, "zbl.nft")]), "loading nftables"
-            )
+            for ns, rules in ((TARGET_NS, "target.nft"), (ROUTER_NS, "router.nft")):
+                _run(ns_exec_argv(ns, ["nft", "-f", f"{STATE_DIR}/{rules}"]), f"loading nftables in {ns}")
             procs = {name: _start_server(name) for name in SERVERS}
-            _wait_ready(procs)
-            info = LabInfo(servers={name: proc.pid for name, proc in procs.items()})
+            relay_pid = None
+            if wire and relay_available():
+                relay_pid = _start_relay()
+            _wait_ready(procs, ROUTER_NS if wire and relay_pid is None else SCAN_NS)
+            info = LabInfo(
+                servers={name: proc.pid for name, proc in procs.items()},
+                wire=wire,
+                wire_ns=WIRE_NS if wire else None,
+                wire_ifs=[WIRE_SCAN_IF, WIRE_ROUTER_IF] if wire else [],
+                relay_pid=relay_pid,
+            )
             with open(os.path.join(STATE_DIR, "lab.json"), "w") as f:
                 json.dump(info.to_dict(), f, indent=2)
             return info
@@ -901,12 +1530,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zbanner_xdp.lab")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--force", action="store_true", help="up: rebuild even if the lab is complete")
+    p.add_argument("--wire", action="store_true", help="up: with the fault wire between scanner and router")
     p.add_argument("--json", action="store_true", help="status: print JSON")
     args = p.parse_args(argv)
     try:
         if args.action == "up":
             t0 = time.monotonic()
-            up(force=args.force)
+            up(force=args.force, wire=args.wire)
             print(f"lab up in {time.monotonic() - t0:.2f}s")
             print(format_status(status()))
         elif args.action == "down":

@@ -8,8 +8,9 @@ and queued for the sender, which sends them before any new SYN.
 from __future__ import annotations
 
 import base64
-import ctypes
 import datetime as dt
+import mmap
+import select
 import socket
 import struct
 import threading
@@ -33,8 +34,6 @@ from .events import (
 from .output import RecordWriter
 from .sender import ReplyQueue
 
-BANNER_DTYPE = np.dtype([("h", EVENT_DTYPE), ("data", "u1", (DATA_MAX,))])
-
 
 def ip_from_raw(raw: int) -> str:
     return socket.inet_ntoa(struct.pack("<I", raw))
@@ -44,33 +43,92 @@ def _bswap32(a: np.ndarray) -> np.ndarray:
     return a.astype(np.uint32).byteswap()
 
 
+_BUSY = np.uint32(1 << 31)
+_DISCARD = np.uint32(1 << 30)
+_HDR = 8  # u32 len (with BUSY/DISCARD bits) + u32 page offset
+
+
+class MmapRing:
+    """A BPF ring buffer of fixed-size records, read through its mmap.
+
+    The kernel maps the data area twice back to back, so any run of records
+    from the consumer to the producer position is one contiguous slice: a
+    batch is a single strided numpy view, copied out before the consumer
+    position moves on. No per-record Python, no callback.
+    """
+
+    def __init__(self, map_fd: int, data_size: int, record_size: int, dtype: np.dtype):
+        self.page = mmap.PAGESIZE
+        self.size = data_size
+        self.mask = data_size - 1
+        self.stride = (record_size + _HDR + 7) & ~7
+        fields: list[tuple] = [("len", "<u4"), ("pgoff", "<u4"), ("rec", dtype)]
+        pad = self.stride - _HDR - dtype.itemsize
+        if pad:
+            fields.append(("_pad", "V", pad))
+        self.dtype = np.dtype(fields)
+        self.fd = map_fd
+        self._cons = mmap.mmap(map_fd, self.page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._prod = mmap.mmap(
+            map_fd, self.page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ, offset=self.page
+        )
+        self._cons_pos = np.frombuffer(self._cons, dtype=np.uint64, count=1)
+        self._prod_pos = np.frombuffer(self._prod, dtype=np.uint64, count=1)
+        self._data = np.frombuffer(self._prod, dtype=np.uint8, offset=self.page)
+
+    def read(self, limit: int = 1 << 16) -> np.ndarray:
+        cons = int(self._cons_pos[0])
+        prod = int(self._prod_pos[0])
+        n = min((prod - cons) // self.stride, limit)
+        if n <= 0:
+            return np.zeros(0, self.dtype)["rec"]
+        off = cons & self.mask
+        view = self._data[off : off + n * self.stride].view(self.dtype)
+        lens = view["len"]
+        busy = np.flatnonzero(lens & _BUSY)
+        if len(busy):
+            n = int(busy[0])  # still being written: stop before it
+            view = view[:n]
+            lens = lens[:n]
+        out = view[(lens & _DISCARD) == 0]["rec"].copy()
+        # Publish the new consumer position only after the copy.
+        self._cons_pos[0] = cons + n * self.stride
+        return out
+
+    def close(self) -> None:
+        self._cons_pos = self._prod_pos = self._data = None  # type: ignore[assignment]
+        for m in (self._cons, self._prod):
+            try:
+                m.close()
+            except BufferError:
+                pass
+
+
+BANNER_DTYPE = np.dtype([("h", EVENT_DTYPE), ("data", "u1", (DATA_MAX,))])
+
+
 class RingReader:
-    """Collects ring-buffer records; `poll()` returns them decoded as arrays."""
+    """Both rings of the XDP program; `poll()` waits for either and drains both."""
 
-    def __init__(self, bpf: Any, name: bytes = b"events"):
-        self.bpf = bpf
-        self._small: list[bytes] = []
-        self._big: list[bytes] = []
-
-        def _cb(_ctx: Any, data: int, size: int) -> int:
-            # Keep the per-event Python work to one copy; decoding is batched.
-            (self._small if size == EVENT_SIZE else self._big).append(ctypes.string_at(data, size))
-            return 0
-
-        self._cb = _cb
-        bpf[name].open_ring_buffer(_cb)
+    def __init__(self, bpf: Any, ringbuf_pages: int):
+        size = ringbuf_pages * mmap.PAGESIZE
+        self.small = MmapRing(bpf[b"events"].map_fd, size, EVENT_SIZE, EVENT_DTYPE)
+        self.big = MmapRing(bpf[b"banners"].map_fd, size, BANNER_EVENT_SIZE, BANNER_DTYPE)
+        self._ep = select.epoll()
+        self._ep.register(self.small.fd, select.EPOLLIN)
+        self._ep.register(self.big.fd, select.EPOLLIN)
 
     def poll(self, timeout_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        self.bpf.ring_buffer_poll(timeout_ms)
-        small, big = self._small, self._big
-        self._small, self._big = [], []
-        hdr = np.frombuffer(b"".join(small), dtype=EVENT_DTYPE) if small else np.zeros(0, EVENT_DTYPE)
-        ban = (
-            np.frombuffer(b"".join(b[:BANNER_EVENT_SIZE] for b in big), dtype=BANNER_DTYPE)
-            if big
-            else np.zeros(0, BANNER_DTYPE)
-        )
+        hdr, ban = self.small.read(), self.big.read()
+        if len(hdr) == 0 and len(ban) == 0 and timeout_ms > 0:
+            self._ep.poll(timeout_ms / 1000)
+            hdr, ban = self.small.read(), self.big.read()
         return hdr, ban
+
+    def close(self) -> None:
+        self._ep.close()
+        self.small.close()
+        self.big.close()
 
 
 REPEAT_DUP = 1  # a network duplicate: recorded only with --output-repeats

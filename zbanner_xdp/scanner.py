@@ -194,7 +194,7 @@ class Scanner:
             self.prog.attach(self.net.iface)
             self.tx = TxRing(self.net.iface)
             self.receiver = Receiver(
-                RingReader(self.prog.bpf),
+                RingReader(self.prog.bpf, params.ringbuf_pages),
                 link,
                 self.replies,
                 self.writer,
@@ -335,6 +335,7 @@ class Scanner:
             except OutputError as exc:
                 err = str(exc)
                 self.reason = "output-error"
+            rcv.reader.close()
         counters = prog.counters() if prog is not None else None
         if prog is not None:
             prog.close()  # detaches XDP: from here the host kernel sees replies again

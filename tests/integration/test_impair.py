@@ -350,6 +350,7 @@ def test_loss(relay: Callable[..., Relay], pinned_neigh: None) -> None:
         send_numbered(tx, 2000)
         got = receive(rx)
     st = r.stop()
+    print("\nSTDERR", r.proc.stderr.read() if False else "")
     seqs = [s for s, _, _ in got]
     assert len(set(seqs)) == len(seqs)
     assert 0.72 <= len(seqs) / 2000 <= 0.88, len(seqs)

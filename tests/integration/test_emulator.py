@@ -1,0 +1,776 @@
+"""The XDP target emulator: hand-made frames through BPF_PROG_TEST_RUN, then a real
+Linux TCP client against it across a veth pair, then a flood to measure its rate.
+
+Its own two namespaces (zbe-c: client, zbe-t: emulator), never the lab's zbl-*::
+
+    zbe-c                                        zbe-t
+    zbe-c0 10.88.0.1/24  <---- veth ---->  zbe-t0 10.88.0.2/24
+    route 198.18.0.0/15 via 10.88.0.2            emulator for 198.18.3.0/24
+    PeerPass (XDP_PASS, see emulator.py)         a real server on 10.88.0.2:8022
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import dpkt
+import pytest
+
+from tests.conftest import privileged_reason
+from zbanner_xdp import bpfsys, kheaders
+from zbanner_xdp.emulator import (
+    XDP_DROP,
+    XDP_PASS,
+    XDP_TX,
+    Emulator,
+    EmulatorParams,
+    PeerPass,
+    banner_csum,
+    is_open,
+)
+
+pytestmark = pytest.mark.privileged
+
+T = TypeVar("T")
+
+CLIENT_NS, TARGET_NS = "zbe-c", "zbe-t"
+CLIENT_IF, TARGET_IF = "zbe-c0", "zbe-t0"
+CLIENT_IP, TARGET_IP = "10.88.0.1", "10.88.0.2"
+# Locally administered and fixed, so expected frames can hard-code them.
+CLIENT_MAC, TARGET_MAC = "02:7a:62:65:00:01", "02:7a:62:65:00:02"
+ROUTE = "198.18.0.0/15"
+NET = "198.18.3.0/24"
+REAL_PORT = 8022
+
+BANNER = b"SSH-2.0-zbanner-emulator\r\n"
+PARAMS = EmulatorParams(
+    net=NET, open_permil=500, ports=frozenset({22, 80, 443}), window=29200, banner=BANNER, seed=0x5EED
+)
+
+C_MAC = bytes.fromhex(CLIENT_MAC.replace(":", ""))
+T_MAC = bytes.fromhex(TARGET_MAC.replace(":", ""))
+C_IP = struct.unpack("!I", socket.inet_aton(CLIENT_IP))[0]
+NET_BASE = struct.unpack("!I", socket.inet_aton("198.18.3.0"))[0]
+# MSS, SACK-permitted, timestamps, NOP, window scale: what a Linux SYN carries (40 bytes of TCP header).
+LINUX_SYN_OPTS = bytes.fromhex("020405b4") + b"\x04\x02\x08\x0a" + bytes(8) + b"\x01\x03\x03\x07"
+CMD_TIMEOUT = 10.0
+
+
+def _ip(n: int) -> int:
+    return NET_BASE + n
+
+
+def _dotted(ip: int) -> str:
+    return socket.inet_ntoa(struct.pack("!I", ip))
+
+
+def _first(pred: Callable[[int], bool]) -> int:
+    return next(_ip(n) for n in range(1, 255) if pred(_ip(n)))
+
+
+# Ground truth picked from the same hash the program uses.
+OPEN_IP = _first(lambda ip: PARAMS.is_open(ip, 22))
+CLOSED_IP = _first(lambda ip: not PARAMS.is_open(ip, 22))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def in_netns(ns: str, fn: Callable[[], T]) -> T:
+    """Run fn in a throw-away thread that joined ns: setns moves only that thread."""
+    from pyroute2 import netns as pr_netns
+
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def runner() -> None:
+        try:
+            pr_netns.setns(ns, flags=0)
+            result.append(fn())
+        except BaseException as exc:  # re-raised in the caller's thread
+            error.append(exc)
+
+    t = threading.Thread(target=runner, name=f"zbe-netns-{ns}", daemon=True)
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def ns_argv(ns: str, argv: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+def run_in(ns: str, argv: list[str], timeout: float = CMD_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(ns_argv(ns, argv), capture_output=True, text=True, timeout=timeout)
+
+
+def emulator_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return run_in(TARGET_NS, [sys.executable, "-m", "zbanner_xdp.emulator", *args], timeout=timeout)
+
+
+def xdp_on_target() -> bool:
+    out = subprocess.run(
+        ["ip", "-n", TARGET_NS, "-d", "link", "show", TARGET_IF],
+        capture_output=True,
+        text=True,
+        timeout=CMD_TIMEOUT,
+    ).stdout
+    return "prog/xdp" in out
+
+
+# A real Linux TCP client, in its own process inside the client namespace.
+CLIENT_CODE = """
+import json, socket, sys
+host, port, probe, read = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), sys.argv[4] == "1"
+try:
+    s = socket.create_connection((host, port), timeout=2)
+except ConnectionRefusedError:
+    print(json.dumps({"result": "refused"}))
+    sys.exit(0)
+except OSError as exc:
+    print(json.dumps({"result": type(exc).__name__}))
+    sys.exit(0)
+if probe:
+    s.sendall(probe)
+if not read:
+    print(json.dumps({"result": "connected"}))
+    sys.exit(0)
+try:
+    data = s.recv(4096)
+except OSError as exc:
+    print(json.dumps({"result": "connected", "error": type(exc).__name__}))
+    sys.exit(0)
+print(json.dumps({"result": "connected", "data": data.decode("latin-1")}))
+"""
+
+
+def tcp_client(host: str, port: int, probe: bytes = b"", read: bool = True) -> dict[str, str]:
+    argv = [sys.executable, "-c", CLIENT_CODE, host, str(port), probe.decode(), str(int(read))]
+    proc = run_in(CLIENT_NS, argv)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def frame(
+    flags: int,
+    *,
+    dst: int = OPEN_IP,
+    dport: int = 22,
+    src: int = C_IP,
+    sport: int = 40000,
+    seq: int = 1000,
+    ack: int = 0,
+    opts: bytes = b"",
+    payload: bytes = b"",
+    proto_udp: bool = False,
+) -> bytes:
+    """An Ethernet/IPv4/TCP frame as the client would send it, checksums filled in by dpkt."""
+    if proto_udp:
+        l4: dpkt.Packet = dpkt.udp.UDP(sport=sport, dport=dport, data=payload)
+        l4.ulen = 8 + len(payload)
+        proto = dpkt.ip.IP_PROTO_UDP
+    else:
+        l4 = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags, win=64240, opts=opts)
+        l4.off = (20 + len(opts)) // 4
+        l4.data = payload
+        proto = dpkt.ip.IP_PROTO_TCP
+    ip = dpkt.ip.IP(src=struct.pack("!I", src), dst=struct.pack("!I", dst), p=proto, ttl=64, id=4321, data=l4)
+    ip.len = 20 + len(bytes(l4))
+    return bytes(dpkt.ethernet.Ethernet(src=C_MAC, dst=T_MAC, type=dpkt.ethernet.ETH_TYPE_IP, data=ip))
+
+
+def checked_reply(out: bytes, ip_offset: int = 14) -> tuple[dpkt.ip.IP, dpkt.tcp.TCP]:
+    """Parse an emulator reply; assert what every reply shares, both checksums included."""
+    eth = dpkt.ethernet.Ethernet(out)
+    assert eth.src == T_MAC and eth.dst == C_MAC
+    ip = eth.data
+    assert isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.tcp.TCP)
+    assert len(out) == ip_offset + ip.len  # trimmed exactly: no stale tail
+    assert (ip.v, ip.hl, ip.tos, ip.id, ip.df, ip.mf, ip.offset) == (4, 5, 0, 0, 1, 0, 0)
+    assert ip.ttl == 64 and ip.p == dpkt.ip.IP_PROTO_TCP
+    assert ip.dst == struct.pack("!I", C_IP)
+    tcp = ip.data
+    assert tcp.urp == 0
+    sums = (ip.sum, tcp.sum)
+    # dpkt recomputes a checksum that is zero when it serialises.
+    ip.sum = 0
+    tcp.sum = 0
+    again = dpkt.ip.IP(bytes(ip))
+    assert sums == (again.sum, again.data.sum), "checksums differ from dpkt's"
+    ip.sum, tcp.sum = sums
+    return ip, tcp
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before[k] for k in after if after[k] != before[k]}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _teardown() -> None:
+    from pyroute2 import IPRoute
+    from pyroute2 import netns as pr_netns
+
+    present = pr_netns.listnetns()
+    if CLIENT_NS in present:
+        # Deleting the veth first makes the pair (and anything attached) go now, not lazily.
+        with contextlib.suppress(Exception), IPRoute(netns=CLIENT_NS, flags=0) as ipr:
+            idx = ipr.link_lookup(ifname=CLIENT_IF)
+            if idx:
+                ipr.link("del", index=idx[0])
+    for ns in (CLIENT_NS, TARGET_NS):
+        if ns in present:
+            pr_netns.remove(ns)
+
+
+def _build() -> None:
+    from pyroute2 import IPRoute
+    from pyroute2 import netns as pr_netns
+
+    for ns in (CLIENT_NS, TARGET_NS):
+        pr_netns.create(ns)
+    with IPRoute(netns=CLIENT_NS, flags=0) as ipr:
+        ipr.link(
+            "add",
+            ifname=CLIENT_IF,
+            kind="veth",
+            address=CLIENT_MAC,
+            peer={"ifname": TARGET_IF, "net_ns_fd": TARGET_NS, "address": TARGET_MAC},
+        )
+        idx = ipr.link_lookup(ifname=CLIENT_IF)[0]
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        ipr.addr("add", index=idx, address=CLIENT_IP, prefixlen=24)
+        ipr.link("set", index=idx, state="up")
+        ipr.route("add", dst=ROUTE, gateway=TARGET_IP)
+    with IPRoute(netns=TARGET_NS, flags=0) as ipr:
+        idx = ipr.link_lookup(ifname=TARGET_IF)[0]
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        ipr.addr("add", index=idx, address=TARGET_IP, prefixlen=24)
+        ipr.link("set", index=idx, state="up")
+
+
+class Lab:
+    def __init__(self) -> None:
+        self.peer: PeerPass | None = None
+
+    def peer_pass(self) -> None:
+        self.peer = in_netns(CLIENT_NS, lambda: PeerPass(CLIENT_IF))
+
+    def peer_off(self) -> None:
+        if self.peer is not None:
+            self.peer.close()
+            self.peer = None
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    reason = privileged_reason()
+    if reason:
+        pytest.skip(f"privileged test: {reason}")
+    _teardown()  # leftovers of a killed run: only our own zbe- names
+    state = Lab()
+    try:
+        _build()
+        state.peer_pass()
+        yield state
+    finally:
+        state.peer_off()
+        _teardown()
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[Emulator]:
+    reason = privileged_reason()
+    if reason:
+        pytest.skip(f"privileged test: {reason}")
+    e = Emulator(PARAMS)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+@contextlib.contextmanager
+def attached(emu: Emulator) -> Iterator[None]:
+    in_netns(TARGET_NS, lambda: emu.attach(TARGET_IF))
+    try:
+        yield
+    finally:
+        emu.detach()
+
+
+# --------------------------------------------------------------------------- BPF_PROG_TEST_RUN
+
+
+def test_python_hash_edges() -> None:
+    assert all(is_open(_ip(n), p, 1000, 1) for n in range(5) for p in (1, 22))
+    assert not any(is_open(_ip(n), p, 0, 1) for n in range(5) for p in (1, 22))
+    # The seed matters and the share follows open_permil.
+    hits = sum(is_open(_ip(n), 80, 300, 7) for n in range(1000))
+    assert 230 < hits < 370
+    assert [is_open(_ip(n), 80, 500, 1) for n in range(64)] != [
+        is_open(_ip(n), 80, 500, 2) for n in range(64)
+    ]
+
+
+def test_banner_csum_matches_bytes() -> None:
+    # Odd length: the last byte is padded, as the TCP checksum wants.
+    odd = b"abc"
+    words = struct.unpack("=2H", odd + b"\0")
+    assert banner_csum(odd) == sum(words)
+    assert banner_csum(b"") == 0
+
+
+def test_syn_open_gets_synack(emu: Emulator) -> None:
+    before = emu.counters()
+    ret, out = emu.test_run(frame(dpkt.tcp.TH_SYN, seq=0xFFFFFFFF, opts=LINUX_SYN_OPTS))
+    assert ret == XDP_TX
+    ip, tcp = checked_reply(out)
+    assert ip.src == struct.pack("!I", OPEN_IP)
+    assert ip.len == 20 + 24  # the client's 20 option bytes trimmed, MSS added
+    assert (tcp.sport, tcp.dport) == (22, 40000)
+    assert tcp.flags == dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK
+    assert tcp.seq == PARAMS.isn(OPEN_IP, C_IP, 22, 40000)
+    assert tcp.ack == 0  # their seq + 1, wrapped
+    assert tcp.win == 29200
+    assert tcp.off == 6 and tcp.opts == bytes.fromhex("020405b4") and tcp.data == b""
+    assert delta(before, emu.counters()) == {"syn_open": 1}
+
+
+def test_syn_without_options_grows(emu: Emulator) -> None:
+    ret, out = emu.test_run(frame(dpkt.tcp.TH_SYN))
+    assert ret == XDP_TX
+    ip, tcp = checked_reply(out)
+    assert ip.len == 44 and tcp.opts == bytes.fromhex("020405b4") and tcp.ack == 1001
+
+
+@pytest.mark.parametrize(
+    ("dst", "dport"),
+    [(CLOSED_IP, 22), (OPEN_IP, 23)],
+    ids=["hash-closed", "port-not-listed"],
+)
+def test_syn_closed_gets_rst(emu: Emulator, dst: int, dport: int) -> None:
+    before = emu.counters()
+    ret, out = emu.test_run(frame(dpkt.tcp.TH_SYN, dst=dst, dport=dport, seq=5000, opts=LINUX_SYN_OPTS))
+    assert ret == XDP_TX
+    ip, tcp = checked_reply(out)
+    assert ip.src == struct.pack("!I", dst) and ip.len == 40
+    assert (tcp.sport, tcp.dport) == (dport, 40000)
+    assert tcp.flags == dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK
+    assert (tcp.seq, tcp.ack, tcp.win, tcp.off) == (0, 5001, 0, 5)
+    assert delta(before, emu.counters()) == {"syn_closed": 1}
+
+
+def test_open_matches_python_ground_truth(emu: Emulator) -> None:
+    opened = 0
+    for n in range(1, 255):
+        for port in (22, 80, 443, 8080):
+            ret, out = emu.test_run(frame(dpkt.tcp.TH_SYN, dst=_ip(n), dport=port))
+            assert ret == XDP_TX
+            flags = dpkt.ethernet.Ethernet(out).data.data.flags
+            want = PARAMS.is_open(_ip(n), port)
+            assert flags == (dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK if want else dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK)
+            opened += want
+    assert 0.4 < opened / (254 * 3) < 0.6  # open_permil 500 of the listed ports; 8080 never
+
+
+@pytest.mark.parametrize("probe", [b"GET / HTTP/1.0\r\n\r\n", b"x" * 300], ids=["grow", "shrink"])
+def test_probe_gets_banner(emu: Emulator, probe: bytes) -> None:
+    isn = PARAMS.isn(OPEN_IP, C_IP, 22, 40000)
+    before = emu.counters()
+    f = frame(dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, seq=1001, ack=isn + 1, payload=probe)
+    ret, out = emu.test_run(f)
+    assert ret == XDP_TX
+    ip, tcp = checked_reply(out)
+    assert ip.len == 40 + len(BANNER)
+    assert (tcp.sport, tcp.dport) == (22, 40000)
+    assert tcp.flags == dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK
+    assert (tcp.seq, tcp.ack, tcp.win, tcp.off) == (isn + 1, 1001 + len(probe), 65535, 5)
+    assert tcp.data == BANNER
+    assert delta(before, emu.counters()) == {"banner": 1}
+
+
+def test_vlan_tag_is_kept(emu: Emulator) -> None:
+    f = frame(dpkt.tcp.TH_SYN)
+    tagged = f[:12] + b"\x81\x00\x00\x05" + f[12:]
+    ret, out = emu.test_run(tagged)
+    assert ret == XDP_TX
+    assert out[12:16] == b"\x81\x00\x00\x05"
+    untagged = out[:12] + out[16:]
+    ip, tcp = checked_reply(untagged)
+    assert tcp.flags == dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK and len(out) == 18 + ip.len
+
+
+def _ack(isn_offset: int, flags: int = dpkt.tcp.TH_ACK, payload: bytes = b"", dst: int = OPEN_IP) -> bytes:
+    isn = PARAMS.isn(dst, C_IP, 22, 40000)
+    return frame(flags, dst=dst, seq=1001, ack=(isn + isn_offset) & 0xFFFFFFFF, payload=payload)
+
+
+@pytest.mark.parametrize(
+    ("make", "counter"),
+    [
+        (lambda: _ack(1), "dropped"),  # bare ACK of the handshake: client-first, so silence
+        (lambda: _ack(1 + len(BANNER)), "dropped"),  # the client acking our banner
+        (lambda: _ack(2, payload=b"hi"), "bad_ack"),
+        (lambda: _ack(0, payload=b"hi"), "bad_ack"),
+        (lambda: _ack(1, payload=b"hi", dst=CLOSED_IP), "dropped"),
+        (lambda: _ack(1, flags=dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK), "dropped"),
+        (lambda: _ack(1, flags=dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK), "dropped"),
+        (lambda: frame(dpkt.tcp.TH_RST), "dropped"),
+        (lambda: frame(dpkt.tcp.TH_SYN | dpkt.tcp.TH_FIN), "dropped"),
+        (lambda: frame(dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK), "dropped"),
+        (lambda: frame(0), "dropped"),
+    ],
+    ids=[
+        "bare-ack", "ack-of-banner", "ack-off-by-one", "ack-isn", "closed-port", "rst", "fin",
+        "rst-bare", "syn-fin", "synack", "no-flags",
+    ],
+)  # fmt: skip
+def test_silent_cases(emu: Emulator, make: Callable[[], bytes], counter: str) -> None:
+    before = emu.counters()
+    ret, _ = emu.test_run(make())
+    assert ret == XDP_DROP
+    assert delta(before, emu.counters()) == {counter: 1}
+
+
+def test_unanswerable_ip_is_dropped(emu: Emulator) -> None:
+    f = bytearray(frame(dpkt.tcp.TH_SYN))
+    f[20] |= 0x20  # more fragments
+    ret, _ = emu.test_run(bytes(f))
+    assert ret == XDP_DROP
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        frame(dpkt.tcp.TH_SYN, dst=struct.unpack("!I", socket.inet_aton(TARGET_IP))[0]),
+        frame(dpkt.tcp.TH_SYN, dst=_ip(256)),  # 198.18.4.0: just outside the /24
+        frame(0, proto_udp=True, payload=b"dns?"),
+        C_MAC + b"\xff" * 6 + b"\x08\x06" + bytes(28),
+    ],
+    ids=["real-stack-address", "outside-range", "udp-to-range", "arp"],
+)
+def test_everything_else_passes_untouched(emu: Emulator, f: bytes) -> None:
+    before = emu.counters()
+    ret, out = emu.test_run(f)
+    assert (ret, out) == (XDP_PASS, f)
+    assert delta(before, emu.counters()) == {"passed": 1}
+
+
+def test_server_first_zero_window_build() -> None:
+    """A server-first, option-less, zero-window build: the bare ACK already gets the banner."""
+    if privileged_reason():
+        pytest.skip("privileged")
+    params = EmulatorParams(net=NET, window=0, mss=0, server_first=True, banner=b"220 hi\r\n", seed=3)
+    with Emulator(params) as e:
+        ret, out = e.test_run(frame(dpkt.tcp.TH_SYN, dport=2121, opts=LINUX_SYN_OPTS))
+        ip, tcp = checked_reply(out)
+        assert ret == XDP_TX and tcp.win == 0 and tcp.off == 5 and ip.len == 40
+        isn = params.isn(OPEN_IP, C_IP, 2121, 40000)
+        ret, out = e.test_run(frame(dpkt.tcp.TH_ACK, dport=2121, seq=1001, ack=isn + 1))
+        ip, tcp = checked_reply(out)
+        assert ret == XDP_TX and tcp.data == b"220 hi\r\n" and tcp.ack == 1001 and tcp.seq == isn + 1
+        assert e.counters()["banner"] == 1
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_e2e_client_first(lab: Lab, emu: Emulator) -> None:
+    """A Linux client: handshake, probe, banner; a closed port is refused; the real stack still works."""
+    listener = in_netns(TARGET_NS, lambda: socket.create_server((TARGET_IP, REAL_PORT)))
+    listener.settimeout(CMD_TIMEOUT)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"real-server\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        with attached(emu):
+            assert xdp_on_target()
+            before = emu.counters()
+            got = tcp_client(_dotted(OPEN_IP), 22, b"hello\r\n")
+            assert got == {"result": "connected", "data": BANNER.decode()}
+            assert tcp_client(_dotted(CLOSED_IP), 22) == {"result": "refused"}
+            assert tcp_client(_dotted(OPEN_IP), 23) == {"result": "refused"}
+            assert tcp_client(TARGET_IP, REAL_PORT) == {"result": "connected", "data": "real-server\r\n"}
+            d = delta(before, emu.counters())
+            assert d["syn_open"] >= 1 and d["syn_closed"] >= 2 and d["banner"] >= 1 and d["passed"] >= 3
+            assert d.get("bad_ack", 0) == 0 and d.get("no_room", 0) == 0
+        assert not xdp_on_target()
+    finally:
+        listener.close()
+        server.join(timeout=CMD_TIMEOUT)
+
+
+class Capture:
+    """tcpdump on the client's veth, until stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self.proc = subprocess.Popen(
+            ns_argv(CLIENT_NS, ["tcpdump", "-i", CLIENT_IF, "-U", "-n", "-w", str(path), "tcp"]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + CMD_TIMEOUT
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if "listening on" in line or not line:
+                break
+        if self.proc.poll() is not None:
+            raise RuntimeError("tcpdump did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=CMD_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def _synacks(path: Path) -> list[bytes]:
+    out = []
+    with open(path, "rb") as fh:
+        for _ts, buf in dpkt.pcap.Reader(fh):
+            ip = dpkt.ethernet.Ethernet(buf).data
+            tcp = ip.data if isinstance(ip, dpkt.ip.IP) else None
+            if isinstance(tcp, dpkt.tcp.TCP) and tcp.flags == dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK:
+                out.append(buf)
+    return out
+
+
+def test_e2e_zero_window_foreground_cli(lab: Lab, tmp_path: Path) -> None:
+    """The CLI in the foreground: a zero-window host; SIGTERM detaches and prints the counters."""
+    argv = ns_argv(
+        TARGET_NS,
+        [sys.executable, "-m", "zbanner_xdp.emulator", "--iface", TARGET_IF, "--net", NET, "--window", "0",
+         "--open-permil", "1000", "--seconds", "20"],
+    )  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pcap = tmp_path / "zero.pcap"
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "attached to" in line, line + proc.stderr.read()
+        cap = Capture(pcap)
+        try:
+            # A Linux client completes the handshake against a zero window.
+            assert tcp_client(_dotted(_ip(9)), 5555, read=False) == {"result": "connected"}
+            time.sleep(0.2)  # -U flushes per packet; let the last ones land
+        finally:
+            cap.stop()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=CMD_TIMEOUT)
+        assert proc.returncode == 0, err
+        counters = json.loads(out.strip().splitlines()[-1])
+        assert counters["syn_open"] >= 1
+        assert not xdp_on_target()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    synacks = _synacks(pcap)
+    assert synacks, f"no SYN-ACK captured: {pcap.stat().st_size} bytes, {_all_tcp(pcap)}"
+    for buf in synacks:
+        ip, tcp = checked_reply(buf)
+        assert ip.src == struct.pack("!I", _ip(9)) and tcp.win == 0
+
+
+def test_e2e_persistent_server_first_cli(lab: Lab) -> None:
+    """--persistent outlives its process; a server-first client just reads; --detach removes it."""
+    try:
+        proc = emulator_cli(
+            "--iface", TARGET_IF, "--net", NET, "--ports", "22,2200-2201", "--server-first",
+            "--banner", r"SSH-2.0-zero\r\n", "--persistent",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert xdp_on_target()
+        assert tcp_client(_dotted(_ip(7)), 22) == {"result": "connected", "data": "SSH-2.0-zero\r\n"}
+        assert tcp_client(_dotted(_ip(7)), 2201)["data"] == "SSH-2.0-zero\r\n"
+        assert tcp_client(_dotted(_ip(7)), 2202) == {"result": "refused"}
+        proc = emulator_cli("--iface", TARGET_IF, "--detach")
+        assert proc.returncode == 0, proc.stderr
+        assert not xdp_on_target()
+    finally:
+        if xdp_on_target():
+            emulator_cli("--iface", TARGET_IF, "--detach")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--iface", "zbe-nope0"], "unknown interface"),
+        (["--iface", TARGET_IF, "--open-permil", "2000"], "open permil"),
+        (["--iface", TARGET_IF, "--net", "198.18.3.0/99"], "invalid IPv4 range"),
+        (["--iface", TARGET_IF, "--ports", "70000"], "invalid port range"),
+        (["--iface", TARGET_IF, "--banner", "x" * 2000], "at most"),
+    ],
+    ids=["iface", "permil", "net", "ports", "banner"],
+)
+def test_cli_errors_one_line_exit_2(lab: Lab, args: list[str], fragment: str) -> None:
+    proc = emulator_cli(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and fragment in proc.stderr, proc.stderr
+    assert not xdp_on_target()
+
+
+# --------------------------------------------------------------------------- rate
+
+
+# Two helpers on the client veth for the flood: `gen` is never attached: run
+# with BPF_F_TEST_XDP_LIVE_FRAMES it transmits its frame out of zbe-c0 at
+# kernel speed. Each run rewrites the whole SYN from the template, because
+# live mode recycles pages and the emulator rewrote the last one in place.
+# `sink` is attached to zbe-c0: it counts the SYN-ACKs that come back and drops
+# them (the client's kernel would RST every one), and, being an XDP program,
+# it is what lets zbe-c0 receive XDP_TX frames at all.
+BENCH_SRC = r"""
+struct tmpl { __u8 b[TMPL_LEN]; };
+BPF_ARRAY(template, struct tmpl, 1);
+BPF_PERCPU_ARRAY(synacks, __u64, 1);
+
+int gen(struct xdp_md *ctx)
+{
+    __u32 zero = 0;
+    struct tmpl *t = template.lookup(&zero);
+    if (!t || bpf_xdp_store_bytes(ctx, 0, t->b, TMPL_LEN))
+        return XDP_DROP;
+    return XDP_TX;
+}
+
+int sink(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+    if (data + 14 + 20 + 20 > end)
+        return XDP_PASS;
+    __u8 *p = data;
+    if (p[12] != 0x08 || p[13] != 0x00 || p[23] != 6 || p[47] != 0x12)
+        return XDP_PASS;
+    __u32 zero = 0;
+    __u64 *v = synacks.lookup(&zero);
+    if (v)
+        *v += 1;
+    return XDP_DROP;
+}
+"""
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+FLOOD = 200_000
+
+
+class _XdpMd(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint32)
+        for name in ("data", "data_end", "data_meta", "ingress_ifindex", "rx_queue_index", "egress_ifindex")
+    ]
+
+
+def _live_run(prog_fd: int, f: bytes, ifname: str, repeat: int) -> None:
+    """BPF_PROG_TEST_RUN in live-frames mode: XDP_TX really transmits, `repeat` times."""
+    buf = ctypes.create_string_buffer(f, len(f))
+    md = _XdpMd(data=0, data_end=len(f), ingress_ifindex=socket.if_nametoindex(ifname))
+    attr = bpfsys._TestRunAttr(
+        prog_fd=prog_fd,
+        data_size_in=len(f),
+        data_in=ctypes.addressof(buf),
+        repeat=repeat,
+        ctx_size_in=ctypes.sizeof(md),
+        ctx_in=ctypes.addressof(md),
+        flags=BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size=64,
+    )
+    bpfsys._bpf(bpfsys.BPF_PROG_TEST_RUN, attr)
+
+
+def _ns_per_run(prog_fd: int, f: bytes, repeat: int) -> int:
+    """The program alone: the kernel's average over `repeat` runs on one frame."""
+    buf = ctypes.create_string_buffer(f, len(f))
+    out = ctypes.create_string_buffer(len(f) + 512)
+    attr = bpfsys._TestRunAttr(
+        prog_fd=prog_fd,
+        data_size_in=len(f),
+        data_size_out=len(out),
+        data_in=ctypes.addressof(buf),
+        data_out=ctypes.addressof(out),
+        repeat=repeat,
+    )
+    bpfsys._bpf(bpfsys.BPF_PROG_TEST_RUN, attr)
+    return attr.duration
+
+
+def test_flood_rate(lab: Lab, emu: Emulator) -> None:
+    """SYN -> SYN-ACK rate across the veth; printed, not asserted (run with -s to see it)."""
+    from bcc import BPF
+
+    kheaders.export_for_bcc()
+    syn = frame(dpkt.tcp.TH_SYN, dst=OPEN_IP, opts=bytes.fromhex("020405b4"))
+    ns = _ns_per_run(emu.prog_fd, syn, 100_000)
+    bench = BPF(text=BENCH_SRC, cflags=[f"-DTMPL_LEN={len(syn)}"])
+    try:
+        tmpl = bench[b"template"]
+        leaf = tmpl.Leaf()
+        ctypes.memmove(leaf.b, syn, len(syn))
+        tmpl[ctypes.c_int(0)] = leaf
+        gen = bench.load_func("gen", BPF.XDP)
+        sink = bench.load_func("sink", BPF.XDP)
+        counter = bench[b"synacks"]
+
+        def received() -> int:
+            return sum(int(x) for x in counter[ctypes.c_int(0)])
+
+        lab.peer_off()  # the sink takes PeerPass's place on zbe-c0
+        link = in_netns(CLIENT_NS, lambda: bpfsys.xdp_link_create(sink.fd, socket.if_nametoindex(CLIENT_IF)))
+        try:
+            with attached(emu):
+                before = emu.counters()["syn_open"]
+                t0 = time.perf_counter()
+                in_netns(CLIENT_NS, lambda: _live_run(gen.fd, syn, CLIENT_IF, FLOOD))
+                sent_s = time.perf_counter() - t0
+                # Bounded wait for the last replies in flight.
+                last, deadline = -1, time.monotonic() + 2
+                while received() != last and time.monotonic() < deadline:
+                    last = received()
+                    time.sleep(0.05)
+                answered = emu.counters()["syn_open"] - before
+        finally:
+            os.close(link)
+            lab.peer_pass()
+    finally:
+        bench.cleanup()
+    got = received()
+    print(
+        f"\nemulator alone (BPF_PROG_TEST_RUN, SYN->SYN-ACK): {ns} ns/packet = {1e9 / max(ns, 1):,.0f} /s"
+        f"\nveth flood: {FLOOD:,} SYNs in {sent_s:.3f} s, emulator answered {answered:,}, "
+        f"client received {got:,} SYN-ACKs = {got / sent_s:,.0f} SYN-ACK/s"
+    )
+    assert got > 0
+
+
+def _all_tcp(path: Path) -> list[str]:
+    with open(path, "rb") as fh:
+        return [repr(dpkt.ethernet.Ethernet(buf)) for _ts, buf in dpkt.pcap.Reader(fh)]
