@@ -105,6 +105,24 @@ struct zb_dedup_key {
 	__u32 kind;             /* kind | icmp_type << 8 */
 };
 
+/* Kernel-side SYN generator (--tx xdp): user space fills gen_targets and
+ * runs the program over a template frame with BPF_PROG_TEST_RUN in live-frame
+ * mode; each run takes the next target and transmits its SYN (XDP_TX). */
+#define ZB_GEN_ETHERTYPE 0x88B5 /* IEEE local experimental: never on a real wire for us */
+
+struct zb_gen_target {
+	__u32 daddr_raw;
+	__u16 dport_raw;
+	__u8 variant;
+	__u8 pad;
+};
+
+struct zb_gen_state {
+	__u64 next;             /* index of the next target to send */
+	__u64 end;              /* stop before this index */
+	__u64 sent;
+};
+
 /* Dedup value: when the reply was first seen and when we last answered it. */
 struct zb_seen {
 	__u64 first_ns;

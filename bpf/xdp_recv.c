@@ -24,6 +24,9 @@
  *   ZB_EMIT_REPEATS     1: network duplicates also produce (flagged) records
  *   ZB_REANSWER_NS      a repeat this long after our answer is a retransmission
  *   ZB_RINGBUF_PAGES    ring buffer size in pages (power of two)
+ *   ZB_GENERATOR        1: also the kernel-side SYN generator (see generate())
+ *   ZB_GEN_SLOTS        entries in the generator's target ring
+ *   ZB_SRC_MAC_HI/LO_RAW  our MAC as raw words (marks generator frames)
  */
 #include <uapi/linux/bpf.h>
 #include <linux/if_ether.h>
@@ -46,6 +49,10 @@ BPF_PERCPU_ARRAY(counters, __u64, ZB_CNT_MAX);
 BPF_ARRAY(config, struct zb_config, 1);
 BPF_ARRAY(probe_info, struct zb_probe_info, ZB_PROBES);
 BPF_TABLE("lru_hash", struct zb_dedup_key, struct zb_seen, dedup, ZB_DEDUP_ENTRIES);
+#if ZB_GENERATOR
+BPF_F_TABLE("array", __u32, struct zb_gen_target, gen_targets, ZB_GEN_SLOTS, BPF_F_MMAPABLE);
+BPF_ARRAY(gen_state, struct zb_gen_state, 1);
+#endif
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
@@ -480,14 +487,91 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, 
 	return emit(ctx, &r);
 }
 
+#if ZB_GENERATOR
+static __always_inline __u16 zb_csum_fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* One SYN per run, on the template user space passed to BPF_PROG_TEST_RUN:
+ * Ethernet + IPv4 (20) + TCP (24, MSS option), our addresses already in
+ * place. Only destination, ports, sequence number and checksums change.
+ *
+ * The kernel recycles live-frame pages without restoring their data, so a
+ * run may see the template or the SYN a previous run made of it: both carry
+ * our source MAC and address, which no frame arriving from the wire does. */
+static __always_inline int is_generator_frame(struct ethhdr *eth, __u16 proto, struct zb_cursor *c)
+{
+	if (proto != bpf_htons(ZB_GEN_ETHERTYPE) && proto != bpf_htons(ETH_P_IP))
+		return 0;
+	if (*(__u32 *)eth->h_source != ZB_SRC_MAC_HI_RAW || *(__u16 *)(eth->h_source + 4) != ZB_SRC_MAC_LO_RAW)
+		return 0;
+	struct iphdr *ip = c->pos;
+	if ((void *)(ip + 1) > c->end)
+		return 0;
+	return ip->saddr == ZB_SRC_IP_RAW && ip->protocol == IPPROTO_TCP;
+}
+
+static __always_inline int generate(struct xdp_md *ctx, struct ethhdr *eth, struct zb_cursor *c)
+{
+	struct iphdr *ip = c->pos;
+	struct tcphdr *tcp = (void *)(ip + 1);
+	if ((void *)tcp + 24 > c->end)
+		return XDP_ABORTED;
+	__u32 zero = 0;
+	struct zb_gen_state *st = gen_state.lookup(&zero);
+	struct zb_config *cfg = config.lookup(&zero);
+	if (!st || !cfg)
+		return XDP_ABORTED;
+	__u64 idx = __sync_fetch_and_add(&st->next, 1);
+	if (idx >= st->end)
+		return XDP_DROP;
+	__u32 slot = idx % ZB_GEN_SLOTS;
+	struct zb_gen_target *t = gen_targets.lookup(&slot);
+	if (!t)
+		return XDP_DROP;
+
+	__u32 variant = t->variant;
+	__u32 c0 = zb_cookie(cfg->k0, cfg->k1, ip->saddr, t->daddr_raw, 0, t->dport_raw);
+	__u16 sport = ZB_PORT_LO + variant + (__u16)(ZB_VARIANTS * (c0 % (__u32)ZB_SLOTS));
+	__be16 sport_raw = bpf_htons(sport);
+	__u32 seq = zb_cookie(cfg->k0, cfg->k1, ip->saddr, t->daddr_raw, sport_raw, t->dport_raw);
+
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	ip->daddr = t->daddr_raw;
+	ip->id = bpf_htons(seq >> 16);
+	ip->check = 0;
+	tcp->source = sport_raw;
+	tcp->dest = t->dport_raw;
+	tcp->seq = bpf_htonl(seq);
+	tcp->check = 0;
+	ip->check = zb_csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+	/* pseudo header: saddr, daddr, zero|proto, TCP length (24) */
+	__u64 sum = (ip->saddr & 0xffff) + (ip->saddr >> 16) + (ip->daddr & 0xffff) + (ip->daddr >> 16) +
+		    bpf_htons(IPPROTO_TCP) + bpf_htons(24);
+	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 24, 0);
+	tcp->check = zb_csum_fold(sum);
+	__sync_fetch_and_add(&st->sent, 1);
+	return XDP_TX;
+}
+#endif
+
 int xdp_recv(struct xdp_md *ctx)
 {
 	struct zb_cursor c = { .pos = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end };
 	__u16 proto;
 	int ret = ZB_NOT_OURS;
 
+	struct ethhdr *eth = zb_parse_eth(&c, &proto);
+#if ZB_GENERATOR
+	if (eth && is_generator_frame(eth, proto, &c))
+		return generate(ctx, eth, &c);
+#endif
 	count(ZB_CNT_RX);
-	if (!zb_parse_eth(&c, &proto) || proto != bpf_htons(ETH_P_IP))
+	if (!eth || proto != bpf_htons(ETH_P_IP))
 		goto pass;
 	struct iphdr *ip = zb_parse_ipv4(&c);
 	if (!ip || ip->daddr != ZB_SRC_IP_RAW)

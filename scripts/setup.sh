@@ -17,7 +17,7 @@ export DEBIAN_FRONTEND=noninteractive
 # Debian's python3-bpfcc is the real BCC; PyPI's "bcc" is an unrelated package.
 pkgs=(python3-bpfcc python3-venv python3-pip iproute2 nftables tcpdump openssl
       nginx-light openssh-server vsftpd redis-server dnsmasq chrony
-      vagrant)  # vagrant: only to validate vagrant/Vagrantfile in the tests
+      ethtool vagrant)  # vagrant: only to validate vagrant/Vagrantfile in the tests
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

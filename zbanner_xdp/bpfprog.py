@@ -62,6 +62,9 @@ class ProgParams:
     # sooner is a network duplicate, not a retransmission of our lost answer.
     reanswer_s: float = 0.15
     ringbuf_pages: int = 4096  # 16 MiB: a second of replies at Internet scale
+    generator: bool = False
+    gen_slots: int = 1 << 20
+    src_mac: bytes = b"\x00" * 6
 
     def cflags(self) -> list[str]:
         raw_ip = struct.unpack("<I", struct.pack("!I", self.src_ip))[0]
@@ -80,6 +83,10 @@ class ProgParams:
             f"-DZB_EMIT_REPEATS={int(self.emit_repeats)}",
             f"-DZB_REANSWER_NS={int(self.reanswer_s * 1e9)}ULL",
             f"-DZB_RINGBUF_PAGES={self.ringbuf_pages}",
+            f"-DZB_GENERATOR={int(self.generator)}",
+            f"-DZB_GEN_SLOTS={self.gen_slots}",
+            f"-DZB_SRC_MAC_HI_RAW={struct.unpack('<I', self.src_mac[:4])[0]}U",
+            f"-DZB_SRC_MAC_LO_RAW={struct.unpack('<H', self.src_mac[4:6])[0]}U",
             *events.bpf_layout_cflags(),
         ]
 

@@ -92,3 +92,43 @@ def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1) -> tuple[int, byt
     )
     _bpf(BPF_PROG_TEST_RUN, attr)
     return attr.retval, outbuf.raw[: attr.data_size_out]
+
+
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+
+class _XdpMd(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_uint32),
+        ("data_end", ctypes.c_uint32),
+        ("data_meta", ctypes.c_uint32),
+        ("ingress_ifindex", ctypes.c_uint32),
+        ("rx_queue_index", ctypes.c_uint32),
+        ("egress_ifindex", ctypes.c_uint32),
+    ]
+
+
+class LiveRunner:
+    """Runs an XDP program `repeat` times over one frame in live-frame mode.
+
+    Every run gets a fresh copy of the frame, and XDP_TX really transmits on
+    `ifindex` (kernel >= 5.18). Buffers are built once: a call is one
+    syscall, which releases the GIL while the kernel works.
+    """
+
+    def __init__(self, prog_fd: int, frame: bytes, ifindex: int, batch_size: int = 256):
+        self._in = ctypes.create_string_buffer(frame, len(frame))
+        self._ctx = _XdpMd(data=0, data_end=len(frame), ingress_ifindex=ifindex)
+        self._attr = _TestRunAttr(
+            prog_fd=prog_fd,
+            data_size_in=len(frame),
+            data_in=ctypes.addressof(self._in),
+            ctx_size_in=ctypes.sizeof(self._ctx),
+            ctx_in=ctypes.addressof(self._ctx),
+            flags=BPF_F_TEST_XDP_LIVE_FRAMES,
+            batch_size=batch_size,
+        )
+
+    def run(self, repeat: int) -> None:
+        self._attr.repeat = repeat
+        _bpf(BPF_PROG_TEST_RUN, self._attr)

@@ -103,6 +103,13 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     "--blocklist", type=click.Path(), help="CIDRs never scanned; replaces the default reserved list."
 )
 @click.option("--allowlist", type=click.Path(), help="Scan only these CIDRs.")
+@click.option(
+    "--tx",
+    type=click.Choice(["auto", "xdp", "packet"]),
+    default="auto",
+    show_default=True,
+    help="SYN path: kernel-side XDP generator, AF_PACKET, or the generator where it works.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the packets that would be sent; send nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No status line.")
 @click.version_option(package_name="zbanner-xdp")
@@ -217,6 +224,7 @@ def scan(
         retransmit=retransmit,
         retransmit_delay=retransmit_delay,
         tarpit_check=tarpit_check,
+        tx=obj["tx"],
     )
     if not cfg.dry_run and os.geteuid() != 0:
         _fail("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")

@@ -38,6 +38,7 @@ class ScanConfig:
     retransmit_delay: float = 20.0
     retransmit_queue: int = 1 << 20
     tarpit_check: bool = False
+    tx: str = "auto"
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -245,7 +245,7 @@ def remove_persistent(ifname: str) -> None:
         raise EmulatorError(f"unknown interface '{ifname}'") from None
     with _stderr_to(LOG_PATH):
         try:
-            bpf_cls.remove_xdp(ifname, 0)
+            bpf_cls.remove_xdp(ifname.encode(), 0)
         except Exception as exc:  # bcc raises bare Exception
             raise EmulatorError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
@@ -350,7 +350,7 @@ class Emulator:
             with _stderr_to(LOG_PATH):
                 try:
                     # UPDATE_IF_NOEXIST: never silently replace someone else's program.
-                    self._BPF.attach_xdp(ifname, self.fn, XDP_FLAGS_UPDATE_IF_NOEXIST)
+                    self._BPF.attach_xdp(ifname.encode(), self.fn, XDP_FLAGS_UPDATE_IF_NOEXIST)
                 except Exception as exc:  # bcc raises bare Exception
                     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     raise EmulatorError(f"cannot attach XDP to '{ifname}': {msg}") from None
@@ -380,7 +380,7 @@ class Emulator:
                         socket.if_nametoindex(ifname)
                     except OSError:
                         return
-                    self._BPF.remove_xdp(ifname, 0)
+                    self._BPF.remove_xdp(ifname.encode(), 0)
 
                 _in_netns_fd(self._netns_fd, remove)
         finally:

@@ -410,7 +410,8 @@ class _Direction:
             except (BlockingIOError, InterruptedError):
                 break
             got += 1
-            if n != 116 and self.name == "a2b": print("DBG", now, bytes(buf[:n]).hex(), file=sys.stderr, flush=True)
+            if n != 116 and self.name == "a2b":
+                print("DBG", now, bytes(buf[:n]).hex(), file=sys.stderr, flush=True)
             seq = self.received
             self.received = seq + 1
             if vnet and (buf[0] & VNET_F_NEEDS_CSUM or buf[1]):
@@ -575,7 +576,8 @@ def run_relay(
         }
         fds = list(dirs)
         EP = select.epoll()
-        for fd in fds: EP.register(fd, select.EPOLLIN)
+        for fd in fds:
+            EP.register(fd, select.EPOLLIN)
         started = time.monotonic()
         deadline = started + seconds
         if on_ready is not None:

@@ -37,6 +37,30 @@ class Segment:
     frames: np.ndarray
     lengths: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def split(self, k: int) -> tuple[Segment, Segment]:
+        return Segment(self.frames[:k], self.lengths[:k]), Segment(self.frames[k:], self.lengths[k:])
+
+
+@dataclass
+class KernelSyns:
+    """SYNs for the kernel-side generator: just the targets and the variant."""
+
+    addrs: np.ndarray
+    ports: np.ndarray
+    variant: int
+
+    def __len__(self) -> int:
+        return len(self.addrs)
+
+    def split(self, k: int) -> tuple[KernelSyns, KernelSyns]:
+        return (
+            KernelSyns(self.addrs[:k], self.ports[:k], self.variant),
+            KernelSyns(self.addrs[k:], self.ports[k:], self.variant),
+        )
+
 
 class ProbePlan:
     def __init__(
@@ -137,7 +161,7 @@ class ProbePlan:
                     link, a, c >> np.uint32(16), c & np.uint32(0xFFFF), probe.payload("", 0)
                 )
                 out.append(Segment(f, n))
-        return [s for s in out if len(s.lengths)]
+        return [s for s in out if len(s)]
 
     def _syn(
         self, link: packets.LinkParams, key: bytes, addrs: np.ndarray, ports: np.ndarray, variant: int

@@ -25,9 +25,10 @@ from . import __version__, cookie, packets, targets
 from .bpfprog import BpfSetupError, ProgParams, RecvProgram
 from .config import ScanConfig
 from .events import Counter
+from .kgen import KernelGenerator, KernelGenError, xdp_xmit_stats
 from .netinfo import NetParams, resolve
 from .output import OutputError, RecordWriter
-from .plan import PlanError, ProbePlan, Segment
+from .plan import KernelSyns, PlanError, ProbePlan, Segment
 from .receiver import Receiver, RingReader
 from .sender import RateLimiter, ReplyQueue, SendError, TxRing
 from .status import StatusLine
@@ -116,6 +117,9 @@ class Scanner:
         self.writer: RecordWriter | None = None
         self.net: NetParams | None = None
         self.status: StatusLine | None = None
+        self.kgen: KernelGenerator | None = None
+        self.tx_mode = "tx_ring"
+        self.tx_note: str | None = None
 
     # -- set-up ----------------------------------------------------------
     def _first_target(self) -> str:
@@ -189,10 +193,13 @@ class Scanner:
                 banners=any(p.handshake for p in self.probes),
                 dedup_window_s=cfg.dedup_window,
                 emit_repeats=cfg.output_repeats,
+                generator=cfg.tx != "packet",
+                src_mac=link.src_mac,
             )
             self.prog = RecvProgram(params, self.key, probe_infos=self.plan.probe_infos())
             self.prog.attach(self.net.iface)
             self.tx = TxRing(self.net.iface)
+            self.kgen = self._kernel_generator(link, params)
             self.receiver = Receiver(
                 RingReader(self.prog.bpf, params.ringbuf_pages),
                 link,
@@ -215,6 +222,44 @@ class Scanner:
             summary = self._shutdown(t0)
             self._restore_signals(old_handlers)
         return summary
+
+    def _kernel_generator(self, link: packets.LinkParams, params: ProgParams) -> KernelGenerator | None:
+        """The kernel-side SYN generator, where the kernel and driver can do it (--tx auto|xdp)."""
+        if self.cfg.tx == "packet":
+            return None
+        assert self.prog is not None and self.net is not None
+        try:
+            gen = KernelGenerator(self.prog.bpf, self.prog.prog_fd, self.net.iface, link, params.gen_slots)
+            gen.probe()
+        except (KernelGenError, OSError) as exc:
+            if self.cfg.tx == "xdp":
+                raise ScanError(f"--tx xdp: {exc}") from None
+            self.tx_note = f"kernel generator unavailable ({exc}); using AF_PACKET"
+            return None
+        self.tx_mode = "xdp"
+        return gen
+
+    def _kgen_send(self, item: KernelSyns) -> None:
+        """Send through the generator; on a driver that drops XDP transmits, fall back for good."""
+        assert self.kgen is not None and self.net is not None
+        check = not getattr(self, "_kgen_checked", False)
+        before = xdp_xmit_stats(self.net.iface) if check else None
+        self.kgen.send(item.addrs, item.ports, item.variant)
+        if check:
+            self._kgen_checked = True
+            after = xdp_xmit_stats(self.net.iface)
+            if before and after and after[0] == before[0] and len(item):
+                # Nothing went out (e.g. a veth whose peer has neither XDP nor GRO: its frames are
+                # dropped without even an error count).
+                msg = "XDP transmit refused by the driver; using AF_PACKET"
+                if self.cfg.tx == "xdp":
+                    raise ScanError(f"--tx xdp: {msg}")
+                self.tx_note = msg
+                self.kgen.close()
+                self.kgen = None
+                self.tx_mode = "tx_ring"
+                link = self._link()
+                self._send(self.plan._syn(link, self.key, item.addrs, item.ports, item.variant))
 
     def _install_signals(self) -> dict:
         def handler(signum: int, _frame: Any) -> None:
@@ -256,7 +301,12 @@ class Scanner:
     def hits(self) -> int:
         return self.receiver.hits if self.receiver is not None else 0
 
-    def _send(self, seg: Segment) -> None:
+    def _send(self, seg: Segment | KernelSyns) -> None:
+        if isinstance(seg, KernelSyns):
+            if self.kgen is not None:
+                self._kgen_send(seg)
+                return
+            seg = self.plan._syn(self._link(), self.key, seg.addrs, seg.ports, seg.variant)
         assert self.tx is not None
         self.tx.send(seg.frames, seg.lengths)
 
@@ -268,7 +318,7 @@ class Scanner:
         gen_size = 65536 if cfg.rate == 0 else int(min(65536, max(256, cfg.rate // 10)))
         batches = self._batches(gen_size)
         retrans = RetransmitQueue(1 + cfg.retransmit, cfg.retransmit_delay, cfg.retransmit_queue)
-        pending: collections.deque[Segment] = collections.deque()
+        pending: collections.deque[Segment | KernelSyns] = collections.deque()
         # --max-runtime counts from the first packet, not from the BPF compile.
         t0 = self.send_start = time.monotonic()
         generating = True
@@ -302,24 +352,27 @@ class Scanner:
                 item = retrans.due(now)
                 if item is not None:
                     attempt, addrs, ports = item
-                    pending.extend(self.plan.segments(link, self.key, addrs, ports, attempt))
+                    pending.extend(
+                        self.plan.segments(link, self.key, addrs, ports, attempt, self.kgen is not None)
+                    )
                 elif generating and not retrans.full():
                     try:
                         addrs, ports = next(batches)
                     except StopIteration:
                         generating = False
                     else:
-                        pending.extend(self.plan.segments(link, self.key, addrs, ports))
+                        pending.extend(
+                            self.plan.segments(link, self.key, addrs, ports, 0, self.kgen is not None)
+                        )
                         retrans.add(addrs, ports, now)
             while pending and budget > 0:
                 seg = pending[0]
-                k = min(budget, len(seg.lengths))
-                if k == len(seg.lengths):
+                k = min(budget, len(seg))
+                if k == len(seg):
                     pending.popleft()
-                    self._send(seg)
                 else:
-                    self._send(Segment(seg.frames[:k], seg.lengths[:k]))
-                    pending[0] = Segment(seg.frames[k:], seg.lengths[k:])
+                    seg, pending[0] = seg.split(k)
+                self._send(seg)
                 budget -= k
                 self.sent_probes += k
             if budget > 0 and not pending and self.replies.pending == 0:
@@ -339,6 +392,8 @@ class Scanner:
         counters = prog.counters() if prog is not None else None
         if prog is not None:
             prog.close()  # detaches XDP: from here the host kernel sees replies again
+        if self.kgen is not None:
+            self.kgen.close()
         if self.tx is not None:
             self.tx.close()
         self._show_status("done", counters)
@@ -384,7 +439,8 @@ class Scanner:
             "interface": self.net.iface if self.net else None,
             "source_ip": self.net.src_ip if self.net else None,
             "gateway_mac": self.net.gateway_mac if self.net else None,
-            "tx_mode": self.tx.mode if self.tx else None,
+            "tx_mode": (self.tx_mode if self.tx_mode == "xdp" else self.tx.mode) if self.tx else None,
+            "tx_note": self.tx_note,
             "packets_sent": {
                 "probes": self.sent_probes,
                 "replies": self.sent_replies,
