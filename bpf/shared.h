@@ -41,6 +41,7 @@ enum zb_counter {
 	ZB_CNT_UDP,
 	ZB_CNT_ECHOREPLY,
 	ZB_CNT_RST_UNVALIDATED, /* bare RST (no ack) on a probed 4-tuple */
+	ZB_CNT_KERNEL_REPLIES,  /* answers the program sent itself */
 	ZB_CNT_MAX = 16,
 };
 
@@ -70,6 +71,21 @@ struct zb_event {
 };
 
 #define ZB_EV_UNVALIDATED 0x01  /* only the source-port slot matched (bare RST) */
+#define ZB_EV_ANSWERED 0x02     /* the program already sent our answer (--kernel-replies) */
+
+/* --kernel-replies: the fixed payload the program piggybacks on its ACK.
+ * csum is the payload's partial ones'-complement sum (16-bit little-endian
+ * words, as the program loads them), precomputed by user space. */
+#ifndef ZB_KPAYLOAD_MAX
+#define ZB_KPAYLOAD_MAX 512
+#endif
+struct zb_kpayload {
+	__u32 enabled;
+	__u32 len;
+	__u32 csum;
+	__u32 handshake;        /* 0: SYN-only probe, a SYN-ACK gets a RST */
+	__u8 data[ZB_KPAYLOAD_MAX];
+};
 
 struct zb_banner_event {
 	struct zb_event h;

@@ -27,6 +27,8 @@
  *   ZB_GENERATOR        1: also the kernel-side SYN generator (see generate())
  *   ZB_GEN_SLOTS        entries in the generator's target ring
  *   ZB_SRC_MAC_HI/LO_RAW  our MAC as raw words (marks generator frames)
+ *   ZB_KERNEL_REPLIES   1: answer SYN-ACKs and banners in the program (XDP_TX)
+ *   ZB_TTL, ZB_ACK_WINDOW  for those answers
  */
 #include <uapi/linux/bpf.h>
 #include <linux/if_ether.h>
@@ -49,6 +51,9 @@ BPF_PERCPU_ARRAY(counters, __u64, ZB_CNT_MAX);
 BPF_ARRAY(config, struct zb_config, 1);
 BPF_ARRAY(probe_info, struct zb_probe_info, ZB_PROBES);
 BPF_TABLE("lru_hash", struct zb_dedup_key, struct zb_seen, dedup, ZB_DEDUP_ENTRIES);
+#if ZB_KERNEL_REPLIES
+BPF_ARRAY(kpayload, struct zb_kpayload, ZB_PROBES);
+#endif
 #if ZB_GENERATOR
 BPF_F_TABLE("array", __u32, struct zb_gen_target, gen_targets, ZB_GEN_SLOTS, BPF_F_MMAPABLE);
 BPF_ARRAY(gen_state, struct zb_gen_state, 1);
@@ -61,6 +66,7 @@ BPF_ARRAY(gen_state, struct zb_gen_state, 1);
 #define TCP_ACK 0x10
 
 /* Handler results besides XDP_DROP (ours, consumed). */
+#define ZB_ANSWER 100 /* emit(): recorded (or a retransmission), to be answered */
 #define ZB_NOT_OURS (-1)
 #define ZB_BAD (-2) /* to our address and ports, but fails validation */
 
@@ -89,6 +95,7 @@ struct zb_reply {
 	__u8 variant;
 	__u8 flags;
 	__u8 with_data;
+	__u8 kernel_answer;     /* the program will answer this reply itself */
 };
 
 static __always_inline void count(__u32 idx)
@@ -140,6 +147,8 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 	};
 	int answerable = r->kind == ZB_KIND_SYNACK || r->kind == ZB_KIND_ZEROWIN || r->kind == ZB_KIND_BANNER;
 	__u8 repeat = classify_repeat(&key, now, answerable);
+	int answer = answerable && repeat != ZB_REPEAT_DUP;
+	int verdict = answer && r->kernel_answer ? ZB_ANSWER : XDP_DROP;
 	if (repeat) {
 		count(ZB_CNT_REPEAT);
 		if (repeat == ZB_REPEAT_DUP && !ZB_EMIT_REPEATS)
@@ -152,7 +161,7 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 		struct zb_banner_event *bev = banners.ringbuf_reserve(sizeof(struct zb_banner_event));
 		if (!bev) {
 			count(ZB_CNT_RINGBUF_FULL);
-			return XDP_DROP;
+			return verdict;
 		}
 		copy = r->payload_len < ZB_DATA_MAX ? r->payload_len : ZB_DATA_MAX;
 		/* Keep clang from re-deriving `copy` after the check: the verifier
@@ -169,7 +178,7 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 		ev = events.ringbuf_reserve(sizeof(struct zb_event));
 		if (!ev) {
 			count(ZB_CNT_RINGBUF_FULL);
-			return XDP_DROP;
+			return verdict;
 		}
 	}
 	if (!repeat) {
@@ -196,9 +205,139 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 	ev->icmp_code = r->icmp_code;
 	ev->repeat = repeat;
 	ev->variant = r->variant;
-	ev->flags = r->flags;
+	ev->flags = r->flags | (verdict == ZB_ANSWER ? ZB_EV_ANSWERED : 0);
 	events.ringbuf_submit(ev, 0);
-	return XDP_DROP;
+	return verdict;
+}
+
+#if ZB_KERNEL_REPLIES
+static __always_inline __u16 zb_fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* Turn the reply in place into our answer and send it back out (XDP_TX):
+ * a SYN-ACK becomes the ACK carrying the probe's payload (or a RST for
+ * SYN-only probes), a zero-window SYN-ACK or a banner becomes a RST. The
+ * handshake then never touches user space. */
+static __always_inline int kernel_reply(struct xdp_md *ctx, __u8 kind, __u32 probe)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct tcphdr *tcp = (void *)(ip + 1);
+	if ((void *)(tcp + 1) > end)
+		return XDP_DROP;
+	struct zb_kpayload *kp = kpayload.lookup(&probe);
+	if (!kp || !kp->enabled)
+		return XDP_DROP;
+
+	__u8 mac[12];
+	__builtin_memcpy(mac, eth->h_dest, 12);
+	__u32 us = ip->daddr, them = ip->saddr;
+	__be16 our_port = tcp->dest, their_port = tcp->source;
+	__u32 their_seq = bpf_ntohl(tcp->seq), their_ack = bpf_ntohl(tcp->ack_seq);
+	__u32 tcp_len = bpf_ntohs(ip->tot_len) - 40 - (tcp->doff * 4 - 20);
+	int with_payload = kind == ZB_KIND_SYNACK && kp->handshake;
+	__u32 plen = with_payload ? kp->len : 0;
+	if (plen > ZB_KPAYLOAD_MAX)
+		return XDP_DROP;
+
+	/* On a veth, XDP may run on the skb's own buffer with only a few bytes
+	 * of tailroom: grow at the tail when possible, else at the head (all
+	 * we need of the old frame was read above). */
+	int delta = (int)(54 + plen) - (int)(end - data);
+	if (delta < 0 || delta > 0) {
+		if (bpf_xdp_adjust_tail(ctx, delta)) {
+			if (delta < 0 || bpf_xdp_adjust_head(ctx, -delta))
+				return XDP_DROP;
+		}
+	}
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = data;
+	ip = (void *)(eth + 1);
+	tcp = (void *)(ip + 1);
+	if ((void *)(tcp + 1) > end)
+		return XDP_DROP;
+
+	__builtin_memcpy(eth->h_dest, mac + 6, 6);
+	__builtin_memcpy(eth->h_source, mac, 6);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tos = 0;
+	ip->tot_len = bpf_htons(40 + plen);
+	ip->frag_off = bpf_htons(0x4000);
+	ip->ttl = ZB_TTL;
+	ip->protocol = IPPROTO_TCP;
+	ip->saddr = us;
+	ip->daddr = them;
+	ip->check = 0;
+
+	__u8 flags;
+	__u32 seq, ack;
+	if (with_payload) {
+		seq = their_ack;              /* cookie + 1 */
+		ack = their_seq + 1;
+		flags = plen ? TCP_PSH | TCP_ACK : TCP_ACK;
+	} else {
+		/* RST: after a SYN-ACK its seq is their ack (cookie+1); after a
+		 * banner, their ack too (cookie+1+payload). */
+		seq = their_ack;
+		ack = 0;
+		flags = TCP_RST;
+	}
+	ip->id = bpf_htons(seq >> 16);
+	tcp->source = our_port;
+	tcp->dest = their_port;
+	tcp->seq = bpf_htonl(seq);
+	tcp->ack_seq = bpf_htonl(ack);
+	((__u8 *)tcp)[12] = 5 << 4;
+	((__u8 *)tcp)[13] = flags;
+	tcp->window = with_payload ? bpf_htons(ZB_ACK_WINDOW) : 0;
+	tcp->check = 0;
+	tcp->urg_ptr = 0;
+	(void)tcp_len;
+
+	if (plen) {
+		__u64 n = plen;
+		asm volatile("" : "+r"(n));
+		if (n < 1 || n > ZB_KPAYLOAD_MAX)
+			return XDP_DROP;
+		if (bpf_xdp_store_bytes(ctx, 54, kp->data, n))
+			return XDP_DROP;
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		ip = data + sizeof(struct ethhdr);
+		tcp = (void *)(ip + 1);
+		if ((void *)(tcp + 1) > end)
+			return XDP_DROP;
+	}
+	ip->check = zb_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+	__u64 sum = (us & 0xffff) + (us >> 16) + (them & 0xffff) + (them >> 16) + bpf_htons(IPPROTO_TCP) +
+		    bpf_htons(20 + plen) + (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 20, 0);
+	if (plen)
+		sum += kp->csum;
+	tcp->check = zb_fold(sum);
+	count(ZB_CNT_KERNEL_REPLIES);
+	return XDP_TX;
+}
+#endif
+
+/* emit(), then the in-kernel answer where one is due. */
+static __always_inline int emit_and_answer(struct xdp_md *ctx, struct zb_reply *r)
+{
+	int v = emit(ctx, r);
+#if ZB_KERNEL_REPLIES
+	if (v == ZB_ANSWER)
+		return kernel_reply(ctx, r->kind, (__u32)r->variant % (__u32)ZB_PROBES);
+#endif
+	return v == ZB_ANSWER ? XDP_DROP : v;
 }
 
 static __always_inline struct zb_config *get_config(void)
@@ -245,6 +384,23 @@ static __always_inline __u32 probe_payload_len(struct zb_probe_info *pi, __u32 t
 	return pi->base + (pi->plus_ip_strlen ? dotted_len(target_raw) : 0);
 }
 
+/* Can the program answer this reply itself? Only for probes user space
+ * enabled (fixed payloads) and frames it knows how to rewrite. */
+static __always_inline __u8 kernel_answers(struct xdp_md *ctx, struct iphdr *ip, int variant)
+{
+#if ZB_KERNEL_REPLIES
+	struct ethhdr *eth = (void *)(long)ctx->data;
+	if ((void *)(eth + 1) > (void *)(long)ctx->data_end || eth->h_proto != bpf_htons(ETH_P_IP) ||
+	    (void *)ip != (void *)(eth + 1) || ip->ihl != 5)
+		return 0;
+	__u32 probe = (__u32)variant % (__u32)ZB_PROBES;
+	struct zb_kpayload *kp = kpayload.lookup(&probe);
+	return kp && kp->enabled;
+#else
+	return 0;
+#endif
+}
+
 static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, struct iphdr *ip)
 {
 	struct tcphdr *tcp = zb_parse_tcp(c);
@@ -284,14 +440,15 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 	if ((flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) {
 		if (ack - 1 != cookie)
 			return ZB_BAD;
+		r.kernel_answer = kernel_answers(ctx, ip, variant);
 		if (tcp->window == 0) {
 			count(ZB_CNT_ZEROWIN);
 			r.kind = ZB_KIND_ZEROWIN;
-			return emit(ctx, &r);
+			return emit_and_answer(ctx, &r);
 		}
 		count(ZB_CNT_SYNACK);
 		r.kind = ZB_KIND_SYNACK;
-		return emit(ctx, &r);
+		return emit_and_answer(ctx, &r);
 	}
 
 	__u32 plen = 0;
@@ -330,7 +487,8 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 		r.kind = ZB_KIND_BANNER;
 		r.payload_len = payload_len;
 		r.with_data = 1;
-		return emit(ctx, &r);
+		r.kernel_answer = kernel_answers(ctx, ip, variant);
+		return emit_and_answer(ctx, &r);
 	}
 	count(ZB_CNT_IGNORED);
 	return XDP_DROP;
@@ -585,8 +743,8 @@ int xdp_recv(struct xdp_md *ctx)
 		ret = handle_udp(ctx, &c, ip);
 	else if (ip->protocol == IPPROTO_ICMP)
 		ret = handle_icmp(ctx, &c, ip);
-	if (ret == XDP_DROP)
-		return XDP_DROP;
+	if (ret == XDP_DROP || ret == XDP_TX)
+		return ret;
 	if (ret == ZB_BAD)
 		count(ZB_CNT_BAD_COOKIE);
 pass:

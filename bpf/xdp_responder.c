@@ -262,7 +262,7 @@ int xdp_responder(struct xdp_md *ctx)
 
 	/* Grow at the tail where there is room (drivers with page-sized
 	 * buffers), else at the front: a veth running XDP on an skb has almost
-	 * no tailroom but always XDP_PACKET_HEADROOM (256 bytes) in front. The
+	 * no tailroom but at least XDP_PACKET_HEADROOM (256 bytes) in front. The
 	 * front must keep ZE_HEAD_SPARE bytes beyond what adjust_head insists
 	 * on: with less, the reply passes XDP_TX and then vanishes on the way
 	 * into the peer veth (seen on 6.18 with <50 bytes of headroom left).

@@ -41,6 +41,20 @@ def _stderr_to(path: str) -> Iterator[None]:
         os.close(saved)
 
 
+KPAYLOAD_MAX = 512
+
+
+def payload_csum(data: bytes) -> int:
+    """Partial ones'-complement sum of a payload as the program adds it (LE 16-bit loads)."""
+    if len(data) % 2:
+        data += b"\x00"
+    words = np.frombuffer(data, dtype="<u2").astype(np.uint64)
+    total = int(words.sum())
+    while total >> 32:
+        total = (total & 0xFFFFFFFF) + (total >> 32)
+    return total
+
+
 class BpfSetupError(RuntimeError):
     """Anything that stops the program from being built or attached (one-line message)."""
 
@@ -65,6 +79,9 @@ class ProgParams:
     generator: bool = False
     gen_slots: int = 1 << 20
     src_mac: bytes = b"\x00" * 6
+    kernel_replies: bool = False
+    ttl: int = 255
+    ack_window: int = 1024
 
     def cflags(self) -> list[str]:
         raw_ip = struct.unpack("<I", struct.pack("!I", self.src_ip))[0]
@@ -85,6 +102,9 @@ class ProgParams:
             f"-DZB_RINGBUF_PAGES={self.ringbuf_pages}",
             f"-DZB_GENERATOR={int(self.generator)}",
             f"-DZB_GEN_SLOTS={self.gen_slots}",
+            f"-DZB_KERNEL_REPLIES={int(self.kernel_replies)}",
+            f"-DZB_TTL={self.ttl}",
+            f"-DZB_ACK_WINDOW={self.ack_window}",
             f"-DZB_SRC_MAC_HI_RAW={struct.unpack('<I', self.src_mac[:4])[0]}U",
             f"-DZB_SRC_MAC_LO_RAW={struct.unpack('<H', self.src_mac[4:6])[0]}U",
             *events.bpf_layout_cflags(),
@@ -95,7 +115,11 @@ class RecvProgram:
     """The compiled XDP program and its maps; attach() ties it to an interface."""
 
     def __init__(
-        self, params: ProgParams, key: bytes, probe_infos: list[tuple[int, int, int, int, int]] | None = None
+        self,
+        params: ProgParams,
+        key: bytes,
+        probe_infos: list[tuple[int, int, int, int, int]] | None = None,
+        kernel_payloads: list[tuple[bool, bytes] | None] | None = None,
     ):
         try:
             kheaders.export_for_bcc()
@@ -133,7 +157,23 @@ class RecvProgram:
             lv.base, lv.plus_ip_strlen, lv.proto = base, int(plus_ip), proto
             lv.cookie_len, lv.reply_cookie_off = cookie_len, reply_off
             infos[ctypes.c_int(i)] = lv
+        if params.kernel_replies:
+            self._set_kernel_payloads(kernel_payloads or [])
         self._counters = self.bpf[b"counters"]
+
+    def _set_kernel_payloads(self, payloads: list[tuple[bool, bytes] | None]) -> None:
+        """Per probe: (handshake, fixed payload) the program answers with, or None (user space does)."""
+        table = self.bpf[b"kpayload"]
+        for i, item in enumerate(payloads):
+            leaf = table.Leaf()
+            if item is not None:
+                handshake, data = item
+                if len(data) > KPAYLOAD_MAX:
+                    continue
+                leaf.enabled, leaf.len, leaf.handshake = 1, len(data), int(handshake)
+                leaf.csum = payload_csum(data)
+                ctypes.memmove(ctypes.addressof(leaf.data), data, len(data))
+            table[ctypes.c_int(i)] = leaf
 
     @property
     def prog_fd(self) -> int:

@@ -177,6 +177,7 @@ def scan(
     retransmit: int,
     retransmit_delay: float,
     tarpit_check: bool,
+    kernel_replies: bool,
 ) -> None:
     """Scan TARGETs (addresses or CIDRs; none = all of IPv4 minus the blocklist)."""
     from probes import ProbeArgError, UnknownProbeError, get_probe, parse_probe_args
@@ -225,6 +226,7 @@ def scan(
         retransmit_delay=retransmit_delay,
         tarpit_check=tarpit_check,
         tx=obj["tx"],
+        kernel_replies=kernel_replies,
     )
     if not cfg.dry_run and os.geteuid() != 0:
         _fail("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")

@@ -39,6 +39,7 @@ class ScanConfig:
     retransmit_queue: int = 1 << 20
     tarpit_check: bool = False
     tx: str = "auto"
+    kernel_replies: bool = False
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

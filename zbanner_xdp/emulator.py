@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import ctypes
+import errno
 import ipaddress
 import json
 import os
@@ -246,8 +247,10 @@ def remove_persistent(ifname: str) -> None:
     with _stderr_to(LOG_PATH):
         try:
             bpf_cls.remove_xdp(ifname.encode(), 0)
-        except Exception as exc:  # bcc raises bare Exception
-            raise EmulatorError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except Exception:  # bcc raises bare Exception; libbcc left the errno
+            err = ctypes.get_errno()
+            hint = " (attached through a bpf_link: stop its owner instead)" if err == errno.EBUSY else ""
+            raise EmulatorError(f"cannot remove XDP from '{ifname}': {os.strerror(err)}{hint}") from None
 
 
 _PASS_SRC = "int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }"
@@ -351,14 +354,16 @@ class Emulator:
                 try:
                     # UPDATE_IF_NOEXIST: never silently replace someone else's program.
                     self._BPF.attach_xdp(ifname.encode(), self.fn, XDP_FLAGS_UPDATE_IF_NOEXIST)
-                except Exception as exc:  # bcc raises bare Exception
-                    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    raise EmulatorError(f"cannot attach XDP to '{ifname}': {msg}") from None
+                except Exception:  # bcc raises bare Exception; libbcc left the errno
+                    err = ctypes.get_errno()
+                    if err == errno.EBUSY:
+                        raise EmulatorError(f"interface '{ifname}' already has an XDP program") from None
+                    raise EmulatorError(f"cannot attach XDP to '{ifname}': {os.strerror(err)}") from None
         else:
             try:
                 self._link_fd = bpfsys.xdp_link_create(self.prog_fd, ifindex)
             except bpfsys.BpfError as exc:
-                if exc.errno == 16:  # EBUSY
+                if exc.errno == errno.EBUSY:
                     raise EmulatorError(f"interface '{ifname}' already has an XDP program") from None
                 raise EmulatorError(f"cannot attach XDP to '{ifname}': {exc.strerror}") from None
         # Remembered so detach() finds the interface from any namespace.

@@ -49,10 +49,12 @@ class Counter(enum.IntEnum):
     UDP = 11
     ECHOREPLY = 12
     RST_UNVALIDATED = 13
+    KERNEL_REPLIES = 14
 
 
 N_COUNTERS = 16
 EV_UNVALIDATED = 0x01
+EV_ANSWERED = 0x02
 
 ICMP_CLASSES = {
     3: "icmp-unreach",

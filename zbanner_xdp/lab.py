@@ -657,6 +657,8 @@ def _render(template: str, dest: str, mode: int = 0o644) -> None:
         "TARPIT_PORT": str(TARPIT_PORT),
         "TCP_PORTS": ", ".join(str(p) for p in sorted(TCP_PORTS)),
         "TTL_NET": TTL_NET,
+        "UNREACH_NET": UNREACH_NET,
+        "PROHIBIT_NET": PROHIBIT_NET,
         "DNS_NAME": DNS_NAME,
         "DNS_ANSWER": DNS_ANSWER,
         "DNS_PORT": str(PORTS["dns"]),

@@ -198,6 +198,19 @@ class ProbePlan:
         return Segment(*packets.udp_frames(link, addrs, ports, sports, pay, ipid))
 
     # -- for the XDP program -------------------------------------------------
+    def kernel_payloads(self) -> list[tuple[bool, bytes] | None]:
+        """--kernel-replies: per probe, what the program can answer a SYN-ACK with by itself."""
+        out: list[tuple[bool, bytes] | None] = []
+        for p in self.probes:
+            if p.transport != "tcp":
+                out.append(None)
+            elif not p.handshake:
+                out.append((False, b""))
+            else:
+                fixed = p.fixed_payload
+                out.append((True, fixed) if fixed is not None and len(fixed) <= 512 else None)
+        return out
+
     def probe_infos(self) -> list[tuple[int, int, int, int, int]]:
         """Per probe: (payload base length, +dotted-address length, IP proto, cookie_len, reply offset)."""
         out = []

@@ -25,6 +25,7 @@ from .events import (
     BANNER_EVENT_SIZE,
     CLASSIFICATION,
     DATA_MAX,
+    EV_ANSWERED,
     EV_UNVALIDATED,
     EVENT_DTYPE,
     EVENT_SIZE,
@@ -244,7 +245,7 @@ class Receiver:
         self.replies.put(frames, lens)
 
     def _answer_synacks(self, ev: np.ndarray) -> None:
-        answer = ev[ev["repeat"] != REPEAT_DUP]
+        answer = ev[(ev["repeat"] != REPEAT_DUP) & ((ev["flags"] & EV_ANSWERED) == 0)]
         self.reanswered += int((answer["repeat"] == REPEAT_RETRANSMIT).sum())
         self._queue_rst(answer[answer["kind"] == Kind.ZEROWIN])
         synack = answer[answer["kind"] == Kind.SYNACK]
@@ -339,7 +340,7 @@ class Receiver:
     def _handle_big(self, big: np.ndarray) -> None:
         hdr = big["h"]
         tcp = hdr["kind"] == Kind.BANNER
-        answer = tcp & (hdr["repeat"] != REPEAT_DUP)
+        answer = tcp & (hdr["repeat"] != REPEAT_DUP) & ((hdr["flags"] & EV_ANSWERED) == 0)
         self.reanswered += int((answer & (hdr["repeat"] == REPEAT_RETRANSMIT)).sum())
         self._queue_rst(hdr[answer])
         records = []

@@ -195,8 +195,16 @@ class Scanner:
                 emit_repeats=cfg.output_repeats,
                 generator=cfg.tx != "packet",
                 src_mac=link.src_mac,
+                kernel_replies=cfg.kernel_replies,
+                ttl=cfg.ttl,
+                ack_window=cfg.ack_window,
             )
-            self.prog = RecvProgram(params, self.key, probe_infos=self.plan.probe_infos())
+            self.prog = RecvProgram(
+                params,
+                self.key,
+                probe_infos=self.plan.probe_infos(),
+                kernel_payloads=self.plan.kernel_payloads(),
+            )
             self.prog.attach(self.net.iface)
             self.tx = TxRing(self.net.iface)
             self.kgen = self._kernel_generator(link, params)

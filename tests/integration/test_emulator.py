@@ -661,12 +661,12 @@ def test_cli_errors_one_line_exit_2(lab: Lab, args: list[str], fragment: str) ->
 
 
 # Two helpers on the client veth for the flood: `gen` is never attached: run
-# with BPF_F_TEST_XDP_LIVE_FRAMES it transmits its frame out of zbe-c0 at
-# kernel speed. Each run rewrites the whole SYN from the template, because
-# live mode recycles pages and the emulator rewrote the last one in place.
-# `sink` is attached to zbe-c0: it counts the SYN-ACKs that come back and drops
-# them (the client's kernel would RST every one), and, being an XDP program,
-# it is what lets zbe-c0 receive XDP_TX frames at all.
+# through bpfsys.LiveRunner (BPF_F_TEST_XDP_LIVE_FRAMES) it transmits its frame
+# out of zbe-c0 at kernel speed. It writes the whole SYN from a template on
+# every run, since a recycled page may still hold what the emulator made of
+# it in place. `sink` is attached to zbe-c0: it counts the SYN-ACKs coming
+# back and drops them (the client's kernel would RST every one), and, being an
+# XDP program, it is what lets zbe-c0 receive XDP_TX frames at all.
 BENCH_SRC = r"""
 struct tmpl { __u8 b[TMPL_LEN]; };
 BPF_ARRAY(template, struct tmpl, 1);
@@ -696,32 +696,7 @@ int sink(struct xdp_md *ctx)
     return XDP_DROP;
 }
 """
-BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 FLOOD = 500_000
-
-
-class _XdpMd(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_uint32)
-        for name in ("data", "data_end", "data_meta", "ingress_ifindex", "rx_queue_index", "egress_ifindex")
-    ]
-
-
-def _live_run(prog_fd: int, f: bytes, ifname: str, repeat: int) -> None:
-    """BPF_PROG_TEST_RUN in live-frames mode: XDP_TX really transmits, `repeat` times."""
-    buf = ctypes.create_string_buffer(f, len(f))
-    md = _XdpMd(data=0, data_end=len(f), ingress_ifindex=socket.if_nametoindex(ifname))
-    attr = bpfsys._TestRunAttr(
-        prog_fd=prog_fd,
-        data_size_in=len(f),
-        data_in=ctypes.addressof(buf),
-        repeat=repeat,
-        ctx_size_in=ctypes.sizeof(md),
-        ctx_in=ctypes.addressof(md),
-        flags=BPF_F_TEST_XDP_LIVE_FRAMES,
-        batch_size=64,
-    )
-    bpfsys._bpf(bpfsys.BPF_PROG_TEST_RUN, attr)
 
 
 BPF_OBJ_GET_INFO_BY_FD = 15
@@ -774,8 +749,10 @@ def test_flood_rate(lab: Lab, emu: Emulator) -> None:
                 ns0, runs0 = _run_stats(emu.prog_fd)
 
                 def flood() -> float:
+                    # In zbe-c: live mode resolves the ifindex in the caller's namespace.
+                    runner = bpfsys.LiveRunner(gen.fd, syn, socket.if_nametoindex(CLIENT_IF), batch_size=64)
                     t0 = time.perf_counter()
-                    _live_run(gen.fd, syn, CLIENT_IF, FLOOD)
+                    runner.run(FLOOD)
                     return time.perf_counter() - t0
 
                 sent_s = in_netns(CLIENT_NS, flood)

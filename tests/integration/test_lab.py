@@ -1,20 +1,27 @@
 """Integration tests for the built-in lab (zbanner_xdp.lab).
 
-They build the real lab (two namespaces, a veth pair, nftables, nginx, sshd,
-vsftpd, redis) and probe it from inside the scan namespace, so they need root.
-All traffic stays inside the lab's namespaces; every test leaves nothing behind.
+They build the real lab (scanner, router and target namespaces, veth pairs,
+nftables, nginx, sshd, vsftpd, redis, dnsmasq, chronyd; then the fault wire
+with its relay) and probe it from inside the scan namespace, so they need
+root. All traffic stays inside the lab's namespaces; every test leaves nothing
+behind. Every name comes from the lab module, so ZBANNER_LAB_PREFIX=zbx- runs
+the suite on a lab of its own (zbx-scan, ...) next to the default one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,14 +36,19 @@ pytestmark = [
     ),
 ]
 
-# Runs inside zbl-scan. Probes run in parallel so the deliberate 1 s timeouts
-# (silent and blackholed targets) cost about a second in total.
+# Runs inside the scan namespace. Probes run in parallel so the deliberate 1 s
+# timeouts (silent and blackholed targets) cost about a second in total.
 PROBE_SCRIPT = r"""
-import json, socket, ssl, sys
+import json, os, socket, ssl, struct, sys, time
 from concurrent.futures import ThreadPoolExecutor
 
-def probe(check):
-    addr, port, kind, timeout = check
+def dns_query(name):
+    q = struct.pack(">HHHHHH", 0x7A62, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\0" + struct.pack(">HH", 1, 1)
+
+def tcp(addr, port, kind, timeout):
     try:
         s = socket.create_connection((addr, port), timeout=timeout)
     except ConnectionRefusedError:
@@ -72,34 +84,240 @@ def probe(check):
         out["error"] = repr(e)
     return out
 
+def udp(addr, port, kind, timeout):
+    payload = {"dns": dns_query("zbanner.lab"), "ntp": bytes([0x23]) + bytes(47)}.get(kind, b"zbanner lab\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((addr, port))
+            s.send(payload)
+            data, src = s.recvfrom(2048)
+        except ConnectionRefusedError:
+            return {"outcome": "refused"}
+        except (TimeoutError, socket.timeout):
+            return {"outcome": "timeout"}
+        except OSError as e:
+            return {"outcome": "error", "error": repr(e)}
+    out = {"outcome": "udp", "src": src[0]}
+    if kind == "dns":
+        out["rcode"] = data[3] & 0x0F
+        out["answer"] = socket.inet_ntoa(data[-4:]) if data[6:8] != b"\0\0" else None
+    elif kind == "ntp":
+        out["mode"], out["stratum"] = data[0] & 7, data[1]
+    return out
+
+def checksum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    s = (s >> 16) + (s & 0xFFFF)
+    return ~(s + (s >> 16)) & 0xFFFF
+
+def echo(addr, ident, timeout):
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as s:
+        body = struct.pack("!HH", ident, 1) + b"zbanner-lab"
+        s.sendto(struct.pack("!BBH", 8, 0, checksum(b"\x08\0\0\0" + body)) + body, (addr, 0))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                data, src = s.recvfrom(2048)
+            except (TimeoutError, socket.timeout):
+                break
+            ihl = (data[0] & 0x0F) * 4
+            typ, _code, _ck, got_id = struct.unpack("!BBHH", data[ihl:ihl + 6])
+            if src[0] == addr and typ == 0 and got_id == ident:
+                return {"outcome": "echoreply"}
+    return {"outcome": "timeout"}
+
+def probe(arg):
+    i, (addr, port, kind, timeout) = arg
+    if kind in ("dns", "ntp", "udp"):
+        return udp(addr, port, kind, timeout)
+    if kind == "echo":
+        return echo(addr, (os.getpid() + i) & 0xFFFF, timeout)
+    return tcp(addr, port, kind, timeout)
+
 checks = json.loads(sys.argv[1])
 with ThreadPoolExecutor(len(checks)) as pool:
-    print(json.dumps(list(pool.map(probe, checks))))
+    print(json.dumps(list(pool.map(probe, enumerate(checks)))))
 """
 
 Check = tuple[str, int, str]
+KIND_PROTO = {"dns": "udp", "ntp": "udp", "udp": "udp", "echo": "icmp"}  # everything else is TCP
 
 OPEN_ADDR = "198.18.0.5"
+RST_ADDR = "198.18.1.5"
+SILENT_ADDR = "198.18.2.5"
+NOECHO_ADDR = "198.18.3.7"
+BIG_ADDR = "198.18.123.45"
+UNREACH_ADDR = "198.19.0.5"
+PROHIBIT_ADDR = "198.19.1.5"
+DROP_ADDR = "198.19.2.5"
+TTL_ADDR = "198.19.3.5"
+BLACKHOLE_ADDR = "198.19.200.1"
+GW = lab.TARGET_GW
+# Fresh every run (shown in assertion messages): the tarpit must answer on any port.
+TARPIT_PORTS = random.sample(sorted(set(range(1024, 65536)) - set(lab.PORTS.values())), 5)
+
 CHECKS: list[Check] = [
+    # TCP
     (OPEN_ADDR, 80, "http"),
     (OPEN_ADDR, 443, "tls"),
     (OPEN_ADDR, 22, "banner"),
     (OPEN_ADDR, 21, "banner"),
     (OPEN_ADDR, 6379, "redis"),
+    (OPEN_ADDR, 53, "connect"),  # dnsmasq serves TCP too
+    (OPEN_ADDR, 123, "connect"),  # NTP is UDP only: RST
     (OPEN_ADDR, 81, "connect"),  # closed port on an open address
-    ("198.18.1.5", 80, "connect"),  # RST_NET, even on a server port
-    ("198.18.1.5", 22, "connect"),
-    ("198.18.2.5", 80, "connect"),  # SILENT_NET
-    ("198.18.2.5", 22, "connect"),
-    ("198.19.0.5", 80, "connect"),  # BLACKHOLE_NET
-    ("198.18.123.45", 80, "http"),  # BIG_NET outside the carve-outs behaves as open
+    (RST_ADDR, 80, "connect"),  # RST_NET, even on a server port
+    (RST_ADDR, 22, "connect"),
+    (SILENT_ADDR, 80, "connect"),
+    (SILENT_ADDR, 22, "connect"),
+    (NOECHO_ADDR, 80, "http"),  # NOECHO answers TCP like OPEN
+    (NOECHO_ADDR, 81, "connect"),
+    (BIG_ADDR, 80, "http"),  # BIG_NET outside the carve-outs behaves as open
     ("198.18.255.254", 6379, "redis"),
     ("198.18.77.1", 8080, "connect"),
-    (lab.TARGET_GW, 22, "banner"),
+    (lab.TARPIT_IP, 80, "http"),
+    (lab.TARPIT_IP, 22, "banner"),  # the tarpit's server ports keep their servers
+    (lab.TARPIT_IP, TARPIT_PORTS[0], "http"),  # other ports reach nginx
+    *[(lab.TARPIT_IP, p, "connect") for p in TARPIT_PORTS[1:]],
+    ("198.18.4.6", TARPIT_PORTS[0], "connect"),  # the tarpit's neighbour is an ordinary open host
+    (UNREACH_ADDR, 80, "connect"),
+    (PROHIBIT_ADDR, 80, "connect"),
+    (DROP_ADDR, 80, "connect"),
+    (TTL_ADDR, 80, "connect"),
+    (BLACKHOLE_ADDR, 80, "connect"),
+    (GW, 22, "connect"),  # the router runs no servers
+    (GW, 80, "connect"),
+    # UDP
+    (OPEN_ADDR, 53, "dns"),
+    (RST_ADDR, 53, "dns"),
+    (NOECHO_ADDR, 53, "dns"),
+    (lab.TARPIT_IP, 53, "dns"),
+    ("198.18.200.200", 53, "dns"),
+    (SILENT_ADDR, 53, "dns"),
+    (GW, 53, "dns"),  # port unreachable from the router itself
+    (UNREACH_ADDR, 53, "dns"),
+    (PROHIBIT_ADDR, 53, "dns"),
+    (DROP_ADDR, 53, "dns"),
+    (TTL_ADDR, 53, "dns"),
+    (BLACKHOLE_ADDR, 53, "dns"),
+    (OPEN_ADDR, 123, "ntp"),
+    (BIG_ADDR, 123, "ntp"),
+    (lab.TARPIT_IP, 123, "ntp"),
+    (SILENT_ADDR, 123, "ntp"),
+    (OPEN_ADDR, 9999, "udp"),
+    (RST_ADDR, 9999, "udp"),
+    (NOECHO_ADDR, 9999, "udp"),
+    (lab.TARPIT_IP, 9999, "udp"),
+    (SILENT_ADDR, 9999, "udp"),
+    (GW, 9999, "udp"),
+    (TTL_ADDR, 9999, "udp"),
+    # ICMP echo
+    (OPEN_ADDR, 0, "echo"),
+    (RST_ADDR, 0, "echo"),
+    (SILENT_ADDR, 0, "echo"),
+    (NOECHO_ADDR, 0, "echo"),
+    (lab.TARPIT_IP, 0, "echo"),
+    ("198.18.99.99", 0, "echo"),
+    (GW, 0, "echo"),
+    (UNREACH_ADDR, 0, "echo"),
+    (PROHIBIT_ADDR, 0, "echo"),
+    (DROP_ADDR, 0, "echo"),
+    (TTL_ADDR, 0, "echo"),
+    (BLACKHOLE_ADDR, 0, "echo"),
 ]
 PROBE_TIMEOUT = 1.0
 # Taken at import, before any lab call could have moved this thread.
 HOST_NETNS_INO = os.stat("/proc/thread-self/ns/net").st_ino
+
+# (address, proto, port or None for ICMP): what an ICMP error quotes; unique per check
+FlowKey = tuple[str, str, int | None]
+IcmpError = tuple[str, int, int]  # (source, type, code)
+
+
+def proto_of(check: Check) -> str:
+    return KIND_PROTO.get(check[2], "tcp")
+
+
+def flow_key(check: Check) -> FlowKey:
+    proto = proto_of(check)
+    return (check[0], proto, None if proto == "icmp" else check[1])
+
+
+def expected_of(check: Check) -> str | None:
+    proto = proto_of(check)
+    return lab.expected(check[0], None if proto == "icmp" else check[1], proto)
+
+
+class IcmpCapture:
+    """tcpdump of ICMP on the scan interface: the ICMP errors the scanner namespace receives."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.proc = subprocess.Popen(
+            lab.ns_exec_argv(
+                lab.SCAN_NS, ["tcpdump", "-i", lab.SCAN_IF, "-U", "-n", "-w", str(path), "icmp"]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 10
+        assert self.proc.stderr is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if "listening on" in line:
+                return
+            if self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError("tcpdump did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def errors(self) -> dict[FlowKey, list[IcmpError]]:
+        """ICMP errors (type 3 and 11) by the flow their quoted packet belongs to."""
+        import dpkt
+
+        out: dict[FlowKey, list[IcmpError]] = {}
+        with open(self.path, "rb") as fh:
+            for _ts, buf in dpkt.pcap.Reader(fh):
+                ip = dpkt.ethernet.Ethernet(buf).data
+                if not isinstance(ip, dpkt.ip.IP) or ip.p != socket.IPPROTO_ICMP:
+                    continue
+                raw = bytes(ip.data)
+                typ, code = raw[0], raw[1]
+                # Only errors sent to the scanner (not its own, e.g. for a reply that came too late).
+                if typ not in (3, 11) or socket.inet_ntoa(ip.dst) != lab.SCAN_IP:
+                    continue
+                inner = raw[8:]  # after type, code, checksum and the unused word
+                ihl = (inner[0] & 0x0F) * 4
+                proto, dst = inner[9], socket.inet_ntoa(inner[16:20])
+                if proto == socket.IPPROTO_ICMP:
+                    key: FlowKey = (dst, "icmp", None)
+                else:
+                    dport = struct.unpack("!H", inner[ihl + 2 : ihl + 4])[0]
+                    key = (dst, {6: "tcp", 17: "udp"}.get(proto, str(proto)), dport)
+                out.setdefault(key, []).append((socket.inet_ntoa(ip.src), typ, code))
+        return out
+
+    def __enter__(self) -> IcmpCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def run_probes(checks: list[Check]) -> dict[Check, dict[str, Any]]:
@@ -109,6 +327,48 @@ def run_probes(checks: list[Check]) -> dict[Check, dict[str, Any]]:
     )
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
     return dict(zip(checks, json.loads(proc.stdout), strict=True))
+
+
+def probe_with_icmp(
+    checks: list[Check], tmp: Path
+) -> tuple[dict[Check, dict[str, Any]], dict[FlowKey, list[IcmpError]]]:
+    assert len({flow_key(c) for c in checks}) == len(checks), "ICMP errors could not be told apart"
+    with IcmpCapture(tmp / "icmp.pcap") as cap:
+        results = run_probes(checks)
+        time.sleep(0.1)  # every error arrived long before the 1 s timeouts ended; let tcpdump write it
+    return results, cap.errors()
+
+
+def observed(check: Check, result: dict[str, Any], icmp: dict[FlowKey, list[IcmpError]]) -> str | None:
+    """What the probe saw, in expected()'s vocabulary."""
+    if result["outcome"] in ("synack", "rst", "udp", "echoreply"):
+        return result["outcome"]
+    errors = icmp.get(flow_key(check))
+    if errors:
+        return {3: "icmp-unreach", 11: "icmp-timxceed"}[errors[0][1]]
+    return None
+
+
+def assert_ground_truth(
+    results: dict[Check, dict[str, Any]], icmp: dict[FlowKey, list[IcmpError]], extra: str = ""
+) -> None:
+    """Every probe got what expected() says; every ICMP error has the expected type, code and source,
+    and no ICMP error arrived that the address plan does not promise."""
+    for check, r in results.items():
+        addr, port, _kind = check
+        proto = proto_of(check)
+        ctx = (check, r, icmp.get(flow_key(check)), extra)
+        assert observed(check, r, icmp) == expected_of(check), ctx
+        want_icmp = lab.expected_icmp(addr, None if proto == "icmp" else port, proto)
+        got_icmp = icmp.get(flow_key(check), [])
+        if want_icmp is None:
+            assert not got_icmp, ctx
+        else:
+            assert got_icmp, ctx
+            assert {(t, c) for _src, t, c in got_icmp} == {want_icmp}, ctx
+            assert {src for src, _t, _c in got_icmp} == {lab.expected_icmp_responder(addr)}, ctx
+    stray = set(icmp) - {flow_key(c) for c in results}
+    assert not stray, f"ICMP errors nobody asked for: {[(k, icmp[k]) for k in stray]}"
 
 
 def ns_names() -> list[str]:
@@ -130,6 +390,26 @@ def alive(pid: int) -> bool:
         return False
 
 
+def sysctl(ns: str, key: str) -> str:
+    out = subprocess.run(
+        lab.ns_exec_argv(ns, ["sysctl", "-n", key]), capture_output=True, text=True, timeout=10, check=True
+    )
+    return out.stdout.strip()
+
+
+def offload_flags(ns: str, ifname: str) -> dict[str, bool]:
+    from pyroute2.ethtool.ioctl import IoctlEthtool
+
+    def flags() -> dict[str, bool]:
+        eth = IoctlEthtool(ifname)
+        try:
+            return eth.get_offload_flags()
+        finally:
+            eth.close()
+
+    return lab._in_netns(ns, flags)
+
+
 def assert_nothing_left() -> None:
     assert not [n for n in ns_names() if n.startswith(lab.PREFIX)]
     assert not [n for n in root_link_names() if n.startswith(lab.PREFIX)]
@@ -139,6 +419,45 @@ def assert_nothing_left() -> None:
 # --------------------------------------------------------------------------- no lab needed
 
 
+def test_names_derive_from_prefix() -> None:
+    names = [lab.SCAN_NS, lab.ROUTER_NS, lab.TARGET_NS, lab.WIRE_NS]
+    ifnames = [
+        lab.SCAN_IF, lab.ROUTER_IF, lab.ROUTER_TARGET_IF, lab.TARGET_IF, lab.WIRE_SCAN_IF, lab.WIRE_ROUTER_IF,
+    ]  # fmt: skip
+    assert all(n.startswith(lab.PREFIX) for n in names + ifnames)
+    assert len(set(names + ifnames)) == len(names + ifnames)
+    assert all(len(n) <= 15 for n in ifnames)
+    tag = lab.PREFIX.rstrip("-")
+    assert tag == lab.NFT_TABLE
+    want_state = "/run/zbanner-xdp-lab" if lab.PREFIX == "zbl-" else f"/run/zbanner-xdp-lab-{tag}"
+    assert want_state == lab.STATE_DIR
+    assert f"{want_state}.lock" == lab.LOCK_FILE
+    assert lab.LabInfo().prefix == lab.PREFIX
+
+
+def _import_lab_with(prefix: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "ZBANNER_LAB_PREFIX"}
+    if prefix is not None:
+        env["ZBANNER_LAB_PREFIX"] = prefix
+    code = "import json, zbanner_xdp.lab as m; print(json.dumps([m.SCAN_NS, m.STATE_DIR, m.LOCK_FILE]))"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_prefix_from_environment() -> None:
+    # Importing only computes names: nothing is created.
+    default = _import_lab_with(None)
+    assert json.loads(default.stdout) == ["zbl-scan", "/run/zbanner-xdp-lab", "/run/zbanner-xdp-lab.lock"]
+    other = _import_lab_with("ab1-")
+    assert json.loads(other.stdout) == [
+        "ab1-scan",
+        "/run/zbanner-xdp-lab-ab1",
+        "/run/zbanner-xdp-lab-ab1.lock",
+    ]
+    for bad in ("", "zbl", "ZBL-", "toolong-", "a_b-", "zb--", "-"):
+        r = _import_lab_with(bad)
+        assert r.returncode != 0 and "ZBANNER_LAB_PREFIX" in r.stderr, (bad, r.stderr)
+
+
 def test_expected_ground_truth() -> None:
     assert lab.expected("198.18.0.5", 80) == "synack"
     assert lab.expected("198.18.0.5", 81) == "rst"
@@ -146,18 +465,67 @@ def test_expected_ground_truth() -> None:
     assert lab.expected("198.18.1.5", 80) == "rst"
     assert lab.expected("198.18.1.5", 12345) == "rst"
     assert lab.expected("198.18.2.5", 80) is None
-    assert lab.expected("198.19.0.5", 80) is None
+    assert lab.expected("198.19.0.5", 80) == "icmp-unreach"
+    assert lab.expected("198.19.1.5", 80) == "icmp-unreach"
+    assert lab.expected("198.19.2.5", 80) is None
+    assert lab.expected("198.19.3.5", 80) == "icmp-timxceed"
     assert lab.expected("198.19.255.255", 22) is None
     assert lab.expected("8.8.8.8", 80) is None
-    assert lab.expected(lab.TARGET_GW, 22) == "synack"
-    for port in lab.PORTS.values():
+    assert lab.expected(lab.TARGET_GW, 22) == "rst"
+    assert lab.expected("198.18.3.1", 80) == "synack"
+    assert lab.expected("198.18.3.1", 81) == "rst"
+    assert lab.expected(lab.TARPIT_IP, 81) == "synack"
+    assert lab.expected(lab.TARPIT_IP, 65535) == "synack"
+    assert lab.expected("198.18.4.6", 81) == "rst"
+    for port in lab.TCP_PORTS:
         assert lab.expected("198.18.0.0", port) == "synack"
+    assert lab.expected("198.18.0.5", lab.PORTS["ntp"]) == "rst"  # NTP is UDP only
     with pytest.raises(ValueError):
         lab.expected("198.18.0.5", 70000)
+    with pytest.raises(ValueError):
+        lab.expected("198.18.0.5", 80, "sctp")
+    with pytest.raises(ValueError):
+        lab.expected("198.18.0.5", None, "udp")
+
+
+def test_expected_udp_and_icmp() -> None:
+    for addr in ("198.18.0.5", "198.18.1.5", "198.18.3.5", lab.TARPIT_IP, "198.18.200.1"):
+        assert lab.expected(addr, 53, "udp") == "udp"
+        assert lab.expected(addr, 123, "udp") == "udp"
+        assert lab.expected(addr, 9999, "udp") == "icmp-unreach"
+        assert lab.expected_icmp(addr, 9999, "udp") == (3, 3)
+        assert lab.expected_icmp(addr, 53, "udp") is None
+        assert lab.expected_icmp_responder(addr) == addr
+    for proto, port in (("tcp", 80), ("udp", 53), ("icmp", None)):
+        assert lab.expected("198.18.2.5", port, proto) is None
+        assert lab.expected("198.19.0.9", port, proto) == "icmp-unreach"
+        assert lab.expected_icmp("198.19.0.9", port, proto) == (3, 1)
+        assert lab.expected_icmp("198.19.1.9", port, proto) == (3, 13)
+        assert lab.expected("198.19.3.9", port, proto) == "icmp-timxceed"
+        assert lab.expected_icmp("198.19.3.9", port, proto) == (11, 0)
+        assert lab.expected("198.19.2.9", port, proto) is None
+        assert lab.expected("198.19.77.9", port, proto) is None
+    assert lab.expected("198.18.0.5", None, "icmp") == "echoreply"
+    assert lab.expected("198.18.3.5", None, "icmp") is None
+    assert lab.expected("198.18.3.5", 7, "icmp") is None  # the port is ignored for ICMP
+    assert lab.expected(lab.TARGET_GW, None, "icmp") == "echoreply"
+    assert lab.expected(lab.TARGET_GW, 53, "udp") == "icmp-unreach"
+    assert lab.expected_icmp_responder(lab.TARGET_GW) == lab.TARGET_GW
+    for addr in ("198.19.0.1", "198.19.1.1", "198.19.3.1"):
+        assert lab.expected_icmp_responder(addr) == lab.TARGET_GW
+    for addr in ("198.18.2.1", "198.19.2.1", "198.19.200.1", "8.8.8.8", lab.SCAN_IP):
+        assert lab.expected_icmp_responder(addr) is None
+    assert lab.is_tarpit(lab.TARPIT_IP) and not lab.is_tarpit("198.18.4.6")
 
 
 def test_ns_exec_argv() -> None:
-    assert lab.ns_exec_argv("zbl-scan", ["true", "x"]) == ["ip", "netns", "exec", "zbl-scan", "true", "x"]
+    assert lab.ns_exec_argv(lab.SCAN_NS, ["true", "x"]) == ["ip", "netns", "exec", lab.SCAN_NS, "true", "x"]
+
+
+def test_impair_needs_the_relay_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lab, "relay_available", lambda: False)
+    with pytest.raises(RuntimeError, match=r"zbanner_xdp\.impair.*not installed"), lab.impair("loss 1%"):
+        pass
 
 
 # --------------------------------------------------------------------------- teardown of broken labs
@@ -174,11 +542,19 @@ def test_down_cleans_half_built_lab() -> None:
     lab.down()
     stray: subprocess.Popen[bytes] | None = None
     bystander: subprocess.Popen[bytes] | None = None
+    # A look-alike namespace of another prefix: down() must only take its own.
+    lookalike = f"{lab.PREFIX.rstrip('-')}x-keep"
     try:
-        for ns in (lab.SCAN_NS, lab.TARGET_NS):
+        for ns in (lab.SCAN_NS, lab.WIRE_NS, lab.ROUTER_NS, lab.TARGET_NS, lookalike):
             subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
         subprocess.run(
             ["ip", "-n", lab.SCAN_NS, "link", "add", lab.SCAN_IF, "type", "veth",
+             "peer", "name", lab.WIRE_SCAN_IF, "netns", lab.WIRE_NS],
+            check=True,
+            timeout=10,
+        )  # fmt: skip
+        subprocess.run(
+            ["ip", "-n", lab.ROUTER_NS, "link", "add", lab.ROUTER_TARGET_IF, "type", "veth",
              "peer", "name", lab.TARGET_IF, "netns", lab.TARGET_NS],
             check=True,
             timeout=10,
@@ -188,8 +564,9 @@ def test_down_cleans_half_built_lab() -> None:
         # must leave it alone because it is not the server the file is for.
         bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
         os.makedirs(lab.STATE_DIR, exist_ok=True)
-        with open(os.path.join(lab.STATE_DIR, "nginx.pid"), "w") as f:
-            f.write(f"{bystander.pid}\n")
+        for name in ("nginx", "relay"):
+            with open(os.path.join(lab.STATE_DIR, f"{name}.pid"), "w") as f:
+                f.write(f"{bystander.pid}\n")
         deadline = time.monotonic() + 5
         while not os.path.exists(f"/proc/{stray.pid}") or stray.pid not in lab._pids_in_netns(lab.TARGET_NS):
             assert time.monotonic() < deadline, "stray process never entered the target namespace"
@@ -198,11 +575,12 @@ def test_down_cleans_half_built_lab() -> None:
         assert not lab.status()["complete"]
         removed = lab.down()
 
-        assert f"netns {lab.SCAN_NS}" in removed
-        assert f"netns {lab.TARGET_NS}" in removed
+        for ns in (lab.SCAN_NS, lab.WIRE_NS, lab.ROUTER_NS, lab.TARGET_NS):
+            assert f"netns {ns}" in removed
         assert any(item.startswith(f"process {stray.pid} ") for item in removed)
         assert stray.wait(timeout=5) is not None
         assert bystander.poll() is None, "down() killed a process that merely had a stale pid file"
+        assert lookalike in ns_names(), "down() removed another prefix's namespace"
         assert_nothing_left()
         assert lab.down() == []
     finally:
@@ -210,6 +588,8 @@ def test_down_cleans_half_built_lab() -> None:
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait(timeout=5)
+        if lookalike in ns_names():
+            subprocess.run(["ip", "netns", "delete", lookalike], check=False, timeout=10)
         lab.down()
 
 
@@ -246,33 +626,45 @@ def lab_info() -> Iterator[lab.LabInfo]:
         print(f"lab.up() took {time.monotonic() - t0:.2f}s")
         yield info
     finally:
+        t0 = time.monotonic()
         lab.down()
+        print(f"lab.down() took {time.monotonic() - t0:.2f}s")
 
 
 @pytest.fixture(scope="module")
-def probes(lab_info: lab.LabInfo) -> dict[Check, dict[str, Any]]:
-    return run_probes(CHECKS)
+def probed(
+    lab_info: lab.LabInfo, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[Check, dict[str, Any]], dict[FlowKey, list[IcmpError]]]:
+    return probe_with_icmp(CHECKS, tmp_path_factory.mktemp("probes"))
+
+
+@pytest.fixture(scope="module")
+def probes(probed: tuple[dict[Check, dict[str, Any]], Any]) -> dict[Check, dict[str, Any]]:
+    return probed[0]
 
 
 def test_lab_info(lab_info: lab.LabInfo) -> None:
     assert lab_info.scan_ns == lab.SCAN_NS and lab_info.target_ns == lab.TARGET_NS
+    assert lab_info.router_ns == lab.ROUTER_NS and not lab_info.wire
     assert lab_info.scan_ip == lab.SCAN_IP and lab_info.gateway_ip == lab.TARGET_GW
     assert set(lab_info.servers) == set(lab.SERVERS)
     assert all(alive(pid) for pid in lab_info.servers.values())
     json.dumps(lab_info.to_dict())
     # lab joins namespaces only from throw-away threads; this one must still be in the host's.
     assert os.stat("/proc/thread-self/ns/net").st_ino == HOST_NETNS_INO
+    # The scanner's next hop is the router, with the fixed gateway MAC.
     out = subprocess.run(
-        ["ip", "-n", lab.TARGET_NS, "-o", "link", "show", lab.TARGET_IF],
+        ["ip", "-n", lab.ROUTER_NS, "-o", "link", "show", lab.ROUTER_IF],
         capture_output=True, text=True, timeout=10, check=True,
     )  # fmt: skip
+    assert lab_info.gateway_mac == lab.GATEWAY_MAC == lab.TARGET_MAC
     assert lab_info.gateway_mac in out.stdout
 
 
 def test_http(probes: dict[Check, dict[str, Any]]) -> None:
-    for addr in (OPEN_ADDR, "198.18.123.45"):
-        r = probes[(addr, 80, "http")]
-        assert r["outcome"] == "synack"
+    for addr, port in ((OPEN_ADDR, 80), (BIG_ADDR, 80), (NOECHO_ADDR, 80), (lab.TARPIT_IP, 80)):
+        r = probes[(addr, port, "http")]
+        assert r["outcome"] == "synack", (addr, r)
         assert r["data"].startswith("HTTP/1.1 200")
         assert "<title>zbanner-xdp lab</title>" in r["data"]
 
@@ -285,7 +677,7 @@ def test_tls_handshake(probes: dict[Check, dict[str, Any]]) -> None:
 
 
 def test_ssh_banner(probes: dict[Check, dict[str, Any]]) -> None:
-    for addr in (OPEN_ADDR, lab.TARGET_GW):
+    for addr in (OPEN_ADDR, lab.TARPIT_IP):
         assert probes[(addr, 22, "banner")]["data"].startswith("SSH-2.0-OpenSSH")
 
 
@@ -298,62 +690,166 @@ def test_redis_ping(probes: dict[Check, dict[str, Any]]) -> None:
         assert probes[(addr, 6379, "redis")]["data"] == "+PONG\r\n"
 
 
+def test_dns(probes: dict[Check, dict[str, Any]]) -> None:
+    for addr in (OPEN_ADDR, RST_ADDR, NOECHO_ADDR, lab.TARPIT_IP, "198.18.200.200"):
+        r = probes[(addr, 53, "dns")]
+        # Answered from the very address asked (AnyIP + IP_PKTINFO), with the lab's record.
+        assert r == {"outcome": "udp", "src": addr, "rcode": 0, "answer": lab.DNS_ANSWER}, (addr, r)
+    assert probes[(OPEN_ADDR, 53, "connect")]["outcome"] == "synack"
+
+
+def test_ntp(probes: dict[Check, dict[str, Any]]) -> None:
+    for addr in (OPEN_ADDR, BIG_ADDR, lab.TARPIT_IP):
+        r = probes[(addr, 123, "ntp")]
+        assert r == {"outcome": "udp", "src": addr, "mode": 4, "stratum": lab.NTP_STRATUM}, (addr, r)
+    assert probes[(OPEN_ADDR, 123, "connect")]["outcome"] == "rst"
+
+
+def test_tarpit_answers_every_port(probes: dict[Check, dict[str, Any]]) -> None:
+    r = probes[(lab.TARPIT_IP, TARPIT_PORTS[0], "http")]
+    assert r["outcome"] == "synack" and r["data"].startswith("HTTP/1.1 200"), (TARPIT_PORTS, r)
+    for port in TARPIT_PORTS[1:]:
+        assert probes[(lab.TARPIT_IP, port, "connect")]["outcome"] == "synack", (TARPIT_PORTS, port)
+    assert probes[("198.18.4.6", TARPIT_PORTS[0], "connect")]["outcome"] == "rst", TARPIT_PORTS
+
+
 def test_refused_and_silent(probes: dict[Check, dict[str, Any]]) -> None:
     assert probes[(OPEN_ADDR, 81, "connect")]["outcome"] == "rst"
-    assert probes[("198.18.1.5", 80, "connect")]["outcome"] == "rst"
-    assert probes[("198.18.1.5", 22, "connect")]["outcome"] == "rst"
-    assert probes[("198.18.2.5", 80, "connect")]["outcome"] == "timeout"
-    assert probes[("198.18.2.5", 22, "connect")]["outcome"] == "timeout"
-    assert probes[("198.19.0.5", 80, "connect")]["outcome"] == "timeout"
+    assert probes[(RST_ADDR, 80, "connect")]["outcome"] == "rst"
+    assert probes[(RST_ADDR, 22, "connect")]["outcome"] == "rst"
+    assert probes[(GW, 22, "connect")]["outcome"] == "rst"
+    for addr in (SILENT_ADDR, DROP_ADDR, BLACKHOLE_ADDR):
+        assert probes[(addr, 80, "connect")]["outcome"] == "timeout", addr
+        assert probes[(addr, 0, "echo")]["outcome"] == "timeout", addr
+        assert probes[(addr, 53, "dns")]["outcome"] == "timeout", addr
+    assert probes[(SILENT_ADDR, 9999, "udp")]["outcome"] == "timeout"
+    assert probes[(NOECHO_ADDR, 0, "echo")]["outcome"] == "timeout"
+    for addr in (OPEN_ADDR, RST_ADDR, lab.TARPIT_IP, GW):
+        assert probes[(addr, 0, "echo")]["outcome"] == "echoreply", addr
+    for addr in (OPEN_ADDR, RST_ADDR, NOECHO_ADDR, lab.TARPIT_IP, GW):
+        assert probes[(addr, 9999, "udp")]["outcome"] == "refused", addr
+    # TCP reports the router's ICMP as an error right away; UDP where the error is "hard".
+    for addr in (UNREACH_ADDR, PROHIBIT_ADDR, TTL_ADDR):
+        assert probes[(addr, 80, "connect")]["outcome"] == "error", addr
+    for addr in (UNREACH_ADDR, PROHIBIT_ADDR):
+        assert probes[(addr, 53, "dns")]["outcome"] == "error", addr
 
 
-def test_expected_agrees_with_observed(probes: dict[Check, dict[str, Any]]) -> None:
-    as_expected = {"synack": "synack", "rst": "rst", "timeout": None}
-    for (addr, port, _kind), r in probes.items():
-        assert r["outcome"] in as_expected, (addr, port, r)
-        assert lab.expected(addr, port) == as_expected[r["outcome"]], (addr, port, r)
+def test_expected_agrees_with_observed(
+    probed: tuple[dict[Check, dict[str, Any]], dict[FlowKey, list[IcmpError]]],
+) -> None:
+    results, icmp = probed
+    assert_ground_truth(results, icmp)
+    # Every ICMP error the plan promises showed up: router ones and the target's port unreachables.
+    assert {e for errs in icmp.values() for e in errs} >= {
+        (lab.TARGET_GW, 3, 1), (lab.TARGET_GW, 3, 13), (lab.TARGET_GW, 11, 0),
+        (lab.TARGET_GW, 3, 3), (OPEN_ADDR, 3, 3), (lab.TARPIT_IP, 3, 3),
+    }  # fmt: skip
+
+
+# Runs inside the scan namespace: a burst of UDP datagrams, then a count of the ICMP errors they drew.
+BURST_SCRIPT = r"""
+import collections, json, socket, sys, time
+nets, n = json.loads(sys.argv[1]), int(sys.argv[2])
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+    for i in range(n):
+        for net in nets:
+            u.sendto(b"zbanner lab", (f"{net}.{i % 254 + 1}", 20000 + i))
+got = collections.Counter()
+raw.settimeout(0.3)
+while True:
+    try:
+        data, src = raw.recvfrom(2048)
+    except (TimeoutError, socket.timeout):
+        break
+    ihl = (data[0] & 0x0F) * 4
+    if data[ihl] in (3, 11):
+        dst = socket.inet_ntoa(data[ihl + 24 : ihl + 28])  # the quoted packet's destination
+        got[json.dumps([dst.rsplit(".", 1)[0], src[0] if src[0] != dst else "self", data[ihl], data[ihl + 1]])] += 1
+print(json.dumps(got))
+"""
+
+
+def test_icmp_errors_are_not_rate_limited(lab_info: lab.LabInfo) -> None:
+    """A burst far above any kernel default rate limit draws exactly one ICMP error per packet."""
+    n = 1000
+    nets = ["198.19.0", "198.19.1", "198.19.3", "198.18.0", "198.18.1", "198.18.4"]
+    argv = lab.ns_exec_argv(lab.SCAN_NS, [sys.executable, "-c", BURST_SCRIPT, json.dumps(nets), str(n)])
+    got = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout)
+    want = {}
+    for net in nets:
+        addr = f"{net}.1"
+        responder = lab.expected_icmp_responder(addr)
+        icmp = lab.expected_icmp(addr, 20000, "udp")
+        assert icmp is not None and responder is not None
+        want[json.dumps([net, "self" if responder == addr else responder, *icmp])] = n
+    assert got == want
 
 
 def test_status(lab_info: lab.LabInfo) -> None:
     d = lab.status()
     json.dumps(d)
-    assert d["complete"]
-    assert d["namespaces"] == {lab.SCAN_NS: True, lab.TARGET_NS: True}
+    assert d["complete"] and not d["wire"] and d["relay"] is None
+    assert d["prefix"] == lab.PREFIX
+    assert d["namespaces"] == {lab.SCAN_NS: True, lab.ROUTER_NS: True, lab.TARGET_NS: True}
     assert d["links"][lab.SCAN_IF]["addrs"] == [f"{lab.SCAN_IP}/24"]
-    assert d["nft_table"]
+    assert d["links"][lab.ROUTER_IF]["addrs"] == [f"{lab.TARGET_GW}/24"]
+    assert d["links"][lab.ROUTER_TARGET_IF]["addrs"] == [f"{lab.ROUTER_TARGET_IP}/24"]
+    assert d["links"][lab.TARGET_IF]["addrs"] == [f"{lab.TARGET_IP}/24"]
+    assert all(d["routes"].values()), d["routes"]
+    assert d["nft_table"] and all(d["nft_tables"].values())
     # Ground truth depends on nothing else listening in the target namespace.
-    assert d["listening_ports"] == sorted(lab.PORTS.values())
+    assert d["listening_ports"] == sorted(lab.TCP_PORTS)
+    assert d["listening_udp_ports"] == sorted(lab.UDP_PORTS)
     assert {n: s["pid"] for n, s in d["servers"].items()} == lab_info.servers
     text = lab.format_status(d)
-    for net in (lab.OPEN_NET, lab.RST_NET, lab.SILENT_NET, lab.BIG_NET, lab.BLACKHOLE_NET):
+    for net in (
+        lab.OPEN_NET, lab.RST_NET, lab.SILENT_NET, lab.NOECHO_NET, lab.TARPIT_IP, lab.BIG_NET,
+        lab.UNREACH_NET, lab.PROHIBIT_NET, lab.DROP_NET, lab.TTL_NET, lab.BLACKHOLE_NET,
+    ):  # fmt: skip
         assert net in text
 
 
-def test_scan_namespace_routes(lab_info: lab.LabInfo) -> None:
-    out = subprocess.run(
-        ["ip", "-n", lab.SCAN_NS, "-4", "route", "show"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
-    )
-    routes = out.stdout
-    assert "default" not in routes
-    assert f"{lab.SCAN_ROUTE} via {lab.TARGET_GW} dev {lab.SCAN_IF}" in routes
+def test_routes(lab_info: lab.LabInfo) -> None:
+    def routes(ns: str) -> str:
+        return subprocess.run(
+            ["ip", "-n", ns, "-4", "route", "show"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+
+    scan = routes(lab.SCAN_NS)
+    assert "default" not in scan
+    assert f"{lab.SCAN_ROUTE} via {lab.TARGET_GW} dev {lab.SCAN_IF}" in scan
+    rtr = routes(lab.ROUTER_NS)
+    assert "default" not in rtr
+    for line in (
+        f"{lab.BIG_NET} via {lab.TARGET_IP} dev {lab.ROUTER_TARGET_IF}",
+        f"unreachable {lab.UNREACH_NET}",
+        f"prohibit {lab.PROHIBIT_NET}",
+        f"blackhole {lab.DROP_NET}",
+        f"{lab.TTL_NET} via {lab.TARGET_IP} dev {lab.ROUTER_TARGET_IF}",
+        f"blackhole {lab.BLACKHOLE_NET}",
+    ):
+        assert line in rtr, (line, rtr)
+    assert f"default via {lab.ROUTER_TARGET_IP} dev {lab.TARGET_IF}" in routes(lab.TARGET_NS)
+
+
+def test_sysctls(lab_info: lab.LabInfo) -> None:
+    assert sysctl(lab.ROUTER_NS, "net.ipv4.ip_forward") == "1"
+    assert sysctl(lab.TARGET_NS, "net.ipv4.ip_forward") == "0"
+    for ns in (lab.ROUTER_NS, lab.TARGET_NS):
+        assert sysctl(ns, "net.ipv4.icmp_ratelimit") == "0"
+        assert sysctl(ns, "net.ipv4.icmp_msgs_per_sec") == "100000"
+        assert sysctl(ns, "net.ipv4.icmp_msgs_burst") == "100000"
+        assert sysctl(ns, "net.ipv4.conf.all.rp_filter") == "0"
+    for ns in (lab.SCAN_NS, lab.ROUTER_NS, lab.TARGET_NS):
+        assert sysctl(ns, "net.ipv6.conf.all.disable_ipv6") == "1"
 
 
 def test_tx_checksum_offload_off(lab_info: lab.LabInfo) -> None:
-    from pyroute2.ethtool.ioctl import IoctlEthtool
-
-    def flags(ifname: str) -> dict[str, bool]:
-        eth = IoctlEthtool(ifname)
-        try:
-            return eth.get_offload_flags()
-        finally:
-            eth.close()
-
-    for ns, ifname in ((lab.SCAN_NS, lab.SCAN_IF), (lab.TARGET_NS, lab.TARGET_IF)):
-        assert lab._in_netns(ns, lambda ifname=ifname: flags(ifname))["tx-checksumming"] is False
+    for ns, ifname in lab._interfaces(wire=False):
+        assert offload_flags(ns, ifname)["tx-checksumming"] is False, ifname
 
 
 def test_up_is_idempotent(lab_info: lab.LabInfo) -> None:
@@ -367,9 +863,9 @@ def test_up_is_idempotent(lab_info: lab.LabInfo) -> None:
 
 def test_up_rebuilds_partial_lab(lab_info: lab.LabInfo) -> None:
     old = dict(lab.up().servers)
-    os.kill(old["redis"], signal.SIGKILL)
+    os.kill(old["chronyd"], signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while alive(old["redis"]):
+    while alive(old["chronyd"]):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert not lab.status()["complete"]
@@ -379,20 +875,133 @@ def test_up_rebuilds_partial_lab(lab_info: lab.LabInfo) -> None:
     assert set(new.servers) == set(lab.SERVERS)
     assert all(alive(pid) for pid in new.servers.values())
     assert not any(alive(pid) for pid in old.values()), "rebuild left old servers running"
-    r = run_probes([(OPEN_ADDR, 6379, "redis"), ("198.18.1.9", 6379, "connect")])
+    r = run_probes([(OPEN_ADDR, 6379, "redis"), ("198.18.1.9", 6379, "connect"), (OPEN_ADDR, 123, "ntp")])
     assert r[(OPEN_ADDR, 6379, "redis")]["data"] == "+PONG\r\n"
     assert r[("198.18.1.9", 6379, "connect")]["outcome"] == "rst"
+    assert r[(OPEN_ADDR, 123, "ntp")]["stratum"] == lab.NTP_STRATUM
+
+
+def test_impair_needs_the_wire_lab(lab_info: lab.LabInfo) -> None:
+    with pytest.raises(RuntimeError), lab.impair("loss 1%"):
+        pass
+    assert lab.status()["complete"]
+
+
+# --------------------------------------------------------------------------- the fault wire
+
+WIRE_CHECKS: list[Check] = [
+    (OPEN_ADDR, 80, "http"),
+    (OPEN_ADDR, 53, "dns"),
+    (OPEN_ADDR, 0, "echo"),
+    (OPEN_ADDR, 9999, "udp"),
+    (RST_ADDR, 80, "connect"),
+    (UNREACH_ADDR, 80, "connect"),
+    (TTL_ADDR, 0, "echo"),
+]
+needs_relay = pytest.mark.skipif(not lab.relay_available(), reason="zbanner_xdp.impair is not there yet")
+
+
+@pytest.fixture(scope="module")
+def wire_lab(lab_info: lab.LabInfo) -> lab.LabInfo:
+    t0 = time.monotonic()
+    info = lab.up(wire=True)  # a plain lab is up: this rebuilds
+    print(f"lab.up(wire=True) over a plain lab took {time.monotonic() - t0:.2f}s")
+    return info
+
+
+def test_wire_topology(wire_lab: lab.LabInfo) -> None:
+    assert wire_lab.wire and wire_lab.wire_ns == lab.WIRE_NS
+    assert wire_lab.wire_ifs == [lab.WIRE_SCAN_IF, lab.WIRE_ROUTER_IF]
+    d = lab.status()
+    assert d["complete"] and d["wire"]
+    assert d["namespaces"] == dict.fromkeys((lab.SCAN_NS, lab.WIRE_NS, lab.ROUTER_NS, lab.TARGET_NS), True)
+    for ifname in (lab.WIRE_SCAN_IF, lab.WIRE_ROUTER_IF):
+        link = d["links"][ifname]
+        assert link["netns"] == lab.WIRE_NS and link["up"] and link["promisc"] and link["addrs"] == []
+    # The scanner's side is unchanged: same address, same next hop and MAC, behind the wire.
+    assert d["links"][lab.SCAN_IF]["addrs"] == [f"{lab.SCAN_IP}/24"]
+    assert d["links"][lab.ROUTER_IF]["netns"] == lab.ROUTER_NS
+    assert d["links"][lab.ROUTER_IF]["mac"] == lab.GATEWAY_MAC
+    assert sysctl(lab.WIRE_NS, "net.ipv6.conf.all.disable_ipv6") == "1"
+    assert sysctl(lab.WIRE_NS, "net.ipv4.ip_forward") == "0"
+    for ns, ifname in lab._interfaces(wire=True):
+        assert offload_flags(ns, ifname)["tx-checksumming"] is False, ifname
+    relay = d["relay"]
+    assert relay["available"] == lab.relay_available()
+    if relay["available"]:
+        assert relay["alive"] and relay["in_wire_ns"] and (relay["a2b"], relay["b2a"]) == ("", "")
+        assert wire_lab.relay_pid == relay["pid"]
+    assert "relay" in lab.format_status(d)
+    assert lab.up(wire=True).servers == wire_lab.servers  # idempotent for the wire kind too
+
+
+@needs_relay
+def test_wire_forwards(wire_lab: lab.LabInfo, tmp_path: Path) -> None:
+    results, icmp = probe_with_icmp(WIRE_CHECKS, tmp_path)
+    assert_ground_truth(results, icmp, "through the plain relay")
+    assert results[(OPEN_ADDR, 80, "http")]["data"].startswith("HTTP/1.1 200")
+
+
+@needs_relay
+def test_impair_loss_blocks_and_recovers(wire_lab: lab.LabInfo) -> None:
+    checks: list[Check] = [(OPEN_ADDR, 80, "connect"), (OPEN_ADDR, 53, "dns"), (OPEN_ADDR, 0, "echo")]
+    with lab.impair(a2b="loss 100%") as stats:
+        relay = lab.status()["relay"]
+        assert relay["alive"] and relay["a2b"] == "loss 100%" and relay["b2a"] == ""
+        r = run_probes(checks)
+        assert stats == {}  # filled only when the relay has exited
+    assert {c: v["outcome"] for c, v in r.items()} == dict.fromkeys(checks, "timeout")
+    assert stats, "the relay's exit stats were not collected"
+    if isinstance(stats.get("a2b"), dict) and "dropped" in stats["a2b"]:
+        assert stats["a2b"]["dropped"] >= len(checks), stats
+
+    with lab.impair(b2a="loss 100%"):  # the replies this time
+        r = run_probes(checks[:1])
+    assert r[checks[0]]["outcome"] == "timeout"
+
+    relay = lab.status()["relay"]
+    assert relay["alive"] and (relay["a2b"], relay["b2a"]) == ("", "")
+    r = run_probes(checks)
+    assert {c: v["outcome"] for c, v in r.items()} == {
+        checks[0]: "synack", checks[1]: "udp", checks[2]: "echoreply",
+    }  # fmt: skip
+
+
+@needs_relay
+def test_impair_rejects_bad_specs(wire_lab: lab.LabInfo) -> None:
+    with pytest.raises(RuntimeError, match="relay"), lab.impair("loss banana"):
+        pass
+    with pytest.raises(ValueError), lab.impair("loss 1%", seconds=10**9):
+        pass
+    assert lab.status()["complete"]  # the plain relay is back
+
+
+def test_up_switches_between_plain_and_wire(wire_lab: lab.LabInfo) -> None:
+    relay_pid = lab.status()["relay"]["pid"]
+    t0 = time.monotonic()
+    plain = lab.up()
+    print(f"lab.up() over a wire lab took {time.monotonic() - t0:.2f}s")
+    assert not plain.wire and lab.WIRE_NS not in ns_names()
+    assert relay_pid is None or not alive(relay_pid)
+    d = lab.status()
+    assert d["complete"] and not d["wire"]
+    assert run_probes([(OPEN_ADDR, 80, "connect")])[(OPEN_ADDR, 80, "connect")]["outcome"] == "synack"
+    assert lab.up(wire=True).wire  # and back, for the teardown test below
 
 
 def test_down_removes_everything(lab_info: lab.LabInfo) -> None:
     d = lab.status()
     pids = [s["pid"] for s in d["servers"].values()]
-    pids += lab._pids_in_netns(lab.SCAN_NS) + lab._pids_in_netns(lab.TARGET_NS)
+    for ns in d["namespaces"]:
+        pids += lab._pids_in_netns(ns)
     assert pids
 
+    t0 = time.monotonic()
     removed = lab.down()
+    print(f"lab.down() of a {'wire' if d['wire'] else 'plain'} lab took {time.monotonic() - t0:.2f}s")
 
-    assert f"netns {lab.SCAN_NS}" in removed and f"netns {lab.TARGET_NS}" in removed
+    for ns in d["namespaces"]:
+        assert f"netns {ns}" in removed
     assert_nothing_left()
     left = [pid for pid in pids if alive(pid)]
     assert not left, f"lab processes still running: {left}"
