@@ -728,9 +728,10 @@ def test_refused_and_silent(probes: dict[Check, dict[str, Any]]) -> None:
         assert probes[(addr, 0, "echo")]["outcome"] == "echoreply", addr
     for addr in (OPEN_ADDR, RST_ADDR, NOECHO_ADDR, lab.TARPIT_IP, GW):
         assert probes[(addr, 9999, "udp")]["outcome"] == "refused", addr
-    # TCP reports the router's ICMP as an error right away; UDP where the error is "hard".
+    # TCP turns the router's ICMP into an error unless it arrives while connect() still holds the
+    # socket (then it is only a soft error and connect() times out); the capture is the ground truth.
     for addr in (UNREACH_ADDR, PROHIBIT_ADDR, TTL_ADDR):
-        assert probes[(addr, 80, "connect")]["outcome"] == "error", addr
+        assert probes[(addr, 80, "connect")]["outcome"] in ("error", "timeout"), addr
     for addr in (UNREACH_ADDR, PROHIBIT_ADDR):
         assert probes[(addr, 53, "dns")]["outcome"] == "error", addr
 
@@ -767,7 +768,8 @@ while True:
     ihl = (data[0] & 0x0F) * 4
     if data[ihl] in (3, 11):
         dst = socket.inet_ntoa(data[ihl + 24 : ihl + 28])  # the quoted packet's destination
-        got[json.dumps([dst.rsplit(".", 1)[0], src[0] if src[0] != dst else "self", data[ihl], data[ihl + 1]])] += 1
+        who = src[0] if src[0] != dst else "self"
+        got[json.dumps([dst.rsplit(".", 1)[0], who, data[ihl], data[ihl + 1]])] += 1
 print(json.dumps(got))
 """
 
