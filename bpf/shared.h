@@ -42,6 +42,7 @@ enum zb_counter {
 	ZB_CNT_ECHOREPLY,
 	ZB_CNT_RST_UNVALIDATED, /* bare RST (no ack) on a probed 4-tuple */
 	ZB_CNT_KERNEL_REPLIES,  /* answers the program sent itself */
+	ZB_CNT_NO_ROOM,         /* an answer that did not fit the frame's buffer */
 	ZB_CNT_MAX = 16,
 };
 

@@ -219,12 +219,73 @@ static __always_inline __u16 zb_fold(__u64 sum)
 	return (__u16)~sum;
 }
 
-/* Turn the reply in place into our answer and send it back out (XDP_TX):
- * a SYN-ACK becomes the ACK carrying the probe's payload (or a RST for
+/* What the answer needs from the reply, read before the frame is resized. */
+struct zb_kr {
+	__u8 mac[12];
+	__u32 us;
+	__u32 them;
+	__be16 our_port;
+	__be16 their_port;
+	__u32 their_seq;
+	__u32 their_ack;
+	__u32 plen;
+	__u8 with_payload;
+	__u8 ok;
+};
+
+/* Turn the reply in place into our answer, in two steps around emit(): a
+ * SYN-ACK becomes the ACK carrying the probe's payload (or a RST for
  * SYN-only probes), a zero-window SYN-ACK or a banner becomes a RST. The
- * handshake then never touches user space. */
-static __always_inline int kernel_reply(struct xdp_md *ctx, __u8 kind, __u32 probe)
+ * handshake then never touches user space. Step one reads what the answer
+ * needs and sizes the frame; if it cannot, user space answers instead. */
+static __always_inline void kernel_reply_prepare(struct xdp_md *ctx, __u8 kind, __u32 probe, struct zb_kr *kr)
 {
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct tcphdr *tcp = (void *)(ip + 1);
+	kr->ok = 0;
+	if ((void *)(tcp + 1) > end)
+		return;
+	struct zb_kpayload *kp = kpayload.lookup(&probe);
+	if (!kp || !kp->enabled)
+		return;
+	__builtin_memcpy(kr->mac, eth->h_dest, 12);
+	kr->us = ip->daddr;
+	kr->them = ip->saddr;
+	kr->our_port = tcp->dest;
+	kr->their_port = tcp->source;
+	kr->their_seq = bpf_ntohl(tcp->seq);
+	kr->their_ack = bpf_ntohl(tcp->ack_seq);
+	kr->with_payload = kind == ZB_KIND_SYNACK && kp->handshake;
+	kr->plen = kr->with_payload ? kp->len : 0;
+	if (kr->plen > ZB_KPAYLOAD_MAX)
+		return;
+	/* On a veth, XDP may run on the skb's own buffer with only a few bytes
+	 * of tailroom: grow at the tail when possible, else at the head. */
+	int delta = (int)(54 + kr->plen) - (int)(end - data);
+	if (delta < 0 || delta > 0) {
+		if (bpf_xdp_adjust_tail(ctx, delta)) {
+			/* Growing at the head must leave room to spare: with under
+			 * ~50 bytes of headroom a veth accepts XDP_TX and then loses
+			 * the frame. Take 32 more than needed, then give them back. */
+			if (delta < 0 || bpf_xdp_adjust_head(ctx, -(delta + 32))) {
+				count(ZB_CNT_NO_ROOM);
+				return;
+			}
+			if (bpf_xdp_adjust_head(ctx, 32))
+				return;
+		}
+	}
+	kr->ok = 1;
+}
+
+static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, struct zb_kr *kr)
+{
+	struct zb_kpayload *kp = kpayload.lookup(&probe);
+	if (!kp)
+		return XDP_DROP;
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
@@ -232,41 +293,10 @@ static __always_inline int kernel_reply(struct xdp_md *ctx, __u8 kind, __u32 pro
 	struct tcphdr *tcp = (void *)(ip + 1);
 	if ((void *)(tcp + 1) > end)
 		return XDP_DROP;
-	struct zb_kpayload *kp = kpayload.lookup(&probe);
-	if (!kp || !kp->enabled)
-		return XDP_DROP;
+	__u32 plen = kr->plen;
 
-	__u8 mac[12];
-	__builtin_memcpy(mac, eth->h_dest, 12);
-	__u32 us = ip->daddr, them = ip->saddr;
-	__be16 our_port = tcp->dest, their_port = tcp->source;
-	__u32 their_seq = bpf_ntohl(tcp->seq), their_ack = bpf_ntohl(tcp->ack_seq);
-	__u32 tcp_len = bpf_ntohs(ip->tot_len) - 40 - (tcp->doff * 4 - 20);
-	int with_payload = kind == ZB_KIND_SYNACK && kp->handshake;
-	__u32 plen = with_payload ? kp->len : 0;
-	if (plen > ZB_KPAYLOAD_MAX)
-		return XDP_DROP;
-
-	/* On a veth, XDP may run on the skb's own buffer with only a few bytes
-	 * of tailroom: grow at the tail when possible, else at the head (all
-	 * we need of the old frame was read above). */
-	int delta = (int)(54 + plen) - (int)(end - data);
-	if (delta < 0 || delta > 0) {
-		if (bpf_xdp_adjust_tail(ctx, delta)) {
-			if (delta < 0 || bpf_xdp_adjust_head(ctx, -delta))
-				return XDP_DROP;
-		}
-	}
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	eth = data;
-	ip = (void *)(eth + 1);
-	tcp = (void *)(ip + 1);
-	if ((void *)(tcp + 1) > end)
-		return XDP_DROP;
-
-	__builtin_memcpy(eth->h_dest, mac + 6, 6);
-	__builtin_memcpy(eth->h_source, mac, 6);
+	__builtin_memcpy(eth->h_dest, kr->mac + 6, 6);
+	__builtin_memcpy(eth->h_source, kr->mac, 6);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	ip->version = 4;
 	ip->ihl = 5;
@@ -275,34 +305,25 @@ static __always_inline int kernel_reply(struct xdp_md *ctx, __u8 kind, __u32 pro
 	ip->frag_off = bpf_htons(0x4000);
 	ip->ttl = ZB_TTL;
 	ip->protocol = IPPROTO_TCP;
-	ip->saddr = us;
-	ip->daddr = them;
+	ip->saddr = kr->us;
+	ip->daddr = kr->them;
 	ip->check = 0;
 
-	__u8 flags;
-	__u32 seq, ack;
-	if (with_payload) {
-		seq = their_ack;              /* cookie + 1 */
-		ack = their_seq + 1;
-		flags = plen ? TCP_PSH | TCP_ACK : TCP_ACK;
-	} else {
-		/* RST: after a SYN-ACK its seq is their ack (cookie+1); after a
-		 * banner, their ack too (cookie+1+payload). */
-		seq = their_ack;
-		ack = 0;
-		flags = TCP_RST;
-	}
+	/* ACK+payload: seq = their ack (cookie+1), ack = their seq+1. RST after
+	 * a SYN-ACK or a banner: seq = their ack, nothing acked. */
+	__u32 seq = kr->their_ack;
+	__u32 ack = kr->with_payload ? kr->their_seq + 1 : 0;
+	__u8 flags = kr->with_payload ? (plen ? TCP_PSH | TCP_ACK : TCP_ACK) : TCP_RST;
 	ip->id = bpf_htons(seq >> 16);
-	tcp->source = our_port;
-	tcp->dest = their_port;
+	tcp->source = kr->our_port;
+	tcp->dest = kr->their_port;
 	tcp->seq = bpf_htonl(seq);
 	tcp->ack_seq = bpf_htonl(ack);
 	((__u8 *)tcp)[12] = 5 << 4;
 	((__u8 *)tcp)[13] = flags;
-	tcp->window = with_payload ? bpf_htons(ZB_ACK_WINDOW) : 0;
+	tcp->window = kr->with_payload ? bpf_htons(ZB_ACK_WINDOW) : 0;
 	tcp->check = 0;
 	tcp->urg_ptr = 0;
-	(void)tcp_len;
 
 	if (plen) {
 		__u64 n = plen;
@@ -319,6 +340,7 @@ static __always_inline int kernel_reply(struct xdp_md *ctx, __u8 kind, __u32 pro
 			return XDP_DROP;
 	}
 	ip->check = zb_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+	__u32 us = kr->us, them = kr->them;
 	__u64 sum = (us & 0xffff) + (us >> 16) + (them & 0xffff) + (them >> 16) + bpf_htons(IPPROTO_TCP) +
 		    bpf_htons(20 + plen) + (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 20, 0);
 	if (plen)
@@ -329,15 +351,31 @@ static __always_inline int kernel_reply(struct xdp_md *ctx, __u8 kind, __u32 pro
 }
 #endif
 
-/* emit(), then the in-kernel answer where one is due. */
+/* emit(), then the in-kernel answer where one is due. The frame is sized
+ * for the answer first: emit() reads nothing from it but banner bytes, and
+ * a banner's answer (a RST) only ever shrinks it. */
 static __always_inline int emit_and_answer(struct xdp_md *ctx, struct zb_reply *r)
 {
-	int v = emit(ctx, r);
 #if ZB_KERNEL_REPLIES
-	if (v == ZB_ANSWER)
-		return kernel_reply(ctx, r->kind, (__u32)r->variant % (__u32)ZB_PROBES);
-#endif
+	struct zb_kr kr = {};
+	__u32 probe = (__u32)r->variant % (__u32)ZB_PROBES;
+	if (r->kernel_answer && r->kind != ZB_KIND_BANNER) {
+		kernel_reply_prepare(ctx, r->kind, probe, &kr);
+		r->kernel_answer = kr.ok;
+	}
+	int v = emit(ctx, r);
+	if (v != ZB_ANSWER)
+		return v;
+	if (r->kind == ZB_KIND_BANNER) {
+		kernel_reply_prepare(ctx, r->kind, probe, &kr);
+		if (!kr.ok)
+			return XDP_DROP;
+	}
+	return kernel_reply_finish(ctx, probe, &kr);
+#else
+	int v = emit(ctx, r);
 	return v == ZB_ANSWER ? XDP_DROP : v;
+#endif
 }
 
 static __always_inline struct zb_config *get_config(void)

@@ -50,6 +50,7 @@ class Counter(enum.IntEnum):
     ECHOREPLY = 12
     RST_UNVALIDATED = 13
     KERNEL_REPLIES = 14
+    NO_ROOM = 15
 
 
 N_COUNTERS = 16

@@ -732,8 +732,9 @@ def test_refused_and_silent(probes: dict[Check, dict[str, Any]]) -> None:
     # socket (then it is only a soft error and connect() times out); the capture is the ground truth.
     for addr in (UNREACH_ADDR, PROHIBIT_ADDR, TTL_ADDR):
         assert probes[(addr, 80, "connect")]["outcome"] in ("error", "timeout"), addr
-    for addr in (UNREACH_ADDR, PROHIBIT_ADDR):
-        assert probes[(addr, 53, "dns")]["outcome"] == "error", addr
+    # UDP sockets report only "hard" ICMP errors (RFC 1122): admin prohibited yes, host unreachable no.
+    assert probes[(PROHIBIT_ADDR, 53, "dns")]["outcome"] == "error"
+    assert probes[(UNREACH_ADDR, 53, "dns")]["outcome"] == "timeout"
 
 
 def test_expected_agrees_with_observed(
