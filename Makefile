@@ -14,7 +14,7 @@ demo: setup
 	@bash scripts/demo.sh
 
 test: setup
-	@$(VENV)/bin/ruff check zbanner_xdp probes bpf tests
+	@$(VENV)/bin/ruff check zbanner_xdp probes bpf tests scripts
 	@$(VENV)/bin/pytest -q tests
 
 unit: setup
@@ -24,7 +24,7 @@ integration: setup
 	@$(VENV)/bin/pytest -q tests/integration
 
 lint: setup
-	@$(VENV)/bin/ruff check zbanner_xdp probes bpf tests
+	@$(VENV)/bin/ruff check zbanner_xdp probes bpf tests scripts
 
 bench: setup
 	@$(PY) scripts/bench.py

@@ -12,11 +12,19 @@ names below are for the default prefix::
                               zbl-r1 10.77.1.1/24 <----------------> zbl-t0 10.77.1.2/24
     route 198.18.0.0/15       ip_forward=1                           default via 10.77.1.1
       via 10.77.0.2           198.18.0.0/16 via 10.77.1.2            local 198.18.0.0/16 dev lo
-    (no default route)        unreachable 198.19.0.0/24                (AnyIP: all local)
-                              prohibit    198.19.1.0/24              nft table inet zbl, servers
+    (no default route)        unreachable 198.19.0.0/24 (*)            (AnyIP: all local)
+                              prohibit    198.19.1.0/24 (*)          nft table inet zbl, servers
                               blackhole   198.19.2.0/24
-                              198.19.3.0/24 via 10.77.1.2 + nft table ip zbl: "ip ttl set 1"
+                              198.19.3.0/24 via 10.77.1.2 (*)
                               blackhole   198.19.0.0/16
+
+(*) nft table ip zbl in zbl-rtr, prerouting: "reject with icmp type
+host-unreachable" / "admin-prohibited" for the first two, "ip ttl set 1" for
+198.19.3.0/24 (so forwarding expires it). The reject rules answer before the
+routes are consulted: ICMP errors from unreachable/prohibit routes go through
+ip_error(), which the kernel rate-limits per source (burst 5, then 1/s) with
+host-wide sysctls (net.ipv4.route.error_cost/error_burst) that a namespace
+cannot change; nft's reject is limited only by the namespace's icmp_* sysctls.
 
 With up(wire=True) a fault wire sits between scanner and router: zbl-s0 is
 paired with zbl-w0 in zbl-wire, and zbl-w1 (also in zbl-wire) with zbl-r0.
@@ -25,8 +33,11 @@ Frames cross it only through a user-space relay, `python -m zbanner_xdp.impair
 --a zbl-w0 --b zbl-w1 ...` (a = scanner side, b = router side, so "a2b" is the
 probes and "b2a" the replies): up(wire=True) starts a plain relay, and the
 impair() context manager swaps in one with netem-like faults ("loss 5%",
-"delay 50ms 10ms", ...). The scanner's next hop is 10.77.0.2 with MAC
-02:7a:62:6c:00:02 either way.
+"delay 50ms 10ms", ...). The relay caps a run at an hour, so the plain relay
+is restarted by a bounded loop (a week's worth of rounds, ~0.2 s gap each).
+The scanner's next hop is 10.77.0.2 with MAC 02:7a:62:6c:00:02 either way.
+If zbanner_xdp.impair is missing, up(wire=True) still builds the wire, but no
+frame crosses it.
 
 Address plan (all reached from zbl-scan through the gateway 10.77.0.2):
 
@@ -62,6 +73,10 @@ listening on 0.0.0.0, so every local address above answers):
     redis    6379
     dnsmasq  53 udp+tcp (zbanner.lab A 198.18.0.1, REFUSED for other names)
     chronyd  123 udp (NTP server, stratum 10 local clock; -x: never touches the clock)
+
+To see every frame the scanner sends exactly as sent, capture on CAPTURE_IF
+(zbl-r0) in CAPTURE_NS (zbl-rtr); zbl-t0 in zbl-tgt sees only what was
+forwarded to the target, with the TTL one lower.
 
 Configs, pid files, logs and generated keys live in STATE_DIR; the config
 templates are in zbanner_xdp/lab_files/. Every veth end has tx checksum
@@ -124,6 +139,11 @@ ROUTER_TARGET_IF = f"{PREFIX}r1"  # target side of the router
 TARGET_IF = f"{PREFIX}t0"
 WIRE_SCAN_IF = f"{PREFIX}w0"  # relay side "a"
 WIRE_ROUTER_IF = f"{PREFIX}w1"  # relay side "b"
+# Where to tcpdump every frame the scanner sends, exactly as sent (TTL not yet decremented, router
+# carve-outs included, after the wire's faults if any): the router's scanner-side interface.
+# TARGET_NS/TARGET_IF see only what the router forwarded to the target, one TTL lower.
+CAPTURE_NS = ROUTER_NS
+CAPTURE_IF = ROUTER_IF
 SCAN_IP = "10.77.0.1"
 TARGET_GW = "10.77.0.2"  # the scanner's gateway: the router's ROUTER_IF
 ROUTER_TARGET_IP = "10.77.1.1"

@@ -60,13 +60,14 @@ def xdp_attached() -> bool:
 
 
 class Capture:
-    """tcpdump on the target side of the lab link: sees every frame the scanner namespace sends."""
+    """tcpdump on the first hop from the scanner (the router side of its link): sees every frame it sends."""
 
     def __init__(self, path: Path, bpf_filter: str = "tcp") -> None:
         self.path = path
         self.proc = subprocess.Popen(
             lab.ns_exec_argv(
-                lab.TARGET_NS, ["tcpdump", "-i", lab.TARGET_IF, "-U", "-n", "-w", str(path), bpf_filter]
+                lab.CAPTURE_NS,
+                ["tcpdump", "-i", lab.CAPTURE_IF, "--immediate-mode", "-U", "-n", "-w", str(path), bpf_filter],
             ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

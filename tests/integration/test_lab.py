@@ -259,7 +259,8 @@ class IcmpCapture:
         self.path = path
         self.proc = subprocess.Popen(
             lab.ns_exec_argv(
-                lab.SCAN_NS, ["tcpdump", "-i", lab.SCAN_IF, "-U", "-n", "-w", str(path), "icmp"]
+                lab.SCAN_NS,
+                ["tcpdump", "-i", lab.SCAN_IF, "--immediate-mode", "-U", "-n", "-w", str(path), "icmp"],
             ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -888,6 +889,78 @@ def test_impair_needs_the_wire_lab(lab_info: lab.LabInfo) -> None:
     with pytest.raises(RuntimeError), lab.impair("loss 1%"):
         pass
     assert lab.status()["complete"]
+
+
+TTL_SCRIPT = r"""
+import socket, sys
+for addr in sys.argv[1:]:
+    s = socket.socket()
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 99)
+    s.settimeout(0.3)
+    try:
+        s.connect((addr, 80))
+    except OSError:
+        pass
+    s.close()
+"""
+
+
+def test_capture_point_sees_frames_as_sent(lab_info: lab.LabInfo, tmp_path: Path) -> None:
+    import dpkt
+
+    pcap = tmp_path / "first-hop.pcap"
+    addrs = [OPEN_ADDR, UNREACH_ADDR, DROP_ADDR]
+    cap = subprocess.Popen(
+        lab.ns_exec_argv(
+            lab.CAPTURE_NS,
+            [
+                "tcpdump",
+                "-i",
+                lab.CAPTURE_IF,
+                "--immediate-mode",
+                "-U",
+                "-n",
+                "-w",
+                str(pcap),
+                f"tcp and src host {lab.SCAN_IP}",
+            ],
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert cap.stderr is not None
+        assert "listening on" in cap.stderr.readline()
+        subprocess.run(
+            lab.ns_exec_argv(lab.SCAN_NS, [sys.executable, "-c", TTL_SCRIPT, *addrs]), check=True, timeout=30
+        )
+        time.sleep(0.1)
+    finally:
+        cap.send_signal(signal.SIGINT)
+        cap.wait(timeout=10)
+        if cap.stderr is not None:
+            cap.stderr.close()
+    with open(pcap, "rb") as fh:
+        syns = [dpkt.ethernet.Ethernet(buf).data for _ts, buf in dpkt.pcap.Reader(fh)]
+    syns = [ip for ip in syns if isinstance(ip, dpkt.ip.IP) and ip.data.flags & dpkt.tcp.TH_SYN]
+    # Every SYN, router carve-outs included, with the TTL the scanner set.
+    assert {socket.inet_ntoa(ip.dst) for ip in syns} == set(addrs)
+    assert {ip.ttl for ip in syns} == {99}
+
+
+def test_wire_lab_without_the_relay_module(lab_info: lab.LabInfo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lab, "relay_available", lambda: False)
+    info = lab.up(wire=True)
+    assert info.wire and info.relay_pid is None
+    d = lab.status()
+    assert d["complete"] and d["wire"] and d["namespaces"][lab.WIRE_NS]
+    assert d["relay"]["available"] is False and not d["relay"]["alive"]
+    assert "not available" in lab.format_status(d)
+    # No relay: no frame crosses the wire.
+    assert run_probes([(OPEN_ADDR, 80, "connect")])[(OPEN_ADDR, 80, "connect")]["outcome"] == "timeout"
+    with pytest.raises(RuntimeError, match=r"zbanner_xdp\.impair"), lab.impair("loss 1%"):
+        pass
 
 
 # --------------------------------------------------------------------------- the fault wire

@@ -1,0 +1,446 @@
+"""`make bench`: zbanner-xdp against ZMap and masscan on the built-in lab.
+
+A script that prints figures (not a timed test). Every run happens inside
+the lab's scanner namespace, against lab addresses only; each figure is the
+median of --runs runs. Results: bench-results/bench.json and bench.md.
+
+Scenarios (issue "Speed"):
+  syn-real     SYN scan of 65,536 addresses whose kernel answers (nginx on :80)
+  syn-emu      SYN scan of 1,048,576 targets answered by the XDP emulator:
+               max send rate and delivered rate, AF_PACKET vs kernel generator,
+               and whether --rate 1M holds
+  banner       banner grabbing of 65,536 targets at 0/10/50/100 % open
+               (emulator, server-first SSH banner) vs masscan --banners
+  rss          peak RSS for 10k / 1M / 16M targets and 0 % vs 100 % open
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from zbanner_xdp import lab  # noqa: E402
+
+PY = str(ROOT / ".venv" / "bin" / "python")
+ZB = str(ROOT / ".venv" / "bin" / "zbanner-xdp")
+OUT = ROOT / "bench-results"
+# The emulator sits on the router's scanner-facing veth and answers this
+# whole /16 before routing (the router's ICMP carve-outs in it don't matter here).
+EMU_NET = "198.19.0.0/16"
+PASS_NET = "198.19.0.0/30"  # an emulator here only provides the XDP program a veth's XDP_TX needs
+MASSCAN_IP = "10.77.0.9"  # masscan's own address: its SYN-ACKs never reach our kernel, no iptables needed
+
+
+def sh(argv: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def in_scan(argv: list[str]) -> list[str]:
+    return lab.ns_exec_argv(lab.SCAN_NS, argv)
+
+
+def ensure_peers() -> None:
+    missing = [p for p in ("zmap", "masscan") if not shutil.which(p)]
+    if missing:
+        print(f"bench: installing {' '.join(missing)} (Debian)", flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        r = sh(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
+        if r.returncode != 0:
+            sys.exit(f"bench: could not install {missing}: {r.stderr.strip()[-300:]}")
+
+
+@contextlib.contextmanager
+def emulator(
+    net: str,
+    open_permil: int = 1000,
+    banner: str = "SSH-2.0-zbanner-emulator\\r\\n",
+    server_first: bool = True,
+) -> Iterator[dict]:
+    """The XDP emulator on the router's scanner-facing veth; yields its counters after exit."""
+    argv = [
+        PY,
+        "-m",
+        "zbanner_xdp.emulator",
+        "--iface",
+        lab.ROUTER_IF,
+        "--net",
+        net,
+        "--open-permil",
+        str(open_permil),
+        "--banner",
+        banner,
+        "--seconds",
+        "900",
+    ]
+    if server_first:
+        argv.append("--server-first")
+    proc = subprocess.Popen(
+        lab.ns_exec_argv(lab.ROUTER_NS, argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(ROOT),
+    )
+    result: dict = {}
+    try:
+        time.sleep(3.0)  # compile + attach
+        if proc.poll() is not None:
+            raise RuntimeError(f"emulator failed: {proc.stderr.read().strip()[-300:]}")
+        yield result
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        for line in out.splitlines():
+            with contextlib.suppress(ValueError):
+                result.update(json.loads(line))
+
+
+def timed(argv: list[str], timeout: float = 600) -> tuple[float, int, subprocess.CompletedProcess[str]]:
+    """(wall seconds, peak RSS KiB, result) of a command, through GNU time."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        t0 = time.monotonic()
+        r = sh(["/usr/bin/time", "-f", "%M", "-o", tf.name, *argv], timeout=timeout)
+        wall = time.monotonic() - t0
+        try:
+            rss = int(tf.read().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            rss = 0
+    return wall, rss, r
+
+
+def zb(args: list[str], tmp: Path, timeout: float = 600) -> dict:
+    meta = tmp / "meta.json"
+    argv = in_scan(
+        [
+            ZB,
+            "--blocklist",
+            str(tmp / "empty"),
+            "-q",
+            "-o",
+            str(tmp / "out.jsonl"),
+            "--metadata",
+            str(meta),
+            *args,
+        ]
+    )
+    wall, rss, r = timed(argv, timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"zbanner-xdp failed: {r.stderr.strip()[-400:]}")
+    m = json.loads(meta.read_text())
+    sending = m["packets_sent"]["probes"] / m["send_rate_pps"] if m["send_rate_pps"] else 0.0
+    return {
+        "wall_s": round(wall, 3),
+        "rss_kib": rss,
+        "send_pps": m["send_rate_pps"],
+        "send_s": round(sending, 3),
+        "hits": m["hits"],
+        "responses": m["responses"],
+        "tx_mode": m["tx_mode"],
+        "meta": m,
+    }
+
+
+def zmap(targets: list[str], port: int, tmp: Path, rate: int = 0, cooldown: int = 2) -> dict:
+    out = tmp / "zmap.csv"
+    argv = in_scan(
+        [
+            "zmap",
+            "-i",
+            lab.SCAN_IF,
+            "-S",
+            lab.SCAN_IP,
+            "-G",
+            lab.GATEWAY_MAC,
+            "-p",
+            str(port),
+            "-b",
+            str(tmp / "empty"),
+            "-r",
+            str(rate),
+            "-c",
+            str(cooldown),
+            "-o",
+            str(out),
+            "-q",
+            "-f",
+            "saddr",
+            *targets,
+        ]
+    )
+    wall, rss, r = timed(argv)
+    hits = len({ln.strip() for ln in out.read_text().splitlines()[1:] if ln.strip()}) if out.exists() else 0
+    m = re.findall(r"send: (\d+) done", r.stderr)
+    return {"wall_s": round(wall, 3), "rss_kib": rss, "hits": hits, "sent": int(m[-1]) if m else None}
+
+
+def masscan(
+    targets: list[str], ports: str, tmp: Path, banners: bool = False, wait: int = 2, rate: int = 10_000_000
+) -> dict:
+    out = tmp / "masscan.json"
+    argv = in_scan(
+        [
+            "masscan",
+            *targets,
+            "-p",
+            ports,
+            "--rate",
+            str(rate),
+            "--adapter",
+            lab.SCAN_IF,
+            "--adapter-ip",
+            MASSCAN_IP,
+            "--router-mac",
+            lab.GATEWAY_MAC,
+            "--wait",
+            str(wait),
+            "-oJ",
+            str(out),
+        ]
+        + (["--banners"] if banners else [])
+    )
+    # masscan can hang on exit on a quiet link: bound it.
+    wall, rss, r = timed(["timeout", "-s", "INT", "-k", "5", "300", *argv])
+    text = out.read_text() if out.exists() else ""
+    opens = set(re.findall(r'"ip": "([\d.]+)".*?"status": "open"', text.replace("\n", " ")))
+    nbanners = len(set(re.findall(r'"ip": "([\d.]+)"[^{}]*?"service"', text.replace("\n", " "))))
+    return {"wall_s": round(wall, 3), "rss_kib": rss, "hits": len(opens), "banners": nbanners}
+
+
+def median(runs: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(vals), 3) if vals else None
+
+
+def repeat(n: int, fn, *a, **kw) -> list[dict]:
+    out = []
+    for i in range(n):
+        try:
+            out.append(fn(*a, **kw))
+        except Exception as exc:  # a failed run is reported, not fatal
+            out.append({"error": str(exc)})
+        print(f"    run {i + 1}/{n}: {summary_line(out[-1])}", flush=True)
+    return out
+
+
+def summary_line(r: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in r.items() if k != "meta" and not isinstance(v, dict))
+
+
+def scenario_syn_real(runs: int, tmp: Path) -> dict:
+    print("syn-real: 65,536 addresses x port 80, real kernel responders", flush=True)
+    res = {}
+    syn = ["--rate", "0", "--cooldown", "2", "scan", lab.BIG_NET, "-p", "80"]
+    print("  zbanner-xdp --tx packet", flush=True)
+    res["zbanner-xdp --tx packet"] = repeat(runs, zb, ["--tx", "packet", *syn], tmp)
+    print("  zbanner-xdp --tx xdp", flush=True)
+    with emulator(PASS_NET):
+        res["zbanner-xdp --tx xdp"] = repeat(runs, zb, ["--tx", "xdp", *syn], tmp)
+    print("  zmap -r 0", flush=True)
+    res["zmap"] = repeat(runs, zmap, [lab.BIG_NET], 80, tmp)
+    print("  masscan --rate 10M", flush=True)
+    res["masscan"] = repeat(runs, masscan, [lab.BIG_NET], "80", tmp)
+    return res
+
+
+def scenario_syn_emu(runs: int, tmp: Path) -> dict:
+    print("syn-emu: 1,048,576 targets (65,536 addresses x 16 ports) answered by the XDP emulator", flush=True)
+    res: dict = {}
+    for name, args in (
+        ("packet, rate 0", ["--tx", "packet", "--rate", "0"]),
+        ("xdp, rate 0", ["--tx", "xdp", "--rate", "0"]),
+        ("xdp, rate 1M", ["--tx", "xdp", "--rate", "1M"]),
+        ("packet, rate 500K", ["--tx", "packet", "--rate", "500K"]),
+    ):
+        print(f"  zbanner-xdp {name}", flush=True)
+        out = []
+        for _ in range(runs):
+            with emulator(EMU_NET, open_permil=500) as counters:
+                r = zb([*args, "--cooldown", "1", "scan", EMU_NET, "-p", "1-16"], tmp)
+            delivered = counters.get("syn_open", 0) + counters.get("syn_closed", 0)
+            r["delivered"] = delivered
+            r["delivered_pct"] = round(100 * delivered / r["meta"]["packets_sent"]["probes"], 2)
+            r["delivered_pps"] = round(delivered / r["send_s"]) if r["send_s"] else None
+            out.append(r)
+            print(f"    {summary_line(r)}", flush=True)
+        res[name] = out
+    return res
+
+
+def scenario_banner(runs: int, tmp: Path) -> dict:
+    print("banner: 65,536 targets (port 22), emulator server-first banner, 0/10/50/100 % open", flush=True)
+    res: dict = {}
+    targets = [EMU_NET]
+    for pct in (0, 10, 50, 100):
+        res[pct] = {}
+        for tool in ("zbanner-xdp", "zbanner-xdp --kernel-replies", "masscan --banners"):
+            out = []
+            for _ in range(runs):
+                with emulator(EMU_NET, open_permil=pct * 10) as counters:
+                    if tool.startswith("zbanner"):
+                        extra = ["--kernel-replies"] if "kernel" in tool else []
+                        r = zb(
+                            [
+                                "--rate",
+                                "0",
+                                "--cooldown",
+                                "2",
+                                "scan",
+                                *targets,
+                                "-p",
+                                "22",
+                                "--probe",
+                                "ssh",
+                                *extra,
+                            ],
+                            tmp,
+                        )
+                        r["banners"] = r["responses"].get("banner", 0)
+                    else:
+                        r = masscan(targets[:1], "22", tmp, banners=True, wait=2)
+                r["emulator_banners"] = counters.get("banner")
+                r.pop("meta", None)
+                out.append(r)
+                print(f"    {pct}% {tool}: {summary_line(r)}", flush=True)
+            res[pct][tool] = out
+    return res
+
+
+def scenario_rss(tmp: Path) -> dict:
+    print("rss: peak RSS by target count and open ratio", flush=True)
+    res = {}
+    cases = {
+        "10k targets": ["scan", "198.19.0.0/20", "-p", "1-3"],
+        "1M targets": ["scan", EMU_NET, "-p", "1-16"],
+        "16M targets": ["scan", EMU_NET, "-p", "1-256"],
+    }
+    with emulator(EMU_NET, open_permil=500):
+        for name, args in cases.items():
+            r = zb(["--rate", "0", "--cooldown", "1", *args], tmp, timeout=900)
+            res[name] = {
+                "rss_kib": r["rss_kib"],
+                "probes": r["meta"]["packets_sent"]["probes"],
+                "wall_s": r["wall_s"],
+            }
+            print(f"  {name}: {res[name]}", flush=True)
+    for pct in (0, 100):
+        with emulator(EMU_NET, open_permil=pct * 10):
+            r = zb(["--rate", "0", "--cooldown", "2", "scan", EMU_NET, "-p", "22", "--probe", "ssh"], tmp)
+        res[f"{pct}% open (banners)"] = {"rss_kib": r["rss_kib"], "banners": r["responses"].get("banner", 0)}
+        print(f"  {pct}% open: {res[f'{pct}% open (banners)']}", flush=True)
+    return res
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "# zbanner-xdp benchmark",
+        "",
+        f"Machine: {os.cpu_count()} cores; runs per figure: {results['runs']} (medians).",
+        "",
+    ]
+    if "syn-real" in results:
+        lines += [
+            "## SYN scan, 65,536 real kernel responders",
+            "",
+            "| tool | wall s | hits | send pps | peak RSS MiB |",
+            "|---|---|---|---|---|",
+        ]
+        for tool, runs in results["syn-real"].items():
+            lines.append(
+                f"| {tool} | {median(runs, 'wall_s')} | {median(runs, 'hits')} | "
+                f"{median(runs, 'send_pps') or '-'} | {round((median(runs, 'rss_kib') or 0) / 1024)} |"
+            )
+        lines.append("")
+    if "syn-emu" in results:
+        lines += [
+            "## SYN scan, 1,048,576 targets, XDP emulator",
+            "",
+            "| mode | send pps | delivered pps | delivered % | wall s |",
+            "|---|---|---|---|---|",
+        ]
+        for mode, runs in results["syn-emu"].items():
+            lines.append(
+                f"| {mode} | {median(runs, 'send_pps')} | {median(runs, 'delivered_pps')} | "
+                f"{median(runs, 'delivered_pct')} | {median(runs, 'wall_s')} |"
+            )
+        lines.append("")
+    if "banner" in results:
+        lines += [
+            "## Banner grabbing, 65,536 targets (emulator, SSH banner)",
+            "",
+            "| open | tool | wall s | banners | expected |",
+            "|---|---|---|---|---|",
+        ]
+        for pct, tools in results["banner"].items():
+            for tool, runs in tools.items():
+                lines.append(
+                    f"| {pct}% | {tool} | {median(runs, 'wall_s')} | {median(runs, 'banners')} | "
+                    f"{median(runs, 'emulator_banners')} |"
+                )
+        lines.append("")
+    if "rss" in results:
+        lines += ["## Peak RSS", "", "| case | peak RSS MiB |", "|---|---|"]
+        for case, r in results["rss"].items():
+            lines.append(f"| {case} | {round(r['rss_kib'] / 1024)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only", nargs="*", choices=["syn-real", "syn-emu", "banner", "rss"])
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (sudo make bench)")
+    ensure_peers()
+    OUT.mkdir(exist_ok=True)
+    results: dict = {"runs": args.runs, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    lab.down()
+    lab.up()
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d)
+            os.chmod(tmp, 0o755)
+            (tmp / "empty").write_text("")
+            only = set(args.only or ["syn-real", "syn-emu", "banner", "rss"])
+            if "syn-real" in only:
+                results["syn-real"] = scenario_syn_real(args.runs, tmp)
+            if "syn-emu" in only:
+                results["syn-emu"] = scenario_syn_emu(args.runs, tmp)
+            if "banner" in only:
+                results["banner"] = scenario_banner(args.runs, tmp)
+            if "rss" in only:
+                results["rss"] = scenario_rss(tmp)
+    finally:
+        lab.down()
+    for runs in results.get("syn-emu", {}).values():
+        for r in runs:
+            r.pop("meta", None)
+    for runs in results.get("syn-real", {}).values():
+        for r in runs:
+            r.pop("meta", None)
+    (OUT / "bench.json").write_text(json.dumps(results, indent=2, default=str))
+    md = markdown(results)
+    (OUT / "bench.md").write_text(md)
+    print()
+    print(md)
+    print(f"written: {OUT / 'bench.json'}, {OUT / 'bench.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
