@@ -29,7 +29,8 @@ def main() -> None:
         rec = samples["banner"]
         print(f"sample banner from {rec['saddr']}:{rec['sport']}: {rec['banner'][:120]!r}")
         print(f"parsed ({probe}): {orjson.dumps(rec[probe]).decode()[:400]}")
-    meta = orjson.loads(open(meta_path, "rb").read())
+    with open(meta_path, "rb") as fh:
+        meta = orjson.loads(fh.read())
     print(
         f"summary: {meta['reason']}, {meta['packets_sent']['probes']} probes + "
         f"{meta['packets_sent']['replies']} replies in {meta['duration_s']} s, "
