@@ -160,6 +160,11 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
     help="Seconds between copies of a probe.",
 )
 @click.option(
+    "--kernel-replies",
+    is_flag=True,
+    help="Answer SYN-ACKs and banners inside the XDP program (probes with a fixed payload).",
+)
+@click.option(
     "--tarpit-check",
     is_flag=True,
     help="Also SYN one random high port per address: tarpits answer every port.",

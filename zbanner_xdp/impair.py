@@ -88,7 +88,6 @@ PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
 SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
-VNET_HDR_LEN = 10  # struct virtio_net_hdr
 VNET_F_NEEDS_CSUM = 1
 
 BURST = 256  # frames read from one socket before looking at the other and at the delay queue
@@ -322,6 +321,29 @@ def netem_available(ns: str | None = None) -> bool:
 # --------------------------------------------------------------------------- relay
 
 
+def _sysfs_int(ifname: str, attr: str) -> int | None:
+    try:
+        with open(f"/sys/class/net/{ifname}/{attr}") as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _same_veth_pair(if_a: str, if_b: str) -> bool:
+    """Are if_a and if_b the two ends of one veth pair? Relaying between them loops every frame forever.
+
+    Only answerable when /sys shows this namespace (as under ``ip netns exec``); the
+    ifindex cross-check rejects a /sys that belongs to another namespace.
+    """
+    try:
+        idx_a, idx_b = socket.if_nametoindex(if_a), socket.if_nametoindex(if_b)
+    except OSError:
+        return False
+    if _sysfs_int(if_a, "ifindex") != idx_a or _sysfs_int(if_b, "ifindex") != idx_b:
+        return False
+    return _sysfs_int(if_a, "iflink") == idx_b and _sysfs_int(if_b, "iflink") == idx_a
+
+
 def _open_port(ifname: str) -> tuple[socket.socket, bool, bool]:
     """A raw packet socket on ifname: (socket, vnet_hdr, ignores_outgoing)."""
     # Protocol 0 until bind: a socket created with ETH_P_ALL would queue frames from
@@ -348,8 +370,11 @@ def _open_port(ifname: str) -> tuple[socket.socket, bool, bool]:
         # A bounded blocking send: reads use MSG_DONTWAIT, so the socket can stay blocking
         # and a momentarily full send buffer costs a short wait instead of a lost frame.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, int(SEND_TIMEOUT_S * 1e6)))
-        s.bind((ifname, ETH_P_ALL))
-        ifindex = socket.if_nametoindex(ifname)
+        try:
+            s.bind((ifname, ETH_P_ALL))
+            ifindex = socket.if_nametoindex(ifname)
+        except OSError as e:
+            raise OSError(e.errno, f"{ifname}: {e.strerror or e}") from e
         # Promiscuous through a membership rather than the interface flag: the kernel drops
         # it when the socket closes, so a killed relay leaves the interface as it found it.
         mreq = struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
@@ -451,10 +476,11 @@ class _Direction:
                 if imp.jitter_ms:
                     d += rng.uniform(-imp.jitter_ms, imp.jitter_ms)
                 due = now + max(d, 0.0) / 1000
-                self.delayed += 1
             if len(self.queue) >= imp.limit:
                 self.overflow += 1
                 return
+            if due:
+                self.delayed += 1
             heapq.heappush(self.queue, (due, next(self.order), seq, bytes(frame)))
             self.max_queue = max(self.max_queue, len(self.queue))
         elif imp.reorder:
@@ -554,6 +580,8 @@ def run_relay(
         raise ValueError(f"seconds must be positive and finite, got {seconds!r}")
     if if_a == if_b:
         raise ValueError("the two interfaces must differ")
+    if _same_veth_pair(if_a, if_b):
+        raise ValueError(f"{if_a} and {if_b} are the two ends of one veth pair: frames would loop forever")
     stop = stop or threading.Event()
     sa, vnet_a, ign_a = _open_port(if_a)
     try:
@@ -624,8 +652,11 @@ class Relay:
     """The relay as a child process inside a wire namespace.
 
     ``start()`` returns once the relay printed ``ready``; ``stop()`` sends
-    SIGTERM and returns its statistics. The child also gets SIGTERM if this
-    process dies (PR_SET_PDEATHSIG) and exits by itself after ``seconds``.
+    SIGTERM and returns its statistics; leaving the ``with`` block kills it.
+    It exits by itself after ``seconds``, and with ``die_with_parent`` it also
+    gets SIGTERM when its parent goes away (PR_SET_PDEATHSIG). Note that the
+    kernel ties that to the *thread* that started it: call ``start()`` from a
+    long-lived thread (or pass ``die_with_parent=False``).
     """
 
     def __init__(
@@ -637,7 +668,9 @@ class Relay:
         b_to_a: Impairment | str = "",
         seconds: float = 60,
         python: str = sys.executable,
+        die_with_parent: bool = True,
     ) -> None:
+        self.die_with_parent = die_with_parent
         self.a_to_b = a_to_b if isinstance(a_to_b, Impairment) else Impairment.parse(a_to_b)
         self.b_to_a = b_to_a if isinstance(b_to_a, Impairment) else Impairment.parse(b_to_a)
         self.argv = [
@@ -652,13 +685,17 @@ class Relay:
     def start(self, timeout: float = 15) -> Relay:
         prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child must not import
         sigterm = int(signal.SIGTERM)
+
+        def pdeathsig() -> None:
+            prctl(1, sigterm)  # PR_SET_PDEATHSIG; survives the exec of ip and then of python
+
         self.proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-            preexec_fn=lambda: prctl(1, sigterm),  # PR_SET_PDEATHSIG
+            preexec_fn=pdeathsig if self.die_with_parent else None,
         )
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
@@ -752,8 +789,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         stats = run_relay(args.a, args.b, imps[0], imps[1], args.seconds, stop, on_ready=ready)
-    except OSError as e:
+    except ValueError as e:
         print(f"impair: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"impair: {e.strerror or e}", file=sys.stderr)
         return 1
     print(json.dumps(stats), flush=True)
     return 0

@@ -134,19 +134,33 @@ class ProbePlan:
 
     # -- frames ------------------------------------------------------------
     def segments(
-        self, link: packets.LinkParams, key: bytes, addrs: np.ndarray, ports: np.ndarray, attempt: int = 0
-    ) -> list[Segment]:
-        """Every probe's frames for one batch of pairs."""
+        self,
+        link: packets.LinkParams,
+        key: bytes,
+        addrs: np.ndarray,
+        ports: np.ndarray,
+        attempt: int = 0,
+        kernel_syns: bool = False,
+    ) -> list[Segment | KernelSyns]:
+        """Every probe's frames for one batch of pairs.
+
+        With kernel_syns, SYNs come back as KernelSyns (targets for the
+        kernel-side generator, which builds the frames itself).
+        """
         first = ports == self.first_port
-        out: list[Segment] = []
+        out: list[Segment | KernelSyns] = []
         for i, probe in enumerate(self.probes):
             variant = i + self.P * attempt
-            if i == self.tarpit_index:
-                a = addrs[first]
-                p = self.tarpit_ports(key, link.src_ip, a)
-                out.append(self._syn(link, key, a, p, variant))
-            elif probe.transport == "tcp":
-                out.append(self._syn(link, key, addrs, ports, variant))
+            if i == self.tarpit_index or probe.transport == "tcp":
+                if i == self.tarpit_index:
+                    a = addrs[first]
+                    p = self.tarpit_ports(key, link.src_ip, a)
+                else:
+                    a, p = addrs, ports
+                if kernel_syns:
+                    out.append(KernelSyns(a, p, variant))
+                else:
+                    out.append(self._syn(link, key, a, p, variant))
             elif probe.transport == "udp":
                 if self.has_tcp:
                     a = addrs[first]

@@ -67,7 +67,19 @@ class Capture:
         self.proc = subprocess.Popen(
             lab.ns_exec_argv(
                 lab.CAPTURE_NS,
-                ["tcpdump", "-i", lab.CAPTURE_IF, "--immediate-mode", "-U", "-n", "-w", str(path), bpf_filter],
+                [
+                    "tcpdump",
+                    "-i",
+                    lab.CAPTURE_IF,
+                    "--immediate-mode",
+                    "-B",
+                    "65536",
+                    "-U",
+                    "-n",
+                    "-w",
+                    str(path),
+                    bpf_filter,
+                ],
             ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -25,7 +25,7 @@ from zbanner_xdp import lab
 pytestmark = pytest.mark.privileged
 
 TTL = 99  # the kernel would use 64: any RST with another TTL was not ours
-NETS = ["198.18.0.0/24", "198.18.1.0/24", "198.18.2.0/24", "198.19.0.0/24"]
+NETS = ["198.18.0.0/24", "198.18.1.0/24", "198.18.2.0/24", "198.19.2.0/24"]  # open, RST, silent, blackhole
 PORTS = (80, 81)
 FIELDS = {
     "saddr",
