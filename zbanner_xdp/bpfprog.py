@@ -141,8 +141,8 @@ class RecvProgram:
         # in a file so the user gets one line, and the log when asked for.
         with _stderr_to(LOG_PATH):
             try:
-                self.bpf = BPF(text=src, cflags=params.cflags())
-                self.fn = self.bpf.load_func("xdp_recv", BPF.XDP)
+                self.bpf = BPF(text=src.encode(), cflags=params.cflags())
+                self.fn = self.bpf.load_func(b"xdp_recv", BPF.XDP)
             except Exception as exc:  # bcc raises bare Exception
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise BpfSetupError(f"cannot build the XDP program: {first} (log: {LOG_PATH})") from None

@@ -224,6 +224,10 @@ SCAN_SYSCTLS: dict[str, str] = {
     "net.ipv6.conf.all.disable_ipv6": "1",
     "net.ipv6.conf.default.disable_ipv6": "1",
 }
+# The scanner's own namespace keeps its kernel sockets (test clients) out of
+# the scanner's default source-port range, 32768-61000, as one would on a
+# real scan host: captures then tell the two apart.
+SCANNER_ONLY_SYSCTLS: dict[str, str] = {"net.ipv4.ip_local_port_range": "10000 30000"}
 # No per-destination or global ICMP rate limit: every ICMP error is ground truth.
 ICMP_SYSCTLS: dict[str, str] = {
     "net.ipv4.icmp_ratelimit": "0",
@@ -1331,7 +1335,7 @@ def _build_network(wire: bool) -> None:
     from pyroute2 import netns as pr_netns
 
     sysctls = {
-        SCAN_NS: SCAN_SYSCTLS, WIRE_NS: WIRE_SYSCTLS, ROUTER_NS: ROUTER_SYSCTLS, TARGET_NS: TARGET_SYSCTLS,
+        SCAN_NS: {**SCAN_SYSCTLS, **SCANNER_ONLY_SYSCTLS}, WIRE_NS: WIRE_SYSCTLS, ROUTER_NS: ROUTER_SYSCTLS, TARGET_NS: TARGET_SYSCTLS,
     }  # fmt: skip
     with _step("creating namespaces"):
         for ns in _namespaces(wire):
