@@ -125,13 +125,16 @@ struct zb_dedup_key {
 /* Kernel-side SYN generator (--tx xdp): user space fills gen_targets and
  * runs the program over a template frame with BPF_PROG_TEST_RUN in live-frame
  * mode; each run takes the next target and transmits its SYN (XDP_TX). */
-#define ZB_GEN_ETHERTYPE 0x88B5 /* IEEE local experimental: never on a real wire for us */
 
 struct zb_gen_target {
 	__u32 daddr_raw;
 	__u16 dport_raw;
 	__u8 variant;
 	__u8 pad;
+};
+
+struct zb_gen_template {
+	__u8 frame[64];         /* the first 58 bytes are the SYN template */
 };
 
 struct zb_gen_state {

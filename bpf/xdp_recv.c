@@ -24,9 +24,8 @@
  *   ZB_EMIT_REPEATS     1: network duplicates also produce (flagged) records
  *   ZB_REANSWER_NS      a repeat this long after our answer is a retransmission
  *   ZB_RINGBUF_PAGES    ring buffer size in pages (power of two)
- *   ZB_GENERATOR        1: also the kernel-side SYN generator (see generate())
+ *   ZB_GENERATOR        1: also the kernel-side SYN generator (xdp_gen)
  *   ZB_GEN_SLOTS        entries in the generator's target ring
- *   ZB_SRC_MAC_HI/LO_RAW  our MAC as raw words (marks generator frames)
  *   ZB_KERNEL_REPLIES   1: answer SYN-ACKs and banners in the program (XDP_TX)
  *   ZB_TTL, ZB_ACK_WINDOW  for those answers
  */
@@ -57,6 +56,7 @@ BPF_ARRAY(kpayload, struct zb_kpayload, ZB_PROBES);
 #if ZB_GENERATOR
 BPF_F_TABLE("array", __u32, struct zb_gen_target, gen_targets, ZB_GEN_SLOTS, BPF_F_MMAPABLE);
 BPF_ARRAY(gen_state, struct zb_gen_state, 1);
+BPF_ARRAY(gen_template, struct zb_gen_template, 1);
 #endif
 
 #define TCP_FIN 0x01
@@ -692,35 +692,35 @@ static __always_inline __u16 zb_csum_fold(__u64 sum)
 	return (__u16)~sum;
 }
 
-/* One SYN per run, on the template user space passed to BPF_PROG_TEST_RUN:
- * Ethernet + IPv4 (20) + TCP (24, MSS option), our addresses already in
- * place. Only destination, ports, sequence number and checksums change.
- *
- * The kernel recycles live-frame pages without restoring their data, so a
- * run may see the template or the SYN a previous run made of it: both carry
- * our source MAC and address, which no frame arriving from the wire does. */
-static __always_inline int is_generator_frame(struct ethhdr *eth, __u16 proto, struct zb_cursor *c)
-{
-	if (proto != bpf_htons(ZB_GEN_ETHERTYPE) && proto != bpf_htons(ETH_P_IP))
-		return 0;
-	if (*(__u32 *)eth->h_source != ZB_SRC_MAC_HI_RAW || *(__u16 *)(eth->h_source + 4) != ZB_SRC_MAC_LO_RAW)
-		return 0;
-	struct iphdr *ip = c->pos;
-	if ((void *)(ip + 1) > c->end)
-		return 0;
-	return ip->saddr == ZB_SRC_IP_RAW && ip->protocol == IPPROTO_TCP;
-}
+#define ZB_GEN_FRAME 58 /* Ethernet + IPv4 (20) + TCP (24, MSS option) */
 
-static __always_inline int generate(struct xdp_md *ctx, struct ethhdr *eth, struct zb_cursor *c)
+/* The kernel-side SYN generator: a program of its own, run by user space
+ * through BPF_PROG_TEST_RUN in live-frame mode, one SYN per run, XDP_TX on
+ * the scan interface. The kernel recycles live-frame pages without
+ * restoring their data (a page may come back holding whatever a peer made
+ * of our SYN), so every run writes the whole frame from gen_template before
+ * patching destination, ports, sequence number and checksums. */
+int xdp_gen(struct xdp_md *ctx)
 {
-	struct iphdr *ip = c->pos;
-	struct tcphdr *tcp = (void *)(ip + 1);
-	if ((void *)tcp + 24 > c->end)
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	/* User space passes a template 2 bytes longer than the SYN, so this
+	 * always changes the frame's length: only then does the kernel refresh
+	 * the xdp_frame from our context. A recycled page's xdp_frame may hold
+	 * whatever a peer last did with it (an emulator reflecting a 54-byte
+	 * RST), and unrefreshed it would go out with that length. */
+	int delta = ZB_GEN_FRAME - (int)(end - data);
+	if (delta && bpf_xdp_adjust_tail(ctx, delta))
+		return XDP_ABORTED;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + ZB_GEN_FRAME > end)
 		return XDP_ABORTED;
 	__u32 zero = 0;
 	struct zb_gen_state *st = gen_state.lookup(&zero);
 	struct zb_config *cfg = config.lookup(&zero);
-	if (!st || !cfg)
+	struct zb_gen_template *tpl = gen_template.lookup(&zero);
+	if (!st || !cfg || !tpl)
 		return XDP_ABORTED;
 	__u64 idx = __sync_fetch_and_add(&st->next, 1);
 	if (idx >= st->end)
@@ -729,14 +729,16 @@ static __always_inline int generate(struct xdp_md *ctx, struct ethhdr *eth, stru
 	struct zb_gen_target *t = gen_targets.lookup(&slot);
 	if (!t)
 		return XDP_DROP;
+	__builtin_memcpy(data, tpl->frame, ZB_GEN_FRAME);
 
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	struct tcphdr *tcp = (void *)(ip + 1);
 	__u32 variant = t->variant;
 	__u32 c0 = zb_cookie(cfg->k0, cfg->k1, ip->saddr, t->daddr_raw, 0, t->dport_raw);
 	__u16 sport = ZB_PORT_LO + variant + (__u16)(ZB_VARIANTS * (c0 % (__u32)ZB_SLOTS));
 	__be16 sport_raw = bpf_htons(sport);
 	__u32 seq = zb_cookie(cfg->k0, cfg->k1, ip->saddr, t->daddr_raw, sport_raw, t->dport_raw);
 
-	eth->h_proto = bpf_htons(ETH_P_IP);
 	ip->daddr = t->daddr_raw;
 	ip->id = bpf_htons(seq >> 16);
 	ip->check = 0;
@@ -762,10 +764,6 @@ int xdp_recv(struct xdp_md *ctx)
 	int ret = ZB_NOT_OURS;
 
 	struct ethhdr *eth = zb_parse_eth(&c, &proto);
-#if ZB_GENERATOR
-	if (eth && is_generator_frame(eth, proto, &c))
-		return generate(ctx, eth, &c);
-#endif
 	count(ZB_CNT_RX);
 	if (!eth || proto != bpf_htons(ETH_P_IP))
 		goto pass;

@@ -78,7 +78,6 @@ class ProgParams:
     ringbuf_pages: int = 4096  # 16 MiB: a second of replies at Internet scale
     generator: bool = False
     gen_slots: int = 1 << 20
-    src_mac: bytes = b"\x00" * 6
     kernel_replies: bool = False
     ttl: int = 255
     ack_window: int = 1024
@@ -105,8 +104,6 @@ class ProgParams:
             f"-DZB_KERNEL_REPLIES={int(self.kernel_replies)}",
             f"-DZB_TTL={self.ttl}",
             f"-DZB_ACK_WINDOW={self.ack_window}",
-            f"-DZB_SRC_MAC_HI_RAW={struct.unpack('<I', self.src_mac[:4])[0]}U",
-            f"-DZB_SRC_MAC_LO_RAW={struct.unpack('<H', self.src_mac[4:6])[0]}U",
             *events.bpf_layout_cflags(),
         ]
 

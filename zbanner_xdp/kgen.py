@@ -1,27 +1,32 @@
 """Kernel-side SYN generator (--tx xdp).
 
 Python still walks the permutation, but only writes (address, port,
-variant) into an mmapped BPF array; the XDP program — the very receive
-program attached to the scan interface, which is what keeps
-BPF_PROG_TEST_RUN cheap (see MEASURED.md: a program not attached natively
-somewhere pays an RCU grace period, ~20 ms, per call) — computes the port
-slot and cookie, patches a template SYN and transmits it with XDP_TX in
-live-frame mode. No frame is built in Python and no per-packet syscall is
-made.
+variant) into an mmapped BPF array; the XDP program `xdp_gen` (same BPF
+module as the receiver, so it shares the key and maps) computes the port
+slot and cookie, writes the SYN and transmits it with XDP_TX, run by
+BPF_PROG_TEST_RUN in live-frame mode. No frame is built in Python and no
+per-packet syscall is made.
+
+A program run that way but attached natively nowhere pays an RCU grace
+period (~20 ms) per call, as the kernel adds it to and removes it from the
+XDP dispatcher. So `xdp_gen` is also attached, natively, to a veth pair in a
+private network namespace that only this process holds (by an fd): it
+vanishes with the process, even a killed one, and touches no real interface.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
+import os
 import socket
-import struct
+import threading
 
 import numpy as np
 
 from . import bpfsys, packets
 
-GEN_ETHERTYPE = 0x88B5
 TARGET_DTYPE = np.dtype([("daddr_raw", "<u4"), ("dport_raw", "<u2"), ("variant", "u1"), ("pad", "u1")])
 
 
@@ -29,9 +34,55 @@ class KernelGenError(RuntimeError):
     pass
 
 
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _DispatcherAnchor:
+    """xdp_gen attached natively to a veth in a private, fd-held network namespace."""
+
+    def __init__(self, prog_fd: int):
+        result: dict = {}
+
+        def work() -> None:
+            # Namespaces are per thread: only this short-lived thread moves.
+            try:
+                if _libc.unshare(CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+                result["ns_fd"] = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+                from pyroute2 import IPRoute
+
+                with IPRoute() as ipr:
+                    ipr.link("add", ifname="zbgen0", kind="veth", peer="zbgen1")
+                    idx = ipr.link_lookup(ifname="zbgen0")[0]
+                result["link_fd"] = bpfsys.xdp_link_create(prog_fd, idx, bpfsys.XDP_FLAGS_DRV_MODE)
+            except Exception as exc:  # reported by the caller
+                result["error"] = exc
+
+        t = threading.Thread(target=work, name="zbgen-anchor")
+        t.start()
+        t.join()
+        self.ns_fd = result.get("ns_fd")
+        self.link_fd = result.get("link_fd")
+        if "error" in result:
+            self.close()
+            raise KernelGenError(f"cannot anchor the generator: {result['error']}")
+
+    def close(self) -> None:
+        for fd in (self.link_fd, self.ns_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.link_fd = self.ns_fd = None
+
+
 class KernelGenerator:
-    def __init__(self, bpf: object, prog_fd: int, ifname: str, link: packets.LinkParams, slots: int):
+    def __init__(self, bpf: object, ifname: str, link: packets.LinkParams, slots: int):
+        from bcc import BPF
+
         self.slots = slots
+        self.fn = bpf.load_func(b"xdp_gen", BPF.XDP)  # type: ignore[attr-defined]
+        self.anchor = _DispatcherAnchor(self.fn.fd)
         tmap = bpf[b"gen_targets"]  # type: ignore[index]
         size = slots * TARGET_DTYPE.itemsize
         size = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
@@ -39,16 +90,19 @@ class KernelGenerator:
         self.targets = np.frombuffer(self._mm, dtype=TARGET_DTYPE, count=slots)
         self._state = bpf[b"gen_state"]  # type: ignore[index]
         self.written = 0
-        # The template: a SYN from us to nobody, its ethertype marking it for
-        # the generator path (the program rewrites it to IPv4).
+        # The SYN template: ours in every field but destination, ports, seq, checksums.
         frames, lens = packets.syn_frames(
             link, np.zeros(1, np.uint32), np.zeros(1), np.zeros(1), np.zeros(1, np.uint32)
         )
-        frame = bytearray(frames[0, : lens[0]].tobytes())
-        frame[12:14] = struct.pack("!H", GEN_ETHERTYPE)
-        self.frame = bytes(frame)
+        syn = frames[0, : lens[0]].tobytes()
+        tpl = bpf[b"gen_template"]  # type: ignore[index]
+        leaf = tpl.Leaf()
+        ctypes.memmove(ctypes.addressof(leaf.frame), syn, len(syn))
+        tpl[ctypes.c_int(0)] = leaf
         self._set_state(0, 0)
-        self.runner = bpfsys.LiveRunner(prog_fd, self.frame, socket.if_nametoindex(ifname))
+        # Two bytes longer than the SYN: xdp_gen trims them, see there.
+        self.frame = syn + b"\x00\x00"
+        self.runner = bpfsys.LiveRunner(self.fn.fd, self.frame, socket.if_nametoindex(ifname))
 
     def _set_state(self, nxt: int, end: int) -> None:
         leaf = self._state.Leaf()
@@ -81,6 +135,7 @@ class KernelGenerator:
         return int(self._state[ctypes.c_int(0)].sent)
 
     def close(self) -> None:
+        self.anchor.close()
         self.targets = None  # type: ignore[assignment]
         try:
             self._mm.close()

@@ -1335,8 +1335,11 @@ def _build_network(wire: bool) -> None:
     from pyroute2 import netns as pr_netns
 
     sysctls = {
-        SCAN_NS: {**SCAN_SYSCTLS, **SCANNER_ONLY_SYSCTLS}, WIRE_NS: WIRE_SYSCTLS, ROUTER_NS: ROUTER_SYSCTLS, TARGET_NS: TARGET_SYSCTLS,
-    }  # fmt: skip
+        SCAN_NS: {**SCAN_SYSCTLS, **SCANNER_ONLY_SYSCTLS},
+        WIRE_NS: WIRE_SYSCTLS,
+        ROUTER_NS: ROUTER_SYSCTLS,
+        TARGET_NS: TARGET_SYSCTLS,
+    }
     with _step("creating namespaces"):
         for ns in _namespaces(wire):
             pr_netns.create(ns)

@@ -194,7 +194,6 @@ class Scanner:
                 dedup_window_s=cfg.dedup_window,
                 emit_repeats=cfg.output_repeats,
                 generator=cfg.tx != "packet",
-                src_mac=link.src_mac,
                 kernel_replies=cfg.kernel_replies,
                 ttl=cfg.ttl,
                 ack_window=cfg.ack_window,
@@ -237,7 +236,7 @@ class Scanner:
             return None
         assert self.prog is not None and self.net is not None
         try:
-            gen = KernelGenerator(self.prog.bpf, self.prog.prog_fd, self.net.iface, link, params.gen_slots)
+            gen = KernelGenerator(self.prog.bpf, self.net.iface, link, params.gen_slots)
             gen.probe()
         except (KernelGenError, OSError) as exc:
             if self.cfg.tx == "xdp":
