@@ -257,3 +257,4 @@ def test_kernel_replies_complete_handshakes_in_xdp(lab_up, tmp_path: Path, empty
     # The program answered every SYN-ACK (bare ACK) and every banner (RST); user space sent none.
     assert m["xdp_counters"]["kernel_replies"] == 2 * len(truth)
     assert m["packets_sent"]["replies"] == 0
+    assert counters["banner"] == len(truth)
