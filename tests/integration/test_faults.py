@@ -46,9 +46,9 @@ RATE = "2K"  # well below what the relay forwards (~150k frames/s)
 RELAY_SECONDS = 180  # the relay's own bound on a case; a case takes ~15 s
 
 # id, netem-style spec (both directions), cooldown (s), minimum banner coverage, relay counter
-# that must be > 0 in both directions. Under loss the cooldown covers the server's SYN-ACK
-# retransmissions at 1 and 3 s after the SYN (7 s for the first targets) and a lost banner's
-# retransmission, which waits 3 s when the handshake needed a retransmitted SYN-ACK.
+# that must be > 0 in both directions. Under loss the cooldown (counted from the last SYN, sent
+# ~0.25 s in) covers the server's SYN-ACK retransmissions 1, 3 and 7 s after the SYN and a lost
+# banner's retransmission, which waits 3 s when the handshake needed a retransmitted SYN-ACK.
 FAULTS = [
     ("clean", "", 3, 1.0, None),
     ("loss", "loss 5%", 8, 0.9, "dropped"),
