@@ -110,7 +110,10 @@ struct zb_probe_info {
 	__u8 cookie_len;        /* 0, 2 or 4 bytes echoed in a UDP reply */
 	__u8 pad;
 	__u16 reply_cookie_off; /* offset of those bytes in the UDP reply payload */
-	__u16 pad2;
+	__u16 udp_len;          /* UDP probes: length of our datagram (header included) */
+	__u32 udp_tmpl_sum;     /* its payload's 16-bit word sum, cookie bytes zeroed */
+	__u16 cookie_off;       /* where our datagram carries the cookie (even) */
+	__u16 pad3;
 };
 
 /* Retransmitted copies of a probe use another attempt's source port; the

@@ -589,6 +589,29 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct zb_cursor *c, s
 	return emit(ctx, &r);
 }
 
+/* The UDP checksum of our probe datagram for this 4-tuple, as sent (network
+ * order): pseudo header, UDP header, the template's precomputed word sum
+ * and the cookie's words, all as host-order 16-bit numbers. */
+static __always_inline __be16 udp_checksum(struct zb_config *cfg, struct zb_probe_info *pi, __u32 us, __u32 them,
+					   __be16 our_raw, __be16 their_raw)
+{
+	if (!pi)
+		return 0;
+	__u32 cookie = zb_cookie(cfg->k0, cfg->k1, us, them, our_raw, their_raw);
+	__u32 u = bpf_ntohl(us), t = bpf_ntohl(them);
+	__u64 sum = (u >> 16) + (u & 0xffff) + (t >> 16) + (t & 0xffff) + IPPROTO_UDP + 2 * (__u32)pi->udp_len +
+		    bpf_ntohs(our_raw) + bpf_ntohs(their_raw) + pi->udp_tmpl_sum;
+	if (pi->cookie_len == 2)
+		sum += cookie & 0xffff;
+	else if (pi->cookie_len == 4)
+		sum += (cookie >> 16) + (cookie & 0xffff);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	__u16 csum = ~sum & 0xffff;
+	return bpf_htons(csum ? csum : 0xffff);
+}
+
 static __always_inline int echo_matches(struct zb_config *cfg, __u32 us, __u32 them, __be16 id, __be16 seq)
 {
 	__u32 cookie = zb_cookie(cfg->k0, cfg->k1, us, them, 0, 0);
@@ -661,9 +684,16 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, 
 			if (seq - cookie > 1 + plen)
 				return ZB_BAD;
 			r.seq = seq;
-		} else if (!slot_ok(cfg, in->saddr, in->daddr, our_port, their_raw)) {
-			/* user space also checks the quoted UDP checksum */
-			return ZB_BAD;
+		} else {
+			if (!slot_ok(cfg, in->saddr, in->daddr, our_port, their_raw))
+				return ZB_BAD;
+			/* The quoted UDP checksum covers the cookie in our payload: it
+			 * must be ours, or a forged quote could claim the dedup slot of
+			 * the genuine error. */
+			__be16 quoted = *(__be16 *)(l4 + 6);
+			if (quoted != udp_checksum(cfg, get_probe((__u32)variant % (__u32)ZB_PROBES), in->saddr,
+						   in->daddr, our_raw, their_raw))
+				return ZB_BAD;
 		}
 		r.target_port = bpf_ntohs(their_raw);
 		r.our_port = our_port;

@@ -115,7 +115,7 @@ class RecvProgram:
         self,
         params: ProgParams,
         key: bytes,
-        probe_infos: list[tuple[int, int, int, int, int]] | None = None,
+        probe_infos: list[tuple[int, ...]] | None = None,
         kernel_payloads: list[tuple[bool, bytes] | None] | None = None,
     ):
         try:
@@ -149,10 +149,13 @@ class RecvProgram:
         leaf.k0, leaf.k1 = k0, k1
         cfg[ctypes.c_int(0)] = leaf
         infos = self.bpf[b"probe_info"]
-        for i, (base, plus_ip, proto, cookie_len, reply_off) in enumerate(probe_infos or []):
+        for i, info in enumerate(probe_infos or []):
+            base, plus_ip, proto, cookie_len, reply_off, *udp = info
             lv = infos.Leaf()
             lv.base, lv.plus_ip_strlen, lv.proto = base, int(plus_ip), proto
             lv.cookie_len, lv.reply_cookie_off = cookie_len, reply_off
+            if udp:
+                lv.udp_len, lv.udp_tmpl_sum, lv.cookie_off = udp
             infos[ctypes.c_int(i)] = lv
         if params.kernel_replies:
             self._set_kernel_payloads(kernel_payloads or [])

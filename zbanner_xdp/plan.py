@@ -225,12 +225,29 @@ class ProbePlan:
                 out.append((True, fixed) if fixed is not None and len(fixed) <= 512 else None)
         return out
 
-    def probe_infos(self) -> list[tuple[int, int, int, int, int]]:
-        """Per probe: (payload base length, +dotted-address length, IP proto, cookie_len, reply offset)."""
+    def probe_infos(self) -> list[tuple[int, ...]]:
+        """Per probe: (payload base length, +dotted-address length, IP proto, cookie_len, reply offset)
+        and for UDP probes (datagram length, template word sum without the cookie, cookie offset)."""
         out = []
         for p in self.probes:
             if p.transport == "udp":
-                out.append((0, 0, 17, p.cookie_len, p.reply_cookie_offset))
+                tmpl = bytearray(p.udp_template())
+                tmpl[p.cookie_offset : p.cookie_offset + p.cookie_len] = bytes(p.cookie_len)
+                if len(tmpl) % 2:
+                    tmpl.append(0)
+                words = int(np.frombuffer(bytes(tmpl), dtype=">u2").astype(np.uint64).sum())
+                out.append(
+                    (
+                        0,
+                        0,
+                        17,
+                        p.cookie_len,
+                        p.reply_cookie_offset,
+                        8 + len(p.udp_template()),
+                        words,
+                        p.cookie_offset,
+                    )
+                )
             elif p.transport == "icmp":
                 out.append((0, 0, 1, 0, 0))
             else:
