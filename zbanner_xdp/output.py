@@ -31,6 +31,10 @@ BASE_FIELDS = (
     "icmp_responder",
     "banner",
     "data",
+    "validated",
+    "attempt",
+    "tarpit_probe",
+    "app_match",
 )
 
 
