@@ -25,6 +25,8 @@
  *   ZE_WINDOW         the SYN-ACK's window (0: zero-window host)
  *   ZE_MSS            MSS option in the SYN-ACK (0: no options at all)
  *   ZE_SERVER_FIRST   1: the handshake's bare ACK already gets the banner
+ *   ZE_SINK           1: answer nothing, drop (and count) every frame to the range:
+ *                     a silent network for measuring a sender alone
  * Run-time configuration (maps written from Python):
  *   config[0]         hash keys, the banner and its precomputed checksum
  *   ports[0]          65536-bit bitmap of open ports (ZE_PORT_FILTER)
@@ -147,6 +149,9 @@ int xdp_responder(struct xdp_md *ctx)
 	struct iphdr *ip = zb_parse_ipv4(&c);
 	if (!ip || (ip->daddr & ZE_MASK_RAW) != ZE_NET_RAW || ip->protocol != IPPROTO_TCP)
 		goto pass;
+#if ZE_SINK
+	goto drop;
+#endif
 	/* From here on the frame is addressed to an emulated host: whatever we
 	 * cannot answer is dropped, as a host would, never passed to the real
 	 * stack behind us (which would RST it). The reply is built with a

@@ -70,6 +70,7 @@ def emulator(
     open_permil: int = 1000,
     banner: str = "SSH-2.0-zbanner-emulator\\r\\n",
     server_first: bool = True,
+    sink: bool = False,
 ) -> Iterator[dict]:
     """The XDP emulator on the router's scanner-facing veth; yields its counters after exit."""
     argv = [
@@ -89,6 +90,8 @@ def emulator(
     ]
     if server_first:
         argv.append("--server-first")
+    if sink:
+        argv.append("--sink")
     proc = subprocess.Popen(
         lab.ns_exec_argv(lab.ROUTER_NS, argv),
         stdout=subprocess.PIPE,
@@ -263,14 +266,17 @@ def scenario_syn_emu(runs: int, tmp: Path) -> dict:
     for name, args in (
         ("packet, rate 0", ["--tx", "packet", "--rate", "0"]),
         ("xdp, rate 0", ["--tx", "xdp", "--rate", "0"]),
-        ("xdp, rate 1M", ["--tx", "xdp", "--rate", "1M"]),
+        ("xdp + kernel replies, rate 0", ["--tx", "xdp", "--rate", "0", "--kernel-replies"]),
+        ("xdp + kernel replies, rate 1M", ["--tx", "xdp", "--rate", "1M", "--kernel-replies"]),
         ("packet, rate 500K", ["--tx", "packet", "--rate", "500K"]),
     ):
         print(f"  zbanner-xdp {name}", flush=True)
         out = []
         for _ in range(runs):
             with emulator(EMU_NET, open_permil=500) as counters:
-                r = zb([*args, "--cooldown", "1", "scan", EMU_NET, "-p", "1-16"], tmp)
+                pre = [a for a in args if a != "--kernel-replies"]
+                post = [a for a in args if a == "--kernel-replies"]
+                r = zb([*pre, "--cooldown", "1", "scan", EMU_NET, "-p", "1-16", *post], tmp)
             delivered = counters.get("syn_open", 0) + counters.get("syn_closed", 0)
             r["delivered"] = delivered
             r["delivered_pct"] = round(100 * delivered / r["meta"]["packets_sent"]["probes"], 2)
@@ -278,6 +284,40 @@ def scenario_syn_emu(runs: int, tmp: Path) -> dict:
             out.append(r)
             print(f"    {summary_line(r)}", flush=True)
         res[name] = out
+    return res
+
+
+def _r0_xdp_packets() -> int:
+    out = sh(lab.ns_exec_argv(lab.ROUTER_NS, ["ethtool", "-S", lab.ROUTER_IF])).stdout
+    m = re.search(r"rx_queue_0_xdp_packets: (\d+)", out)
+    return int(m.group(1)) if m else 0
+
+
+def scenario_syn_sink(runs: int, tmp: Path) -> dict:
+    """Sending alone: 1,048,576 SYNs into a blackholed range, counted as they reach the router's veth."""
+    print("syn-sink: 1,048,576 SYNs to a silent range (no replies): the send path alone", flush=True)
+    res: dict = {}
+    # A sink emulator: drops (and counts) every frame to the range on the router's veth,
+    # so the figure is the scanner's, not the lab router's forwarding.
+    with emulator("198.19.64.0/18", sink=True):
+        for name, args in (
+            ("packet, rate 0", ["--tx", "packet", "--rate", "0"]),
+            ("xdp, rate 0", ["--tx", "xdp", "--rate", "0"]),
+            ("xdp, rate 1M", ["--tx", "xdp", "--rate", "1M"]),
+            ("xdp, rate 3M", ["--tx", "xdp", "--rate", "3M"]),
+            ("packet, rate 500K", ["--tx", "packet", "--rate", "500K"]),
+        ):
+            out = []
+            for _ in range(runs):
+                before = _r0_xdp_packets()
+                r = zb([*args, "--cooldown", "0.5", "scan", "198.19.64.0/18", "-p", "1-64"], tmp)
+                delivered = _r0_xdp_packets() - before
+                probes = r["meta"]["packets_sent"]["probes"]
+                r.update(delivered=delivered, delivered_pct=round(100 * delivered / probes, 2),
+                         delivered_pps=round(delivered / r["send_s"]) if r["send_s"] else None)
+                out.append(r)
+                print(f"    {name}: {summary_line(r)}", flush=True)
+            res[name] = out
     return res
 
 
@@ -365,6 +405,19 @@ def markdown(results: dict) -> str:
                 f"{median(runs, 'send_pps') or '-'} | {round((median(runs, 'rss_kib') or 0) / 1024)} |"
             )
         lines.append("")
+    if "syn-sink" in results:
+        lines += [
+            "## Send path alone: 1,048,576 SYNs to a silent range",
+            "",
+            "| mode | send pps | delivered pps | delivered % |",
+            "|---|---|---|---|",
+        ]
+        for mode, runs in results["syn-sink"].items():
+            lines.append(
+                f"| {mode} | {median(runs, 'send_pps')} | {median(runs, 'delivered_pps')} | "
+                f"{median(runs, 'delivered_pct')} |"
+            )
+        lines.append("")
     if "syn-emu" in results:
         lines += [
             "## SYN scan, 1,048,576 targets, XDP emulator",
@@ -402,7 +455,7 @@ def markdown(results: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", nargs="*", choices=["syn-real", "syn-emu", "banner", "rss"])
+    ap.add_argument("--only", nargs="*", choices=["syn-real", "syn-sink", "syn-emu", "banner", "rss"])
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root (sudo make bench)")
@@ -416,9 +469,11 @@ def main() -> int:
             tmp = Path(d)
             os.chmod(tmp, 0o755)
             (tmp / "empty").write_text("")
-            only = set(args.only or ["syn-real", "syn-emu", "banner", "rss"])
+            only = set(args.only or ["syn-real", "syn-sink", "syn-emu", "banner", "rss"])
             if "syn-real" in only:
                 results["syn-real"] = scenario_syn_real(args.runs, tmp)
+            if "syn-sink" in only:
+                results["syn-sink"] = scenario_syn_sink(args.runs, tmp)
             if "syn-emu" in only:
                 results["syn-emu"] = scenario_syn_emu(args.runs, tmp)
             if "banner" in only:
@@ -428,6 +483,9 @@ def main() -> int:
     finally:
         lab.down()
     for runs in results.get("syn-emu", {}).values():
+        for r in runs:
+            r.pop("meta", None)
+    for runs in results.get("syn-sink", {}).values():
         for r in runs:
             r.pop("meta", None)
     for runs in results.get("syn-real", {}).values():

@@ -134,6 +134,7 @@ class EmulatorParams:
     banner: bytes = DEFAULT_BANNER
     ports: frozenset[int] | None = None  # None: every port may be open
     server_first: bool = False
+    sink: bool = False  # drop everything to the range: a silent network that counts arrivals
     mss: int = 1460  # 0: SYN-ACKs without options
     seed: int = 0
 
@@ -184,6 +185,7 @@ class EmulatorParams:
             f"-DZE_WINDOW={self.window}",
             f"-DZE_MSS={self.mss}",
             f"-DZE_SERVER_FIRST={int(self.server_first)}",
+            f"-DZE_SINK={int(self.sink)}",
             f"-DZE_BANNER_MAX={BANNER_MAX}",
         ]
 
@@ -470,6 +472,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mss", type=int, default=1460, help="SYN-ACK MSS option (0: none)")
     p.add_argument("--banner", type=_banner, default=DEFAULT_BANNER, help=r"banner, escapes allowed: 'x\r\n'")
     p.add_argument("--server-first", action="store_true", help="send the banner right after the handshake")
+    p.add_argument("--sink", action="store_true", help="answer nothing: drop and count every frame to --net")
     p.add_argument("--seed", type=int, default=0, help="key of the open/closed hash and the ISNs")
     p.add_argument("--persistent", action="store_true", help="attach through netlink and exit")
     p.add_argument("--detach", action="store_true", help="remove a persistent emulator from --iface")
@@ -508,6 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             banner=args.banner,
             ports=args.ports,
             server_first=args.server_first,
+            sink=args.sink,
             mss=args.mss,
             seed=args.seed,
         )
