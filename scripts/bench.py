@@ -216,12 +216,14 @@ def masscan(
         ]
         + (["--banners"] if banners else [])
     )
-    # masscan can hang on exit on a quiet link: bound it.
-    wall, rss, r = timed(["timeout", "-s", "INT", "-k", "5", "300", *argv])
+    # masscan can hang on exit on a quiet link (MEASURED.md): bound it, and say so.
+    bound = 30 + wait
+    wall, rss, r = timed(["timeout", "-s", "INT", "-k", "5", str(bound), *argv])
+    hung = r.returncode in (124, 137) or wall >= bound
     text = out.read_text() if out.exists() else ""
     opens = set(re.findall(r'"ip": "([\d.]+)".*?"status": "open"', text.replace("\n", " ")))
     nbanners = len(set(re.findall(r'"ip": "([\d.]+)"[^{}]*?"service"', text.replace("\n", " "))))
-    return {"wall_s": round(wall, 3), "rss_kib": rss, "hits": len(opens), "banners": nbanners}
+    return {"wall_s": round(wall, 3), "rss_kib": rss, "hits": len(opens), "banners": nbanners, "hung": hung}
 
 
 def median(runs: list[dict], key: str) -> float | None:
@@ -313,8 +315,11 @@ def scenario_syn_sink(runs: int, tmp: Path) -> dict:
                 r = zb([*args, "--cooldown", "0.5", "scan", "198.19.64.0/18", "-p", "1-64"], tmp)
                 delivered = _r0_xdp_packets() - before
                 probes = r["meta"]["packets_sent"]["probes"]
-                r.update(delivered=delivered, delivered_pct=round(100 * delivered / probes, 2),
-                         delivered_pps=round(delivered / r["send_s"]) if r["send_s"] else None)
+                r.update(
+                    delivered=delivered,
+                    delivered_pct=round(100 * delivered / probes, 2),
+                    delivered_pps=round(delivered / r["send_s"]) if r["send_s"] else None,
+                )
                 out.append(r)
                 print(f"    {name}: {summary_line(r)}", flush=True)
             res[name] = out
@@ -422,13 +427,13 @@ def markdown(results: dict) -> str:
         lines += [
             "## SYN scan, 1,048,576 targets, XDP emulator",
             "",
-            "| mode | send pps | delivered pps | delivered % | wall s |",
-            "|---|---|---|---|---|",
+            "| mode | send pps | delivered pps | delivered % | open ports found (of 524,620) | wall s |",
+            "|---|---|---|---|---|---|",
         ]
         for mode, runs in results["syn-emu"].items():
             lines.append(
                 f"| {mode} | {median(runs, 'send_pps')} | {median(runs, 'delivered_pps')} | "
-                f"{median(runs, 'delivered_pct')} | {median(runs, 'wall_s')} |"
+                f"{median(runs, 'delivered_pct')} | {median(runs, 'hits')} | {median(runs, 'wall_s')} |"
             )
         lines.append("")
     if "banner" in results:
@@ -452,6 +457,21 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save(results: dict) -> str:
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k != "meta"}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+
+    OUT.mkdir(exist_ok=True)
+    (OUT / "bench.json").write_text(json.dumps(strip(results), indent=2, default=str))
+    md = markdown(results)
+    (OUT / "bench.md").write_text(md)
+    return md
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -470,30 +490,20 @@ def main() -> int:
             os.chmod(tmp, 0o755)
             (tmp / "empty").write_text("")
             only = set(args.only or ["syn-real", "syn-sink", "syn-emu", "banner", "rss"])
-            if "syn-real" in only:
-                results["syn-real"] = scenario_syn_real(args.runs, tmp)
-            if "syn-sink" in only:
-                results["syn-sink"] = scenario_syn_sink(args.runs, tmp)
-            if "syn-emu" in only:
-                results["syn-emu"] = scenario_syn_emu(args.runs, tmp)
-            if "banner" in only:
-                results["banner"] = scenario_banner(args.runs, tmp)
-            if "rss" in only:
-                results["rss"] = scenario_rss(tmp)
+            scenarios = {
+                "syn-real": lambda: scenario_syn_real(args.runs, tmp),
+                "syn-sink": lambda: scenario_syn_sink(args.runs, tmp),
+                "syn-emu": lambda: scenario_syn_emu(args.runs, tmp),
+                "banner": lambda: scenario_banner(args.runs, tmp),
+                "rss": lambda: scenario_rss(tmp),
+            }
+            for name, fn in scenarios.items():
+                if name in only:
+                    results[name] = fn()
+                    save(results)  # partial results survive an interrupted run
     finally:
         lab.down()
-    for runs in results.get("syn-emu", {}).values():
-        for r in runs:
-            r.pop("meta", None)
-    for runs in results.get("syn-sink", {}).values():
-        for r in runs:
-            r.pop("meta", None)
-    for runs in results.get("syn-real", {}).values():
-        for r in runs:
-            r.pop("meta", None)
-    (OUT / "bench.json").write_text(json.dumps(results, indent=2, default=str))
-    md = markdown(results)
-    (OUT / "bench.md").write_text(md)
+    md = save(results)
     print()
     print(md)
     print(f"written: {OUT / 'bench.json'}, {OUT / 'bench.md'}")
