@@ -23,7 +23,8 @@
  *   ZB_DEDUP_WINDOW_NS  a repeat older than this is new again (0: never)
  *   ZB_EMIT_REPEATS     1: network duplicates also produce (flagged) records
  *   ZB_REANSWER_NS      a repeat this long after our answer is a retransmission
- *   ZB_RINGBUF_PAGES    ring buffer size in pages (power of two)
+ *   ZB_RINGBUF_PAGES    small-record ring size in pages (power of two)
+ *   ZB_BANNER_PAGES     banner ring size in pages (power of two)
  *   ZB_GENERATOR        1: also the kernel-side SYN generator (xdp_gen)
  *   ZB_GEN_SLOTS        entries in the generator's target ring
  *   ZB_KERNEL_REPLIES   1: answer SYN-ACKs and banners in the program (XDP_TX)
@@ -45,7 +46,7 @@
  * strided numpy view of the mmapped ring instead of walking it record by
  * record. */
 BPF_RINGBUF_OUTPUT(events, ZB_RINGBUF_PAGES);
-BPF_RINGBUF_OUTPUT(banners, ZB_RINGBUF_PAGES);
+BPF_RINGBUF_OUTPUT(banners, ZB_BANNER_PAGES);
 BPF_PERCPU_ARRAY(counters, __u64, ZB_CNT_MAX);
 BPF_ARRAY(config, struct zb_config, 1);
 BPF_ARRAY(probe_info, struct zb_probe_info, ZB_PROBES);

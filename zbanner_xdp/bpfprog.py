@@ -75,7 +75,10 @@ class ProgParams:
     # Below a server's minimum RTO (200 ms on Linux): anything repeating
     # sooner is a network duplicate, not a retransmission of our lost answer.
     reanswer_s: float = 0.15
-    ringbuf_pages: int = 4096  # 16 MiB: a second of replies at Internet scale
+    ringbuf_pages: int = 4096  # 16 MiB: ~300k small records
+    # 64 MiB: ~60k banners of up to 1 KiB, what a fast emulated target set can
+    # produce before the receiver has parsed the first ones.
+    banner_pages: int = 16384
     generator: bool = False
     gen_slots: int = 1 << 20
     kernel_replies: bool = False
@@ -99,6 +102,7 @@ class ProgParams:
             f"-DZB_EMIT_REPEATS={int(self.emit_repeats)}",
             f"-DZB_REANSWER_NS={int(self.reanswer_s * 1e9)}ULL",
             f"-DZB_RINGBUF_PAGES={self.ringbuf_pages}",
+            f"-DZB_BANNER_PAGES={self.banner_pages}",
             f"-DZB_GENERATOR={int(self.generator)}",
             f"-DZB_GEN_SLOTS={self.gen_slots}",
             f"-DZB_KERNEL_REPLIES={int(self.kernel_replies)}",

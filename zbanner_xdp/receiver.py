@@ -46,6 +46,7 @@ def _bswap32(a: np.ndarray) -> np.ndarray:
 _BUSY = np.uint32(1 << 31)
 _DISCARD = np.uint32(1 << 30)
 _HDR = 8  # u32 len (with BUSY/DISCARD bits) + u32 page offset
+_BANNER_BATCH = 4096
 
 
 class MmapRing:
@@ -95,6 +96,12 @@ class MmapRing:
         self._cons_pos[0] = cons + n * self.stride
         return out
 
+    def fill(self) -> float:
+        """How full the ring is, 0..1 (two loads from the mapped pages, no syscall)."""
+        if self._cons_pos is None:
+            return 0.0
+        return (int(self._prod_pos[0]) - int(self._cons_pos[0])) / self.size
+
     def close(self) -> None:
         self._cons_pos = self._prod_pos = self._data = None  # type: ignore[assignment]
         for m in (self._cons, self._prod):
@@ -110,20 +117,27 @@ BANNER_DTYPE = np.dtype([("h", EVENT_DTYPE), ("data", "u1", (DATA_MAX,))])
 class RingReader:
     """Both rings of the XDP program; `poll()` waits for either and drains both."""
 
-    def __init__(self, bpf: Any, ringbuf_pages: int):
-        size = ringbuf_pages * mmap.PAGESIZE
-        self.small = MmapRing(bpf[b"events"].map_fd, size, EVENT_SIZE, EVENT_DTYPE)
-        self.big = MmapRing(bpf[b"banners"].map_fd, size, BANNER_EVENT_SIZE, BANNER_DTYPE)
+    def __init__(self, bpf: Any, ringbuf_pages: int, banner_pages: int | None = None):
+        page = mmap.PAGESIZE
+        self.small = MmapRing(bpf[b"events"].map_fd, ringbuf_pages * page, EVENT_SIZE, EVENT_DTYPE)
+        self.big = MmapRing(
+            bpf[b"banners"].map_fd, (banner_pages or ringbuf_pages) * page, BANNER_EVENT_SIZE, BANNER_DTYPE
+        )
         self._ep = select.epoll()
         self._ep.register(self.small.fd, select.EPOLLIN)
         self._ep.register(self.big.fd, select.EPOLLIN)
 
     def poll(self, timeout_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        hdr, ban = self.small.read(), self.big.read()
+        # Banners are copied out a few thousand at a time: each is 1 KiB, and
+        # a batch is parsed before the next is read anyway.
+        hdr, ban = self.small.read(), self.big.read(_BANNER_BATCH)
         if len(hdr) == 0 and len(ban) == 0 and timeout_ms > 0:
             self._ep.poll(timeout_ms / 1000)
-            hdr, ban = self.small.read(), self.big.read()
+            hdr, ban = self.small.read(), self.big.read(_BANNER_BATCH)
         return hdr, ban
+
+    def backlog(self) -> float:
+        return max(self.small.fill(), self.big.fill())
 
     def close(self) -> None:
         self._ep.close()

@@ -118,6 +118,7 @@ class Scanner:
         self.net: NetParams | None = None
         self.status: StatusLine | None = None
         self.kgen: KernelGenerator | None = None
+        self.throttled = 0
         self.tx_mode = "tx_ring"
         self.tx_note: str | None = None
 
@@ -208,7 +209,7 @@ class Scanner:
             self.tx = TxRing(self.net.iface)
             self.kgen = self._kernel_generator(link, params)
             self.receiver = Receiver(
-                RingReader(self.prog.bpf, params.ringbuf_pages),
+                RingReader(self.prog.bpf, params.ringbuf_pages, params.banner_pages),
                 link,
                 self.replies,
                 self.writer,
@@ -308,6 +309,13 @@ class Scanner:
     def hits(self) -> int:
         return self.receiver.hits if self.receiver is not None else 0
 
+    def _receiver_behind(self) -> bool:
+        rcv = self.receiver
+        if rcv is None or rcv.reader.backlog() < 0.5:
+            return False
+        self.throttled += 1
+        return True
+
     def _send(self, seg: Segment | KernelSyns) -> None:
         if isinstance(seg, KernelSyns):
             if self.kgen is not None:
@@ -355,6 +363,11 @@ class Scanner:
                 self.tx.send(rf, rl)  # type: ignore[union-attr]
                 self.sent_replies += len(rl)
                 budget -= len(rl)
+            if self._receiver_behind():
+                # Backpressure: a ring more than half full means user space is behind;
+                # new probes would only turn into "ring buffer full" drops. Replies still go.
+                self.stop.wait(0.001)
+                continue
             if not pending:
                 item = retrans.due(now)
                 if item is not None:
@@ -454,6 +467,7 @@ class Scanner:
                 "total": self.sent_probes + self.sent_replies,
             },
             "send_rate_pps": self._send_rate(),
+            "throttled_ms": self.throttled,
             "responses": dict(rcv.by_class) if rcv else {},
             "hits": self.hits(),
             "repeats": int(xdp.get("repeat", 0)),

@@ -33,7 +33,13 @@ class Prog:
         from zbanner_xdp.bpfprog import ProgParams, RecvProgram
 
         params = ProgParams(
-            src_ip=US, port_lo=LO, port_hi=HI, banners=banners, dedup_entries=1024, ringbuf_pages=64
+            src_ip=US,
+            port_lo=LO,
+            port_hi=HI,
+            banners=banners,
+            dedup_entries=1024,
+            ringbuf_pages=64,
+            banner_pages=64,
         )
         self.p = RecvProgram(params, KEY, probe_infos=[(len(PAYLOAD), 0, 6, 0, 0)] if banners else None)
         self.ring = RingReader(self.p.bpf, 64)
@@ -196,6 +202,7 @@ def kprog():
         banners=True,
         dedup_entries=1024,
         ringbuf_pages=64,
+        banner_pages=64,
         kernel_replies=True,
         ttl=77,
         ack_window=512,
