@@ -117,6 +117,15 @@ static __always_inline __u32 dotted_len(__u32 raw)
 	return n;
 }
 
+/* Ones'-complement fold of a 64-bit partial sum into a checksum field. */
+static __always_inline __u16 zb_fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
 /* Duplicate filter. A reply seen before inside the window is a repeat:
  * counted, never recorded twice. Network duplicates arrive together and are
  * dropped; a repeat arriving ZB_REANSWER_NS or more after we last answered
@@ -212,13 +221,6 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 }
 
 #if ZB_KERNEL_REPLIES
-static __always_inline __u16 zb_fold(__u64 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
 
 /* What the answer needs from the reply, read before the frame is resized. */
 struct zb_kr {
@@ -606,10 +608,7 @@ static __always_inline __be16 udp_checksum(struct zb_config *cfg, struct zb_prob
 		sum += cookie & 0xffff;
 	else if (pi->cookie_len == 4)
 		sum += (cookie >> 16) + (cookie & 0xffff);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	__u16 csum = ~sum & 0xffff;
+	__u16 csum = zb_fold(sum);
 	return bpf_htons(csum ? csum : 0xffff);
 }
 
@@ -715,13 +714,6 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, 
 }
 
 #if ZB_GENERATOR
-static __always_inline __u16 zb_csum_fold(__u64 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
 
 #define ZB_GEN_FRAME 58 /* Ethernet + IPv4 (20) + TCP (24, MSS option) */
 
@@ -777,12 +769,12 @@ int xdp_gen(struct xdp_md *ctx)
 	tcp->dest = t->dport_raw;
 	tcp->seq = bpf_htonl(seq);
 	tcp->check = 0;
-	ip->check = zb_csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+	ip->check = zb_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
 	/* pseudo header: saddr, daddr, zero|proto, TCP length (24) */
 	__u64 sum = (ip->saddr & 0xffff) + (ip->saddr >> 16) + (ip->daddr & 0xffff) + (ip->daddr >> 16) +
 		    bpf_htons(IPPROTO_TCP) + bpf_htons(24);
 	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 24, 0);
-	tcp->check = zb_csum_fold(sum);
+	tcp->check = zb_fold(sum);
 	__sync_fetch_and_add(&st->sent, 1);
 	return XDP_TX;
 }
