@@ -315,7 +315,40 @@ def lab_status() -> None:
     click.echo(labmod.format_status(labmod.status()))
 
 
+def _hoist_global_options(argv: list[str]) -> list[str]:
+    """Accept global options after the subcommand too (`scan 10.0.0.0/8 -p 80 --rate 1M`).
+
+    They are moved in front of it, so click parses them as the group's.
+    """
+    takes_value: dict[str, bool] = {}
+    for param in main_group.params:
+        if isinstance(param, click.Option):
+            for name in (*param.opts, *param.secondary_opts):
+                takes_value[name] = not (param.is_flag or param.count)
+    if "scan" not in argv:
+        return argv
+    i = argv.index("scan")
+    head, tail, moved = argv[:i], [], []
+    j = i + 1
+    while j < len(argv):
+        arg = argv[j]
+        name = arg.split("=", 1)[0]
+        if arg == "--":
+            tail.extend(argv[j:])
+            break
+        if name in takes_value and name not in ("-p",):
+            moved.append(arg)
+            if takes_value[name] and "=" not in arg and j + 1 < len(argv):
+                moved.append(argv[j + 1])
+                j += 1
+        else:
+            tail.append(arg)
+        j += 1
+    return [*head, *moved, "scan", *tail]
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
         main_group.main(args=argv, prog_name="zbanner-xdp", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

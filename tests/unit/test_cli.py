@@ -109,3 +109,41 @@ def test_probes_lists_every_probe() -> None:
         "hello",
     ):
         assert any(line.startswith(name + " ") for line in r.stdout.splitlines()), name
+
+
+def test_global_options_after_the_subcommand(tmp_path) -> None:
+    bl = tmp_path / "empty"
+    bl.write_text("")
+    before = run(
+        "--blocklist",
+        str(bl),
+        *NET,
+        "--seed",
+        "5",
+        "--ttl",
+        "9",
+        "--dry-run",
+        "scan",
+        "198.18.0.0/30",
+        "-p",
+        "80",
+    )
+    after = run(
+        "scan",
+        "198.18.0.0/30",
+        "-p",
+        "80",
+        "--blocklist",
+        str(bl),
+        *NET,
+        "--seed=5",
+        "--ttl",
+        "9",
+        "--dry-run",
+    )
+    assert after.returncode == 0, after.stderr
+    # Same seed, same order of targets (cookies differ: the key is per scan).
+    assert [ln.split()[4] for ln in after.stdout.splitlines()] == [
+        ln.split()[4] for ln in before.stdout.splitlines()
+    ]
+    assert after.stdout.count(" ttl=9 ") == 4
