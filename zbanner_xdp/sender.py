@@ -184,7 +184,3 @@ class RateLimiter:
                     return 0
             else:
                 time.sleep(min(wait, 0.05))
-
-    def credit(self, unused: int) -> None:
-        """Give back budget that found nothing to send."""
-        self.granted -= unused
