@@ -60,27 +60,33 @@ def xdp_attached() -> bool:
 
 
 class Capture:
-    """tcpdump on the first hop from the scanner (the router side of its link): sees every frame it sends."""
+    """tcpdump in a lab namespace; by default on the first hop from the scanner (the router side of
+    its link), which sees every frame the scanner sends."""
 
-    def __init__(self, path: Path, bpf_filter: str = "tcp") -> None:
+    def __init__(
+        self,
+        path: Path,
+        bpf_filter: str = "tcp",
+        ns: str = lab.CAPTURE_NS,
+        iface: str = lab.CAPTURE_IF,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.path = path
+        argv = [
+            "tcpdump",
+            "-i",
+            iface,
+            "--immediate-mode",
+            "-B",
+            "65536",
+            "-U",
+            "-n",
+            *extra,
+            "-w",
+            str(path),
+        ]
         self.proc = subprocess.Popen(
-            lab.ns_exec_argv(
-                lab.CAPTURE_NS,
-                [
-                    "tcpdump",
-                    "-i",
-                    lab.CAPTURE_IF,
-                    "--immediate-mode",
-                    "-B",
-                    "65536",
-                    "-U",
-                    "-n",
-                    "-w",
-                    str(path),
-                    bpf_filter,
-                ],
-            ),
+            lab.ns_exec_argv(ns, [*argv, bpf_filter]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -104,6 +110,8 @@ class Capture:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
     def __enter__(self) -> Capture:
         return self

@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from tests.conftest import ROOT
-from tests.integration.conftest import pcap_tcp, read_records, run_scanner
+from tests.integration.conftest import Capture, pcap_tcp, read_records, run_scanner
 from zbanner_xdp import emulator as emu
 from zbanner_xdp import lab
 
@@ -83,50 +83,15 @@ def emulated(net: str, *extra: str) -> Iterator[dict]:
                 counters.update(json.loads(line))
 
 
-class ScanCapture:
-    """tcpdump on the scanner's own interface: what it transmits through the stack (AF_PACKET)."""
-
-    def __init__(self, path: Path) -> None:
-        self.proc = subprocess.Popen(
-            lab.ns_exec_argv(
-                lab.SCAN_NS,
-                [
-                    "tcpdump",
-                    "-i",
-                    lab.SCAN_IF,
-                    "--immediate-mode",
-                    "-B",
-                    "65536",
-                    "-U",
-                    "-n",
-                    "-Q",
-                    "out",
-                    "-w",
-                    str(path),
-                    "tcp",
-                ],
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "listening" not in self.proc.stderr.readline():
-            pass
-
-    def __enter__(self) -> ScanCapture:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=10)
+def scan_capture(path: Path) -> Capture:
+    """What the scanner transmits through the stack (AF_PACKET), captured on its own interface."""
+    return Capture(path, "tcp", ns=lab.SCAN_NS, iface=lab.SCAN_IF, extra=("-Q", "out"))
 
 
 def test_zero_window_host_gets_a_rst_and_no_probe(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
     net = "198.19.4.0/28"
     out, pcap = tmp_path / "out.jsonl", tmp_path / "cap.pcap"
-    with emulated(net, "--window", "0", "--server-first") as counters, ScanCapture(pcap):
+    with emulated(net, "--window", "0", "--server-first") as counters, scan_capture(pcap):
         r = run_scanner(
             "--blocklist",
             empty_blocklist,

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import Capture
 from zbanner_xdp import lab
 
 pytestmark = [
@@ -252,41 +253,11 @@ def expected_of(check: Check) -> str | None:
     return lab.expected(check[0], None if proto == "icmp" else check[1], proto)
 
 
-class IcmpCapture:
+class IcmpCapture(Capture):
     """tcpdump of ICMP on the scan interface: the ICMP errors the scanner namespace receives."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.proc = subprocess.Popen(
-            lab.ns_exec_argv(
-                lab.SCAN_NS,
-                ["tcpdump", "-i", lab.SCAN_IF, "--immediate-mode", "-U", "-n", "-w", str(path), "icmp"],
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 10
-        assert self.proc.stderr is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if "listening on" in line:
-                return
-            if self.proc.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError("tcpdump did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        super().__init__(path, "icmp", ns=lab.SCAN_NS, iface=lab.SCAN_IF)
 
     def errors(self) -> dict[FlowKey, list[IcmpError]]:
         """ICMP errors (type 3 and 11) by the flow their quoted packet belongs to."""
