@@ -196,7 +196,8 @@ class Receiver:
         self.reanswered = 0
         self.invalid = 0
         self.error: BaseException | None = None
-        self._syn_only = {i for i, p in enumerate(self.probes) if p.transport == "tcp" and not p.handshake}
+        # Computed once: _tally consults it for every record.
+        self._syn_only_names = {p.name for p in self.probes if p.transport == "tcp" and not p.handshake}
         self._probe_names = np.array([p.name for p in self.probes], dtype=object)
         self._icmp_probe_mask = np.array([p.transport == "icmp" for p in self.probes])
         self._stop = threading.Event()
@@ -414,10 +415,6 @@ class Receiver:
                 cls == "synack" and r["probe"] in self._syn_only_names
             ):
                 self.hits += 1
-
-    @property
-    def _syn_only_names(self) -> set[str]:
-        return {self.probes[i].name for i in self._syn_only}
 
 
 def _banner_text(data: bytes) -> str:
