@@ -121,6 +121,8 @@ class Scanner:
         self.throttled = 0
         self.tx_mode = "tx_ring"
         self.tx_note: str | None = None
+        # The kernel generator's transmit-ring accounting (see KernelGenerator.send).
+        self.gen_stats: dict[str, int] | None = None
 
     # -- set-up ----------------------------------------------------------
     def _first_target(self) -> str:
@@ -295,7 +297,7 @@ class Scanner:
 
     def _drops(self, counters: np.ndarray | None) -> int:
         full = int(counters[Counter.RINGBUF_FULL]) if counters is not None else 0
-        return full + self.replies.dropped
+        return full + self.replies.dropped + (self.kgen.lost if self.kgen is not None else 0)
 
     def _show_status(self, phase: str, counters: np.ndarray | None = None) -> None:
         if self.status is None or self.receiver is None:
@@ -413,7 +415,14 @@ class Scanner:
         if prog is not None:
             prog.close()  # detaches XDP: from here the host kernel sees replies again
         if self.kgen is not None:
-            self.kgen.close()
+            g = self.kgen
+            self.gen_stats = {
+                "runs": g.runs,
+                "resent": g.resent,
+                "xmit_errors": g.xmit_errors,
+                "lost": g.lost,
+            }
+            g.close()
         if self.tx is not None:
             self.tx.close()
         self._show_status("done", counters)
@@ -461,6 +470,7 @@ class Scanner:
             "gateway_mac": self.net.gateway_mac if self.net else None,
             "tx_mode": (self.tx_mode if self.tx_mode == "xdp" else self.tx.mode) if self.tx else None,
             "tx_note": self.tx_note,
+            "tx_generator": self.gen_stats,
             "packets_sent": {
                 "probes": self.sent_probes,
                 "replies": self.sent_replies,
@@ -475,6 +485,7 @@ class Scanner:
             "drops": {
                 "ringbuf_full": int(xdp.get("ringbuf_full", 0)),
                 "reply_queue": self.replies.dropped,
+                "tx_ring_full": self.gen_stats["lost"] if self.gen_stats else 0,
                 "validation_failed": int(xdp.get("bad_cookie", 0)) + (rcv.invalid if rcv else 0),
             },
             "xdp_counters": xdp,
