@@ -127,6 +127,9 @@ class Probe:
     cookie_len: ClassVar[int] = 0
     reply_cookie_offset: ClassVar[int] = 0
     args_help: ClassVar[dict[str, str]] = {}
+    # False: _parse reads only the data, so the receiver may reuse the result for a banner it has
+    # parsed before (the Internet repeats its banners). A probe whose parse looks at ip/port says True.
+    parse_uses_target: ClassVar[bool] = False
 
     def __init__(self, args: dict[str, str] | None = None) -> None:
         if args is None:

@@ -17,7 +17,8 @@ export DEBIAN_FRONTEND=noninteractive
 # Debian's python3-bpfcc is the real BCC; PyPI's "bcc" is an unrelated package.
 pkgs=(python3-bpfcc python3-venv python3-pip iproute2 nftables tcpdump openssl
       nginx-light openssh-server vsftpd redis-server dnsmasq chrony
-      ethtool vagrant)  # vagrant: only to validate vagrant/Vagrantfile in the tests
+      ethtool vagrant  # vagrant: only to validate vagrant/Vagrantfile in the tests
+      gcc libc6-dev)   # the record formatter (zbanner_xdp/zbfmt.c), compiled once, loaded by ctypes
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -81,3 +82,7 @@ if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   touch "$stamp"
 fi
+
+# Compile the record formatter now rather than in the first scan (cached by source hash).
+.venv/bin/python -c 'from zbanner_xdp import fastfmt; import sys; sys.exit(fastfmt.load() is None)' \
+  || echo "setup: warning: the C record formatter did not compile; using the slower numpy one" >&2

@@ -65,9 +65,11 @@ class RecordWriter:
         return rec
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        if not records:
-            return
-        blob = b"".join(orjson.dumps(r) + b"\n" for r in records)
+        if records:
+            self.write_lines(b"".join(orjson.dumps(r) + b"\n" for r in records), len(records))
+
+    def write_lines(self, blob: bytes, count: int) -> None:
+        """`count` records already encoded as JSON lines."""
         try:
             self._fh.write(blob)
             self._fh.flush()
@@ -77,7 +79,7 @@ class RecordWriter:
             if exc.errno == errno.EPIPE:
                 raise OutputError("output pipe closed: stopping the scan") from None
             raise OutputError(f"cannot write output: {exc.strerror}") from None
-        self.count += len(records)
+        self.count += count
 
     def close(self) -> None:
         try:

@@ -18,6 +18,7 @@ from collections import Counter as Tally
 from typing import Any
 
 import numpy as np
+import orjson
 
 from . import packets
 from .events import (
@@ -31,6 +32,7 @@ from .events import (
     ICMP_CLASSES,
     Kind,
 )
+from .jsonlines import Lines
 from .output import RecordWriter
 from .sender import ReplyQueue
 
@@ -49,6 +51,8 @@ _HDR = 8  # u32 len (with BUSY/DISCARD bits) + u32 page offset
 # Records of a batch exist as dicts at once (~1.5 KB each): bound the batch,
 # not the ring, so peak memory stays flat however fast replies arrive.
 _EVENT_BATCH = 8192
+# Distinct banners whose parse is remembered (cleared when full: a bound, not an LRU).
+_PARSE_MEMO = 16384
 _BANNER_BATCH = 4096
 
 
@@ -151,16 +155,13 @@ REPEAT_RETRANSMIT = 2  # the server retransmitted: our answer was lost, answer a
 
 _SUCCESS = (Kind.SYNACK, Kind.BANNER, Kind.UDP, Kind.ECHOREPLY)
 _TCP_KINDS = (Kind.SYNACK, Kind.ZEROWIN, Kind.RST, Kind.BANNER)
-_CLASS_BY_KIND = np.array([CLASSIFICATION.get(k, "unknown") for k in range(256)], dtype=object)
-_ICMP_CLASS_BY_TYPE = np.array([ICMP_CLASSES.get(t, "icmp-other") for t in range(256)], dtype=object)
-_OCTETS = [str(i) for i in range(256)]
-
-
-def _dotted(raw: np.ndarray) -> list[str]:
-    """Dotted quads for raw (network-order) addresses, a batch at a time."""
-    o = raw.astype("<u4").view(np.uint8).reshape(-1, 4).tolist()
-    t = _OCTETS
-    return [f"{t[a]}.{t[b]}.{t[c]}.{t[d]}" for a, b, c, d in o]
+# Classifications as codes into one vocabulary, so a batch is classified by indexing.
+CLASS_VOCAB = sorted({*CLASSIFICATION.values(), *ICMP_CLASSES.values(), "unknown", "icmp-other"})
+_CLASS_CODE = {c: i for i, c in enumerate(CLASS_VOCAB)}
+_CLASS_BY_KIND = np.array([_CLASS_CODE[CLASSIFICATION.get(k, "unknown")] for k in range(256)])
+_ICMP_CLASS_BY_TYPE = np.array([_CLASS_CODE[ICMP_CLASSES.get(t, "icmp-other")] for t in range(256)])
+_HIT_CLASSES = np.array([c in ("banner", "udp", "echoreply") for c in CLASS_VOCAB])
+_SYNACK_CODE = _CLASS_CODE["synack"]
 
 
 class Receiver:
@@ -200,6 +201,7 @@ class Receiver:
         self._syn_only_names = {p.name for p in self.probes if p.transport == "tcp" and not p.handshake}
         self._probe_names = np.array([p.name for p in self.probes], dtype=object)
         self._icmp_probe_mask = np.array([p.transport == "icmp" for p in self.probes])
+        self._parsed: dict[tuple[int, bytes], tuple[bytes, bytes, bytes, bool]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="receiver", daemon=True)
         # bpf_ktime_get_ns() is CLOCK_MONOTONIC: one offset maps it to wall time.
@@ -308,63 +310,75 @@ class Receiver:
         return ok
 
     # -- records ---------------------------------------------------------
-    def _records(self, ev: np.ndarray) -> list[dict[str, Any]]:
-        """Records for a batch of events, built column by column.
-
-        Every conversion (addresses, timestamps, classifications, which
-        fields apply) is vectorised; the only per-record Python left is
-        zipping the columns into dicts for orjson.
-        """
-        n = len(ev)
-        if n == 0:
-            return []
+    def _derived(self, ev: np.ndarray) -> dict[str, np.ndarray]:
+        """What both record paths compute from a batch: which fields apply, class codes, times."""
         kind = ev["kind"]
         variant = ev["variant"].astype(np.int64)
         probe_i = variant % self.plan.P
-        is_tcp = np.isin(kind, _TCP_KINDS)
         is_icmp = kind == Kind.ICMP
-        icmp_probe = self._icmp_probe_mask[probe_i]
-        has_ports = (kind != Kind.ECHOREPLY) & ~icmp_probe
-        cls = _CLASS_BY_KIND[kind].astype(object)
+        cls = _CLASS_BY_KIND[kind]
         if is_icmp.any():
             cls[is_icmp] = _ICMP_CLASS_BY_TYPE[ev["icmp_type"][is_icmp]]
-        ms = ((ev["ts_ns"].astype(np.int64) + self._wall_offset_ns) // 1_000_000).astype("datetime64[ms]")
-        stamps = np.char.add(np.datetime_as_string(ms, unit="ms"), "Z")
-
-        def opt(values: np.ndarray, mask: np.ndarray) -> list:
-            out = values.astype(object)
-            out[~mask] = None
-            return out.tolist()
-
-        responder = np.full(n, None, dtype=object)
-        if is_icmp.any():
-            responder[is_icmp] = _dotted(ev["icmp_responder"][is_icmp])
-        columns = {
-            "saddr": _dotted(ev["saddr"]),
-            "sport": opt(ev["sport"], has_ports),
-            "daddr": _dotted(ev["daddr"]),
-            "dport": opt(ev["dport"], has_ports),
-            "classification": cls.tolist(),
-            "success": np.isin(kind, _SUCCESS).tolist(),
-            "repeat": (ev["repeat"] != 0).tolist(),
-            "timestamp": stamps.tolist(),
-            "ttl": ev["ttl"].tolist(),
-            "window": opt(ev["window"], is_tcp),
-            "ipid": ev["ipid"].tolist(),
-            "seqnum": opt(ev["seq"], is_tcp),
-            "acknum": opt(ev["ack"], is_tcp),
-            "tcp_flags": opt(ev["tcp_flags"], is_tcp),
-            "probe": self._probe_names[probe_i].tolist(),
-            "icmp_type": opt(ev["icmp_type"], is_icmp),
-            "icmp_code": opt(ev["icmp_code"], is_icmp),
-            "icmp_responder": responder.tolist(),
-            "validated": ((ev["flags"] & EV_UNVALIDATED) == 0).tolist(),
-            "attempt": (variant // self.plan.P).tolist(),
-            "tarpit_probe": (probe_i == self.plan.tarpit_index).tolist(),
+        return {
+            "probe_i": probe_i,
+            "attempt": variant // self.plan.P,
+            "is_tcp": np.isin(kind, _TCP_KINDS),
+            "is_icmp": is_icmp,
+            "has_ports": (kind != Kind.ECHOREPLY) & ~self._icmp_probe_mask[probe_i],
+            "cls": cls,
+            "ms": (ev["ts_ns"].astype(np.int64) + self._wall_offset_ns) // 1_000_000,
         }
-        keys = list(self.writer.template())
-        cols = [columns.get(k) or [None] * n for k in keys]
-        return [dict(zip(keys, row, strict=True)) for row in zip(*cols, strict=True)]
+
+    def _lines(self, ev: np.ndarray, extra: dict[str, Any] | None = None) -> bytes:
+        """The JSON lines of a batch of events, without a dict per record.
+
+        `extra` adds fields (name: a function of the Lines being built); the
+        banner path passes its per-record ones that way.
+        """
+        d = self._derived(ev)
+        out = Lines(len(ev))
+        fields: dict[str, Any] = {
+            "saddr": lambda: out.dotted(ev["saddr"]),
+            "sport": lambda: out.ints(ev["sport"], d["has_ports"]),
+            "daddr": lambda: out.dotted(ev["daddr"]),
+            "dport": lambda: out.ints(ev["dport"], d["has_ports"]),
+            "classification": lambda: out.words(d["cls"], CLASS_VOCAB),
+            "success": lambda: out.bools(np.isin(ev["kind"], _SUCCESS)),
+            "repeat": lambda: out.bools(ev["repeat"] != 0),
+            "timestamp": lambda: out.timestamps(d["ms"]),
+            "ttl": lambda: out.ints(ev["ttl"]),
+            "window": lambda: out.ints(ev["window"], d["is_tcp"]),
+            "ipid": lambda: out.ints(ev["ipid"]),
+            "seqnum": lambda: out.ints(ev["seq"], d["is_tcp"]),
+            "acknum": lambda: out.ints(ev["ack"], d["is_tcp"]),
+            "tcp_flags": lambda: out.ints(ev["tcp_flags"], d["is_tcp"]),
+            "probe": lambda: out.words(d["probe_i"], self._probe_names.tolist()),
+            "icmp_type": lambda: out.ints(ev["icmp_type"], d["is_icmp"]),
+            "icmp_code": lambda: out.ints(ev["icmp_code"], d["is_icmp"]),
+            "icmp_responder": lambda: out.dotted(ev["icmp_responder"], d["is_icmp"]),
+            "validated": lambda: out.bools((ev["flags"] & EV_UNVALIDATED) == 0),
+            "attempt": lambda: out.ints(d["attempt"]),
+            "tarpit_probe": lambda: out.bools(d["probe_i"] == self.plan.tarpit_index),
+        }
+        for k, add in (extra or {}).items():
+            fields[k] = lambda add=add: add(out)
+        for i, k in enumerate(self.writer.template()):
+            out.key(k, first=i == 0)
+            fields.get(k, lambda: out.const(b"null"))()
+        self._tally_batch(ev, d)
+        return out.build()
+
+    def _tally_batch(self, ev: np.ndarray, d: dict[str, np.ndarray]) -> None:
+        """_tally for a batch: counts by class and hits, vectorised."""
+        fresh = ev["repeat"] == 0
+        cls = d["cls"][fresh]
+        for code, count in zip(*np.unique(cls, return_counts=True), strict=True):
+            self.by_class[CLASS_VOCAB[code]] += int(count)
+        syn_only = np.array([p.name in self._syn_only_names for p in self.probes])
+        probe_i = d["probe_i"][fresh]
+        hit = _HIT_CLASSES[cls] | ((cls == _SYNACK_CODE) & syn_only[probe_i])
+        hit &= probe_i != self.plan.tarpit_index
+        self.hits += int(hit.sum())
 
     def _recorded(self, ev: np.ndarray) -> np.ndarray:
         return np.ones(len(ev), bool) if self.output_repeats else ev["repeat"] == 0
@@ -378,9 +392,9 @@ class Receiver:
             valid[icmp] = self._quoted_udp_ok(ev[icmp])
             self.invalid += int((~valid).sum())
             keep &= valid
-        records = self._records(ev[keep])
-        self._tally(records)
-        self.writer.write(records)
+        kept = ev[keep]
+        if len(kept):
+            self.writer.write_lines(self._lines(kept), len(kept))
 
     def _handle_big(self, big: np.ndarray) -> None:
         hdr = big["h"]
@@ -389,32 +403,62 @@ class Receiver:
         self.reanswered += int((answer & (hdr["repeat"] == REPEAT_RETRANSMIT)).sum())
         self._queue_rst(hdr[answer])
         rows = big[self._recorded(hdr)]
-        records = self._records(rows["h"])
-        for rec, row in zip(records, rows, strict=True):
-            data = row["data"][: int(row["h"]["data_len"])].tobytes()
-            probe = self.probes[self._probe_index(int(row["h"]["variant"]))]
-            rec["banner"] = _banner_text(data)
-            rec["data"] = base64.b64encode(data).decode("ascii")
-            parsed = probe.parse(rec["saddr"], rec["sport"], data)
-            rec[probe.name] = parsed
-            rec["app_match"] = probe.matches(parsed)
-        self._tally(records)
-        self.writer.write(records)
+        if len(rows) == 0:
+            return
+        h = rows["h"]
+        probe_i = (h["variant"] % np.uint8(self.plan.P)).tolist()
+        parts = [
+            self._banner_parts(p, row[:n].tobytes(), ip, port)
+            for p, row, n, ip, port in zip(
+                probe_i,
+                rows["data"],
+                h["data_len"].tolist(),
+                h["saddr"].tolist(),
+                h["sport"].tolist(),
+                strict=True,
+            )
+        ]
+        banner, data, parsed, match = zip(*parts, strict=True)
+        extra: dict[str, Any] = {
+            "banner": lambda out: out.raw(banner),
+            "data": lambda out: out.raw(data),
+            "app_match": lambda out: out.bools(np.array(match, bool)),
+        }
+        names = self._probe_names[probe_i]
+        for name in set(names.tolist()):
+            mine = names == name
+            extra[name] = lambda out, mine=mine: out.raw(
+                [p if m else b"null" for p, m in zip(parsed, mine, strict=True)]
+            )
+        self.writer.write_lines(self._lines(h, extra), len(rows))
 
-    def _tally(self, records: list[dict[str, Any]]) -> None:
-        # A hit is what the probe is after: a SYN-ACK for SYN-only probes,
-        # a banner, a UDP reply or an echo reply otherwise.
-        for r in records:
-            if r["repeat"]:
-                continue
-            cls = r["classification"]
-            self.by_class[cls] += 1
-            if r["tarpit_probe"]:
-                continue
-            if cls in ("banner", "udp", "echoreply") or (
-                cls == "synack" and r["probe"] in self._syn_only_names
-            ):
-                self.hits += 1
+    def _banner_parts(
+        self, probe_index: int, data: bytes, ip_raw: int, port: int
+    ) -> tuple[bytes, bytes, bytes, bool]:
+        """A banner's per-record JSON: text, base64, the probe's parse, and whether it matched.
+
+        Memoised by (probe, bytes) for probes whose parse reads only the
+        data: repeated banners (most of the Internet's SSH, FTP, SMTP
+        greetings) are parsed once.
+        """
+        key = (probe_index, data)
+        hit = self._parsed.get(key)
+        if hit is not None:
+            return hit
+        probe = self.probes[probe_index]
+        parsed = probe.parse(ip_from_raw(ip_raw), port, data)
+        parts = (
+            orjson.dumps(_banner_text(data)),
+            b'"' + base64.b64encode(data) + b'"',
+            orjson.dumps(parsed),
+            probe.matches(parsed),
+        )
+        if probe.parse_uses_target:
+            return parts
+        if len(self._parsed) >= _PARSE_MEMO:
+            self._parsed.clear()
+        self._parsed[key] = parts
+        return parts
 
 
 def _banner_text(data: bytes) -> str:

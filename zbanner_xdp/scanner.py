@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import __version__, cookie, packets, targets
+from . import __version__, cookie, fastfmt, packets, targets
 from .bpfprog import BpfSetupError, ProgParams, RecvProgram
 from .config import ScanConfig
 from .events import Counter
@@ -471,6 +471,7 @@ class Scanner:
             "tx_mode": (self.tx_mode if self.tx_mode == "xdp" else self.tx.mode) if self.tx else None,
             "tx_note": self.tx_note,
             "tx_generator": self.gen_stats,
+            "record_formatter": "c" if fastfmt.load() is not None else "numpy",
             "packets_sent": {
                 "probes": self.sent_probes,
                 "replies": self.sent_replies,
