@@ -89,6 +89,11 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
 )
 @click.option("--metadata", type=click.Path(dir_okay=False), help="Write a JSON summary here at exit.")
 @click.option(
+    "-f",
+    "--output-fields",
+    help="Fields of each record, in this order: saddr,sport,classification,... (default: all).",
+)
+@click.option(
     "--cooldown",
     default=8.0,
     show_default=True,
@@ -216,6 +221,7 @@ def scan(
         shards=obj["shards"],
         shard=obj["shard"],
         output=obj["output"],
+        output_fields=_fields(obj["output_fields"]),
         metadata=obj["metadata"],
         cooldown=obj["cooldown"],
         max_targets=obj["max_targets"],
@@ -315,6 +321,12 @@ def lab_status() -> None:
     click.echo(labmod.format_status(labmod.status()))
 
 
+def _fields(text: str | None) -> tuple[str, ...] | None:
+    if text is None or text.strip() in ("", "*"):
+        return None
+    return tuple(f.strip() for f in text.split(","))
+
+
 def _hoist_global_options(argv: list[str]) -> list[str]:
     """Accept global options after the subcommand too (`scan 10.0.0.0/8 -p 80 --rate 1M`).
 
@@ -361,6 +373,16 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
+        sys.exit(1)
+    except Exception as exc:
+        # A bug, not a user error: what was scanned is already flushed and the summary
+        # written (the scanner's finally), so one line, and the traceback on request.
+        if os.environ.get("ZBANNER_DEBUG"):
+            raise
+        click.echo(
+            f"zbanner-xdp: internal error: {type(exc).__name__}: {exc} (ZBANNER_DEBUG=1 shows the traceback)",
+            err=True,
+        )
         sys.exit(1)
 
 

@@ -23,6 +23,7 @@ class ScanConfig:
     shards: int = 1
     shard: int = 0
     output: str | None = None
+    output_fields: tuple[str, ...] | None = None  # None: every field
     metadata: str | None = None
     cooldown: float = 8.0
     max_targets: int | None = None

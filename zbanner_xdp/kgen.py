@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import mmap
 import os
 import socket
@@ -140,6 +141,27 @@ class KernelGenerator:
         leaf.next, leaf.end, leaf.sent = nxt, end, 0
         self._state[ctypes.c_int(0)] = leaf
 
+    def _run(self, start: int, count: int) -> None:
+        """Frames [start, start+count) through the program, resuming where a signal stopped it."""
+        self._set_state(start, start + count)
+        todo = count
+        for _ in range(10_000):
+            self.runs += 1
+            try:
+                self.runner.run(todo)
+                return
+            except bpfsys.BpfError as exc:
+                # A signal (Ctrl-C, a profiler, SIGCHLD) ends the run early with EINTR. The
+                # program counts what it consumed; running more than is left is harmless (the
+                # extra runs find the range done and drop their frame).
+                if exc.errno != errno.EINTR:
+                    raise KernelGenError(f"kernel generator run failed: {exc.strerror}") from None
+            done = min(int(self._state[ctypes.c_int(0)].next), start + count) - start
+            todo = count - done
+            if todo <= 0:
+                return
+        raise KernelGenError("kernel generator: every run interrupted by a signal")
+
     def probe(self) -> None:
         """One empty run: fails fast where live frames are unsupported."""
         try:
@@ -176,9 +198,7 @@ class KernelGenerator:
             if c < count:
                 todo.append((start + c, count - c, 0))
             before = self.stats.read() if self.stats is not None else None
-            self._set_state(start, start + c)
-            self.runner.run(c)
-            self.runs += 1
+            self._run(start, c)
             after = self.stats.read() if before is not None else None
             errs = after[1] - before[1] if before is not None and after is not None else 0
             if errs <= 0:

@@ -42,10 +42,24 @@ class OutputError(RuntimeError):
     pass
 
 
+def select_fields(available: list[str], wanted: tuple[str, ...] | None) -> list[str]:
+    """The record's keys: every available field, or the chosen ones in the chosen order."""
+    if wanted is None:
+        return available
+    unknown = [f for f in wanted if f not in available]
+    if unknown or not wanted or len(set(wanted)) != len(wanted):
+        bad = ", ".join(unknown) if unknown else "empty or repeated names"
+        raise OutputError(f"--output-fields: {bad} (fields: {','.join(available)})")
+    return list(wanted)
+
+
 class RecordWriter:
-    def __init__(self, path: str | None, probe_fields: list[str] | None = None):
+    def __init__(
+        self, path: str | None, probe_fields: list[str] | None = None, fields: tuple[str, ...] | None = None
+    ):
         self.path = path
         self.probe_fields = probe_fields or []
+        self.fields = select_fields([*BASE_FIELDS, *self.probe_fields], fields)
         self.count = 0
         self._fh: IO[bytes]
         if path is None or path == "-":
@@ -59,10 +73,7 @@ class RecordWriter:
             self._own = True
 
     def template(self) -> dict[str, Any]:
-        rec: dict[str, Any] = dict.fromkeys(BASE_FIELDS)
-        for name in self.probe_fields:
-            rec[name] = None
-        return rec
+        return dict.fromkeys(self.fields)
 
     def write(self, records: list[dict[str, Any]]) -> None:
         if records:

@@ -27,7 +27,7 @@ from .config import ScanConfig
 from .events import Counter
 from .kgen import KernelGenerator, KernelGenError, xdp_xmit_stats
 from .netinfo import NetParams, resolve
-from .output import OutputError, RecordWriter
+from .output import BASE_FIELDS, OutputError, RecordWriter, select_fields
 from .plan import KernelSyns, PlanError, ProbePlan, Segment
 from .receiver import Receiver, RingReader
 from .sender import RateLimiter, ReplyQueue, SendError, TxRing
@@ -105,6 +105,11 @@ class Scanner:
         except (targets.TargetError, PlanError, OSError) as exc:
             raise ScanError(str(exc)) from None
         self.probes = self.plan.probes
+        self.probe_fields = [p.name for p in self.probes if p.handshake or p.transport == "udp"]
+        try:
+            select_fields([*BASE_FIELDS, *self.probe_fields], cfg.output_fields)
+        except OutputError as exc:
+            raise ScanError(str(exc)) from None
         self.pairs = targets.expected_count(self.space, cfg.shards, cfg.shard, cfg.max_targets)
         self.total = self.plan.expected_probes(self.pairs, self.space.n_ports)
         self.sent_probes = 0
@@ -183,8 +188,7 @@ class Scanner:
         t0 = time.monotonic()
         old_handlers = self._install_signals()
         try:
-            probe_fields = [p.name for p in self.probes if p.handshake or p.transport == "udp"]
-            self.writer = RecordWriter(cfg.output, probe_fields=probe_fields)
+            self.writer = RecordWriter(cfg.output, self.probe_fields, cfg.output_fields)
             params = ProgParams(
                 src_ip=link.src_ip,
                 port_lo=cfg.source_port_lo,
@@ -225,7 +229,7 @@ class Scanner:
         except OutputError as exc:
             self.reason = "output-error"
             self.error = str(exc)
-        except (BpfSetupError, SendError) as exc:
+        except (BpfSetupError, SendError, KernelGenError) as exc:
             self.reason = "error"
             self.error = str(exc)
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -42,6 +42,25 @@ def scanner_argv(*args: str) -> list[str]:
 
 def run_scanner(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(scanner_argv(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def signal_scanner(
+    args: tuple[str, ...], ready: Callable[[], bool], settle: float = 0.0, sig: int = signal.SIGTERM
+) -> tuple[int, str]:
+    """Start the scanner, send it `sig` `settle` s after `ready()` holds (or 30 s); (exit status, stderr)."""
+    proc = subprocess.Popen(scanner_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(settle)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
 
 
 def read_records(path: Path | str) -> list[dict]:

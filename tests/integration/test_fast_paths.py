@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from tests.conftest import ROOT
-from tests.integration.conftest import Capture, pcap_tcp, read_records, run_scanner
+from tests.integration.conftest import Capture, pcap_tcp, read_records, run_scanner, signal_scanner
 from zbanner_xdp import emulator as emu
 from zbanner_xdp import lab
 
@@ -232,3 +232,24 @@ def test_kernel_replies_complete_handshakes_in_xdp(lab_up, tmp_path: Path, empty
     assert m["xdp_counters"]["kernel_replies"] == 2 * len(truth)
     assert m["packets_sent"]["replies"] == 0
     assert counters["banner"] == len(truth)
+
+
+def test_sigterm_while_the_kernel_generator_runs(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
+    # At --rate 0 the main thread spends its time inside BPF_PROG_RUN, so the signal ends that
+    # syscall with EINTR: the generator must resume or stop cleanly, never crash.
+    meta = tmp_path / "meta.json"
+    with emulated("198.19.0.0/16", "--sink"):
+        t0 = time.monotonic()
+        rc, err = signal_scanner(
+            (
+                *("--blocklist", empty_blocklist, "--tx", "xdp", "--rate", "0", "--max-runtime", "30"),
+                *("--cooldown", "0.5", "-q", "-o", str(tmp_path / "o.jsonl"), "--metadata", str(meta)),
+                *("scan", "198.19.0.0/16", "-p", "1-1024"),
+            ),
+            ready=lambda: time.monotonic() - t0 > 6,  # BCC compiles (~2 s), then ~67M SYNs: far from done
+        )
+    assert rc == 0, err
+    assert "Traceback" not in err and "error" not in err
+    m = orjson.loads(meta.read_bytes())
+    assert m["reason"] == "terminated" and m["tx_mode"] == "xdp"
+    assert 0 < m["packets_sent"]["probes"] < 1024 * 65536

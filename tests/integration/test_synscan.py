@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import signal
 import subprocess
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from tests.integration.conftest import (
     read_records,
     run_scanner,
     scanner_argv,
+    signal_scanner,
     xdp_attached,
 )
 from zbanner_xdp import lab
@@ -175,39 +175,15 @@ def test_second_scanner_on_the_interface_is_refused(lab_up, tmp_path: Path, empt
 
 def test_sigterm_flushes_results_and_writes_summary(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
     out, meta = tmp_path / "out.jsonl", tmp_path / "meta.json"
-    proc = subprocess.Popen(
-        scanner_argv(
-            "--blocklist",
-            empty_blocklist,
-            "--rate",
-            "200",
-            "--cooldown",
-            "5",
-            "-o",
-            str(out),
-            "--metadata",
-            str(meta),
-            "scan",
-            "198.18.0.0/24",
-            "-p",
-            "80",
+    rc, err = signal_scanner(
+        (
+            *("--blocklist", empty_blocklist, "--rate", "200", "--cooldown", "5"),
+            *("-o", str(out), "--metadata", str(meta), "scan", "198.18.0.0/24", "-p", "80"),
         ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        ready=lambda: out.exists() and out.stat().st_size > 0,  # results are arriving
+        settle=0.5,
     )
-    try:
-        deadline = time.monotonic() + 30
-        while (not out.exists() or out.stat().st_size == 0) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
+    assert rc == 0, err
     assert "Traceback" not in err
     recs = read_records(out)  # every line complete, valid JSON
     m = orjson.loads(meta.read_bytes())
@@ -215,6 +191,20 @@ def test_sigterm_flushes_results_and_writes_summary(lab_up, tmp_path: Path, empt
     assert 0 < len(recs) == m["records_written"] < 256
     assert m["packets_sent"]["probes"] < 256
     assert not xdp_attached()
+
+
+def test_output_fields_choose_and_order_the_record(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
+    out = tmp_path / "o.jsonl"
+    r = run_scanner(
+        *("--blocklist", empty_blocklist, "--cooldown", "1", "-q", "-o", str(out)),
+        *("scan", "198.18.0.0/28", "-p", "80,81", "--probe", "http", "-f", "classification,saddr,sport,http"),
+    )
+    assert r.returncode == 0, r.stderr
+    recs = read_records(out)
+    assert [list(x) for x in recs] == [["classification", "saddr", "sport", "http"]] * len(recs)
+    by_class = Counter(x["classification"] for x in recs)
+    assert by_class == {"synack": 16, "banner": 16, "rst": 16}
+    assert all(x["http"]["status_code"] == 200 for x in recs if x["classification"] == "banner")
 
 
 def test_max_targets_and_runtime(lab_up, tmp_path: Path, empty_blocklist: str) -> None:

@@ -34,6 +34,12 @@ def run(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]
         (["--source-ip", "1.2.3", "scan", "1.2.3.4", "-p", "80"], "invalid IPv4 address '1.2.3'"),
         (["--gateway-mac", "zz", "scan", "1.2.3.4", "-p", "80"], "invalid MAC address 'zz'"),
         (["scan", "1.2.3.4"], "Missing option '-p'"),
+        (["-f", "saddr,nope", "--dry-run", "scan", "1.2.3.4", "-p", "80"], "--output-fields: nope"),
+        (
+            ["-f", "saddr,saddr", "--dry-run", "scan", "1.2.3.4", "-p", "80"],
+            "--output-fields: empty or repeated",
+        ),
+        (["-f", "saddr,http", "--dry-run", "scan", "1.2.3.4", "-p", "80"], "--output-fields: http"),
         (["--dry-run", "scan", "198.18.0.1", "-p", "80"], "no targets left after allow/block lists"),
         (
             ["--blocklist", "/nonexistent/list", "--dry-run", "scan", "1.2.3.4", "-p", "80"],
