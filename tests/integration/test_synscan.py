@@ -161,7 +161,8 @@ def test_second_scanner_on_the_interface_is_refused(lab_up, tmp_path: Path, empt
         r = run_scanner("--blocklist", empty_blocklist, "-q", "scan", "198.18.0.0/24", "-p", "80", timeout=60)
         assert r.returncode == 2
         assert r.stderr.strip().splitlines() == [
-            "zbanner-xdp: error: interface 'zbl-s0' already has an XDP program (another scanner running?)"
+            f"zbanner-xdp: error: interface '{lab.SCAN_IF}' already has an XDP program "
+            "(another scanner running?)"
         ]
     finally:
         first.kill()
