@@ -189,6 +189,7 @@ class Scanner:
         old_handlers = self._install_signals()
         try:
             self.writer = RecordWriter(cfg.output, self.probe_fields, cfg.output_fields)
+            fastfmt.load()  # compiled now if setup did not, not in the receiver's first batch
             params = ProgParams(
                 src_ip=link.src_ip,
                 port_lo=cfg.source_port_lo,
