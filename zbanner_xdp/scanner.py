@@ -402,6 +402,10 @@ class Scanner:
                 self._send(seg)
                 budget -= k
                 self.sent_probes += k
+            if budget > 0 and not pending and generating and cfg.rate:
+                # The batch ran out inside this grant: the next batch gets the rest. Without
+                # this, every 64k-probe batch lost half a grant and --rate 1M sent 967k.
+                limiter.refund(budget)
             if budget > 0 and not pending and self.replies.pending == 0:
                 # Nothing due: wait for replies (or the next retransmission) without spinning.
                 self.stop.wait(0.002)

@@ -168,6 +168,10 @@ class RateLimiter:
         # ~200 batches a second at high rates; single packets at low ones.
         self.batch = max_batch if rate == 0 else max(1, min(max_batch, rate // 200))
 
+    def refund(self, n: int) -> None:
+        """Give back what a grant did not use, so that it is not lost from the rate."""
+        self.granted -= n
+
     def budget(self, stop: threading.Event | None = None) -> int:
         if self.rate == 0:
             return self.batch
