@@ -34,6 +34,7 @@ class ScanConfig:
     quiet: bool = False
     ack_window: int = 1024
     dedup_window: float = 0.0
+    dedup_entries: int = 1_000_000
     output_repeats: bool = False
     retransmit: int = 0
     retransmit_delay: float = 20.0

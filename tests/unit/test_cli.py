@@ -34,6 +34,8 @@ def run(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]
         (["--source-ip", "1.2.3", "scan", "1.2.3.4", "-p", "80"], "invalid IPv4 address '1.2.3'"),
         (["--gateway-mac", "zz", "scan", "1.2.3.4", "-p", "80"], "invalid MAC address 'zz'"),
         (["scan", "1.2.3.4"], "Missing option '-p'"),
+        (["scan", "1.2.3.4", "-p", "80", "--dedup-entries", "12"], "invalid --dedup-entries '12'"),
+        (["scan", "1.2.3.4", "-p", "80", "--dedup-entries", "lots"], "invalid --dedup-entries 'lots'"),
         (["-f", "saddr,nope", "--dry-run", "scan", "1.2.3.4", "-p", "80"], "--output-fields: nope"),
         (
             ["-f", "saddr,saddr", "--dry-run", "scan", "1.2.3.4", "-p", "80"],
