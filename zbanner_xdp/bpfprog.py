@@ -123,16 +123,9 @@ class RecvProgram:
         kernel_payloads: list[tuple[bool, bytes] | None] | None = None,
     ):
         try:
-            kheaders.export_for_bcc()
+            BPF = kheaders.import_bcc()
         except kheaders.HeadersError as exc:
             raise BpfSetupError(str(exc)) from None
-        try:
-            from bcc import BPF  # Debian's python3-bpfcc
-        except ImportError:
-            raise BpfSetupError(
-                "python module 'bcc' not found: install Debian's python3-bpfcc "
-                "and use a venv made with --system-site-packages (run: sudo make setup)"
-            ) from None
         self._BPF = BPF
         self.params = params
         self.link_fd: int | None = None

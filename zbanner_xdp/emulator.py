@@ -61,11 +61,11 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import NoReturn
 
-from . import bpfsys, kheaders
+from . import bpfsys, kheaders, netns
 from .bpfprog import BPF_DIR, BpfSetupError, _stderr_to
 from .cookie import cookie_scalar
 
@@ -86,8 +86,6 @@ _M64 = (1 << 64) - 1
 # says nothing about whether a port is open and vice versa.
 _OPEN_TWEAK = 0x7A652D6F70656E21  # "ze-open!"
 _ISN_TWEAK = 0x7A652D69736E2121  # "ze-isn!!"
-
-T = TypeVar("T")
 
 
 class EmulatorError(BpfSetupError):
@@ -194,45 +192,11 @@ def _thread_netns_fd() -> int:
     return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
 
-def _in_netns_fd(ns_fd: int, fn: Callable[[], T]) -> T:
-    """Run fn in a throw-away thread that joined the namespace ns_fd.
-
-    setns() moves only the calling thread, so the caller's namespace is never
-    touched, whatever fn does or raises.
-    """
-    from pyroute2 import netns as pr_netns
-
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def runner() -> None:
-        try:
-            pr_netns.setns(ns_fd, flags=0)
-            result.append(fn())
-        except BaseException as exc:  # re-raised in the caller's thread
-            error.append(exc)
-
-    t = threading.Thread(target=runner, name="zbe-netns", daemon=True)
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
-
-
 def _load_bcc() -> type:
     try:
-        kheaders.export_for_bcc()
+        return kheaders.import_bcc()
     except kheaders.HeadersError as exc:
         raise EmulatorError(str(exc)) from None
-    try:
-        from bcc import BPF  # Debian's python3-bpfcc
-    except ImportError:
-        raise EmulatorError(
-            "python module 'bcc' not found: install Debian's python3-bpfcc "
-            "and use a venv made with --system-site-packages"
-        ) from None
-    return BPF
 
 
 def remove_persistent(ifname: str) -> None:
@@ -389,7 +353,7 @@ class Emulator:
                         return
                     self._BPF.remove_xdp(ifname.encode(), 0)
 
-                _in_netns_fd(self._netns_fd, remove)
+                netns.run_in(self._netns_fd, remove)
         finally:
             self._link_fd = None
             if self._netns_fd is not None:

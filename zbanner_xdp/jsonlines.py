@@ -164,19 +164,22 @@ class Lines:
         """'"YYYY-MM-DDTHH:MM:SS.mmmZ"' (UTC) from milliseconds since the epoch."""
         ms = ms.astype(np.int64)
         day = ms // 86_400_000
-        days, inv = np.unique(day, return_inverse=True)
-        dates = np.datetime_as_string(days.astype("datetime64[D]"), unit="D")
-        table = np.frombuffer("".join(dates).encode(), np.uint8).reshape(len(days), -1)
-        t = ms - day * 86_400_000
-        dw = table.shape[1]
-        parts = (
-            (t // 3_600_000, 2, "T"),
-            (t // 60_000 % 60, 2, ":"),
-            (t // 1000 % 60, 2, ":"),
-            (t % 1000, 3, "."),
-        )
+        # The date's width (10 for years 1000-9999), from the extremes: the rest is left to
+        # fill(), which the C formatter never calls.
+        ends = np.array([day.min(), day.max()] if len(day) else [0]).astype("datetime64[D]")
+        dw = max(map(len, np.datetime_as_string(ends, unit="D")))
 
         def fill(dst: np.ndarray, use: np.ndarray) -> None:
+            days, inv = np.unique(day, return_inverse=True)
+            dates = np.datetime_as_string(days.astype("datetime64[D]"), unit="D").astype(f"S{dw}")
+            table = np.frombuffer(dates.tobytes(), np.uint8).reshape(len(days), dw)
+            t = ms - day * 86_400_000
+            parts = (
+                (t // 3_600_000, 2, "T"),
+                (t // 60_000 % 60, 2, ":"),
+                (t // 1000 % 60, 2, ":"),
+                (t % 1000, 3, "."),
+            )
             dst[:, 0] = ord('"')
             np.take(table, inv.reshape(-1), axis=0, out=dst[:, 1 : 1 + dw])
             c = 1 + dw

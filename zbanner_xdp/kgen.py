@@ -226,12 +226,3 @@ class KernelGenerator:
             self._mm.close()
         except BufferError:
             pass
-
-
-def xdp_xmit_stats(ifname: str) -> tuple[int, int] | None:
-    """(frames, errors) the driver reports for XDP transmits, where it reports them."""
-    stats = XdpTxStats(ifname)
-    try:
-        return stats.read()
-    finally:
-        stats.close()

@@ -116,6 +116,19 @@ def export_for_bcc() -> None:
         os.environ["BCC_KERNEL_SOURCE"] = src
 
 
+def import_bcc() -> type:
+    """BCC's BPF class, with the kernel headers it will need found first."""
+    export_for_bcc()
+    try:
+        from bcc import BPF  # Debian's python3-bpfcc; PyPI's "bcc" is another project
+    except ImportError:
+        raise HeadersError(
+            "python module 'bcc' not found: install Debian's python3-bpfcc "
+            "and use a venv made with --system-site-packages (run: sudo make setup)"
+        ) from None
+    return BPF
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--build"]:
         try:

@@ -105,12 +105,13 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
+
+from . import netns
 
 DEFAULT_PREFIX = "zbl-"
 
@@ -280,8 +281,6 @@ PROTOS = ("tcp", "udp", "icmp")
 # Popen objects of servers (and the relay) this process started, so down()
 # can reap them (no zombies, no ResourceWarning) when up() and down() share a process.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-
-T = TypeVar("T")
 
 
 def _topology(wire: bool) -> list[tuple[str, str, str, str, str, str]]:
@@ -528,31 +527,7 @@ def _netns_exists(ns: str) -> bool:
     return os.path.exists(_netns_path(ns))
 
 
-def _in_netns(ns: str, fn: Callable[[], T]) -> T:
-    """Run fn in a throw-away thread that has joined ns.
-
-    setns(CLONE_NEWNET) only moves the calling thread, and sockets keep the
-    namespace they were created in, so this needs no fork and cannot leak the
-    namespace into the rest of the process.
-    """
-    from pyroute2 import netns as pr_netns
-
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def runner() -> None:
-        try:
-            pr_netns.setns(ns, flags=0)
-            result.append(fn())
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            error.append(e)
-
-    t = threading.Thread(target=runner, name=f"{PREFIX}netns-{ns}", daemon=True)
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
+_in_netns = netns.run_in
 
 
 def _proc_state(pid: int) -> str | None:

@@ -200,7 +200,8 @@ class Receiver:
         self.invalid = 0
         self.error: BaseException | None = None
         # Computed once: _tally consults it for every record.
-        self._syn_only_names = {p.name for p in self.probes if p.transport == "tcp" and not p.handshake}
+        # Per probe index: a SYN-ACK is itself the hit (SYN-only probes).
+        self._syn_only = np.array([p.transport == "tcp" and not p.handshake for p in self.probes], bool)
         self._probe_names = np.array([p.name for p in self.probes], dtype=object)
         self._icmp_probe_mask = np.array([p.transport == "icmp" for p in self.probes])
         self._parsed: dict[tuple[int, bytes], tuple[bytes, bytes, bytes, bool]] = {}
@@ -382,9 +383,8 @@ class Receiver:
         cls = d["cls"][fresh]
         for code, count in zip(*np.unique(cls, return_counts=True), strict=True):
             self.by_class[CLASS_VOCAB[code]] += int(count)
-        syn_only = np.array([p.name in self._syn_only_names for p in self.probes])
         probe_i = d["probe_i"][fresh]
-        hit = _HIT_CLASSES[cls] | ((cls == _SYNACK_CODE) & syn_only[probe_i])
+        hit = _HIT_CLASSES[cls] | ((cls == _SYNACK_CODE) & self._syn_only[probe_i])
         hit &= probe_i != self.plan.tarpit_index
         self.hits += int(hit.sum())
 

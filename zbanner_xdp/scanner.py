@@ -25,7 +25,7 @@ from . import __version__, cookie, fastfmt, packets, targets
 from .bpfprog import BpfSetupError, ProgParams, RecvProgram
 from .config import ScanConfig
 from .events import Counter
-from .kgen import KernelGenerator, KernelGenError, xdp_xmit_stats
+from .kgen import KernelGenerator, KernelGenError
 from .netinfo import NetParams, resolve
 from .output import BASE_FIELDS, OutputError, RecordWriter, select_fields
 from .plan import KernelSyns, PlanError, ProbePlan, Segment
@@ -258,12 +258,12 @@ class Scanner:
     def _kgen_send(self, item: KernelSyns) -> None:
         """Send through the generator; on a driver that drops XDP transmits, fall back for good."""
         assert self.kgen is not None and self.net is not None
-        check = not getattr(self, "_kgen_checked", False)
-        before = xdp_xmit_stats(self.net.iface) if check else None
+        stats = self.kgen.stats if not getattr(self, "_kgen_checked", False) else None
+        before = stats.read() if stats is not None else None
         self.kgen.send(item.addrs, item.ports, item.variant)
-        if check:
+        if stats is not None:
             self._kgen_checked = True
-            after = xdp_xmit_stats(self.net.iface)
+            after = stats.read()
             if before and after and after[0] == before[0] and len(item):
                 # Nothing went out (e.g. a veth whose peer has neither XDP nor GRO: its frames are
                 # dropped without even an error count).

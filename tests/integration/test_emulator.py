@@ -24,13 +24,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import dpkt
 import pytest
 
 from tests.conftest import privileged_reason
-from zbanner_xdp import bpfsys, kheaders
+from zbanner_xdp import bpfsys, kheaders, netns
 from zbanner_xdp.emulator import (
     XDP_DROP,
     XDP_PASS,
@@ -44,7 +43,6 @@ from zbanner_xdp.emulator import (
 
 pytestmark = pytest.mark.privileged
 
-T = TypeVar("T")
 
 CLIENT_NS, TARGET_NS = "zbe-c", "zbe-t"
 CLIENT_IF, TARGET_IF = "zbe-c0", "zbe-t0"
@@ -89,26 +87,7 @@ CLOSED_IP = _first(lambda ip: not PARAMS.is_open(ip, 22))
 # --------------------------------------------------------------------------- helpers
 
 
-def in_netns(ns: str, fn: Callable[[], T]) -> T:
-    """Run fn in a throw-away thread that joined ns: setns moves only that thread."""
-    from pyroute2 import netns as pr_netns
-
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def runner() -> None:
-        try:
-            pr_netns.setns(ns, flags=0)
-            result.append(fn())
-        except BaseException as exc:  # re-raised in the caller's thread
-            error.append(exc)
-
-    t = threading.Thread(target=runner, name=f"zbe-netns-{ns}", daemon=True)
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
+in_netns = netns.run_in
 
 
 def ns_argv(ns: str, argv: list[str]) -> list[str]:
