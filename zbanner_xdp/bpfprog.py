@@ -1,20 +1,16 @@
-"""Compile, configure, attach and read the XDP receive program (BCC)."""
+"""Build (bpfload: BCC once, then a cache), configure, attach and read the XDP receive program."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import socket
 import struct
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import bpfsys, events, kheaders
+from . import bpfload, bpfsys, events
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 
@@ -22,26 +18,7 @@ BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 LOG_PATH = "/tmp/zbanner-xdp-bpf.log"
 
 
-@contextlib.contextmanager
-def _stderr_to(path: str) -> Iterator[None]:
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError:
-        os.close(saved)
-        yield
-        return
-    os.dup2(fd, 2)
-    os.close(fd)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-KPAYLOAD_MAX = 512
+KPAYLOAD_MAX = events.KPAYLOAD_MAX
 
 
 def payload_csum(data: bytes) -> int:
@@ -122,59 +99,66 @@ class RecvProgram:
         probe_infos: list[tuple[int, ...]] | None = None,
         kernel_payloads: list[tuple[bool, bytes] | None] | None = None,
     ):
-        try:
-            BPF = kheaders.import_bcc()
-        except kheaders.HeadersError as exc:
-            raise BpfSetupError(str(exc)) from None
-        self._BPF = BPF
         self.params = params
         self.link_fd: int | None = None
         self.ifname: str | None = None
-        src = (BPF_DIR / "xdp_recv.c").read_text()
-        # BCC prints compiler and verifier logs straight to fd 2: keep them
-        # in a file so the user gets one line, and the log when asked for.
-        with _stderr_to(LOG_PATH):
-            try:
-                self.bpf = BPF(text=src.encode(), cflags=params.cflags())
-                self.fn = self.bpf.load_func(b"xdp_recv", BPF.XDP)
-            except Exception as exc:  # bcc raises bare Exception
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise BpfSetupError(f"cannot build the XDP program: {first} (log: {LOG_PATH})") from None
+        progs = ["xdp_recv", "xdp_gen"] if params.generator else ["xdp_recv"]
+        try:
+            self.obj = bpfload.load(BPF_DIR / "xdp_recv.c", params.cflags(), progs, LOG_PATH)
+        except bpfload.LoadError as exc:
+            raise BpfSetupError(str(exc)) from None
+        except bpfsys.BpfError as exc:
+            raise BpfSetupError(f"cannot load the XDP program: {exc.strerror}") from None
+        try:
+            self._configure(key, probe_infos or [], kernel_payloads or [])
+        except BaseException:
+            self.obj.close()
+            raise
+
+    def _configure(
+        self, key: bytes, probe_infos: list[tuple[int, ...]], kernel_payloads: list[tuple[bool, bytes] | None]
+    ) -> None:
         k0, k1 = struct.unpack("<QQ", key)
-        cfg = self.bpf[b"config"]
-        leaf = cfg.Leaf()
-        leaf.k0, leaf.k1 = k0, k1
-        cfg[ctypes.c_int(0)] = leaf
-        infos = self.bpf[b"probe_info"]
-        for i, info in enumerate(probe_infos or []):
+        self.obj.update("config", 0, events.pack(events.CONFIG_DTYPE, k0=k0, k1=k1))
+        for i, info in enumerate(probe_infos):
             base, plus_ip, proto, cookie_len, reply_off, *udp = info
-            lv = infos.Leaf()
-            lv.base, lv.plus_ip_strlen, lv.proto = base, int(plus_ip), proto
-            lv.cookie_len, lv.reply_cookie_off = cookie_len, reply_off
+            fields = dict(
+                base=base,
+                plus_ip_strlen=int(plus_ip),
+                proto=proto,
+                cookie_len=cookie_len,
+                reply_cookie_off=reply_off,
+            )
             if udp:
-                lv.udp_len, lv.udp_tmpl_sum, lv.cookie_off = udp
-            infos[ctypes.c_int(i)] = lv
-        if params.kernel_replies:
-            self._set_kernel_payloads(kernel_payloads or [])
-        self._counters = self.bpf[b"counters"]
+                fields.update(zip(("udp_len", "udp_tmpl_sum", "cookie_off"), udp, strict=True))
+            self.obj.update("probe_info", i, events.pack(events.PROBE_INFO_DTYPE, **fields))
+        if self.params.kernel_replies:
+            self._set_kernel_payloads(kernel_payloads)
 
     def _set_kernel_payloads(self, payloads: list[tuple[bool, bytes] | None]) -> None:
         """Per probe: (handshake, fixed payload) the program answers with, or None (user space does)."""
-        table = self.bpf[b"kpayload"]
         for i, item in enumerate(payloads):
-            leaf = table.Leaf()
+            rec = np.zeros((), dtype=events.KPAYLOAD_DTYPE)
             if item is not None:
                 handshake, data = item
                 if len(data) > KPAYLOAD_MAX:
                     continue
-                leaf.enabled, leaf.len, leaf.handshake = 1, len(data), int(handshake)
-                leaf.csum = payload_csum(data)
-                ctypes.memmove(ctypes.addressof(leaf.data), data, len(data))
-            table[ctypes.c_int(i)] = leaf
+                rec["enabled"], rec["len"], rec["handshake"] = 1, len(data), int(handshake)
+                rec["csum"] = payload_csum(data)
+                rec["data"][: len(data)] = np.frombuffer(data, dtype=np.uint8)
+            self.obj.update("kpayload", i, rec.tobytes())
+
+    @property
+    def compiled(self) -> bool:
+        """Whether this scan compiled the program (False: loaded from the cache)."""
+        return self.obj.compiled
+
+    def map_fd(self, name: str) -> int:
+        return self.obj.map_fd(name)
 
     @property
     def prog_fd(self) -> int:
-        return self.fn.fd
+        return self.obj.prog_fd("xdp_recv")
 
     def attach(self, ifname: str) -> None:
         try:
@@ -199,13 +183,10 @@ class RecvProgram:
     def counters(self) -> np.ndarray:
         """Counters summed over CPUs, indexed by events.Counter."""
         out = np.zeros(events.N_COUNTERS, dtype=np.uint64)
-        for k, v in self._counters.items():
-            out[k.value] = sum(int(x) for x in v)
+        for i in range(events.N_COUNTERS):
+            out[i] = sum(int.from_bytes(v, "little") for v in self.obj.lookup_percpu("counters", i))
         return out
 
     def close(self) -> None:
         self.detach()
-        try:
-            self.bpf.cleanup()
-        except Exception:
-            pass
+        self.obj.close()

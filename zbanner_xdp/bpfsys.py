@@ -5,7 +5,9 @@
   and a second scanner on the same interface gets EBUSY instead of silently
   replacing the first (netlink attach would do both wrong).
 - BPF_PROG_TEST_RUN: run the XDP program on hand-made frames (tests, and the
-  kernel-side generator later).
+  kernel-side generator).
+- BPF_MAP_CREATE, BPF_PROG_LOAD, element lookup/update and map info: enough to
+  load a cached, already compiled program (bpfload.py) without BCC.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ import platform
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280, "ppc64le": 361, "s390x": 351}
 
+BPF_MAP_CREATE = 0
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_PROG_TYPE_XDP = 6
 BPF_LINK_CREATE = 28
 BPF_XDP = 37  # enum bpf_attach_type
 XDP_FLAGS_SKB_MODE = 1 << 1
@@ -132,3 +140,133 @@ class LiveRunner:
     def run(self, repeat: int) -> None:
         self._attr.repeat = repeat
         _bpf(BPF_PROG_TEST_RUN, self._attr)
+
+
+class _MapCreateAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_type", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("numa_node", ctypes.c_uint32),
+        ("map_name", ctypes.c_char * 16),
+        ("_rest", ctypes.c_uint8 * 40),
+    ]
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, flags: int, name: str) -> int:
+    attr = _MapCreateAttr(
+        map_type=map_type,
+        key_size=key_size,
+        value_size=value_size,
+        max_entries=max_entries,
+        map_flags=flags,
+        map_name=name.encode()[:15],
+    )
+    return _bpf(BPF_MAP_CREATE, attr)
+
+
+class _ElemAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("key", ctypes.c_uint64),
+        ("value", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes:
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value_size)
+    _bpf(BPF_MAP_LOOKUP_ELEM, _ElemAttr(map_fd=fd, key=ctypes.addressof(k), value=ctypes.addressof(v)))
+    return v.raw
+
+
+def map_update(fd: int, key: bytes, value: bytes) -> None:
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value, len(value))
+    _bpf(BPF_MAP_UPDATE_ELEM, _ElemAttr(map_fd=fd, key=ctypes.addressof(k), value=ctypes.addressof(v)))
+
+
+class _ProgLoadAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_type", ctypes.c_uint32),
+        ("insn_cnt", ctypes.c_uint32),
+        ("insns", ctypes.c_uint64),
+        ("license", ctypes.c_uint64),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_uint64),
+        ("kern_version", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_name", ctypes.c_char * 16),
+        ("_rest", ctypes.c_uint8 * 64),
+    ]
+
+
+def prog_load(
+    prog_type: int, insns: bytes, license: str, name: str, kern_version: int = 0
+) -> tuple[int, str]:
+    """Load a program; returns (fd, "") or (-1, the verifier's log)."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    attr = _ProgLoadAttr(
+        prog_type=prog_type,
+        insn_cnt=len(insns) // 8,
+        insns=ctypes.addressof(code),
+        license=ctypes.addressof(lic),
+        kern_version=kern_version,
+        prog_name=name.encode()[:15],
+    )
+    try:
+        return _bpf(BPF_PROG_LOAD, attr), ""
+    except BpfError as exc:
+        # Again, with the verifier's log: the one-line error points at it.
+        log = ctypes.create_string_buffer(1 << 20)
+        attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
+        try:
+            return _bpf(BPF_PROG_LOAD, attr), ""
+        except BpfError:
+            return -1, f"{exc.strerror}\n{log.value.decode(errors='replace')}"
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+
+class MapInfo(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    ]
+
+
+def map_info(fd: int) -> MapInfo:
+    info = MapInfo()
+    _bpf(
+        BPF_OBJ_GET_INFO_BY_FD,
+        _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)),
+    )
+    return info
+
+
+def possible_cpus() -> int:
+    """What per-CPU maps are sized by (possible, not online, CPUs)."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as fh:
+            text = fh.read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n

@@ -66,7 +66,8 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from . import bpfsys, kheaders, netns
-from .bpfprog import BPF_DIR, BpfSetupError, _stderr_to
+from .bpfload import stderr_to as _stderr_to
+from .bpfprog import BPF_DIR, BpfSetupError
 from .cookie import cookie_scalar
 
 LOG_PATH = "/tmp/zbanner-xdp-emulator.log"

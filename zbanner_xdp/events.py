@@ -1,7 +1,7 @@
 """User-space mirror of bpf/shared.h.
 
 The numpy dtypes here are the Python half of the one shared definition: the
-BPF program is compiled with their size and every field offset as -D
+BPF program is compiled with every struct's size and field offsets as -D
 defines, and shared.h static-asserts them, so the two sides cannot drift.
 """
 
@@ -95,15 +95,73 @@ BANNER_EVENT_SIZE = EVENT_SIZE + DATA_MAX
 assert EVENT_SIZE == 48, "zb_event must stay 8-byte aligned and packed"
 
 
+KPAYLOAD_MAX = 512
+
+# The maps user space writes or reads element by element (one struct each).
+CONFIG_DTYPE = np.dtype([("k0", "<u8"), ("k1", "<u8")])
+PROBE_INFO_DTYPE = np.dtype(
+    [
+        ("base", "<u4"),
+        ("plus_ip_strlen", "u1"),
+        ("proto", "u1"),
+        ("cookie_len", "u1"),
+        ("pad", "u1"),
+        ("reply_cookie_off", "<u2"),
+        ("udp_len", "<u2"),
+        ("udp_tmpl_sum", "<u4"),
+        ("cookie_off", "<u2"),
+        ("pad3", "<u2"),
+    ]
+)
+KPAYLOAD_DTYPE = np.dtype(
+    [
+        ("enabled", "<u4"),
+        ("len", "<u4"),
+        ("csum", "<u4"),
+        ("handshake", "<u4"),
+        ("data", "u1", (KPAYLOAD_MAX,)),
+    ]
+)
+GEN_TARGET_DTYPE = np.dtype([("daddr_raw", "<u4"), ("dport_raw", "<u2"), ("variant", "u1"), ("pad", "u1")])
+GEN_TEMPLATE_DTYPE = np.dtype([("frame", "u1", (64,))])
+GEN_STATE_DTYPE = np.dtype([("next", "<u8"), ("end", "<u8"), ("sent", "<u8")])
+
+SHARED_STRUCTS = {
+    "zb_event": EVENT_DTYPE,
+    "zb_config": CONFIG_DTYPE,
+    "zb_probe_info": PROBE_INFO_DTYPE,
+    "zb_kpayload": KPAYLOAD_DTYPE,
+    "zb_gen_target": GEN_TARGET_DTYPE,
+    "zb_gen_template": GEN_TEMPLATE_DTYPE,
+    "zb_gen_state": GEN_STATE_DTYPE,
+}
+
+
+def pack(dtype: np.dtype, **fields: object) -> bytes:
+    """One struct's bytes, unnamed fields zero."""
+    rec = np.zeros((), dtype=dtype)
+    for name, value in fields.items():
+        rec[name] = value
+    return rec.tobytes()
+
+
+def unpack(dtype: np.dtype, raw: bytes) -> np.void:
+    return np.frombuffer(raw[: dtype.itemsize], dtype=dtype)[0]
+
+
 def bpf_layout_cflags() -> list[str]:
-    """-D flags that make shared.h assert this exact layout."""
-    checks = " ".join(
-        f"_Static_assert(__builtin_offsetof(struct zb_event, {name}) == {EVENT_DTYPE.fields[name][1]}, "
-        f'"zb_event.{name} offset");'
-        for name in EVENT_DTYPE.names
-    )
+    """-D flags that make shared.h assert these exact layouts (sizes and every offset)."""
+    checks = []
+    for struct, dt in SHARED_STRUCTS.items():
+        checks.append(f'_Static_assert(sizeof(struct {struct}) == {dt.itemsize}, "{struct} size");')
+        checks += [
+            f"_Static_assert(__builtin_offsetof(struct {struct}, {name}) == {dt.fields[name][1]}, "
+            f'"{struct}.{name} offset");'
+            for name in dt.names
+        ]
     return [
         f"-DZB_EVENT_SIZE={EVENT_SIZE}",
         f"-DZB_DATA_MAX={DATA_MAX}",
-        f"-DZB_OFFSET_CHECKS={checks}",
+        f"-DZB_KPAYLOAD_MAX={KPAYLOAD_MAX}",
+        f"-DZB_OFFSET_CHECKS={' '.join(checks)}",
     ]

@@ -13,10 +13,9 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-from .kheaders import CACHE_DIR
+from .kheaders import cache_dirs, private_dir
 
 SOURCE = Path(__file__).with_name("zbfmt.c")
 
@@ -36,20 +35,6 @@ class Col(ctypes.Structure):
 
 _lib: ctypes.CDLL | None = None
 _tried = False
-
-
-def _cache_dirs() -> list[Path]:
-    return [Path(CACHE_DIR), Path(tempfile.gettempdir()) / f"zbanner-xdp-{os.getuid()}"]
-
-
-def _private_dir(d: Path) -> bool:
-    """A directory only we can write to: we load code from it, as root."""
-    try:
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = d.stat()
-    except OSError:
-        return False
-    return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 def _compile(src: bytes, target: Path) -> bool:
@@ -88,10 +73,10 @@ def load() -> ctypes.CDLL | None:
     except OSError:
         return None
     name = f"zbfmt-{hashlib.sha256(src).hexdigest()[:16]}.so"
-    for d in _cache_dirs():
-        if not _private_dir(d):
+    for d in cache_dirs():
+        if not private_dir(d):
             continue
-        path = d / name
+        path = Path(d) / name
         try:
             if not path.exists() and not _compile(src, path):
                 continue

@@ -24,13 +24,17 @@ import os
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import bpfsys, packets
+from . import bpfsys, events, packets
 from .ethstats import XdpTxStats
 
-TARGET_DTYPE = np.dtype([("daddr_raw", "<u4"), ("dport_raw", "<u2"), ("variant", "u1"), ("pad", "u1")])
+if TYPE_CHECKING:
+    from .bpfprog import RecvProgram
+
+TARGET_DTYPE = events.GEN_TARGET_DTYPE
 
 
 class KernelGenError(RuntimeError):
@@ -98,33 +102,29 @@ class KernelGenerator:
         # ZBANNER_GEN_BATCH: for tests and benchmarks that need ring overflows to happen.
         return int(os.environ.get("ZBANNER_GEN_BATCH", cls.BATCH))
 
-    def __init__(self, bpf: object, ifname: str, link: packets.LinkParams, slots: int):
-        from bcc import BPF
-
+    def __init__(self, prog: RecvProgram, ifname: str, link: packets.LinkParams, slots: int):
         self.slots = slots
-        self.fn = bpf.load_func(b"xdp_gen", BPF.XDP)  # type: ignore[attr-defined]
-        self.anchor = _DispatcherAnchor(self.fn.fd)
-        tmap = bpf[b"gen_targets"]  # type: ignore[index]
+        self.prog = prog
+        self.prog_fd = prog.obj.prog_fd("xdp_gen")
+        self.anchor = _DispatcherAnchor(self.prog_fd)
         size = slots * TARGET_DTYPE.itemsize
         size = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
-        self._mm = mmap.mmap(tmap.map_fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._mm = mmap.mmap(
+            prog.map_fd("gen_targets"), size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+        )
         self.targets = np.frombuffer(self._mm, dtype=TARGET_DTYPE, count=slots)
-        self._state = bpf[b"gen_state"]  # type: ignore[index]
         self.written = 0
         # The SYN template: ours in every field but destination, ports, seq, checksums.
         frames, lens = packets.syn_frames(
             link, np.zeros(1, np.uint32), np.zeros(1), np.zeros(1), np.zeros(1, np.uint32)
         )
         syn = frames[0, : lens[0]].tobytes()
-        tpl = bpf[b"gen_template"]  # type: ignore[index]
-        leaf = tpl.Leaf()
-        ctypes.memmove(ctypes.addressof(leaf.frame), syn, len(syn))
-        tpl[ctypes.c_int(0)] = leaf
+        prog.obj.update("gen_template", 0, syn)
         self._set_state(0, 0)
         # Two bytes longer than the SYN: xdp_gen trims them, see there.
         self.frame = syn + b"\x00\x00"
         self.runner = bpfsys.LiveRunner(
-            self.fn.fd, self.frame, socket.if_nametoindex(ifname), self.batch_size()
+            self.prog_fd, self.frame, socket.if_nametoindex(ifname), self.batch_size()
         )
         stats = XdpTxStats(ifname)
         self.stats: XdpTxStats | None = stats if stats.available else None
@@ -137,9 +137,10 @@ class KernelGenerator:
         self.lost = 0  # frames still refused after every retry
 
     def _set_state(self, nxt: int, end: int) -> None:
-        leaf = self._state.Leaf()
-        leaf.next, leaf.end, leaf.sent = nxt, end, 0
-        self._state[ctypes.c_int(0)] = leaf
+        self.prog.obj.update("gen_state", 0, events.pack(events.GEN_STATE_DTYPE, next=nxt, end=end))
+
+    def _next(self) -> int:
+        return int(events.unpack(events.GEN_STATE_DTYPE, self.prog.obj.lookup("gen_state", 0))["next"])
 
     def _run(self, start: int, count: int) -> None:
         """Frames [start, start+count) through the program, resuming where a signal stopped it."""
@@ -156,7 +157,7 @@ class KernelGenerator:
                 # extra runs find the range done and drop their frame).
                 if exc.errno != errno.EINTR:
                     raise KernelGenError(f"kernel generator run failed: {exc.strerror}") from None
-            done = min(int(self._state[ctypes.c_int(0)].next), start + count) - start
+            done = min(self._next(), start + count) - start
             todo = count - done
             if todo <= 0:
                 return

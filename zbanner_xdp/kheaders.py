@@ -18,12 +18,28 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 
 CACHE_DIR = "/var/cache/zbanner-xdp"
 
 
 class HeadersError(RuntimeError):
     pass
+
+
+def cache_dirs() -> list[str]:
+    """Where compiled artefacts (record formatter, BPF bytecode) are kept, best first."""
+    return [CACHE_DIR, os.path.join(tempfile.gettempdir(), f"zbanner-xdp-{os.getuid()}")]
+
+
+def private_dir(d: str) -> bool:
+    """A directory only we can write to: we load code from it, as root."""
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        st = os.stat(d)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 def _running_build_dir() -> str | None:

@@ -1349,6 +1349,15 @@ def _build_network(wire: bool) -> None:
     for ns, ifname in _interfaces(wire):
         with _step(f"disabling tx checksum offload on {ifname}"):
             _in_netns(ns, lambda ifname=ifname: _tx_csum_off(ifname))
+    with _step(f"giving {SCAN_IF} a transmit queue"), IPRoute(netns=SCAN_NS, flags=0) as ipr:
+        # A veth has no qdisc ("noqueue"): when its peer's ring is full (an XDP
+        # program there, fed from two CPUs) a frame is dropped and the sender gets
+        # ENOBUFS. With a queue the veth stops and restarts it instead (kernel
+        # >= 6.16), which is what a real NIC's driver and qdisc do.
+        ipr.tc("replace", "pfifo", ipr.link_lookup(ifname=SCAN_IF)[0], limit=QUEUE_LIMIT)
+
+
+QUEUE_LIMIT = 10_000
 
 
 def _tx_csum_off(ifname: str) -> None:

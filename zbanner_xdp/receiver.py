@@ -126,11 +126,11 @@ BANNER_DTYPE = np.dtype([("h", EVENT_DTYPE), ("data", "u1", (DATA_MAX,))])
 class RingReader:
     """Both rings of the XDP program; `poll()` waits for either and drains both."""
 
-    def __init__(self, bpf: Any, ringbuf_pages: int, banner_pages: int | None = None):
+    def __init__(self, prog: Any, ringbuf_pages: int, banner_pages: int | None = None):
         page = mmap.PAGESIZE
-        self.small = MmapRing(bpf[b"events"].map_fd, ringbuf_pages * page, EVENT_SIZE, EVENT_DTYPE)
+        self.small = MmapRing(prog.map_fd("events"), ringbuf_pages * page, EVENT_SIZE, EVENT_DTYPE)
         self.big = MmapRing(
-            bpf[b"banners"].map_fd, (banner_pages or ringbuf_pages) * page, BANNER_EVENT_SIZE, BANNER_DTYPE
+            prog.map_fd("banners"), (banner_pages or ringbuf_pages) * page, BANNER_EVENT_SIZE, BANNER_DTYPE
         )
         self._ep = select.epoll()
         self._ep.register(self.small.fd, select.EPOLLIN)

@@ -1,8 +1,9 @@
 """One scan: targets -> probes out, replies in, records and summary out.
 
-Threads: the main thread sends (replies first, then due retransmissions,
-then new probes, all within the rate) and prints status; a receiver thread
-drains the ring buffer. Every exit path — done, Ctrl-C, SIGTERM, full disk,
+Threads: the main thread sends (due retransmissions, then new probes,
+within the rate) and prints status; a receiver thread drains the ring buffer
+and sends the replies it builds at once, on its own TX ring (they never wait
+behind probes, and count against the rate). Every exit path — done, Ctrl-C, SIGTERM, full disk,
 an exception — goes through the same shutdown: stop sending, drain, detach
 XDP, flush, write metadata.
 """
@@ -116,6 +117,7 @@ class Scanner:
         self.sent_replies = 0
         self.sent_retransmits = 0
         self.replies = ReplyQueue()
+        self.reply_tx: TxRing | None = None
         self.prog: RecvProgram | None = None
         self.tx: TxRing | None = None
         self.receiver: Receiver | None = None
@@ -215,9 +217,10 @@ class Scanner:
             )
             self.prog.attach(self.net.iface)
             self.tx = TxRing(self.net.iface)
+            self.reply_tx = TxRing(self.net.iface)
             self.kgen = self._kernel_generator(link, params)
             self.receiver = Receiver(
-                RingReader(self.prog.bpf, params.ringbuf_pages, params.banner_pages),
+                RingReader(self.prog, params.ringbuf_pages, params.banner_pages),
                 link,
                 self.replies,
                 self.writer,
@@ -245,7 +248,7 @@ class Scanner:
             return None
         assert self.prog is not None and self.net is not None
         try:
-            gen = KernelGenerator(self.prog.bpf, self.net.iface, link, params.gen_slots)
+            gen = KernelGenerator(self.prog, self.net.iface, link, params.gen_slots)
             gen.probe()
         except (KernelGenError, OSError) as exc:
             if self.cfg.tx == "xdp":
@@ -311,8 +314,15 @@ class Scanner:
         if counters is None and self.prog is not None:
             counters = self.prog.counters()
         self.status.show(
-            self.sent_probes, self.sent_probes + self.sent_replies, self.hits(), self._drops(counters), phase
+            self.sent_probes,
+            self.sent_probes + self.replies_sent(),
+            self.hits(),
+            self._drops(counters),
+            phase,
         )
+
+    def replies_sent(self) -> int:
+        return self.sent_replies + self.replies.sent_direct
 
     def hits(self) -> int:
         return self.receiver.hits if self.receiver is not None else 0
@@ -336,6 +346,8 @@ class Scanner:
     def _send_loop(self, link: packets.LinkParams) -> None:
         cfg = self.cfg
         limiter = RateLimiter(cfg.rate)
+        if self.reply_tx is not None:
+            self.replies.send_directly(self.reply_tx, limiter)
         self.status = StatusLine(self.total, cfg.quiet)
         next_status = time.monotonic() + 1.0
         gen_size = 65536 if cfg.rate == 0 else int(min(65536, max(256, cfg.rate // 10)))
@@ -367,10 +379,13 @@ class Scanner:
             budget = limiter.budget(self.stop)
             if budget == 0:
                 continue
-            for rf, rl in self.replies.take(budget):
+            # Replies first. Unlimited (--rate 0), they do not eat into the SYNs' share:
+            # each round sends every reply due and then a full batch of SYNs.
+            for rf, rl in self.replies.take(budget if cfg.rate else self.replies.pending):
                 self.tx.send(rf, rl)  # type: ignore[union-attr]
                 self.sent_replies += len(rl)
-                budget -= len(rl)
+                if cfg.rate:
+                    budget -= len(rl)
             if self._receiver_behind():
                 # Backpressure: a ring more than half full means user space is behind;
                 # new probes would only turn into "ring buffer full" drops. Replies still go.
@@ -435,6 +450,8 @@ class Scanner:
             g.close()
         if self.tx is not None:
             self.tx.close()
+        if self.reply_tx is not None:
+            self.reply_tx.close()  # the receiver, its only user, has stopped
         self._show_status("done", counters)
         if self.writer is not None:
             self.writer.close()
@@ -484,8 +501,8 @@ class Scanner:
             "record_formatter": "c" if fastfmt.load() is not None else "numpy",
             "packets_sent": {
                 "probes": self.sent_probes,
-                "replies": self.sent_replies,
-                "total": self.sent_probes + self.sent_replies,
+                "replies": self.replies_sent(),
+                "total": self.sent_probes + self.replies_sent(),
             },
             "send_rate_pps": self._send_rate(),
             "throttled_ms": self.throttled,
@@ -497,6 +514,8 @@ class Scanner:
                 "ringbuf_full": int(xdp.get("ringbuf_full", 0)),
                 "reply_queue": self.replies.dropped,
                 "tx_ring_full": self.gen_stats["lost"] if self.gen_stats else 0,
+                # AF_PACKET flushes a queue-less device refused (ENOBUFS), a frame each at most.
+                "tx_refused": sum(t.busy for t in (self.tx, self.reply_tx) if t is not None),
                 "validation_failed": int(xdp.get("bad_cookie", 0)) + (rcv.invalid if rcv else 0),
             },
             "xdp_counters": xdp,

@@ -8,6 +8,7 @@ sleep between batches, so a low rate does not spin a core.
 from __future__ import annotations
 
 import collections
+import errno
 import mmap
 import socket
 import struct
@@ -48,6 +49,7 @@ class TxRing:
         self.nframes = frames
         self.ring: mmap.mmap | None = None
         self.pos = 0
+        self.busy = 0  # flushes the device refused (ENOBUFS): each may have lost a frame
         try:
             self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
             block = 1 << 16
@@ -87,10 +89,25 @@ class TxRing:
             self.tp_len[idx] = lengths[sent : sent + chunk]
             # Status last: the kernel takes a slot as soon as it reads SEND_REQUEST.
             self.status[idx] = TP_STATUS_SEND_REQUEST
-            self.sock.send(b"")
+            self._flush()
             self.pos = int((self.pos + chunk) % self.nframes)
             sent += chunk
         return sent
+
+    def _flush(self) -> None:
+        """Hand the ring's requested frames to the kernel.
+
+        ENOBUFS: a device without a queue whose peer is full dropped a frame
+        (a veth without qdisc, its peer's XDP ring full). The frames after it
+        are still requested and go out with the next flush; the scan goes on.
+        """
+        try:
+            self.sock.send(b"")
+        except OSError as exc:
+            if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                raise SendError(f"transmit failed: {exc.strerror}") from None
+            self.busy += 1
+            time.sleep(0.0002)
 
     def _wait_free(self, idx: np.ndarray) -> None:
         deadline = time.monotonic() + 2.0
@@ -100,7 +117,7 @@ class TxRing:
                 if (st & TP_STATUS_WRONG_FORMAT).any():
                     self.status[idx] = TP_STATUS_AVAILABLE
                 return
-            self.sock.send(b"")
+            self._flush()
             if time.monotonic() > deadline:
                 raise SendError("TX ring stuck: the interface stopped transmitting")
             time.sleep(0.0005)
@@ -129,9 +146,29 @@ class ReplyQueue:
         self.pending = 0
         self.limit = limit
         self.dropped = 0
+        self.direct: TxRing | None = None
+        self.limiter: RateLimiter | None = None
+        self.sent_direct = 0
+
+    def send_directly(self, tx: TxRing, limiter: RateLimiter) -> None:
+        """From now on put() transmits at once, from the caller's thread, on its own ring.
+
+        The receiver then sends each batch of replies the moment it is built,
+        on the other core, in parallel with the SYNs: on a veth the receiving
+        end's work (the server's handshake and response) runs in the sender's
+        context, so replies queued for the SYN thread held back new SYNs. They
+        are charged to the rate limiter, so `--rate` still counts them.
+        """
+        self.direct, self.limiter = tx, limiter
 
     def put(self, frames: np.ndarray, lengths: np.ndarray) -> None:
         if len(lengths) == 0:
+            return
+        if self.direct is not None:
+            self.direct.send(frames, lengths)
+            self.sent_direct += len(lengths)
+            if self.limiter is not None:
+                self.limiter.charge(len(lengths))
             return
         with self._lock:
             self._q.append((frames, lengths))
@@ -165,12 +202,20 @@ class RateLimiter:
         self.rate = rate
         self.start = time.monotonic()
         self.granted = 0
+        self._lock = threading.Lock()  # charge() comes from the receiver thread
         # ~200 batches a second at high rates; single packets at low ones.
         self.batch = max_batch if rate == 0 else max(1, min(max_batch, rate // 200))
 
     def refund(self, n: int) -> None:
         """Give back what a grant did not use, so that it is not lost from the rate."""
-        self.granted -= n
+        with self._lock:
+            self.granted -= n
+
+    def charge(self, n: int) -> None:
+        """Packets sent without a grant (replies, which never wait): later grants shrink."""
+        if self.rate:
+            with self._lock:
+                self.granted += n
 
     def budget(self, stop: threading.Event | None = None) -> int:
         if self.rate == 0:
@@ -180,7 +225,8 @@ class RateLimiter:
             allowed = int((now - self.start) * self.rate) - self.granted
             if allowed >= self.batch or (allowed > 0 and self.batch == 1):
                 grant = min(allowed, self.batch * 2)
-                self.granted += grant
+                with self._lock:
+                    self.granted += grant
                 return grant
             wait = (self.batch - max(allowed, 0)) / self.rate
             if stop is not None:

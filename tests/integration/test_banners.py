@@ -145,7 +145,13 @@ def test_one_banner_per_target_equal_to_stateful_client(
     assert frames and {f[5] for f in frames} == {TTL}
     m = orjson.loads(meta.read_bytes())
     assert m["responses"]["banner"] == len(targets)
-    assert m["drops"] == {"ringbuf_full": 0, "reply_queue": 0, "tx_ring_full": 0, "validation_failed": 0}
+    assert m["drops"] == {
+        "ringbuf_full": 0,
+        "reply_queue": 0,
+        "tx_ring_full": 0,
+        "tx_refused": 0,
+        "validation_failed": 0,
+    }
     print(
         f"\n{probe}: {len(targets)} targets, {len(banners)} banners, {m['duration_s']} s, "
         f"repeats {m['repeats']}, re-answered {m['reanswered']}"

@@ -426,7 +426,12 @@ def test_reorder_with_delay(relay: Callable[..., Relay], pinned_neigh: None) -> 
     early = [d for _, d, _ in got if d < 10]
     assert 0.2 <= len(early) / 500 <= 0.4, len(early)
     held = sorted(d for _, d, _ in got if d >= 10)
-    assert held[0] >= 19.5 and pct(held, 0.5) <= 20.5 and pct(held, 0.9) <= 21.5, (held[:3], held[-10:])
+    # The 1st percentile, not the minimum: an undelayed frame whose receipt the
+    # scheduler held back ~20 ms (seen once on a loaded 2-core runner) lands here.
+    assert pct(held, 0.01) >= 19.5 and pct(held, 0.5) <= 20.5 and pct(held, 0.9) <= 21.5, (
+        held[:3],
+        held[-10:],
+    )
     assert held[-1] <= 40, held[-10:]
     a2b = st["a2b"]
     check_invariant(a2b)

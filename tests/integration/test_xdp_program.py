@@ -42,7 +42,7 @@ class Prog:
             banner_pages=64,
         )
         self.p = RecvProgram(params, KEY, probe_infos=[(len(PAYLOAD), 0, 6, 0, 0)] if banners else None)
-        self.ring = RingReader(self.p.bpf, 64)
+        self.ring = RingReader(self.p, 64)
 
     def run(self, frame: bytes) -> int:
         ret, _ = bpfsys.prog_test_run(self.p.prog_fd, frame)
@@ -211,7 +211,7 @@ def kprog():
     p.p = RecvProgram(
         params, KEY, probe_infos=[(len(PAYLOAD), 0, 6, 0, 0)], kernel_payloads=[(True, PAYLOAD)]
     )
-    p.ring = RingReader(p.p.bpf, 64)
+    p.ring = RingReader(p.p, 64)
     yield p
     p.ring.close()
     p.p.close()
