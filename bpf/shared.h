@@ -146,10 +146,24 @@ struct zb_gen_state {
 	__u64 sent;
 };
 
-/* Dedup value: when the reply was first seen and when we last answered it. */
-struct zb_seen {
-	__u64 first_ns;
-	__u64 answered_ns;
+/* Duplicate filter: a set-associative cache of replies seen. A key hashes
+ * to one bucket of ZB_DEDUP_WAYS slots; a new key takes the bucket's oldest
+ * slot. Times are in units of 2^20 ns (~1.05 ms), 0 = empty slot. */
+#ifndef ZB_DEDUP_WAYS
+#define ZB_DEDUP_WAYS 4
+#endif
+#define ZB_DEDUP_SHIFT 20
+
+struct zb_dedup_slot {
+	__u32 saddr;
+	__u32 ports;            /* sport | dport << 16 */
+	__u32 kind;
+	__u32 first_t;          /* when the reply was first seen */
+	__u32 answered_t;       /* when we last answered it */
+};
+
+struct zb_dedup_bucket {
+	struct zb_dedup_slot slot[ZB_DEDUP_WAYS];
 };
 
 #ifdef ZB_EVENT_SIZE

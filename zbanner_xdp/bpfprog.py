@@ -62,6 +62,12 @@ class ProgParams:
     ttl: int = 255
     ack_window: int = 1024
 
+    @property
+    def dedup_buckets(self) -> int:
+        """Buckets of DEDUP_WAYS replies: a power of two holding at least dedup_entries."""
+        need = max(1, -(-self.dedup_entries // events.DEDUP_WAYS))
+        return 1 << (need - 1).bit_length()
+
     def cflags(self) -> list[str]:
         raw_ip = struct.unpack("<I", struct.pack("!I", self.src_ip))[0]
         return [
@@ -74,7 +80,7 @@ class ProgParams:
             f"-DZB_SLOTS={self.slots or (self.port_hi - self.port_lo + 1) // max(1, self.variants)}U",
             f"-DZB_ICMP_VARIANT={self.icmp_variant}",
             f"-DZB_BANNERS={int(self.banners)}",
-            f"-DZB_DEDUP_ENTRIES={self.dedup_entries}",
+            f"-DZB_DEDUP_BUCKETS={self.dedup_buckets}",
             f"-DZB_DEDUP_WINDOW_NS={int(self.dedup_window_s * 1e9)}ULL",
             f"-DZB_EMIT_REPEATS={int(self.emit_repeats)}",
             f"-DZB_REANSWER_NS={int(self.reanswer_s * 1e9)}ULL",

@@ -126,6 +126,11 @@ GEN_TARGET_DTYPE = np.dtype([("daddr_raw", "<u4"), ("dport_raw", "<u2"), ("varia
 GEN_TEMPLATE_DTYPE = np.dtype([("frame", "u1", (64,))])
 GEN_STATE_DTYPE = np.dtype([("next", "<u8"), ("end", "<u8"), ("sent", "<u8")])
 
+DEDUP_WAYS = 4
+DEDUP_SLOT_DTYPE = np.dtype(
+    [("saddr", "<u4"), ("ports", "<u4"), ("kind", "<u4"), ("first_t", "<u4"), ("answered_t", "<u4")]
+)
+
 SHARED_STRUCTS = {
     "zb_event": EVENT_DTYPE,
     "zb_config": CONFIG_DTYPE,
@@ -134,6 +139,7 @@ SHARED_STRUCTS = {
     "zb_gen_target": GEN_TARGET_DTYPE,
     "zb_gen_template": GEN_TEMPLATE_DTYPE,
     "zb_gen_state": GEN_STATE_DTYPE,
+    "zb_dedup_slot": DEDUP_SLOT_DTYPE,
 }
 
 
@@ -163,5 +169,6 @@ def bpf_layout_cflags() -> list[str]:
         f"-DZB_EVENT_SIZE={EVENT_SIZE}",
         f"-DZB_DATA_MAX={DATA_MAX}",
         f"-DZB_KPAYLOAD_MAX={KPAYLOAD_MAX}",
+        f"-DZB_DEDUP_WAYS={DEDUP_WAYS}",
         f"-DZB_OFFSET_CHECKS={' '.join(checks)}",
     ]
