@@ -1,9 +1,10 @@
 """One scan: targets -> probes out, replies in, records and summary out.
 
-Threads: the main thread sends (due retransmissions, then new probes,
-within the rate) and prints status; a receiver thread drains the ring buffer
-and sends the replies it builds at once, on its own TX ring (they never wait
-behind probes, and count against the rate). Every exit path — done, Ctrl-C, SIGTERM, full disk,
+Threads: the main thread sends (replies first, then due retransmissions,
+then new probes, all within the rate) and prints status; a receiver thread
+drains the ring buffer. When SYNs go out through AF_PACKET, the receiver
+sends the replies it builds at once, on its own TX ring (in parallel with the
+SYNs; they count against the rate). Every exit path — done, Ctrl-C, SIGTERM, full disk,
 an exception — goes through the same shutdown: stop sending, drain, detach
 XDP, flush, write metadata.
 """
@@ -277,6 +278,8 @@ class Scanner:
                 self.kgen.close()
                 self.kgen = None
                 self.tx_mode = "tx_ring"
+                if self.reply_tx is not None:
+                    self.replies.send_directly(self.reply_tx, self.limiter)
                 link = self._link()
                 self._send(self.plan._syn(link, self.key, item.addrs, item.ports, item.variant))
 
@@ -345,8 +348,12 @@ class Scanner:
 
     def _send_loop(self, link: packets.LinkParams) -> None:
         cfg = self.cfg
-        limiter = RateLimiter(cfg.rate)
-        if self.reply_tx is not None:
+        limiter = self.limiter = RateLimiter(cfg.rate)
+        if self.reply_tx is not None and self.kgen is None:
+            # AF_PACKET SYNs: replies leave from the receiver, in parallel. With the kernel
+            # generator, SYNs and replies share the driver's XDP ring and the generator
+            # outruns any target at --rate 0: one thread sends both, replies first, which
+            # paces the SYNs to what the network answers.
             self.replies.send_directly(self.reply_tx, limiter)
         self.status = StatusLine(self.total, cfg.quiet)
         next_status = time.monotonic() + 1.0
