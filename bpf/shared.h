@@ -150,7 +150,7 @@ struct zb_gen_state {
  * to one bucket of ZB_DEDUP_WAYS slots; a new key takes the bucket's oldest
  * slot. Times are in units of 2^20 ns (~1.05 ms), 0 = empty slot. */
 #ifndef ZB_DEDUP_WAYS
-#define ZB_DEDUP_WAYS 4
+#define ZB_DEDUP_WAYS 8
 #endif
 #define ZB_DEDUP_SHIFT 20
 

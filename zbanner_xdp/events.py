@@ -126,7 +126,7 @@ GEN_TARGET_DTYPE = np.dtype([("daddr_raw", "<u4"), ("dport_raw", "<u2"), ("varia
 GEN_TEMPLATE_DTYPE = np.dtype([("frame", "u1", (64,))])
 GEN_STATE_DTYPE = np.dtype([("next", "<u8"), ("end", "<u8"), ("sent", "<u8")])
 
-DEDUP_WAYS = 4
+DEDUP_WAYS = 8
 DEDUP_SLOT_DTYPE = np.dtype(
     [("saddr", "<u4"), ("ports", "<u4"), ("kind", "<u4"), ("first_t", "<u4"), ("answered_t", "<u4")]
 )

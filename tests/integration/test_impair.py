@@ -426,13 +426,15 @@ def test_reorder_with_delay(relay: Callable[..., Relay], pinned_neigh: None) -> 
     early = [d for _, d, _ in got if d < 10]
     assert 0.2 <= len(early) / 500 <= 0.4, len(early)
     held = sorted(d for _, d, _ in got if d >= 10)
-    # The 1st percentile, not the minimum: an undelayed frame whose receipt the
-    # scheduler held back ~20 ms (seen once on a loaded 2-core runner) lands here.
-    assert pct(held, 0.01) >= 19.5 and pct(held, 0.5) <= 20.5 and pct(held, 0.9) <= 21.5, (
+    # Percentiles, not extremes: on a loaded 2-core runner the relay or this
+    # receiver is now and then descheduled for 20-40 ms. Seen: an undelayed frame
+    # read 18.6 ms late (so counted as held), and one stall that made ~10 % of the
+    # held frames 35-40 ms late. Early delivery of a held frame would still fail.
+    assert pct(held, 0.01) >= 19.5 and pct(held, 0.5) <= 20.5 and pct(held, 0.8) <= 21.5, (
         held[:3],
         held[-10:],
     )
-    assert held[-1] <= 40, held[-10:]
+    assert held[-1] <= 100, held[-10:]
     a2b = st["a2b"]
     check_invariant(a2b)
     assert a2b["delayed"] == 500 - len(early) and a2b["reordered"] == late_count(seqs), a2b
