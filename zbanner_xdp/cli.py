@@ -154,7 +154,7 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
     default="1M",
     show_default=True,
     callback=lambda _c, _p, v: _count(v, "--dedup-entries", 1 << 16, 1 << 26),
-    help="Replies the duplicate filter remembers (4-way set-associative, oldest out; 20 bytes "
+    help="Replies the duplicate filter remembers (8-way set-associative, oldest out; 20 bytes "
     "of kernel memory each). Size it to the replies a window of a few seconds brings.",
 )
 @click.option("--output-repeats", is_flag=True, help="Also write repeated replies (repeat: true).")

@@ -77,7 +77,12 @@ class TxRing:
             raise SendError("frame larger than the TX ring slot")
         if self.ring is None:
             for i in range(n):
-                self.sock.send(frames[i, : lengths[i]].tobytes())
+                try:
+                    self.sock.send(frames[i, : lengths[i]].tobytes())
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                        raise SendError(f"transmit failed: {exc.strerror}") from None
+                    self.busy += 1  # this frame is lost; see _flush
             return n
         sent = 0
         while sent < n:
@@ -217,12 +222,15 @@ class RateLimiter:
             with self._lock:
                 self.granted += n
 
+    def available(self) -> int:
+        """Packets due by now and not yet granted or charged (negative: ahead of the rate)."""
+        return int((time.monotonic() - self.start) * self.rate) - self.granted
+
     def budget(self, stop: threading.Event | None = None) -> int:
         if self.rate == 0:
             return self.batch
         while True:
-            now = time.monotonic()
-            allowed = int((now - self.start) * self.rate) - self.granted
+            allowed = self.available()
             if allowed >= self.batch or (allowed > 0 and self.batch == 1):
                 grant = min(allowed, self.batch * 2)
                 with self._lock:
