@@ -24,7 +24,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,6 @@ _LD_IMM64 = 0x18
 # ld_imm64 source registers that carry a map fd in imm (BCC emits the first; the
 # second is a map value address, fd plus offset in the next instruction).
 _PSEUDO_MAP_FD, _PSEUDO_MAP_VALUE = 1, 2
-MAP_TYPE_PERCPU_ARRAY = 6
 
 
 class LoadError(RuntimeError):
@@ -195,9 +194,6 @@ class Loaded:
     def map_fd(self, name: str) -> int:
         return self.maps[name][0]
 
-    def spec(self, name: str) -> MapSpec:
-        return self.maps[name][1]
-
     def update(self, name: str, index: int, value: bytes) -> None:
         fd, spec = self.maps[name]
         bpfsys.map_update(fd, index.to_bytes(spec.key_size, "little"), value.ljust(spec.value_size, b"\0"))
@@ -224,13 +220,7 @@ class Loaded:
         self.maps.clear()
 
 
-def load(
-    source_path: Path,
-    cflags: list[str],
-    progs: list[str],
-    log_path: str,
-    compiler: Callable[[str, list[str], list[str], str], dict] = compile_entry,
-) -> Loaded:
+def load(source_path: Path, cflags: list[str], progs: list[str], log_path: str) -> Loaded:
     """The programs `progs` of `source_path`, from the cache or freshly compiled."""
     source = source_path.read_text()
     headers = {p.name: p.read_text() for p in sorted(source_path.parent.glob("*.h"))}
@@ -248,7 +238,7 @@ def load(
                 return loaded
         except (OSError, ValueError, KeyError, TypeError, bpfsys.BpfError, LoadError):
             pass  # missing, unreadable or refused: compile again
-    entry = compiler(source, cflags, progs, log_path)
+    entry = compile_entry(source, cflags, progs, log_path)
     if path is not None:
         _save(path, entry)
     try:

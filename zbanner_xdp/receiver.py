@@ -48,8 +48,8 @@ def _bswap32(a: np.ndarray) -> np.ndarray:
 _BUSY = np.uint32(1 << 31)
 _DISCARD = np.uint32(1 << 30)
 _HDR = 8  # u32 len (with BUSY/DISCARD bits) + u32 page offset
-# Records of a batch exist as dicts at once (~1.5 KB each): bound the batch,
-# not the ring, so peak memory stays flat however fast replies arrive.
+# A batch's lines and columns exist at once: bound the batch, not the ring,
+# so peak memory stays flat however fast replies arrive.
 _EVENT_BATCH = 8192
 _SMALL_BATCH = 2048
 _BATCH_WAIT = 0.002

@@ -119,6 +119,7 @@ class Scanner:
         self.sent_retransmits = 0
         self.replies = ReplyQueue()
         self.reply_tx: TxRing | None = None
+        self.limiter = RateLimiter(cfg.rate)  # replaced when sending starts (its clock starts then)
         self.prog: RecvProgram | None = None
         self.tx: TxRing | None = None
         self.receiver: Receiver | None = None
@@ -278,8 +279,7 @@ class Scanner:
                 self.kgen.close()
                 self.kgen = None
                 self.tx_mode = "tx_ring"
-                if self.reply_tx is not None:
-                    self.replies.send_directly(self.reply_tx, self.limiter)
+                self._replies_from_receiver()
                 link = self._link()
                 self._send(self.plan._syn(link, self.key, item.addrs, item.ports, item.variant))
 
@@ -346,15 +346,21 @@ class Scanner:
         assert self.tx is not None
         self.tx.send(seg.frames, seg.lengths)
 
+    def _replies_from_receiver(self) -> None:
+        """AF_PACKET SYNs: replies leave from the receiver, in parallel (see ReplyQueue).
+
+        Not with the kernel generator: SYNs and replies share the driver's XDP
+        ring and the generator outruns any target at --rate 0, so one thread
+        sends both, replies first, which paces the SYNs to what the network answers.
+        """
+        if self.reply_tx is not None:
+            self.replies.send_directly(self.reply_tx, self.limiter)
+
     def _send_loop(self, link: packets.LinkParams) -> None:
         cfg = self.cfg
         limiter = self.limiter = RateLimiter(cfg.rate)
-        if self.reply_tx is not None and self.kgen is None:
-            # AF_PACKET SYNs: replies leave from the receiver, in parallel. With the kernel
-            # generator, SYNs and replies share the driver's XDP ring and the generator
-            # outruns any target at --rate 0: one thread sends both, replies first, which
-            # paces the SYNs to what the network answers.
-            self.replies.send_directly(self.reply_tx, limiter)
+        if self.kgen is None:
+            self._replies_from_receiver()
         self.status = StatusLine(self.total, cfg.quiet)
         next_status = time.monotonic() + 1.0
         gen_size = 65536 if cfg.rate == 0 else int(min(65536, max(256, cfg.rate // 10)))

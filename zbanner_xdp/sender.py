@@ -77,12 +77,7 @@ class TxRing:
             raise SendError("frame larger than the TX ring slot")
         if self.ring is None:
             for i in range(n):
-                try:
-                    self.sock.send(frames[i, : lengths[i]].tobytes())
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
-                        raise SendError(f"transmit failed: {exc.strerror}") from None
-                    self.busy += 1  # this frame is lost; see _flush
+                self._try_send(frames[i, : lengths[i]].tobytes())  # refused: this frame is lost
             return n
         sent = 0
         while sent < n:
@@ -99,19 +94,25 @@ class TxRing:
             sent += chunk
         return sent
 
-    def _flush(self) -> None:
-        """Hand the ring's requested frames to the kernel.
+    def _try_send(self, data: bytes) -> bool:
+        """One send(); False (counted in `busy`) when the device refused it.
 
         ENOBUFS: a device without a queue whose peer is full dropped a frame
-        (a veth without qdisc, its peer's XDP ring full). The frames after it
-        are still requested and go out with the next flush; the scan goes on.
+        (a veth without qdisc, its peer's XDP ring full). The scan goes on.
         """
         try:
-            self.sock.send(b"")
+            self.sock.send(data)
+            return True
         except OSError as exc:
             if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
                 raise SendError(f"transmit failed: {exc.strerror}") from None
             self.busy += 1
+            return False
+
+    def _flush(self) -> None:
+        """Hand the ring's requested frames to the kernel; after a refusal the frames
+        behind the dropped one are still requested and go out with the next flush."""
+        if not self._try_send(b""):
             time.sleep(0.0002)
 
     def _wait_free(self, idx: np.ndarray) -> None:
@@ -151,8 +152,7 @@ class ReplyQueue:
         self.pending = 0
         self.limit = limit
         self.dropped = 0
-        self.direct: TxRing | None = None
-        self.limiter: RateLimiter | None = None
+        self.direct: tuple[TxRing, RateLimiter] | None = None
         self.sent_direct = 0
 
     def send_directly(self, tx: TxRing, limiter: RateLimiter) -> None:
@@ -164,16 +164,16 @@ class ReplyQueue:
         context, so replies queued for the SYN thread held back new SYNs. They
         are charged to the rate limiter, so `--rate` still counts them.
         """
-        self.direct, self.limiter = tx, limiter
+        self.direct = (tx, limiter)
 
     def put(self, frames: np.ndarray, lengths: np.ndarray) -> None:
         if len(lengths) == 0:
             return
         if self.direct is not None:
-            self.direct.send(frames, lengths)
+            tx, limiter = self.direct
+            tx.send(frames, lengths)
             self.sent_direct += len(lengths)
-            if self.limiter is not None:
-                self.limiter.charge(len(lengths))
+            limiter.charge(len(lengths))
             return
         with self._lock:
             self._q.append((frames, lengths))
