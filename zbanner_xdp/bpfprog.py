@@ -154,6 +154,12 @@ class RecvProgram:
                 rec["data"][: len(data)] = np.frombuffer(data, dtype=np.uint8)
             self.obj.update("kpayload", i, rec.tobytes())
 
+    def disable_kernel_replies(self) -> None:
+        """From the next packet on, the program answers nothing itself (user space does)."""
+        off = np.zeros((), dtype=events.KPAYLOAD_DTYPE).tobytes()
+        for i in range(self.params.probes):
+            self.obj.update("kpayload", i, off)
+
     @property
     def compiled(self) -> bool:
         """Whether this scan compiled the program (False: loaded from the cache)."""
@@ -185,6 +191,10 @@ class RecvProgram:
         if self.link_fd is not None:
             os.close(self.link_fd)  # the link is the attachment: closing it detaches
             self.link_fd = None
+
+    def counter(self, which: events.Counter) -> int:
+        """One counter, summed over CPUs."""
+        return sum(int.from_bytes(v, "little") for v in self.obj.lookup_percpu("counters", int(which)))
 
     def counters(self) -> np.ndarray:
         """Counters summed over CPUs, indexed by events.Counter."""

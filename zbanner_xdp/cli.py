@@ -23,7 +23,7 @@ def _fail(msg: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
-def _rate(_ctx: Any, _p: Any, value: str) -> int:
+def _rate(_ctx: Any, _p: Any, value: str) -> float:
     try:
         return parse_rate(value)
     except ValueError as exc:
@@ -66,7 +66,8 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     default="10K",
     show_default=True,
     callback=_rate,
-    help="Packets per second, K/M suffixes; 0 = as fast as possible.",
+    help="Packets per second (replies count): K/M suffixes, fractions down to 0.01 "
+    "(0.5 = one every 2 s); 0 = unlimited, as fast as possible.",
 )
 @click.option("--source-ip", "-S", callback=_ipv4, help="Source address (default: from the route).")
 @click.option("--gateway-mac", "-G", callback=_mac, help="Next-hop MAC (default: from the neighbour table).")
@@ -201,7 +202,7 @@ def scan(
     """Scan TARGETs (addresses or CIDRs; none = all of IPv4 minus the blocklist)."""
     from probes import ProbeArgError, UnknownProbeError, get_probe, parse_probe_args
 
-    from .scanner import ScanError, Scanner
+    from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status
 
     names = [n.strip() for n in probe.split(",") if n.strip()]
     try:
@@ -260,15 +261,40 @@ def scan(
     except ScanError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        _fail("interrupted")
-    if not cfg.quiet:
-        r = summary
-        click.echo(
-            f"zbanner-xdp: {r['reason']}: {r['packets_sent']['probes']} probes, "
-            f"{r['packets_sent']['replies']} replies, {r['hits']} hits, responses {r['responses']}, "
-            f"drops {r['drops']}, {r['duration_s']} s",
-            err=True,
-        )
+        click.echo("zbanner-xdp: interrupted (third signal): results cut short", err=True)
+        sys.exit(EXIT_SIGINT)
+    if summary.get("error"):
+        click.echo(f"zbanner-xdp: error: {summary['error']}", err=True)
+    # The scan did not run as asked (a fallback): said even with -q.
+    for note in (summary.get("tx_note"), (summary.get("kernel_replies") or {}).get("note")):
+        if note:
+            click.echo(f"zbanner-xdp: note: {note}", err=True)
+    code = exit_status(summary)
+    if not cfg.quiet or code:
+        click.echo(summary_line(summary), err=True)
+    sys.exit(code)
+
+
+def _pairs(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+
+def summary_line(r: dict) -> str:
+    """One line a person reads at the end of a scan; every loss named."""
+    from .scanner import losses
+
+    lost = losses(r)
+    tail = f"LOST: {_pairs(lost)}" if lost else "nothing lost"
+    if r["drops"].get("output_lost"):
+        tail += " (output_lost: records received but not written)"
+    if r.get("output_cut_line"):
+        tail += "; the output's last line is cut"
+    return (
+        f"zbanner-xdp: {r['reason']}: {r['packets_sent']['probes']} probes, "
+        f"{r['packets_sent']['replies']} replies, {r['hits']} hits, "
+        f"{r['records_written']} records written (responses: {_pairs(r['responses'])}); "
+        f"{tail}; {r['duration_s']} s"
+    )
 
 
 @main_group.command(name="probes")
@@ -337,7 +363,7 @@ def _count(text: str, option: str, lo: int, hi: int) -> int:
         n = parse_rate(text)
     except ValueError:
         n = -1
-    if not lo <= n <= hi:
+    if not isinstance(n, int) or not lo <= n <= hi:  # (parse_rate allows fractions: 65536.5)
         raise click.BadParameter(f"invalid {option} '{text}' (a count from {lo} to {hi}; K and M work)")
     return n
 
@@ -348,35 +374,73 @@ def _fields(text: str | None) -> tuple[str, ...] | None:
     return tuple(f.strip() for f in text.split(","))
 
 
-def _hoist_global_options(argv: list[str]) -> list[str]:
-    """Accept global options after the subcommand too (`scan 10.0.0.0/8 -p 80 --rate 1M`).
-
-    They are moved in front of it, so click parses them as the group's.
-    """
+def _value_options(params: list[click.Parameter]) -> dict[str, bool]:
+    """Every option name of `params` -> whether it takes a value."""
     takes_value: dict[str, bool] = {}
-    for param in main_group.params:
+    for param in params:
         if isinstance(param, click.Option):
             for name in (*param.opts, *param.secondary_opts):
                 takes_value[name] = not (param.is_flag or param.count)
-    if "scan" not in argv:
+    return takes_value
+
+
+def _option_width(argv: list[str], j: int, takes_value: dict[str, bool]) -> int | None:
+    """How many words the option at argv[j] spans (1 or 2), or None if it is not one of `takes_value`.
+
+    Knows click's forms: `--opt=v`, `--opt v`, `-o v`, `-ov` and flags bundled
+    with a short option (`-qo v`, `-qov`).
+    """
+    arg = argv[j]
+    if arg.startswith("--"):
+        name, eq, _ = arg.partition("=")
+        if name not in takes_value:
+            return None
+        return 2 if takes_value[name] and not eq and j + 1 < len(argv) else 1
+    for k in range(1, len(arg)):
+        name = "-" + arg[k]
+        if name not in takes_value:
+            return None
+        if takes_value[name]:  # the rest of the word is its value, or else the next word
+            return 2 if k == len(arg) - 1 and j + 1 < len(argv) else 1
+    return 1
+
+
+def _hoist_global_options(argv: list[str]) -> list[str]:
+    """Accept global options after the subcommand too (`scan 10.0.0.0/8 -p 80 --rate 1M`).
+
+    They are moved in front of it, so click parses them as the group's. The
+    subcommand is the first word that is neither a global option nor the value
+    of one (`-o scan scan …` writes to the file `scan`); only `scan` hoists.
+    """
+    glob = _value_options(main_group.params)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            break
+        i += _option_width(argv, i, glob) or 1  # (an unknown option: click reports it)
+    if i >= len(argv) or argv[i] != "scan":
         return argv
-    i = argv.index("scan")
+    local = _value_options(scan.params)
     head, tail, moved = argv[:i], [], []
     j = i + 1
     while j < len(argv):
         arg = argv[j]
-        name = arg.split("=", 1)[0]
         if arg == "--":
             tail.extend(argv[j:])
             break
-        if name in takes_value and name not in ("-p",):
-            moved.append(arg)
-            if takes_value[name] and "=" not in arg and j + 1 < len(argv):
-                moved.append(argv[j + 1])
-                j += 1
+        if arg.startswith("-") and arg != "-":
+            width = _option_width(argv, j, glob)
+            if width is not None:
+                moved.extend(argv[j : j + width])
+            else:
+                # scan's own option: its value stays with it, even one that looks like a global option
+                width = _option_width(argv, j, local) or 1
+                tail.extend(argv[j : j + width])
+            j += width
         else:
             tail.append(arg)
-        j += 1
+            j += 1
     return [*head, *moved, "scan", *tail]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import decimal
 from dataclasses import dataclass, field
 
 
@@ -13,7 +14,7 @@ class ScanConfig:
     probe: str = "synscan"
     probe_args: dict[str, str] = field(default_factory=dict)
     iface: str | None = None
-    rate: int = 10_000
+    rate: float = 10_000  # packets per second, fractions allowed (>= MIN_RATE); 0: unlimited
     source_ip: str | None = None
     gateway_mac: str | None = None
     source_port_lo: int = 32768
@@ -47,20 +48,39 @@ class ScanConfig:
         return dataclasses.asdict(self)
 
 
-def parse_rate(text: str) -> int:
-    """'1M' -> 1_000_000, '250k' -> 250_000, '0' -> unlimited."""
+MIN_RATE = 0.01
+"""The slowest rate in packets per second (one packet every 100 s); 0 is unlimited."""
+MAX_RATE = 10**10
+
+_RATE_HELP = "use pps, e.g. 10000, 250K, 1M, 0.5; 0 = unlimited"
+
+
+def parse_rate(text: str) -> int | float:
+    """'1M' -> 1_000_000, '250k' -> 250_000, '0.5' -> 0.5 (one packet every 2 s), '0' -> unlimited.
+
+    Integral rates come back as int, fractional ones as float; a positive rate
+    below MIN_RATE is refused rather than rounded (to 0, which would mean unlimited).
+    """
     t = text.strip().lower().replace("_", "")
     mult = 1
     if t.endswith(("k", "m", "g")):
         mult = {"k": 10**3, "m": 10**6, "g": 10**9}[t[-1]]
         t = t[:-1]
+    shown = text if len(text) <= 40 else text[:40] + "…"
     try:
-        value = float(t)
-    except ValueError:
-        raise ValueError(f"invalid rate '{text}' (use pps, e.g. 10000, 250K, 1M; 0 = unlimited)") from None
-    if value < 0 or value != value or value * mult > 1e10:
-        raise ValueError(f"invalid rate '{text}' (use pps, e.g. 10000, 250K, 1M; 0 = unlimited)")
-    return int(value * mult)
+        # Decimal, not float: '1.1K' is exactly 1100, not 1100.0000000000002.
+        given = decimal.Decimal(t)
+        value = given * mult
+    except (decimal.DecimalException, ValueError):
+        raise ValueError(f"invalid rate '{shown}' ({_RATE_HELP})") from None
+    if not value.is_finite() or value < 0 or value > MAX_RATE:
+        raise ValueError(f"invalid rate '{shown}' ({_RATE_HELP})")
+    # (given > 0 too: a tiny enough value underflows to 0 in the multiplication.)
+    if given > 0 and value < decimal.Decimal(str(MIN_RATE)):
+        raise ValueError(f"rate '{shown}' is below the minimum {MIN_RATE} pps (0 = unlimited)")
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value)
 
 
 def parse_port_range(text: str) -> tuple[int, int]:

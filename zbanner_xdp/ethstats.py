@@ -19,16 +19,24 @@ ETHTOOL_GSSET_INFO = 0x37
 ETH_SS_STATS = 1
 ETH_GSTRING_LEN = 32
 
-# Frames the driver accepted for XDP transmit, and frames it refused (a full
-# ring). veth: tx_queue_N_xdp_xmit(_errors); mlx5: tx_xdp_xmit / tx_xdp_err / tx_xdp_full.
-_SENT_SUFFIXES = ("_xdp_xmit",)
-_ERROR_SUFFIXES = ("_xdp_xmit_errors", "_xdp_xmit_err", "tx_xdp_err", "tx_xdp_full")
+# Two paths, two sets of counters. ndo_xdp_xmit (the generator's live frames, a
+# redirect): veth tx_queue_N_xdp_xmit(_errors); mlx5 tx_xdp_xmit / tx_xdp_err /
+# tx_xdp_full. XDP_TX from the receive program (in-kernel replies): veth
+# rx_queue_N_xdp_tx(_errors); mlx5 rx_xdp_tx_xmit / rx_xdp_tx_full / rx_xdp_tx_err.
+XMIT_SENT = ("_xdp_xmit",)
+XMIT_ERRORS = ("_xdp_xmit_errors", "_xdp_xmit_err", "tx_xdp_err", "tx_xdp_full")
+XDP_TX_SENT = ("_xdp_tx", "rx_xdp_tx_xmit")
+XDP_TX_ERRORS = ("_xdp_tx_errors", "rx_xdp_tx_full", "rx_xdp_tx_err")
 
 
 class XdpTxStats:
-    """(sent, errors) summed over a device's queues; None where the driver has no such counters."""
+    """(sent, errors) summed over a device's queues; None where the driver has no such counters.
 
-    def __init__(self, ifname: str):
+    By default the ndo_xdp_xmit counters (what the kernel generator's frames
+    go through); `XdpTxStats(ifname, XDP_TX_SENT, XDP_TX_ERRORS)` reads XDP_TX's.
+    """
+
+    def __init__(self, ifname: str, sent: tuple[str, ...] = XMIT_SENT, errors: tuple[str, ...] = XMIT_ERRORS):
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._name = ifname.encode()[:15]
         self.sent_idx: list[int] = []
@@ -40,11 +48,12 @@ class XdpTxStats:
             names = []
         self._n = len(names)
         for i, name in enumerate(names):
-            if name.endswith(_ERROR_SUFFIXES):
+            if name.endswith(errors):
                 self.err_idx.append(i)
-            elif name.endswith(_SENT_SUFFIXES):
+            elif name.endswith(sent):
                 self.sent_idx.append(i)
-        self.available = bool(self.sent_idx or self.err_idx)
+        # Both: a driver that only counts errors could never prove a frame went out.
+        self.available = bool(self.sent_idx and self.err_idx)
         if self._n:
             self._buf = ctypes.create_string_buffer(8 + 8 * self._n)
 

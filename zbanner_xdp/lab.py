@@ -191,6 +191,7 @@ PORT_PROTOS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 TCP_PORTS = frozenset(PORTS[k] for k, protos in PORT_PROTOS.items() if "tcp" in protos)
 UDP_PORTS = frozenset(PORTS[k] for k, protos in PORT_PROTOS.items() if "udp" in protos)
+BIG_PAGE = "/big.html"  # on every nginx, ~4.5 kB: see _write_configs
 TARPIT_PORT = PORTS["http"]  # the tarpit's other ports are DNATed to nginx here
 
 # server name -> the PORTS keys it serves
@@ -1419,6 +1420,10 @@ def _finish_keygen(procs: list[subprocess.Popen[bytes]]) -> None:
 def _write_configs() -> None:
     _render("nginx.conf", os.path.join(STATE_DIR, "nginx.conf"))
     _render("index.html", os.path.join(STATE_DIR, "www", "index.html"))
+    # A page longer than one segment: nginx (sendfile off) sends headers and body in one write,
+    # so a large enough --ack-window gets a full-MSS first segment (tests of `truncated`).
+    with open(os.path.join(STATE_DIR, "www", BIG_PAGE.lstrip("/")), "w") as fh:
+        fh.write("".join(f"line {i:04d} of a page longer than any segment\n" for i in range(100)))
     _render("sshd_config", os.path.join(STATE_DIR, "sshd_config"), 0o600)
     _render("vsftpd.conf", os.path.join(STATE_DIR, "vsftpd.conf"), 0o600)
     _render("dnsmasq.conf", os.path.join(STATE_DIR, "dnsmasq.conf"))

@@ -1,10 +1,29 @@
-"""Streamed JSON-lines results with a fixed schema (ZMap-compatible names)."""
+"""Streamed JSON-lines results with a fixed schema (ZMap-compatible names).
+
+Results are the product, so the writer owns three promises:
+- nothing taken from the network is dropped silently: records wait in a
+  bounded in-memory queue while the output lags (the sender throttles new
+  probes on its high-water mark, see `behind()`), and whatever cannot be
+  written is counted in `lost`;
+- lines are whole: on a full disk the file is cut back to its last complete
+  line and `count` is the number of lines in it;
+- a file is touched only once the scan has started (`open()`, called after
+  XDP is attached), under an exclusive lock taken before it is truncated, so a
+  second run can never wipe the first one's results.
+"""
 
 from __future__ import annotations
 
+import collections
+import ctypes
 import errno
+import fcntl
+import os
+import select
+import stat
 import sys
-from typing import IO, Any
+import threading
+from typing import Any
 
 import orjson
 
@@ -31,11 +50,19 @@ BASE_FIELDS = (
     "icmp_responder",
     "banner",
     "data",
+    "truncated",
     "validated",
     "attempt",
     "tarpit_probe",
     "app_match",
 )
+
+# Output queued in memory: above HIGH_WATER the sender stops starting new
+# probes (handshakes still complete); at HARD_CAP the receiver itself waits,
+# the kernel ring fills and what overflows is counted there (ringbuf_full).
+HIGH_WATER = 32 << 20
+HARD_CAP = 256 << 20
+_POLL_S = 0.1
 
 
 class OutputError(RuntimeError):
@@ -53,52 +80,344 @@ def select_fields(available: list[str], wanted: tuple[str, ...] | None) -> list[
     return list(wanted)
 
 
+def _is_stdout(path: str | None) -> bool:
+    return path is None or path == "-"
+
+
+def _lock(fd: int, path: str) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputError(f"'{path}' is being written by another zbanner-xdp run") from None
+
+
+def check_path(path: str, what: str) -> None:
+    """Fail early, touching nothing, where open_locked() would fail later."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise OutputError(f"cannot write {what} '{path}': no such directory") from None
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"cannot write {what} '{path}': directory not writable") from None
+        return
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} '{path}': {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"cannot write {what} '{path}': is a directory")
+    if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} '{path}': {exc.strerror}") from None
+    _lock(fd, path)  # closes fd when another run holds it
+    os.close(fd)
+
+
+def same_file(a: str | None, b: str | None) -> bool:
+    if _is_stdout(a) or _is_stdout(b):
+        return False
+    assert a is not None and b is not None
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def open_locked(path: str, what: str, flags: int = os.O_WRONLY) -> int:
+    """Open (creating) a regular file, lock it exclusively, then empty it. Never truncates unlocked."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY, 0o644)
+    except OSError as exc:
+        raise OutputError(f"cannot open {what} '{path}': {exc.strerror}") from None
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        _lock(fd, path)
+        os.ftruncate(fd, 0)
+    return fd
+
+
+def open_fifo(path: str, stop: threading.Event) -> int:
+    """A FIFO's write end, waiting (interruptibly) for a reader instead of blocking in open()."""
+    told = False
+    while True:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise OutputError(f"cannot open output '{path}': {exc.strerror}") from None
+        if not told:
+            print(f"zbanner-xdp: waiting for a reader on FIFO '{path}' (Ctrl-C to stop)", file=sys.stderr)
+            told = True
+        if stop.wait(_POLL_S):
+            raise OutputError(f"no reader opened FIFO '{path}'")
+
+
 class RecordWriter:
+    """JSON lines to a file, a pipe or stdout, written by a thread of its own.
+
+    The receiver hands over whole batches (`write_lines`) and goes back to the
+    ring at once: a slow consumer slows the scan (see `behind()`) instead of
+    stalling the handshakes or losing what was received.
+    """
+
     def __init__(
         self, path: str | None, probe_fields: list[str] | None = None, fields: tuple[str, ...] | None = None
     ):
         self.path = path
         self.probe_fields = probe_fields or []
         self.fields = select_fields([*BASE_FIELDS, *self.probe_fields], fields)
-        self.count = 0
-        self._fh: IO[bytes]
-        if path is None or path == "-":
-            self._fh = sys.stdout.buffer
-            self._own = False
-        else:
+        self.count = 0  # lines completely written
+        self.lost = 0  # lines handed over but not written (disk full, pipe closed, abandoned)
+        self.cut_line = False  # a pipe reader got part of a line (abandoned mid-write)
+        self.error: OutputError | None = None
+        self._fd: int | None = None
+        self._own = False
+        self._regular = False
+        self._restore_flags: int | None = None
+        self._offset = 0  # end of the last whole line in a file we own
+        self._queue: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._queued = 0
+        self._cv = threading.Condition()
+        self._closing = False
+        self._abandon = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fifo_fd: int | None = None
+
+    # -- set-up ------------------------------------------------------------
+    def check(self, stop: threading.Event) -> None:
+        """Before the scan starts: fail on a path that cannot work; wait for a FIFO's reader."""
+        if _is_stdout(self.path):
+            return
+        assert self.path is not None
+        check_path(self.path, "output")
+        try:
+            fifo = stat.S_ISFIFO(os.stat(self.path).st_mode)
+        except OSError:
+            fifo = False
+        if fifo:
+            self._fifo_fd = open_fifo(self.path, stop)
+
+    def open(self) -> None:
+        if _is_stdout(self.path):
+            fd = sys.stdout.fileno()
             try:
-                self._fh = open(path, "wb")  # noqa: SIM115 - lives as long as the scan
-            except OSError as exc:
-                raise OutputError(f"cannot open output file '{path}': {exc.strerror}") from None
-            self._own = True
+                sys.stdout.flush()
+            except (OSError, ValueError):
+                pass
+        elif self._fifo_fd is not None:
+            fd, self._own = self._fifo_fd, True
+        else:
+            assert self.path is not None
+            fd, self._own = open_locked(self.path, "output"), True
+        mode = os.fstat(fd).st_mode
+        self._regular = stat.S_ISREG(mode)
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            # Non-blocking, so a reader that never reads cannot hold the scan's exit hostage
+            # (a second Ctrl-C abandons); put back as found at close().
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            if not flags & os.O_NONBLOCK:
+                self._restore_flags = flags
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        self._fd = fd
+        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+        self._thread.start()
 
     def template(self) -> dict[str, Any]:
         return dict.fromkeys(self.fields)
 
+    # -- producer side -----------------------------------------------------
     def write(self, records: list[dict[str, Any]]) -> None:
         if records:
             self.write_lines(b"".join(orjson.dumps(r) + b"\n" for r in records), len(records))
 
     def write_lines(self, blob: bytes, count: int) -> None:
-        """`count` records already encoded as JSON lines."""
-        try:
-            self._fh.write(blob)
-            self._fh.flush()
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise OutputError("output disk full: stopping the scan") from None
-            if exc.errno == errno.EPIPE:
-                raise OutputError("output pipe closed: stopping the scan") from None
-            raise OutputError(f"cannot write output: {exc.strerror}") from None
-        self.count += count
+        """`count` records already encoded as JSON lines; returns at once unless HARD_CAP is queued."""
+        with self._cv:
+            while self._queued >= HARD_CAP and self.error is None and not self._abandon.is_set():
+                self._cv.wait(_POLL_S)
+            if self.error is not None or self._abandon.is_set() or self._fd is None:
+                self.lost += count
+                if self.error is not None:
+                    raise self.error
+                return
+            self._queue.append((blob, count))
+            self._queued += len(blob)
+            self._cv.notify_all()
 
-    def close(self) -> None:
-        try:
-            self._fh.flush()
-        except OSError:
-            pass
-        if self._own:
+    def behind(self) -> bool:
+        """More output queued than the high-water mark: new probes should wait."""
+        return self._queued >= HIGH_WATER
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued
+
+    # -- the writing thread ------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closing:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                blob, count = self._queue[0]
+            ok = self._write_blob(blob, count)
+            with self._cv:
+                self._queue.popleft()
+                self._queued -= len(blob)
+                self._cv.notify_all()
+                if not ok:
+                    self.lost += sum(c for _, c in self._queue)
+                    self._queue.clear()
+                    self._queued = 0
+                    return
+
+    def _write_blob(self, blob: bytes, count: int) -> bool:
+        assert self._fd is not None
+        view = memoryview(blob)
+        done = 0
+        while done < len(blob):
+            if self._abandon.is_set() and (done == 0 or blob[done - 1 : done] == b"\n"):
+                self._account(blob, done, count)
+                return False
             try:
-                self._fh.close()
+                done += os.write(self._fd, view[done:])
+            except BlockingIOError:
+                if self._abandon.is_set():
+                    self.cut_line = done > 0 and blob[done - 1 : done] != b"\n"
+                    self._account(blob, done, count)
+                    return False
+                select.select([], [self._fd], [], _POLL_S)
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                self._account(blob, done, count, exc)
+                return False
+        self.count += count
+        self._offset += len(blob)
+        return True
+
+    def _account(self, blob: bytes, done: int, count: int, exc: OSError | None = None) -> None:
+        """A write stopped after `done` bytes of `blob`: count whole lines, cut a file back to them."""
+        whole = blob.rfind(b"\n", 0, done) + 1
+        lines = blob.count(b"\n", 0, whole)
+        self.count += lines
+        self.lost += count - lines
+        self._offset += whole
+        if whole != done and self._own and self._regular:
+            try:
+                os.ftruncate(self._fd, self._offset)  # type: ignore[arg-type]
+            except OSError:
+                self.cut_line = True
+        elif whole != done:
+            self.cut_line = True
+        if exc is None:
+            return
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            msg = "output disk full: stopping the scan"
+        elif exc.errno == errno.EPIPE:
+            msg = "output pipe closed: stopping the scan"
+        else:
+            msg = f"cannot write output: {exc.strerror}"
+        self.error = OutputError(msg)
+
+    # -- shutdown ----------------------------------------------------------
+    def close(self, abandon: threading.Event | None = None) -> None:
+        """Write everything queued, then close; `abandon` set: stop at the next line, count the rest."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        t = self._thread
+        while t is not None and t.is_alive():
+            if abandon is not None and abandon.is_set():
+                self._abandon.set()
+            t.join(_POLL_S)
+        with self._cv:  # written by nobody now
+            self.lost += sum(c for _, c in self._queue)
+            self._queue.clear()
+            self._queued = 0
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if self._restore_flags is not None:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFL, self._restore_flags)
             except OSError:
                 pass
+        if self._own:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def pending_lines(self) -> int:
+        with self._cv:
+            return sum(c for _, c in self._queue)
+
+
+class MetadataFile:
+    """--metadata: opened, locked and space reserved when the scan starts; written whole at the end.
+
+    The reservation is why a disk the results filled still takes the summary
+    that says so (instead of a 0-byte file).
+    """
+
+    RESERVE = 64 << 10  # a summary is ~4 kB
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd: int | None = None
+
+    def check(self) -> None:
+        check_path(self.path, "metadata")
+
+    def open(self, doc: dict) -> None:
+        self._fd = fd = open_locked(self.path, "metadata", os.O_RDWR)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            _reserve(fd, self.RESERVE)
+            self._put(doc, final=False)
+
+    def _put(self, doc: dict, final: bool = True) -> None:
+        assert self._fd is not None
+        data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.write(self._fd, data)
+            return
+        os.pwrite(self._fd, data, 0)  # into the reserved blocks: no allocation needed
+        if final:
+            # Only now: a truncate also frees the reservation beyond the end.
+            os.ftruncate(self._fd, len(data))
+            os.fsync(self._fd)
+
+    def write(self, doc: dict) -> None:
+        try:
+            if self._fd is None:  # the scan never started: nothing reserved, nothing locked
+                self._fd = open_locked(self.path, "metadata", os.O_RDWR)
+            self._put(doc)
+        except OSError as exc:
+            raise OutputError(f"cannot write metadata '{self.path}': {exc.strerror}") from None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate `size` bytes beyond the end without changing the size (best effort)."""
+    if _libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, ctypes.c_long(0), ctypes.c_long(size)) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOSPC, errno.EDQUOT):
+            raise OutputError("metadata: no space left on its disk")
+        # EOPNOTSUPP and friends: a filesystem without fallocate, no reservation

@@ -198,7 +198,13 @@ class Receiver:
         self.hits = 0
         self.reanswered = 0
         self.invalid = 0
+        self.truncated = 0  # banners longer than the record keeps (DATA_MAX), marked in their record
         self.error: BaseException | None = None
+        self._draining = False
+        # False while in-kernel replies are not yet proven to leave the interface (see
+        # kreplies.py): user space then answers what the program answered too.
+        self.kernel_trusted = True
+        self.shadowed = 0  # events the program answered that user space answered as well
         # Computed once: _tally consults it for every record.
         # Per probe index: a SYN-ACK is itself the hit (SYN-only probes).
         self._syn_only = np.array([p.transport == "tcp" and not p.handshake for p in self.probes], bool)
@@ -213,10 +219,17 @@ class Receiver:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, abandon: threading.Event | None = None) -> None:
+        """Drain the rings to their last record (XDP detached first), then stop.
+
+        No timeout: a record taken from the network is written or counted.
+        `abandon` (a second Ctrl-C) stops at the current batch; count_unread()
+        then says how many records stayed in the rings.
+        """
+        self._abandon = abandon
         self._stop.set()
-        self._thread.join(timeout=10)
-        self.drain_once(0)
+        while self._thread.is_alive():
+            self._thread.join(0.1)
 
     def _run(self) -> None:
         try:
@@ -228,8 +241,28 @@ class Receiver:
                     # CPU for 4M events; 1.8 s with this wait). Two milliseconds let the
                     # next batch fill; replies wait that long, servers a second.
                     self._stop.wait(_BATCH_WAIT)
+            # Stopping: answering is pointless now (XDP is detached), recording is not.
+            self._draining = True
+            abandon = getattr(self, "_abandon", None)
+            while not (abandon is not None and abandon.is_set()):
+                if self.drain_once(0) == 0:
+                    break
         except BaseException as exc:  # surfaced by the scanner, which stops the scan
             self.error = exc
+
+    def count_unread(self) -> int:
+        """Records still in the rings (after an abandoned or failed drain) that would have been written."""
+        if self._thread.is_alive():
+            return 0
+        n = 0
+        for ring in (self.reader.small, self.reader.big):
+            while True:
+                ev = ring.read(1 << 16)
+                if len(ev) == 0:
+                    break
+                hdr = ev["h"] if ev.dtype.names and "h" in ev.dtype.names else ev
+                n += int(self._recorded(hdr).sum())
+        return n
 
     def drain_once(self, timeout_ms: int) -> int:
         hdr, big = self.reader.poll(timeout_ms)
@@ -238,9 +271,6 @@ class Receiver:
         if len(big):
             self._handle_big(big)
         return len(hdr) + len(big)
-
-    def _probe_index(self, variant: int) -> int:
-        return variant % self.plan.P
 
     # -- replies ---------------------------------------------------------
     def _queue_rst(self, ev: np.ndarray) -> None:
@@ -283,8 +313,18 @@ class Receiver:
         )
         self.replies.put(frames, lens)
 
+    def _ours_to_answer(self, flags: np.ndarray) -> np.ndarray:
+        """Events user space must answer: those the program did not, or all while it is unproven."""
+        by_kernel = (flags & EV_ANSWERED) != 0
+        if not self.kernel_trusted:
+            self.shadowed += int(by_kernel.sum())
+            return np.ones(len(flags), dtype=bool)
+        return ~by_kernel
+
     def _answer_synacks(self, ev: np.ndarray) -> None:
-        answer = ev[(ev["repeat"] != REPEAT_DUP) & ((ev["flags"] & EV_ANSWERED) == 0)]
+        if self._draining:
+            return
+        answer = ev[(ev["repeat"] != REPEAT_DUP) & self._ours_to_answer(ev["flags"])]
         self.reanswered += int((answer["repeat"] == REPEAT_RETRANSMIT).sum())
         self._queue_rst(answer[answer["kind"] == Kind.ZEROWIN])
         synack = answer[answer["kind"] == Kind.SYNACK]
@@ -407,9 +447,10 @@ class Receiver:
     def _handle_big(self, big: np.ndarray) -> None:
         hdr = big["h"]
         tcp = hdr["kind"] == Kind.BANNER
-        answer = tcp & (hdr["repeat"] != REPEAT_DUP) & ((hdr["flags"] & EV_ANSWERED) == 0)
-        self.reanswered += int((answer & (hdr["repeat"] == REPEAT_RETRANSMIT)).sum())
-        self._queue_rst(hdr[answer])
+        answer = tcp & (hdr["repeat"] != REPEAT_DUP) & self._ours_to_answer(hdr["flags"])
+        if not self._draining:
+            self.reanswered += int((answer & (hdr["repeat"] == REPEAT_RETRANSMIT)).sum())
+            self._queue_rst(hdr[answer])
         rows = big[self._recorded(hdr)]
         if len(rows) == 0:
             return
@@ -427,9 +468,13 @@ class Receiver:
             )
         ]
         banner, data, parsed, match = zip(*parts, strict=True)
+        # The record keeps DATA_MAX bytes of a segment: a longer one is marked, never passed off as whole.
+        cut = h["payload_len"] > h["data_len"]
+        self.truncated += int((cut & (h["repeat"] == 0)).sum())
         extra: dict[str, Any] = {
             "banner": lambda out: out.raw(banner),
             "data": lambda out: out.raw(data),
+            "truncated": lambda out: out.bools(cut),
             "app_match": lambda out: out.bools(np.array(match, bool)),
         }
         names = self._probe_names[probe_i]

@@ -4,9 +4,13 @@ Threads: the main thread sends (replies first, then due retransmissions,
 then new probes, all within the rate) and prints status; a receiver thread
 drains the ring buffer. When SYNs go out through AF_PACKET, the receiver
 sends the replies it builds at once, on its own TX ring (in parallel with the
-SYNs; they count against the rate). Every exit path — done, Ctrl-C, SIGTERM, full disk,
-an exception — goes through the same shutdown: stop sending, drain, detach
-XDP, flush, write metadata.
+SYNs; they count against the rate); a writer thread owns the output (see
+output.RecordWriter). Nothing is opened for writing before XDP is attached, so
+a scan that cannot start leaves every file as it was. Every exit path after
+that — done, Ctrl-C, SIGTERM, full disk, an exception — goes through the same
+shutdown: stop sending, detach XDP, drain the rings to the last record, flush
+the writer, write metadata. A second signal abandons the drain; what it leaves
+unwritten is counted (drops.output_lost), never silently gone.
 """
 
 from __future__ import annotations
@@ -21,15 +25,15 @@ import time
 from typing import Any
 
 import numpy as np
-import orjson
 
 from . import __version__, cookie, fastfmt, packets, targets
 from .bpfprog import BpfSetupError, ProgParams, RecvProgram
 from .config import ScanConfig
 from .events import Counter
 from .kgen import KernelGenerator, KernelGenError
+from .kreplies import KernelReplies
 from .netinfo import NetParams, resolve
-from .output import BASE_FIELDS, OutputError, RecordWriter, select_fields
+from .output import BASE_FIELDS, MetadataFile, OutputError, RecordWriter, same_file, select_fields
 from .plan import KernelSyns, PlanError, ProbePlan, Segment
 from .receiver import Receiver, RingReader
 from .sender import RateLimiter, ReplyQueue, SendError, TxRing
@@ -37,7 +41,39 @@ from .status import StatusLine
 
 
 class ScanError(RuntimeError):
-    """A user-facing failure: one line, exit status 2."""
+    """A user-facing failure before the scan started: one line, exit status 2, nothing written."""
+
+
+# Exit statuses (README "Exit status"): scripts tell a complete result from a partial one.
+EXIT_OK = 0  # completed (also when --max-targets / --max-runtime ended it)
+EXIT_INTERNAL = 1  # a bug, or sending/receiving failed during the scan
+EXIT_SETUP = 2  # bad usage or could not start: no file touched
+EXIT_LOSSES = 3  # completed, but records or packets were lost (named in drops)
+EXIT_OUTPUT = 4  # output failed (disk full, closed pipe): results cut at the last whole line
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+# The metadata's `drops`, in order: each a loss (a record or a packet the scan
+# should have had). Packets refused as not ours are not losses; they are counted
+# apart, in `rejected` (see summary()).
+DROP_KEYS = ("ringbuf_full", "reply_queue", "tx_ring_full", "tx_refused", "output_lost")
+
+
+def losses(summary: dict) -> dict[str, int]:
+    return {k: v for k in DROP_KEYS if (v := int(summary.get("drops", {}).get(k, 0)))}
+
+
+def exit_status(summary: dict) -> int:
+    reason = summary.get("reason")
+    if reason == "output-error":
+        return EXIT_OUTPUT
+    if reason == "error":
+        return EXIT_INTERNAL
+    if reason == "interrupted":
+        return EXIT_SIGINT
+    if reason == "terminated":
+        return EXIT_SIGTERM
+    return EXIT_LOSSES if losses(summary) else EXIT_OK
 
 
 def _now_iso() -> str:
@@ -88,6 +124,7 @@ class Scanner:
     def __init__(self, cfg: ScanConfig, probes: list[Any]):
         self.cfg = cfg
         self.stop = threading.Event()
+        self.abandon = threading.Event()  # second signal: stop draining, count the rest as lost
         self.reason = "completed"
         self.error: str | None = None
         self.seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
@@ -112,6 +149,8 @@ class Scanner:
             select_fields([*BASE_FIELDS, *self.probe_fields], cfg.output_fields)
         except OutputError as exc:
             raise ScanError(str(exc)) from None
+        if cfg.metadata and same_file(cfg.output, cfg.metadata):
+            raise ScanError(f"-o and --metadata name the same file '{cfg.metadata}'")
         self.pairs = targets.expected_count(self.space, cfg.shards, cfg.shard, cfg.max_targets)
         self.total = self.plan.expected_probes(self.pairs, self.space.n_ports)
         self.sent_probes = 0
@@ -124,10 +163,19 @@ class Scanner:
         self.tx: TxRing | None = None
         self.receiver: Receiver | None = None
         self.writer: RecordWriter | None = None
+        self.metadata: MetadataFile | None = None
+        self.unread = 0  # records left in the rings when a drain was abandoned or failed
         self.net: NetParams | None = None
         self.status: StatusLine | None = None
         self.kgen: KernelGenerator | None = None
+        self.kreplies: KernelReplies | None = None  # --kernel-replies, verified against the driver
         self.throttled = 0
+        # time.monotonic() of the first probe, of the end of sending, of the last probe sent.
+        self.send_start: float | None = None
+        self.started: str | None = None  # ISO time the scan started
+        self._kgen_checked = False  # the generator's first batch was checked for delivery
+        self.send_end: float | None = None
+        self.last_probe: float | None = None
         self.tx_mode = "tx_ring"
         self.tx_note: str | None = None
         # The kernel generator's transmit-ring accounting (see KernelGenerator.send).
@@ -192,7 +240,12 @@ class Scanner:
         t0 = time.monotonic()
         old_handlers = self._install_signals()
         try:
-            self.writer = RecordWriter(cfg.output, self.probe_fields, cfg.output_fields)
+            self._check_outputs()
+        except BaseException:
+            self._restore_signals(old_handlers)
+            raise
+        started = False
+        try:
             fastfmt.load()  # compiled now if setup did not, not in the receiver's first batch
             params = ProgParams(
                 src_ip=link.src_ip,
@@ -221,6 +274,8 @@ class Scanner:
             self.tx = TxRing(self.net.iface)
             self.reply_tx = TxRing(self.net.iface)
             self.kgen = self._kernel_generator(link, params)
+            self._open_outputs()
+            started = True
             self.receiver = Receiver(
                 RingReader(self.prog, params.ringbuf_pages, params.banner_pages),
                 link,
@@ -231,18 +286,74 @@ class Scanner:
                 cfg.ack_window,
                 cfg.output_repeats,
             )
+            if cfg.kernel_replies:
+                self.kreplies = KernelReplies(self.prog, self.receiver, self.net.iface)
             self.receiver.start()
             self._send_loop(link)
         except OutputError as exc:
             self.reason = "output-error"
             self.error = str(exc)
-        except (BpfSetupError, SendError, KernelGenError) as exc:
+        except (BpfSetupError, SendError, KernelGenError, ScanError) as exc:
             self.reason = "error"
             self.error = str(exc)
-        finally:
+        except BaseException:
+            self.reason = "error"
+            if not started:
+                self._teardown()
+                self._restore_signals(old_handlers)
+                raise
+            self.error = "internal error"
+            self._shutdown(t0)
+            self._restore_signals(old_handlers)
+            raise
+        if not started:
+            # Could not start (attach refused, no generator with --tx xdp, …): files untouched.
+            self._teardown()
+            self._restore_signals(old_handlers)
+            raise ScanError(self.error or "the scan did not start")
+        try:
             summary = self._shutdown(t0)
+        finally:
             self._restore_signals(old_handlers)
         return summary
+
+    def _check_outputs(self) -> None:
+        """Everything about -o and --metadata that can fail, before anything is attached or opened."""
+        cfg = self.cfg
+        self.writer = RecordWriter(cfg.output, self.probe_fields, cfg.output_fields)
+        try:
+            self.writer.check(self.stop)  # a FIFO: waits here for its reader
+            if cfg.metadata:
+                self.metadata = MetadataFile(cfg.metadata)
+                self.metadata.check()
+        except OutputError as exc:
+            self.writer.close()
+            raise ScanError(str(exc)) from None
+
+    def _open_outputs(self) -> None:
+        """The scan starts now: lock and empty the files (never one another run holds)."""
+        assert self.writer is not None
+        try:
+            if self.metadata is not None:
+                running = {"version": __version__, "reason": "running", "start": self.started}
+                self.metadata.open({**running, "options": self.cfg.as_dict()})
+            self.writer.open()
+        except OutputError as exc:
+            if self.metadata is not None:
+                self.metadata.close()
+                self.metadata = None
+            raise BpfSetupError(str(exc)) from None
+
+    def _teardown(self) -> None:
+        """Release what a scan that never started holds (no records, no metadata)."""
+        for closer in (self.kgen, self.tx, self.reply_tx, self.prog):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception:  # noqa: BLE001 - best effort on the way out of a failed start
+                    pass
+        if self.writer is not None:
+            self.writer.close()
 
     def _kernel_generator(self, link: packets.LinkParams, params: ProgParams) -> KernelGenerator | None:
         """The kernel-side SYN generator, where the kernel and driver can do it (--tx auto|xdp)."""
@@ -263,7 +374,7 @@ class Scanner:
     def _kgen_send(self, item: KernelSyns) -> None:
         """Send through the generator; on a driver that drops XDP transmits, fall back for good."""
         assert self.kgen is not None and self.net is not None
-        stats = self.kgen.stats if not getattr(self, "_kgen_checked", False) else None
+        stats = self.kgen.stats if not self._kgen_checked else None
         before = stats.read() if stats is not None else None
         self.kgen.send(item.addrs, item.ports, item.variant)
         if stats is not None:
@@ -285,9 +396,13 @@ class Scanner:
 
     def _install_signals(self) -> dict:
         def handler(signum: int, _frame: Any) -> None:
+            if self.abandon.is_set():
+                raise KeyboardInterrupt  # third: out now
             if self.stop.is_set():
-                raise KeyboardInterrupt  # second signal: stop draining too
-            self.reason = "interrupted" if signum == signal.SIGINT else "terminated"
+                self.abandon.set()  # second: stop draining, count what is left as lost
+                return
+            if self.reason in ("completed", "max-runtime"):
+                self.reason = "interrupted" if signum == signal.SIGINT else "terminated"
             self.stop.set()
 
         old = {}
@@ -309,7 +424,8 @@ class Scanner:
 
     def _drops(self, counters: np.ndarray | None) -> int:
         full = int(counters[Counter.RINGBUF_FULL]) if counters is not None else 0
-        return full + self.replies.dropped + (self.kgen.lost if self.kgen is not None else 0)
+        lost = self.writer.lost if self.writer is not None else 0
+        return full + lost + self.replies.dropped + (self.kgen.lost if self.kgen is not None else 0)
 
     def _show_status(self, phase: str, counters: np.ndarray | None = None) -> None:
         if self.status is None or self.receiver is None:
@@ -331,8 +447,11 @@ class Scanner:
         return self.receiver.hits if self.receiver is not None else 0
 
     def _receiver_behind(self) -> bool:
+        """The ring more than half full, or the output's queue past its high-water mark."""
         rcv = self.receiver
-        if rcv is None or rcv.reader.backlog() < 0.5:
+        if rcv is None:
+            return False
+        if rcv.reader.backlog() < 0.5 and not (self.writer is not None and self.writer.behind()):
             return False
         self.throttled += 1
         return True
@@ -377,6 +496,8 @@ class Scanner:
                 self._show_status("sending" if cool_until is None else "cooldown")
                 next_status = now + 1.0
             self._check_receiver()
+            if self.kreplies is not None:
+                self.kreplies.poll(now)
             if self.stop.is_set():
                 break
             if generating and cfg.max_runtime is not None and now - t0 >= cfg.max_runtime:
@@ -389,7 +510,13 @@ class Scanner:
                 self.send_end = now
             if cool_until is not None and now >= cool_until:
                 break
-            budget = limiter.budget(self.stop)
+            # Never block past the end of sending (--max-runtime) or of the cooldown: at
+            # --rate 1 the next grant can be a second away.
+            if generating and cfg.max_runtime is not None:
+                deadline: float | None = t0 + cfg.max_runtime
+            else:
+                deadline = cool_until
+            budget = limiter.budget(self.stop, deadline)
             if budget == 0:
                 continue
             # Replies first. Unlimited (--rate 0), they do not eat into the SYNs' share:
@@ -400,8 +527,9 @@ class Scanner:
                 if cfg.rate:
                     budget -= len(rl)
             if self._receiver_behind():
-                # Backpressure: a ring more than half full means user space is behind;
-                # new probes would only turn into "ring buffer full" drops. Replies still go.
+                # Backpressure: a ring more than half full, or output queued faster than it is
+                # written, means user space is behind; new probes would only turn into
+                # "ring buffer full" drops. Replies still go, so handshakes complete.
                 self.stop.wait(0.001)
                 continue
             if not pending:
@@ -431,6 +559,7 @@ class Scanner:
                 self._send(seg)
                 budget -= k
                 self.sent_probes += k
+                self.last_probe = time.monotonic()
             if budget > 0 and not pending and generating and cfg.rate:
                 # The batch ran out inside this grant: the next batch gets the rest. Without
                 # this, every 64k-probe batch lost half a grant and --rate 1M sent 967k.
@@ -442,16 +571,24 @@ class Scanner:
     def _shutdown(self, t0: float) -> dict:
         rcv, prog = self.receiver, self.prog
         err = self.error
+        if prog is not None:
+            prog.detach()  # no new events: from here the host kernel sees replies again
+        if self.kreplies is not None:
+            self.kreplies.close()
         if rcv is not None:
-            try:
-                rcv.stop()
-            except OutputError as exc:
-                err = str(exc)
+            self._show_status("draining")
+            rcv.stop(self.abandon)  # to the ring's last record, unless abandoned or failed
+            if isinstance(rcv.error, OutputError) and err is None:
+                err = str(rcv.error)
                 self.reason = "output-error"
+            elif rcv.error is not None and err is None:
+                err = f"receiver failed: {rcv.error!r}"
+                self.reason = "error"
+            self.unread = rcv.count_unread()
             rcv.reader.close()
         counters = prog.counters() if prog is not None else None
         if prog is not None:
-            prog.close()  # detaches XDP: from here the host kernel sees replies again
+            prog.close()
         if self.kgen is not None:
             g = self.kgen
             self.gen_stats = {
@@ -465,26 +602,47 @@ class Scanner:
             self.tx.close()
         if self.reply_tx is not None:
             self.reply_tx.close()  # the receiver, its only user, has stopped
-        self._show_status("done", counters)
         if self.writer is not None:
-            self.writer.close()
+            self.writer.close(self.abandon)  # everything queued, unless abandoned
+            if self.writer.error is not None and err is None:
+                err = str(self.writer.error)
+                self.reason = "output-error"
+        self._show_status("done", counters)
         summary = self.summary(t0, counters, err)
-        if self.cfg.metadata:
+        if self.metadata is not None:
             try:
-                with open(self.cfg.metadata, "wb") as fh:
-                    fh.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
-            except OSError as exc:
-                raise ScanError(f"cannot write metadata '{self.cfg.metadata}': {exc.strerror}") from None
-        if err:
-            raise ScanError(err)
+                self.metadata.write(summary)
+            except OutputError as exc:
+                summary["error"] = summary["error"] or str(exc)
+                summary["reason"] = "output-error"
         return summary
 
     def _send_rate(self) -> float:
-        start = getattr(self, "send_start", None)
-        if start is None:
+        if self.send_start is None:
             return 0.0
-        span = getattr(self, "send_end", time.monotonic()) - start
+        span = (self.send_end or time.monotonic()) - self.send_start
         return round(self.sent_probes / span, 1) if span > 0 else 0.0
+
+    def _sending_s(self) -> float:
+        """First probe to last probe: what --max-runtime bounds."""
+        if self.send_start is None or self.last_probe is None:
+            return 0.0
+        return round(self.last_probe - self.send_start, 3)
+
+    def _drop_counts(self, xdp: dict[str, int]) -> dict[str, int]:
+        drops = {
+            "ringbuf_full": int(xdp.get("ringbuf_full", 0)),
+            "reply_queue": self.replies.dropped,
+            "tx_ring_full": self.gen_stats["lost"] if self.gen_stats else 0,
+            # AF_PACKET flushes a queue-less device refused (ENOBUFS), a frame each at most.
+            # and in-kernel replies the driver refused once they were trusted (see kreplies.py).
+            "tx_refused": sum(t.busy for t in (self.tx, self.reply_tx) if t is not None)
+            + (self.kreplies.refused if self.kreplies else 0),
+            # Taken from the network, not written: a full disk, a closed pipe, an abandoned drain.
+            "output_lost": (self.writer.lost if self.writer else 0) + self.unread,
+        }
+        assert tuple(drops) == DROP_KEYS
+        return drops
 
     def summary(self, t0: float, counters: np.ndarray | None, error: str | None) -> dict:
         dur = time.monotonic() - t0
@@ -511,6 +669,7 @@ class Scanner:
             "tx_mode": (self.tx_mode if self.tx_mode == "xdp" else self.tx.mode) if self.tx else None,
             "tx_note": self.tx_note,
             "tx_generator": self.gen_stats,
+            "kernel_replies": self.kreplies.summary() if self.kreplies else None,
             "record_formatter": "c" if fastfmt.load() is not None else "numpy",
             "packets_sent": {
                 "probes": self.sent_probes,
@@ -518,22 +677,24 @@ class Scanner:
                 "total": self.sent_probes + self.replies_sent(),
             },
             "send_rate_pps": self._send_rate(),
+            "sending_s": self._sending_s(),
             "throttled_ms": self.throttled,
             "responses": dict(rcv.by_class) if rcv else {},
             "hits": self.hits(),
             "repeats": int(xdp.get("repeat", 0)),
             "reanswered": rcv.reanswered if rcv else 0,
-            "drops": {
-                "ringbuf_full": int(xdp.get("ringbuf_full", 0)),
-                "reply_queue": self.replies.dropped,
-                "tx_ring_full": self.gen_stats["lost"] if self.gen_stats else 0,
-                # AF_PACKET flushes a queue-less device refused (ENOBUFS), a frame each at most.
-                "tx_refused": sum(t.busy for t in (self.tx, self.reply_tx) if t is not None),
+            "drops": self._drop_counts(xdp),
+            # To our address and port range but not a reply to this scan's probes: forged, or
+            # stale, i.e. answers to an earlier scan (a server retransmits an unanswered
+            # SYN-ACK for about a minute; two scans back to back see thousands). Not recorded.
+            "rejected": {
                 "validation_failed": int(xdp.get("bad_cookie", 0)) + (rcv.invalid if rcv else 0),
             },
+            "output_cut_line": bool(self.writer.cut_line) if self.writer else False,
+            "banners_truncated": rcv.truncated if rcv else 0,
             "xdp_counters": xdp,
             "records_written": self.writer.count if self.writer else 0,
-            "start": getattr(self, "started", None),
+            "start": self.started,
             "end": _now_iso(),
             "duration_s": round(dur, 3),
         }

@@ -201,15 +201,21 @@ class ReplyQueue:
 
 
 class RateLimiter:
-    """Grants packet budgets so that sends track `rate` pps (0: unlimited)."""
+    """Grants packet budgets so that sends track `rate` pps (0: unlimited).
 
-    def __init__(self, rate: int, max_batch: int = 4096):
+    `rate` may be fractional (the CLI allows down to 0.01 pps). The first
+    packet is due at once and packet k (k >= 1) at k / rate seconds after the
+    start: a 0.5 pps limiter grants 1 packet at t=0, then one at t=2 s, 4 s, …
+    At high rates that one packet's head start is lost in the batch size.
+    """
+
+    def __init__(self, rate: float, max_batch: int = 4096):
         self.rate = rate
         self.start = time.monotonic()
         self.granted = 0
         self._lock = threading.Lock()  # charge() comes from the receiver thread
         # ~200 batches a second at high rates; single packets at low ones.
-        self.batch = max_batch if rate == 0 else max(1, min(max_batch, rate // 200))
+        self.batch = max_batch if rate == 0 else max(1, min(max_batch, int(rate // 200)))
 
     def refund(self, n: int) -> None:
         """Give back what a grant did not use, so that it is not lost from the rate."""
@@ -222,23 +228,42 @@ class RateLimiter:
             with self._lock:
                 self.granted += n
 
+    def _due(self, now: float) -> int:
+        """Packets due by `now` since the start: the first at once, then one every 1/rate s."""
+        # The small epsilon keeps float error (e.g. 2.0000000001 s * 0.5 = 0.99999…) from
+        # holding a packet back by a whole period.
+        return int((now - self.start) * self.rate + 1e-9) + 1
+
     def available(self) -> int:
         """Packets due by now and not yet granted or charged (negative: ahead of the rate)."""
-        return int((time.monotonic() - self.start) * self.rate) - self.granted
+        return self._due(time.monotonic()) - self.granted
 
-    def budget(self, stop: threading.Event | None = None) -> int:
+    def budget(self, stop: threading.Event | None = None, deadline: float | None = None) -> int:
+        """Block until a batch is due and grant it; 0 if `stop` is set or `deadline` comes first.
+
+        `deadline` is a time.monotonic() value: when the next batch is not due by
+        then, budget() returns 0 at the deadline (at once if it has passed)
+        rather than blocking beyond it, so a slow rate cannot overrun --max-runtime.
+        """
         if self.rate == 0:
             return self.batch
         while True:
-            allowed = self.available()
-            if allowed >= self.batch or (allowed > 0 and self.batch == 1):
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return 0  # (first: a packet due exactly at the deadline is past it)
+            allowed = self._due(now) - self.granted
+            if allowed >= self.batch:
                 grant = min(allowed, self.batch * 2)
                 with self._lock:
                     self.granted += grant
                 return grant
-            wait = (self.batch - max(allowed, 0)) / self.rate
+            # When the batch is due: packet number granted + batch (counting from 1).
+            wait = max(0.0, (self.granted + self.batch - 1) / self.rate - (now - self.start))
+            wait = min(wait, 0.05)  # stay responsive to stop (and to charge()/refund())
+            if deadline is not None:
+                wait = min(wait, deadline - now)
             if stop is not None:
-                if stop.wait(min(wait, 0.05)):
+                if stop.wait(wait):
                     return 0
             else:
-                time.sleep(min(wait, 0.05))
+                time.sleep(wait)

@@ -16,6 +16,7 @@ numpy. Shard ``i`` of ``S`` takes the domain positions ``k`` with
 
 from __future__ import annotations
 
+import array
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -147,23 +148,60 @@ def parse_targets(args: Sequence[str]) -> Intervals:
     return normalize(ranges)
 
 
+# Bounds on an allow/block list, so that /dev/zero or a wrong file is an error, not a MemoryError.
+# Generous: a full BGP table is ~1M prefixes (~20 MB); 16M lines of /32s is ~256 MB of text.
+CIDR_FILE_MAX_LINE = 4096  # bytes, newline included
+CIDR_FILE_MAX_BYTES = 256 << 20
+CIDR_FILE_MAX_LINES = 16 << 20
+
+
+def _shown(text: str, limit: int | None = 60) -> str:
+    """``text`` fit for a one-line message: cut short, control characters escaped."""
+    cut = text if limit is None or len(text) <= limit else text[:limit] + "…"
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in cut)
+
+
 def read_cidr_file(path: str | os.PathLike[str]) -> Intervals:
-    """A ZMap-style allow/block list: one CIDR or address a line, ``#`` comments, blank lines ignored."""
-    ranges: list[tuple[int, int]] = []
+    """A ZMap-style allow/block list: one CIDR or address a line, ``#`` comments, blank lines ignored.
+
+    Read a line at a time within CIDR_FILE_MAX_LINE / _BYTES / _LINES; binary
+    content (a NUL byte, or not UTF-8) is refused as "not a text file". Every
+    problem is a TargetError whose message is one line naming the file (and line).
+    """
+    name = _shown(os.fspath(path), None)
+    flat = array.array("Q")  # start, end, start, end, …: 16 bytes an entry, not ~120 as tuples
+    total = 0
     try:
-        # errors="replace": a binary file then fails on its first line with a normal "invalid CIDR".
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, 1):
+        with open(path, "rb") as f:
+            lineno = 0
+            while True:
+                raw = f.readline(CIDR_FILE_MAX_LINE + 1)
+                if not raw:
+                    break
+                lineno += 1
+                total += len(raw)
+                if b"\0" in raw:
+                    raise TargetError(f"{name}:{lineno}: not a text file (NUL byte)")
+                if len(raw) > CIDR_FILE_MAX_LINE:
+                    raise TargetError(f"{name}:{lineno}: line longer than {CIDR_FILE_MAX_LINE} bytes")
+                if total > CIDR_FILE_MAX_BYTES:
+                    raise TargetError(f"{name}: larger than {CIDR_FILE_MAX_BYTES} bytes")
+                if lineno > CIDR_FILE_MAX_LINES:
+                    raise TargetError(f"{name}: more than {CIDR_FILE_MAX_LINES} lines")
+                try:
+                    line = raw.decode("utf-8-sig")  # (-sig: a leading byte-order mark is not a CIDR)
+                except UnicodeDecodeError:
+                    raise TargetError(f"{name}:{lineno}: not a text file (not UTF-8)") from None
                 token = line.split("#", 1)[0].strip()
                 if not token:
                     continue
                 try:
-                    ranges.append(parse_cidr(token))
+                    flat.extend(parse_cidr(token))
                 except ValueError:
-                    raise TargetError(f"{os.fspath(path)}:{lineno}: invalid CIDR '{token}'") from None
+                    raise TargetError(f"{name}:{lineno}: invalid CIDR '{_shown(token)}'") from None
     except OSError as e:
-        raise TargetError(f"{os.fspath(path)}: {e.strerror or e}") from None
-    return normalize(ranges)
+        raise TargetError(f"{name}: {e.strerror or e}") from None
+    return normalize(np.frombuffer(flat, dtype=np.uint64) if flat else _empty())
 
 
 def _parse_port(text: str) -> int | None:

@@ -13,6 +13,10 @@ import pytest
 
 from tests.conftest import ZB, privileged_reason
 from zbanner_xdp import lab
+from zbanner_xdp.scanner import DROP_KEYS
+
+# A clean scan's metadata `drops`: every counter there, all zero.
+NO_DROPS = dict.fromkeys(DROP_KEYS, 0)
 
 
 @pytest.fixture(scope="module")

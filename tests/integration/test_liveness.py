@@ -33,7 +33,14 @@ import pytest
 
 from probes import get_probe
 from tests.conftest import ZB
-from tests.integration.conftest import Capture, read_records, run_scanner, scanner_argv, xdp_attached
+from tests.integration.conftest import (
+    NO_DROPS,
+    Capture,
+    read_records,
+    run_scanner,
+    scanner_argv,
+    xdp_attached,
+)
 from zbanner_xdp import lab
 from zbanner_xdp.report import icmp_label
 
@@ -44,7 +51,6 @@ PROBES = "synscan,icmp-echo,udp-dns,udp-ntp"
 DNS_PORT = get_probe("udp-dns").default_port
 NTP_PORT = get_probe("udp-ntp").default_port
 SPORT_LO, SPORT_HI = 32768, 61000  # the scanner's default source-port range
-NO_DROPS = {"ringbuf_full": 0, "reply_queue": 0, "tx_ring_full": 0, "tx_refused": 0, "validation_failed": 0}
 TARPIT_CHECK_LO = 10000  # plan.TARPIT_PORT_LO: the tarpit check's port lies in [10000, 65535]
 
 
@@ -554,7 +560,7 @@ def test_udp_per_pair_port_unreachable_from_target(lab_up, tmp_path: Path) -> No
     }
     for k, v in expected_meta(want).items():
         assert meta[k] == v, k
-    assert meta["drops"]["validation_failed"] == 0
+    assert meta["rejected"]["validation_failed"] == 0
     assert run_report(out, tmp_path / "report.json") == expected_report(want)
 
 
@@ -741,7 +747,7 @@ def test_forged_icmp_errors_are_not_recorded(forged_scan) -> None:
     assert Counter(key(r) for r in others) == Counter(key(w) for w in want)
     # Each forgery is a validation failure: the TCP and echo ones in the XDP program (bad cookie), the UDP
     # ones (only the port slot is checked there) in user space, which checks the quoted checksum.
-    assert meta["drops"]["validation_failed"] == len(forged)
+    assert meta["rejected"]["validation_failed"] == len(forged)
     assert meta["xdp_counters"]["bad_cookie"] >= sum(1 for s in forged if s["proto"] != 17)
     assert meta["drops"]["ringbuf_full"] == 0
 

@@ -44,6 +44,7 @@ def _receiver(path: Path, probes: list | None = None, tarpit: int = 4) -> rx.Rec
     plan = types.SimpleNamespace(P=len(probes), probes=probes, tarpit_index=tarpit)
     fields = [p.name for p in probes if hasattr(p, "parse")]
     writer = RecordWriter(str(path / "out.jsonl"), fields)
+    writer.open()
     return rx.Receiver(None, None, _Sink(), writer, plan, b"k" * 16, 1024)  # type: ignore[arg-type]
 
 
@@ -93,6 +94,7 @@ def reference(r: rx.Receiver, e: np.void, data: bytes | None = None) -> dict:
             banner=data.decode("utf-8", errors="backslashreplace"),
             data=base64.b64encode(data).decode(),
             app_match=probe.matches(parsed),
+            truncated=int(e["payload_len"]) > int(e["data_len"]),
         )
         rec[probe.name] = parsed
     return rec
@@ -169,6 +171,8 @@ def _banner_batch(rng: np.random.Generator, datas: list[bytes], n_probes: int) -
     for i, d in enumerate(datas):
         big["data"][i, : len(d)] = np.frombuffer(d, np.uint8)
         big["h"]["data_len"][i] = len(d)
+        # Half of them cut: the segment on the wire was longer than the record keeps.
+        big["h"]["payload_len"][i] = len(d) + int(rng.integers(0, 2)) * 500
     return big
 
 

@@ -481,3 +481,32 @@ def test_full_ipv4_all_ports_is_lazy(empty_file: Path) -> None:
     assert int(addrs.min()) < 2**28 and int(addrs.max()) > 2**32 - 2**28
     assert int(ports.min()) < 4096 and int(ports.max()) > 61440
     assert expected_count(space, 4, 3) == space.size // 4
+
+
+def test_read_cidr_file_bounds_and_binary(tmp_path: Path) -> None:
+    path = tmp_path / "list.conf"
+    # A byte-order mark, CRLF, and a line of exactly the limit (4096 bytes, newline included).
+    path.write_bytes(b"\xef\xbb\xbf10.0.0.0/8\r\n" + b"1" * 4095 + b"\n")
+    with pytest.raises(TargetError, match=r"list\.conf:2: invalid CIDR '1{60}…'$"):
+        read_cidr_file(path)
+    path.write_bytes(b"10.0.0.0/8\n" + b"#" * 4096 + b"\n")
+    with pytest.raises(TargetError, match=r"list\.conf:2: line longer than 4096 bytes$"):
+        read_cidr_file(path)
+    path.write_bytes(b"10.0.0.0/8\n\xff\xfe\n")
+    with pytest.raises(TargetError, match=r"list\.conf:2: not a text file \(not UTF-8\)$"):
+        read_cidr_file(path)
+    path.write_bytes(b"10.0.0.0/8\n1.2.3.4\x1b[2J\x0b\n")  # control characters are escaped: one line
+    with pytest.raises(TargetError) as exc:
+        read_cidr_file(path)
+    assert str(exc.value) == f"{path}:2: invalid CIDR '1.2.3.4\\x1b[2J'"
+    path.write_bytes(b"\xef\xbb\xbf10.0.0.0/8\r\n# caf\xc3\xa9\n")
+    assert read_cidr_file(path).tolist() == [[ip("10.0.0.0"), ip("11.0.0.0")]]
+    path.write_bytes(b"")
+    assert read_cidr_file(path).shape == (0, 2)
+
+
+def test_read_cidr_file_dev_zero_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match=r"^/dev/zero:1: not a text file"):
+        read_cidr_file("/dev/zero")
+    with pytest.raises(TargetError, match=r"Is a directory$"):
+        read_cidr_file(tmp_path)

@@ -1,0 +1,115 @@
+"""--kernel-replies, verified: in-kernel answers are trusted only once the driver shows them leaving.
+
+The receive program answers SYN-ACKs and banners itself with XDP_TX. Where
+the driver refuses XDP transmits (a veth whose peer has neither an XDP
+program nor GRO, a NIC without XDP_TX support, a full ring) those answers
+vanish, and a scan that trusted them would silently get no banners. So:
+
+- until the driver's XDP_TX counters show a frame sent, user space answers
+  every reply too ("shadowing": the receiver ignores the program's
+  answered flag). A duplicate ACK or RST is harmless; a missing one is not;
+- sent > 0: verified, user space stops shadowing; what the driver refuses
+  from then on (its ring full) is counted (`refused`, a drop);
+- errors but nothing sent, or the program answered VANISH_AFTER replies and
+  the counters did not move at all: refused. The program is told to stop
+  answering and user space answers everything, as without the option;
+- a driver without XDP_TX counters cannot be verified: user space answers
+  from the start.
+
+The metadata's `kernel_replies` says which ran and why.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .ethstats import XDP_TX_ERRORS, XDP_TX_SENT, XdpTxStats
+from .events import Counter
+
+if TYPE_CHECKING:
+    from .bpfprog import RecvProgram
+    from .receiver import Receiver
+
+
+class KernelReplies:
+    VANISH_AFTER = 16  # answers the program made with neither a sent frame nor an error counted
+    POLL_S = 0.02  # while verifying; once decided, once a second is enough
+
+    def __init__(self, prog: RecvProgram, receiver: Receiver, ifname: str):
+        self.prog = prog
+        self.receiver = receiver
+        self.ifname = ifname
+        self.mode = "verifying"
+        self.note: str | None = None
+        self.sent = 0  # XDP_TX frames the driver sent (all of them ours: the program is the only XDP there)
+        self.refused = 0  # refused after verification: answers lost, not shadowed
+        self.shadowed_refusals = 0  # refused before verification, answered by user space too
+        self._next_poll = 0.0
+        self._answered_before = 0
+        self.stats: XdpTxStats | None = XdpTxStats(ifname, XDP_TX_SENT, XDP_TX_ERRORS)
+        if not self.stats.available:
+            self._fall_back(f"the driver of '{ifname}' has no XDP_TX counters to verify them by")
+            return
+        self._base = self.stats.read() or (0, 0)
+        receiver.kernel_trusted = False
+
+    def _fall_back(self, why: str) -> None:
+        self.prog.disable_kernel_replies()
+        self.receiver.kernel_trusted = False  # for good: user space answers every reply
+        self.mode = "user space"
+        self.note = f"in-kernel replies not used: {why}; user space answered"
+        self._close_stats()
+
+    def _close_stats(self) -> None:
+        if self.stats is not None:
+            self.stats.close()
+            self.stats = None
+
+    def poll(self, now: float | None = None, force: bool = False) -> None:
+        """Read the counters (rate-limited unless `force`) and move on from "verifying"."""
+        now = time.monotonic() if now is None else now
+        if self.stats is None or (not force and now < self._next_poll):
+            return
+        self._next_poll = now + (self.POLL_S if self.mode == "verifying" else 1.0)
+        answered = self.prog.counter(Counter.KERNEL_REPLIES)
+        cur = self.stats.read()
+        if cur is None:
+            return
+        sent, errors = cur[0] - self._base[0], cur[1] - self._base[1]
+        self.sent = sent
+        if self.mode == "kernel":
+            self.refused = errors - self.shadowed_refusals
+            return
+        if sent > 0:
+            self.mode = "kernel"
+            self.shadowed_refusals = errors
+            self.receiver.kernel_trusted = True
+            return
+        if errors > 0:
+            self.shadowed_refusals = errors
+            self._fall_back(f"the driver of '{self.ifname}' refused {errors} XDP transmits and sent none")
+        elif self._answered_before >= self.VANISH_AFTER:
+            # Read at the previous poll, 20 ms ago: long past the end of their NAPI poll.
+            self._fall_back(
+                f"{self._answered_before} XDP transmits on '{self.ifname}' neither sent nor counted as errors"
+            )
+        self._answered_before = answered
+
+    def close(self) -> None:
+        self.poll(force=True)
+        self._close_stats()
+        if self.mode == "verifying":  # the program never had to answer, or the driver never showed it
+            self.mode = "unverified"
+            self.note = "in-kernel replies never seen leaving; user space answered every reply too"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "note": self.note,
+            "sent": self.sent,
+            "refused": self.refused,
+            "shadowed_refusals": self.shadowed_refusals,
+            # Answers the program made that user space made as well, while they were unproven.
+            "shadowed": self.receiver.shadowed,
+        }
