@@ -22,7 +22,7 @@
  *   ZB_DEDUP_ENTRIES    size of the LRU duplicate filter
  *   ZB_DEDUP_WINDOW_NS  a repeat older than this is new again (0: never)
  *   ZB_EMIT_REPEATS     1: network duplicates also produce (flagged) records
- *   ZB_REANSWER_NS      a repeat this long after our answer is a retransmission
+ *   ZB_REANSWER_NS      a repeat this long after our answer is a retransmission (0: never)
  *   ZB_RINGBUF_PAGES    small-record ring size in pages (power of two)
  *   ZB_BANNER_PAGES     banner ring size in pages (power of two)
  *   ZB_GENERATOR        1: also the kernel-side SYN generator (xdp_gen)
@@ -173,7 +173,7 @@ static __always_inline __u8 classify_repeat(struct zb_dedup_bucket *b, struct zb
 	struct zb_dedup_slot *seen = &b->slot[i];
 	if (ZB_DEDUP_WINDOW_NS && now_t - seen->first_t > (__u32)(ZB_DEDUP_WINDOW_NS >> ZB_DEDUP_SHIFT))
 		return 0;
-	if (answerable && now_t - seen->answered_t >= (__u32)(ZB_REANSWER_NS >> ZB_DEDUP_SHIFT)) {
+	if (answerable && ZB_REANSWER_NS && now_t - seen->answered_t >= (__u32)(ZB_REANSWER_NS >> ZB_DEDUP_SHIFT)) {
 		seen->answered_t = now_t;
 		return ZB_REPEAT_RETRANSMIT;
 	}

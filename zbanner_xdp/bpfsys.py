@@ -24,6 +24,7 @@ BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
+BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_PROG_TYPE_XDP = 6
 BPF_LINK_CREATE = 28
@@ -256,6 +257,24 @@ def map_info(fd: int) -> MapInfo:
         _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)),
     )
     return info
+
+
+class _GetByIdAttr(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32), ("open_flags", ctypes.c_uint32)]
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    return _bpf(BPF_PROG_GET_FD_BY_ID, _GetByIdAttr(id=prog_id))
+
+
+_PROG_INFO_NAME = 64  # struct bpf_prog_info: offset of name[16] (BPF_OBJ_NAME_LEN)
+
+
+def prog_name(fd: int) -> str:
+    """A loaded program's name (the first 15 bytes of what it was loaded with)."""
+    buf = ctypes.create_string_buffer(_PROG_INFO_NAME + 16)
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=len(buf), info=ctypes.addressof(buf)))
+    return buf.raw[_PROG_INFO_NAME : _PROG_INFO_NAME + 16].split(b"\0", 1)[0].decode(errors="replace")
 
 
 def possible_cpus() -> int:

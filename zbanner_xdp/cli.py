@@ -151,6 +151,14 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
     help="Seconds a reply counts as a repeat (0: for the whole scan).",
 )
 @click.option(
+    "--reanswer-after",
+    default=0.15,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="A SYN-ACK or banner repeated this many seconds after we answered it is the server "
+    "retransmitting (our answer was lost): answer again (0: never).",
+)
+@click.option(
     "--dedup-entries",
     default="1M",
     show_default=True,
@@ -192,6 +200,7 @@ def scan(
     probe_args: str,
     ack_window: int,
     dedup_window: float,
+    reanswer_after: float,
     dedup_entries: int,
     output_repeats: bool,
     retransmit: int,
@@ -242,6 +251,7 @@ def scan(
         quiet=obj["quiet"],
         ack_window=ack_window,
         dedup_window=dedup_window,
+        reanswer_after=reanswer_after,
         dedup_entries=dedup_entries,
         output_repeats=output_repeats,
         retransmit=retransmit,

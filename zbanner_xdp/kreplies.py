@@ -5,16 +5,24 @@ the driver refuses XDP transmits (a veth whose peer has neither an XDP
 program nor GRO, a NIC without XDP_TX support, a full ring) those answers
 vanish, and a scan that trusted them would silently get no banners. So:
 
-- until the driver's XDP_TX counters show a frame sent, user space answers
-  every reply too ("shadowing": the receiver ignores the program's
-  answered flag). A duplicate ACK or RST is harmless; a missing one is not;
-- sent > 0: verified, user space stops shadowing; what the driver refuses
+- until the driver's XDP_TX counters show a frame sent, the receiver holds
+  the events the program answered ("unproven"), in a bounded list;
+- sent > 0: proven, the held events are forgotten; what the driver refuses
   from then on (its ring full) is counted (`refused`, a drop);
 - errors but nothing sent, or the program answered VANISH_AFTER replies and
   the counters did not move at all: refused. The program is told to stop
-  answering and user space answers everything, as without the option;
+  answering, user space answers the held events at once (`answered_late`,
+  tens of milliseconds late) and everything after, as without the option;
 - a driver without XDP_TX counters cannot be verified: user space answers
   from the start.
+
+Holding rather than answering twice matters: a second ACK with the probe
+arriving after the connection is closed draws a RST, a record of its own.
+
+A veth whose peer has GRO but no XDP program is not caught: its XDP_TX frames
+count as sent but wait in the peer's ring until other traffic wakes it
+(the kernel's veth_xdp_flush only kicks a peer that has an XDP program).
+The README says so; the lab gives its router an XDP program, as a NIC would.
 
 The metadata's `kernel_replies` says which ran and why.
 """
@@ -43,8 +51,8 @@ class KernelReplies:
         self.mode = "verifying"
         self.note: str | None = None
         self.sent = 0  # XDP_TX frames the driver sent (all of them ours: the program is the only XDP there)
-        self.refused = 0  # refused after verification: answers lost, not shadowed
-        self.shadowed_refusals = 0  # refused before verification, answered by user space too
+        self.refused = 0  # refused once proven: answers lost (a drop; the server retransmits)
+        self.early_refusals = 0  # refused while unproven: their events were held, then answered
         self._next_poll = 0.0
         self._answered_before = 0
         self.stats: XdpTxStats | None = XdpTxStats(ifname, XDP_TX_SENT, XDP_TX_ERRORS)
@@ -52,11 +60,11 @@ class KernelReplies:
             self._fall_back(f"the driver of '{ifname}' has no XDP_TX counters to verify them by")
             return
         self._base = self.stats.read() or (0, 0)
-        receiver.kernel_trusted = False
+        receiver.kernel_state = "unproven"
 
     def _fall_back(self, why: str) -> None:
         self.prog.disable_kernel_replies()
-        self.receiver.kernel_trusted = False  # for good: user space answers every reply
+        self.receiver.kernel_state = "refused"  # for good: user space answers every reply
         self.mode = "user space"
         self.note = f"in-kernel replies not used: {why}; user space answered"
         self._close_stats()
@@ -79,15 +87,15 @@ class KernelReplies:
         sent, errors = cur[0] - self._base[0], cur[1] - self._base[1]
         self.sent = sent
         if self.mode == "kernel":
-            self.refused = errors - self.shadowed_refusals
+            self.refused = errors - self.early_refusals
             return
         if sent > 0:
             self.mode = "kernel"
-            self.shadowed_refusals = errors
-            self.receiver.kernel_trusted = True
+            self.early_refusals = errors
+            self.receiver.kernel_state = "trusted"
             return
         if errors > 0:
-            self.shadowed_refusals = errors
+            self.early_refusals = errors
             self._fall_back(f"the driver of '{self.ifname}' refused {errors} XDP transmits and sent none")
         elif self._answered_before >= self.VANISH_AFTER:
             # Read at the previous poll, 20 ms ago: long past the end of their NAPI poll.
@@ -101,7 +109,6 @@ class KernelReplies:
         self._close_stats()
         if self.mode == "verifying":  # the program never had to answer, or the driver never showed it
             self.mode = "unverified"
-            self.note = "in-kernel replies never seen leaving; user space answered every reply too"
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -109,7 +116,7 @@ class KernelReplies:
             "note": self.note,
             "sent": self.sent,
             "refused": self.refused,
-            "shadowed_refusals": self.shadowed_refusals,
-            # Answers the program made that user space made as well, while they were unproven.
-            "shadowed": self.receiver.shadowed,
+            "early_refusals": self.early_refusals,
+            # Answers the program made, refused, that user space then made itself.
+            "answered_late": self.receiver.answered_late,
         }

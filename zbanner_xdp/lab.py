@@ -111,7 +111,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
 
-from . import netns
+from . import bpfsys, netns
 
 DEFAULT_PREFIX = "zbl-"
 
@@ -934,6 +934,8 @@ def _link_status(ns: str, ifname: str) -> dict[str, Any] | None:
             f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
             for a in ipr.get_addr(index=idx[0], family=socket.AF_INET)
         ]
+        xdp = link.get_attr("IFLA_XDP")
+        prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") if xdp is not None else None
         return {
             "netns": ns,
             "index": idx[0],
@@ -941,7 +943,74 @@ def _link_status(ns: str, ifname: str) -> dict[str, Any] | None:
             "promisc": bool(link["flags"] & IFF_PROMISC),
             "mac": link.get_attr("IFLA_ADDRESS"),
             "addrs": addrs,
+            "xdp": _prog_name(prog_id) if prog_id else None,
         }
+
+
+def _prog_name(prog_id: int) -> str | None:
+    """The name of a loaded BPF program, by id (None if it is gone)."""
+    try:
+        fd = bpfsys.prog_fd_by_id(prog_id)
+    except OSError:
+        return None
+    try:
+        return bpfsys.prog_name(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- the next hop's XDP program
+# A veth delivers XDP transmits (the kernel generator's frames, in-kernel replies) only to a peer
+# with an XDP program: veth_xdp_flush() kicks the peer's NAPI only then (with GRO alone the frames
+# wait in the peer's ring until other traffic wakes it). A real NIC transmits them always, so the
+# scanner's next hop gets a do-nothing XDP program, attached through netlink so that it outlives
+# `lab up`. The emulator takes its place while it runs (next_hop_xdp_released()).
+
+PASS_PROG_NAME = "zb_lab_pass"
+_XDP_PASS_INSNS = bytes.fromhex("b7000000020000009500000000000000")  # r0 = XDP_PASS; exit
+_XDP_FLAGS_DRV_MODE = 1 << 2
+
+
+def _next_hop(wire: bool) -> tuple[str, str]:
+    return (WIRE_NS, WIRE_SCAN_IF) if wire else (ROUTER_NS, ROUTER_IF)
+
+
+def _set_next_hop_xdp(ns: str, ifname: str, on: bool) -> None:
+    from pyroute2 import IPRoute
+
+    fd = -1
+    if on:
+        fd, log = bpfsys.prog_load(bpfsys.BPF_PROG_TYPE_XDP, _XDP_PASS_INSNS, "GPL", PASS_PROG_NAME)
+        if fd < 0:
+            raise RuntimeError(f"lab: cannot load the next hop's XDP program: {log.splitlines()[0]}")
+    try:
+        with IPRoute(netns=ns, flags=0) as ipr:
+            idx = ipr.link_lookup(ifname=ifname)[0]
+            # The interface keeps the program (netlink attach) after this fd is closed.
+            ipr.link(
+                "set",
+                index=idx,
+                xdp={"attrs": [["IFLA_XDP_FD", fd], ["IFLA_XDP_FLAGS", _XDP_FLAGS_DRV_MODE]]},
+            )
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def next_hop_xdp(on: bool) -> None:
+    """Attach (on) or remove the next hop's pass program in the lab as it stands."""
+    _set_next_hop_xdp(*_next_hop(bool((_marker() or {}).get("wire"))), on)
+
+
+@contextlib.contextmanager
+def next_hop_xdp_released() -> Iterator[None]:
+    """Without the pass program for the block: for the emulator (one XDP program per interface),
+    or to see the scanner where XDP transmits are not delivered. Put back afterwards."""
+    next_hop_xdp(False)
+    try:
+        yield
+    finally:
+        next_hop_xdp(True)
 
 
 # status key -> (namespace, destination, route type, gateway, table)
@@ -1080,6 +1149,8 @@ def _status_unlocked() -> dict[str, Any]:
         )
         # Without the relay module the wire cannot forward; it is as complete as it can be.
         wire_ok = wire_ok and (relay is not None and (relay["alive"] or not relay["available"]))
+    hop_ns, hop_if = _next_hop(wire)
+    next_hop_xdp_ok = links.get(hop_if) is not None and links[hop_if]["xdp"] == PASS_PROG_NAME
     complete = (
         marker is not None
         and bool(marker.get("wire")) == wire
@@ -1105,6 +1176,8 @@ def _status_unlocked() -> dict[str, Any]:
         "nft_tables": nft,
         "servers": servers,
         "relay": relay,
+        # The pass program, unless an emulator holds the interface (then it is not complete).
+        "next_hop_xdp": next_hop_xdp_ok,
         "listening_ports": listening,
         "listening_udp_ports": listening_udp,
         "root_leftover_links": root_links,
@@ -1138,7 +1211,8 @@ def format_status(d: dict[str, Any]) -> str:
             if link["promisc"]:
                 state += ", promisc"
             addrs = ", ".join(link["addrs"]) or "no address"
-            lines.append(f"  link        {ifname} in {link['netns']}: {state}, {link['mac']}, {addrs}")
+            xdp = f", xdp {link['xdp']}" if link.get("xdp") else ""
+            lines.append(f"  link        {ifname} in {link['netns']}: {state}, {link['mac']}, {addrs}{xdp}")
     r = d["routes"]
     for key, (ns, dst, kind, gw, table) in _ROUTES.items():
         what = f"{kind} {dst}" + (f" via {gw}" if gw else "") + (" (table local)" if table == 255 else "")
@@ -1557,12 +1631,17 @@ def up(force: bool = False, wire: bool = False) -> LabInfo:
         if not force:
             st = _status_unlocked()
             if st["complete"] and st["wire"] == wire:
+                hop_ns, hop_if = _next_hop(wire)
+                if st["links"][hop_if]["xdp"] is None:  # removed (a killed emulator): put it back
+                    _set_next_hop_xdp(hop_ns, hop_if, True)
                 return _info_from_state()
         _down_unlocked()
         try:
             keygen = _prepare_state_dir()
             try:
                 _build_network(wire)
+                with _step("attaching the next hop's XDP program"):
+                    _set_next_hop_xdp(*_next_hop(wire), True)
             finally:
                 _finish_keygen(keygen)
             _write_configs()

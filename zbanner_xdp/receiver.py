@@ -201,10 +201,13 @@ class Receiver:
         self.truncated = 0  # banners longer than the record keeps (DATA_MAX), marked in their record
         self.error: BaseException | None = None
         self._draining = False
-        # False while in-kernel replies are not yet proven to leave the interface (see
-        # kreplies.py): user space then answers what the program answered too.
-        self.kernel_trusted = True
-        self.shadowed = 0  # events the program answered that user space answered as well
+        # In-kernel replies (see kreplies.py): "trusted" (or none asked for), "unproven" (the
+        # events the program answered are held, not answered twice), "refused" (user space
+        # answers everything, the held events first).
+        self.kernel_state = "trusted"
+        self._held: list[tuple[str, np.ndarray]] = []  # ("synack" | "banner", events), while unproven
+        self._held_n = 0
+        self.answered_late = 0  # held events answered by user space once the kernel's were refused
         # Computed once: _tally consults it for every record.
         # Per probe index: a SYN-ACK is itself the hit (SYN-only probes).
         self._syn_only = np.array([p.transport == "tcp" and not p.handshake for p in self.probes], bool)
@@ -265,6 +268,8 @@ class Receiver:
         return n
 
     def drain_once(self, timeout_ms: int) -> int:
+        if self._held and not self._draining:
+            self._settle_held()
         hdr, big = self.reader.poll(timeout_ms)
         if len(hdr):
             self._handle_small(hdr)
@@ -313,18 +318,45 @@ class Receiver:
         )
         self.replies.put(frames, lens)
 
-    def _ours_to_answer(self, flags: np.ndarray) -> np.ndarray:
-        """Events user space must answer: those the program did not, or all while it is unproven."""
-        by_kernel = (flags & EV_ANSWERED) != 0
-        if not self.kernel_trusted:
-            self.shadowed += int(by_kernel.sum())
-            return np.ones(len(flags), dtype=bool)
+    HOLD_MAX = 1 << 16  # held events while unproven; past it they are answered at once (twice)
+
+    def _ours_to_answer(self, kind: str, ev: np.ndarray) -> np.ndarray:
+        """Which of `ev` (not duplicates) user space answers: what the program did not answer,
+        or everything once its answers are refused. While they are unproven, the events it
+        answered are held: answered by user space only if the answers turn out refused."""
+        by_kernel = (ev["flags"] & EV_ANSWERED) != 0
+        if self.kernel_state == "refused":
+            return np.ones(len(ev), dtype=bool)
+        if self.kernel_state == "unproven" and by_kernel.any():
+            if self._held_n < self.HOLD_MAX:
+                held = ev[by_kernel]
+                self._held.append((kind, held))
+                self._held_n += len(held)
+            else:
+                return np.ones(len(ev), dtype=bool)
         return ~by_kernel
+
+    def _settle_held(self) -> None:
+        """Once proven, forget the held events; once refused, answer them now."""
+        if not self._held or self.kernel_state == "unproven":
+            return
+        held, self._held, self._held_n = self._held, [], 0
+        if self.kernel_state != "refused":
+            return
+        for kind, ev in held:
+            self.answered_late += len(ev)
+            if kind == "synack":
+                self._answer_synack_events(ev)
+            else:
+                self._queue_rst(ev)
 
     def _answer_synacks(self, ev: np.ndarray) -> None:
         if self._draining:
             return
-        answer = ev[(ev["repeat"] != REPEAT_DUP) & self._ours_to_answer(ev["flags"])]
+        ev = ev[ev["repeat"] != REPEAT_DUP]
+        self._answer_synack_events(ev[self._ours_to_answer("synack", ev)])
+
+    def _answer_synack_events(self, answer: np.ndarray) -> None:
         self.reanswered += int((answer["repeat"] == REPEAT_RETRANSMIT).sum())
         self._queue_rst(answer[answer["kind"] == Kind.ZEROWIN])
         synack = answer[answer["kind"] == Kind.SYNACK]
@@ -446,11 +478,11 @@ class Receiver:
 
     def _handle_big(self, big: np.ndarray) -> None:
         hdr = big["h"]
-        tcp = hdr["kind"] == Kind.BANNER
-        answer = tcp & (hdr["repeat"] != REPEAT_DUP) & self._ours_to_answer(hdr["flags"])
         if not self._draining:
-            self.reanswered += int((answer & (hdr["repeat"] == REPEAT_RETRANSMIT)).sum())
-            self._queue_rst(hdr[answer])
+            banners = hdr[(hdr["kind"] == Kind.BANNER) & (hdr["repeat"] != REPEAT_DUP)]
+            answer = banners[self._ours_to_answer("banner", banners)]
+            self.reanswered += int((answer["repeat"] == REPEAT_RETRANSMIT).sum())
+            self._queue_rst(answer)
         rows = big[self._recorded(hdr)]
         if len(rows) == 0:
             return

@@ -257,6 +257,7 @@ class Scanner:
                 icmp_variant=self.plan.icmp_index,
                 banners=any(p.handshake for p in self.probes),
                 dedup_window_s=cfg.dedup_window,
+                reanswer_s=cfg.reanswer_after,
                 dedup_entries=cfg.dedup_entries,
                 emit_repeats=cfg.output_repeats,
                 generator=cfg.tx != "packet",

@@ -37,6 +37,13 @@ BANNER = "SSH-2.0-zbanner-emulator\\r\\n"
 @contextlib.contextmanager
 def emulated(net: str, *extra: str) -> Iterator[dict]:
     """The emulator in the router namespace for the duration; yields its counters after exit."""
+    # One XDP program per interface: the emulator's, for now.
+    with lab.next_hop_xdp_released(), _emulator(net, *extra) as counters:
+        yield counters
+
+
+@contextlib.contextmanager
+def _emulator(net: str, *extra: str) -> Iterator[dict]:
     argv = [
         sys.executable,
         "-m",
@@ -170,28 +177,32 @@ def test_kernel_generator_sends_again_what_the_ring_refused(
     assert m["tx_generator"]["xmit_errors"] > 0 and m["tx_generator"]["resent"] > 0  # it happened
 
 
+def test_auto_uses_the_kernel_generator_where_it_delivers(
+    lab_up, tmp_path: Path, empty_blocklist: str
+) -> None:
+    # The lab's next hop has an XDP program, as a NIC delivers XDP transmits: no fallback.
+    meta = tmp_path / "meta.json"
+    r = run_scanner(
+        *("--blocklist", empty_blocklist, "--rate", "5K", "--cooldown", "1", "-q"),
+        *("-o", str(tmp_path / "o.jsonl"), "--metadata", str(meta), "scan", lab.OPEN_NET, "-p", "80"),
+    )
+    assert r.returncode == 0, r.stderr
+    m = orjson.loads(meta.read_bytes())
+    assert m["tx_mode"] == "xdp" and m["tx_note"] is None, m["tx_note"]
+    assert m["responses"] == {"synack": 256} and m["tx_generator"]["lost"] == 0
+    assert "note:" not in r.stderr
+
+
 def test_auto_falls_back_where_xdp_transmit_cannot_deliver(
     lab_up, tmp_path: Path, empty_blocklist: str
 ) -> None:
     # No XDP program on the router's veth: frames the generator sends there are lost without an error.
     meta = tmp_path / "meta.json"
-    r = run_scanner(
-        "--blocklist",
-        empty_blocklist,
-        "--rate",
-        "5K",
-        "--cooldown",
-        "1",
-        "-q",
-        "-o",
-        str(tmp_path / "o.jsonl"),
-        "--metadata",
-        str(meta),
-        "scan",
-        lab.OPEN_NET,
-        "-p",
-        "80",
-    )
+    with lab.next_hop_xdp_released():
+        r = run_scanner(
+            *("--blocklist", empty_blocklist, "--rate", "5K", "--cooldown", "1", "-q"),
+            *("-o", str(tmp_path / "o.jsonl"), "--metadata", str(meta), "scan", lab.OPEN_NET, "-p", "80"),
+        )
     assert r.returncode == 0, r.stderr
     m = orjson.loads(meta.read_bytes())
     assert m["tx_mode"] == "tx_ring" and "AF_PACKET" in (m["tx_note"] or "")
@@ -228,32 +239,32 @@ def test_kernel_replies_complete_handshakes_in_xdp(lab_up, tmp_path: Path, empty
     banners = [x for x in read_records(out) if x["classification"] == "banner"]
     assert {x["saddr"] for x in banners} == truth and len(banners) == len(truth)
     assert all(x["ssh"]["software"] == "zbanner-emulator" for x in banners)
-    # The program answered every SYN-ACK (bare ACK) and every banner (RST); user space sent only
-    # the copies it made until the driver's counters showed the program's answers leaving.
+    # The program answered every SYN-ACK (bare ACK) and every banner (RST); user space sent none
+    # (it held the events the program answered until the driver's counters showed them leaving).
     assert m["xdp_counters"]["kernel_replies"] == 2 * len(truth)
     kr = m["kernel_replies"]
     assert kr["mode"] == "kernel" and kr["sent"] == 2 * len(truth) and kr["refused"] == 0, (kr, m["drops"])
-    assert m["packets_sent"]["replies"] == kr["shadowed"] < 2 * len(truth)
-    # (The stateless emulator answers a shadowed copy of an ACK with another banner: more than one
-    # each reached it; the records above are still exactly one per target.)
-    assert counters["banner"] >= len(truth)
+    assert m["packets_sent"]["replies"] == 0 and kr["answered_late"] == 0
+    assert counters["banner"] == len(truth)
 
 
 def test_kernel_replies_where_the_driver_refuses_them(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
-    # The router's veth has neither XDP nor GRO: the scan veth refuses every XDP_TX (the old
-    # scanner answered nothing: 0 of 16 banners, exit 0, drops 0). User space takes over.
+    # Without its XDP program the router's veth takes no XDP_TX: the scan veth refuses every one
+    # (the old scanner answered nothing: 0 of 16 banners, exit 0, drops 0). User space takes over.
     out, meta = tmp_path / "out.jsonl", tmp_path / "meta.json"
-    r = run_scanner(
-        *("--blocklist", empty_blocklist, "--rate", "1K", "--cooldown", "2", "-q"),
-        *("-o", str(out), "--metadata", str(meta), "scan", "198.18.0.0/28", "-p", "22"),
-        *("--probe", "ssh", "--kernel-replies"),
-    )
+    with lab.next_hop_xdp_released():
+        r = run_scanner(
+            *("--blocklist", empty_blocklist, "--rate", "1K", "--cooldown", "2", "-q"),
+            *("-o", str(out), "--metadata", str(meta), "scan", "198.18.0.0/28", "-p", "22"),
+            *("--probe", "ssh", "--kernel-replies"),
+        )
     assert r.returncode == 0, r.stderr
     m = orjson.loads(meta.read_bytes())
     banners = [x for x in read_records(out) if x["classification"] == "banner"]
     assert sorted(x["saddr"] for x in banners) == sorted(f"198.18.0.{i}" for i in range(16))
     kr = m["kernel_replies"]
     assert kr["mode"] == "user space" and kr["sent"] == 0 and "refused" in kr["note"], kr
+    assert kr["answered_late"] > 0  # held while unproven, answered once refused
     assert m["drops"] == NO_DROPS
     assert "in-kernel replies not used" in r.stderr  # said, not only in the metadata
 

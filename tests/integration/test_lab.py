@@ -391,115 +391,6 @@ def assert_nothing_left() -> None:
 # --------------------------------------------------------------------------- no lab needed
 
 
-def test_names_derive_from_prefix() -> None:
-    names = [lab.SCAN_NS, lab.ROUTER_NS, lab.TARGET_NS, lab.WIRE_NS]
-    ifnames = [
-        lab.SCAN_IF, lab.ROUTER_IF, lab.ROUTER_TARGET_IF, lab.TARGET_IF, lab.WIRE_SCAN_IF, lab.WIRE_ROUTER_IF,
-    ]  # fmt: skip
-    assert all(n.startswith(lab.PREFIX) for n in names + ifnames)
-    assert len(set(names + ifnames)) == len(names + ifnames)
-    assert all(len(n) <= 15 for n in ifnames)
-    tag = lab.PREFIX.rstrip("-")
-    assert tag == lab.NFT_TABLE
-    want_state = "/run/zbanner-xdp-lab" if lab.PREFIX == "zbl-" else f"/run/zbanner-xdp-lab-{tag}"
-    assert want_state == lab.STATE_DIR
-    assert f"{want_state}.lock" == lab.LOCK_FILE
-    assert lab.LabInfo().prefix == lab.PREFIX
-
-
-def _import_lab_with(prefix: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ZBANNER_LAB_PREFIX"}
-    if prefix is not None:
-        env["ZBANNER_LAB_PREFIX"] = prefix
-    code = "import json, zbanner_xdp.lab as m; print(json.dumps([m.SCAN_NS, m.STATE_DIR, m.LOCK_FILE]))"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
-
-
-def test_prefix_from_environment() -> None:
-    # Importing only computes names: nothing is created.
-    default = _import_lab_with(None)
-    assert json.loads(default.stdout) == ["zbl-scan", "/run/zbanner-xdp-lab", "/run/zbanner-xdp-lab.lock"]
-    other = _import_lab_with("ab1-")
-    assert json.loads(other.stdout) == [
-        "ab1-scan",
-        "/run/zbanner-xdp-lab-ab1",
-        "/run/zbanner-xdp-lab-ab1.lock",
-    ]
-    for bad in ("", "zbl", "ZBL-", "toolong-", "a_b-", "zb--", "-"):
-        r = _import_lab_with(bad)
-        assert r.returncode != 0 and "ZBANNER_LAB_PREFIX" in r.stderr, (bad, r.stderr)
-
-
-def test_expected_ground_truth() -> None:
-    assert lab.expected("198.18.0.5", 80) == "synack"
-    assert lab.expected("198.18.0.5", 81) == "rst"
-    assert lab.expected("198.18.200.1", 6379) == "synack"
-    assert lab.expected("198.18.1.5", 80) == "rst"
-    assert lab.expected("198.18.1.5", 12345) == "rst"
-    assert lab.expected("198.18.2.5", 80) is None
-    assert lab.expected("198.19.0.5", 80) == "icmp-unreach"
-    assert lab.expected("198.19.1.5", 80) == "icmp-unreach"
-    assert lab.expected("198.19.2.5", 80) is None
-    assert lab.expected("198.19.3.5", 80) == "icmp-timxceed"
-    assert lab.expected("198.19.255.255", 22) is None
-    assert lab.expected("8.8.8.8", 80) is None
-    assert lab.expected(lab.TARGET_GW, 22) == "rst"
-    assert lab.expected("198.18.3.1", 80) == "synack"
-    assert lab.expected("198.18.3.1", 81) == "rst"
-    assert lab.expected(lab.TARPIT_IP, 81) == "synack"
-    assert lab.expected(lab.TARPIT_IP, 65535) == "synack"
-    assert lab.expected("198.18.4.6", 81) == "rst"
-    for port in lab.TCP_PORTS:
-        assert lab.expected("198.18.0.0", port) == "synack"
-    assert lab.expected("198.18.0.5", lab.PORTS["ntp"]) == "rst"  # NTP is UDP only
-    with pytest.raises(ValueError):
-        lab.expected("198.18.0.5", 70000)
-    with pytest.raises(ValueError):
-        lab.expected("198.18.0.5", 80, "sctp")
-    with pytest.raises(ValueError):
-        lab.expected("198.18.0.5", None, "udp")
-
-
-def test_expected_udp_and_icmp() -> None:
-    for addr in ("198.18.0.5", "198.18.1.5", "198.18.3.5", lab.TARPIT_IP, "198.18.200.1"):
-        assert lab.expected(addr, 53, "udp") == "udp"
-        assert lab.expected(addr, 123, "udp") == "udp"
-        assert lab.expected(addr, 9999, "udp") == "icmp-unreach"
-        assert lab.expected_icmp(addr, 9999, "udp") == (3, 3)
-        assert lab.expected_icmp(addr, 53, "udp") is None
-        assert lab.expected_icmp_responder(addr) == addr
-    for proto, port in (("tcp", 80), ("udp", 53), ("icmp", None)):
-        assert lab.expected("198.18.2.5", port, proto) is None
-        assert lab.expected("198.19.0.9", port, proto) == "icmp-unreach"
-        assert lab.expected_icmp("198.19.0.9", port, proto) == (3, 1)
-        assert lab.expected_icmp("198.19.1.9", port, proto) == (3, 13)
-        assert lab.expected("198.19.3.9", port, proto) == "icmp-timxceed"
-        assert lab.expected_icmp("198.19.3.9", port, proto) == (11, 0)
-        assert lab.expected("198.19.2.9", port, proto) is None
-        assert lab.expected("198.19.77.9", port, proto) is None
-    assert lab.expected("198.18.0.5", None, "icmp") == "echoreply"
-    assert lab.expected("198.18.3.5", None, "icmp") is None
-    assert lab.expected("198.18.3.5", 7, "icmp") is None  # the port is ignored for ICMP
-    assert lab.expected(lab.TARGET_GW, None, "icmp") == "echoreply"
-    assert lab.expected(lab.TARGET_GW, 53, "udp") == "icmp-unreach"
-    assert lab.expected_icmp_responder(lab.TARGET_GW) == lab.TARGET_GW
-    for addr in ("198.19.0.1", "198.19.1.1", "198.19.3.1"):
-        assert lab.expected_icmp_responder(addr) == lab.TARGET_GW
-    for addr in ("198.18.2.1", "198.19.2.1", "198.19.200.1", "8.8.8.8", lab.SCAN_IP):
-        assert lab.expected_icmp_responder(addr) is None
-    assert lab.is_tarpit(lab.TARPIT_IP) and not lab.is_tarpit("198.18.4.6")
-
-
-def test_ns_exec_argv() -> None:
-    assert lab.ns_exec_argv(lab.SCAN_NS, ["true", "x"]) == ["ip", "netns", "exec", lab.SCAN_NS, "true", "x"]
-
-
-def test_impair_needs_the_relay_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lab, "relay_available", lambda: False)
-    with pytest.raises(RuntimeError, match=r"zbanner_xdp\.impair.*not installed"), lab.impair("loss 1%"):
-        pass
-
-
 # --------------------------------------------------------------------------- teardown of broken labs
 # These run before the module fixture builds the lab (pytest keeps file order).
 
@@ -827,6 +718,20 @@ def test_tx_checksum_offload_off(lab_info: lab.LabInfo) -> None:
         assert offload_flags(ns, ifname)["tx-checksumming"] is False, ifname
 
 
+def test_next_hop_has_an_xdp_program(lab_info: lab.LabInfo) -> None:
+    # What makes a veth deliver XDP transmits, as a NIC does (kernel generator, in-kernel replies).
+    def hop_xdp() -> str | None:
+        return lab.status()["links"][lab.ROUTER_IF]["xdp"]
+
+    assert hop_xdp() == lab.PASS_PROG_NAME and lab.status()["next_hop_xdp"]
+    assert "xdp zb_lab_pass" in lab.format_status(lab.status())
+    with lab.next_hop_xdp_released():
+        assert hop_xdp() is None and not lab.status()["next_hop_xdp"]
+    assert hop_xdp() == lab.PASS_PROG_NAME
+    lab.next_hop_xdp(False)  # as a killed emulator leaves it: up() puts it back
+    assert lab.up().servers == lab_info.servers and hop_xdp() == lab.PASS_PROG_NAME
+
+
 def test_up_is_idempotent(lab_info: lab.LabInfo) -> None:
     before = lab.status()
     t0 = time.monotonic()
@@ -979,6 +884,7 @@ def test_wire_topology(wire_lab: lab.LabInfo) -> None:
         assert relay["alive"] and relay["in_wire_ns"] and (relay["a2b"], relay["b2a"]) == ("", "")
         assert wire_lab.relay_pid == relay["pid"]
     assert "relay" in lab.format_status(d)
+    assert d["links"][lab.WIRE_SCAN_IF]["xdp"] == lab.PASS_PROG_NAME  # the scanner's next hop here
     assert lab.up(wire=True).servers == wire_lab.servers  # idempotent for the wire kind too
 
 

@@ -166,90 +166,92 @@ def test_banner_segment(banprog: Prog) -> None:
     assert banprog.drain() == []
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(min_size=0, max_size=200))
-def test_garbage_never_breaks_the_program(banprog: Prog, data: bytes) -> None:
-    # Random bytes after a valid Ethernet+IPv4 prefix to our address exercise every bound check.
-    prefix = frame(0x12, 0)[: 14 + 16] + US.to_bytes(4, "big")
-    assert banprog.run(prefix + data) in (XDP_DROP, XDP_PASS)
-    # The kernel refuses test frames shorter than an Ethernet header.
-    assert banprog.run(data.ljust(14, b"\x00")) in (XDP_DROP, XDP_PASS)
-    banprog.drain()
-
-
-def test_ring_reader_across_wraparound(synprog: Prog) -> None:
-    # 64 pages hold ~4,600 records of 56 bytes: 12,000 replies read in chunks of 1,500 wrap it twice.
-    seen: list[int] = []
-    for chunk in range(8):
-        for i in range(1500):
-            sport = 33000 + chunk * 1500 + i
-            assert synprog.run(frame(0x12, cookie(sport=sport) + 1, seq=sport, sport=sport)) == XDP_DROP
-        seen += [int(np.frombuffer(r, EVENT_DTYPE)[0]["seq"]) for r in synprog.drain()]
-    assert seen == list(range(33000, 33000 + 12000))
-
-
-XDP_TX = 3
-
-
 @pytest.fixture(scope="module")
-def kprog():
+def liveprog():
+    """The program as a liveness scan builds it: TCP banners, UDP (DNS, NTP) and ICMP echo probes."""
+    from probes import get_probe
     from zbanner_xdp.bpfprog import ProgParams, RecvProgram
+    from zbanner_xdp.plan import ProbePlan
 
+    plan = ProbePlan(
+        [get_probe(n) for n in ("http", "udp-dns", "udp-ntp", "icmp-echo")], np.array([80]), LO, HI
+    )
     params = ProgParams(
         src_ip=US,
         port_lo=LO,
         port_hi=HI,
+        probes=plan.P,
+        variants=plan.V,
+        slots=plan.slots,
+        icmp_variant=plan.icmp_index,
         banners=True,
         dedup_entries=1024,
         ringbuf_pages=64,
         banner_pages=64,
-        kernel_replies=True,
-        ttl=77,
-        ack_window=512,
     )
-    p = Prog.__new__(Prog)
-    p.p = RecvProgram(
-        params, KEY, probe_infos=[(len(PAYLOAD), 0, 6, 0, 0)], kernel_payloads=[(True, PAYLOAD)]
-    )
-    p.ring = RingReader(p.p, 64)
-    yield p
-    p.ring.close()
-    p.p.close()
+    prog = RecvProgram(params, KEY, probe_infos=plan.probe_infos())
+    ring = RingReader(prog, 64, 64)
+    yield prog, ring
+    ring.close()
+    prog.close()
 
 
-def _checked(out: bytes):
-    import dpkt
-
-    eth = dpkt.ethernet.Ethernet(out)
-    ip, tcp = eth.data, eth.data.data
-    got = (ip.sum, tcp.sum)
-    ip.sum = tcp.sum = 0
-    again = dpkt.ethernet.Ethernet(bytes(eth))
-    assert (again.data.sum, again.data.data.sum) == got
-    return eth, ip, tcp
+def _ipv4(proto: int, src: int, body: bytes) -> bytes:
+    """Ethernet + a valid IPv4 header (to us) + `body`; the IP checksum is not checked by the program."""
+    ip = bytes([0x45, 0, *(20 + len(body)).to_bytes(2, "big"), 0, 1, 0x40, 0, 61, proto, 0, 0])
+    addrs = src.to_bytes(4, "big") + US.to_bytes(4, "big")
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + addrs + body
 
 
-def test_kernel_replies_answer_synack_and_banner(kprog: Prog) -> None:
-    c = cookie(sport=40100)
-    ret, out = bpfsys.prog_test_run(kprog.p.prog_fd, frame(0x12, c + 1, seq=5000, sport=40100))
-    assert ret == XDP_TX
-    eth, ip, tcp = _checked(out)
-    assert (eth.src, eth.dst) == (b"\x04" * 6, b"\x02" * 6)  # back to whoever sent the SYN-ACK
-    assert (ip.src, ip.dst, ip.ttl) == (US.to_bytes(4, "big"), THEM.to_bytes(4, "big"), 77)
-    assert (tcp.sport, tcp.dport, tcp.seq, tcp.ack, tcp.win) == (40100, 80, (c + 1) & 0xFFFFFFFF, 5001, 512)
-    assert tcp.flags == 0x18 and bytes(tcp.data) == PAYLOAD
-    (ev,) = kprog.drain()
-    e = np.frombuffer(ev, EVENT_DTYPE)[0]
-    assert e["kind"] == 1 and e["flags"] & 0x02  # recorded, and marked answered
+ICMP_ERRORS = st.sampled_from([(3, 0), (3, 1), (3, 3), (3, 13), (11, 0), (0, 0), (8, 0), (5, 1), (12, 0)])
 
-    ret, out = bpfsys.prog_test_run(
-        kprog.p.prog_fd,
-        frame(0x18, c + 1 + len(PAYLOAD), seq=5001, sport=40100, payload=b"HTTP/1.1 200 OK\r\n"),
-    )
-    assert ret == XDP_TX
-    _, _, tcp = _checked(out)
-    assert tcp.flags == 0x04 and tcp.seq == (c + 1 + len(PAYLOAD)) & 0xFFFFFFFF and bytes(tcp.data) == b""
-    (ev,) = kprog.drain()
-    assert np.frombuffer(ev[:EVENT_SIZE], EVENT_DTYPE)[0]["kind"] == 4
-    # A network duplicate is neither recorded nor answered again.
-    assert bpfsys.prog_test_run(kprog.p.prog_fd, frame(0x12, c + 1, seq=5000, sport=40100))[0] == XDP_DROP
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    proto=st.sampled_from([1, 6, 17]),
+    src=st.sampled_from([THEM, US, 0, 0xFFFFFFFF]) | st.integers(0, 2**32 - 1),
+    icmp=ICMP_ERRORS,
+    quoted=st.sampled_from([1, 6, 17, 0]),
+    data=st.binary(min_size=0, max_size=200),
+)
+def test_garbage_never_breaks_the_program_nor_makes_a_record(
+    liveprog, proto: int, src: int, icmp: tuple[int, int], quoted: int, data: bytes
+) -> None:
+    """Random bytes as TCP, UDP and ICMP (echo replies, errors quoting random TCP/UDP/ICMP headers
+    from us): every bound check holds, and nothing without our cookie becomes a record."""
+    prog, ring = liveprog
+    bodies = [data]
+    if proto == 1:
+        # An ICMP error whose quote is a plausible IPv4 header from us, then garbage.
+        quote = _ipv4(quoted, US, data)[14:]
+        quote = quote[:12] + US.to_bytes(4, "big") + src.to_bytes(4, "big") + quote[20:]
+        bodies.append(bytes([*icmp, 0, 0, 0, 0, 0, 0]) + quote)
+    for body in bodies:
+        ret, _ = bpfsys.prog_test_run(prog.prog_fd, _ipv4(proto, src, body))
+        assert ret in (XDP_DROP, XDP_PASS)
+    # The kernel refuses test frames shorter than an Ethernet header.
+    ret, _ = bpfsys.prog_test_run(prog.prog_fd, data.ljust(14, b"\x00"))
+    assert ret in (XDP_DROP, XDP_PASS)
+    small, big = ring.poll(0)
+    assert len(small) == 0 and len(big) == 0, "a record from garbage"
+
+
+def test_forgeries_reach_each_handler_and_fail_its_validation(liveprog) -> None:
+    """The fuzz above is not vacuous: a near-miss of each kind gets as far as the cookie check of
+    its handler (TCP, UDP, ICMP echo, ICMP error quoting TCP) and fails there: counted, passed, no record."""
+    prog, ring = liveprog
+    ours = (SPORT).to_bytes(2, "big")
+    tcp_synack = frame(0x12, cookie() + 2)[34:]  # one off
+    udp = (53).to_bytes(2, "big") + ours + (8 + 12).to_bytes(2, "big") + b"\0\0" + bytes(12)
+    echo = bytes([0, 0, 0, 0]) + b"\x12\x34\x56\x78"
+    far_off = (cookie() + 100_000).to_bytes(4, "big")  # beyond cookie + 1 + the probe's payload
+    quoted_tcp = _ipv4(6, US, ours + (80).to_bytes(2, "big") + far_off + bytes(12))
+    quoted_tcp = quoted_tcp[14:26] + US.to_bytes(4, "big") + THEM.to_bytes(4, "big") + quoted_tcp[34:]
+    unreach = bytes([3, 1, 0, 0, 0, 0, 0, 0]) + quoted_tcp
+    for proto, body in ((6, tcp_synack), (17, udp), (1, echo), (1, unreach)):
+        before = int(prog.counters()[Counter.BAD_COOKIE])
+        ret, _ = bpfsys.prog_test_run(prog.prog_fd, _ipv4(proto, THEM, body))
+        assert ret == XDP_PASS, (proto, body[:4])
+        assert int(prog.counters()[Counter.BAD_COOKIE]) == before + 1, (proto, body[:4])
+    small, big = ring.poll(0)
+    assert len(small) == 0 and len(big) == 0
