@@ -1,6 +1,6 @@
 """A stateless XDP "target emulator" for the target side of a veth lab.
 
-bpf/xdp_responder.c answers TCP for a whole address range like a server
+xdp_responder.c answers TCP for a whole address range like a server
 stack would (SYN-ACK or RST, then one banner segment), without any
 per-connection state. Tests use it to build hosts with exotic behaviour
 (zero-window SYN-ACKs, fixed banners, a known share of open ports);
@@ -15,7 +15,7 @@ Two ways to attach, both to an interface of the *current* network namespace
   Emulator (the process): nothing can be left behind.
 - ``persistent=True``: classic netlink attach (BCC's ``BPF.attach_xdp``). It
   survives the process; it goes away with the veth, or through ``detach()``
-  / ``python -m zbanner_xdp.emulator --iface X --detach``.
+  / ``python -m zbanner_xdp.lab.emulator --iface X --detach``.
 
 veth quirks (kernel 6.18):
 
@@ -39,7 +39,7 @@ veth quirks (kernel 6.18):
 
 Run it in a lab namespace::
 
-    ip netns exec zbe-t python -m zbanner_xdp.emulator --iface zbe-t0 \\
+    ip netns exec zbe-t python -m zbanner_xdp.lab.emulator --iface zbe-t0 \\
         --net 198.18.3.0/24 --window 0 --open-permil 1000 --banner 'SSH-2.0-x\\r\\n'
 
 It stays in the foreground until SIGINT/SIGTERM or --seconds, always
@@ -63,15 +63,17 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
-from . import bpfsys, kheaders, netns
-from .bpfload import stderr_to as _stderr_to
-from .bpfprog import BPF_DIR, BpfSetupError
-from .cookie import cookie_scalar
+from .. import bpfsys, kheaders
+from ..bpfload import stderr_to as _stderr_to
+from ..bpfprog import BPF_DIR, BpfSetupError
+from ..cookie import cookie_scalar
+from . import netns
 
 LOG_PATH = "/tmp/zbanner-xdp-emulator.log"
-SOURCE = BPF_DIR / "xdp_responder.c"
+SOURCE = Path(__file__).with_name("xdp_responder.c")  # includes cookie.h and parsing.h from BPF_DIR
 FUNC = "xdp_responder"
 
 BANNER_MAX = 1024  # ZE_BANNER_MAX: the map value's banner buffer
@@ -428,7 +430,7 @@ def _banner(text: str) -> bytes:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m zbanner_xdp.emulator", description="Stateless XDP TCP target emulator.")
+    p = _Parser(prog="python -m zbanner_xdp.lab.emulator", description="Stateless XDP TCP target emulator.")
     p.add_argument("--iface", required=True, help="interface in the current network namespace")
     p.add_argument("--net", default="198.18.0.0/15", help="IPv4 range to answer for (default %(default)s)")
     p.add_argument("--open-permil", type=int, default=1000, help="share of ip:port open, 0..1000")

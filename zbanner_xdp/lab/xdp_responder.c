@@ -15,10 +15,10 @@
  *                  interface keeps serving its own addresses
  *
  * Every reply is the received frame rewritten in place and sent back with
- * XDP_TX. zbanner_xdp/emulator.py computes the same open/closed hash and ISN
+ * XDP_TX. zbanner_xdp/lab/emulator.py computes the same open/closed hash and ISN
  * (both are cookie.h's SipHash, keyed differently), so tests know the truth.
  *
- * Compile-time parameters (-D, set by zbanner_xdp/emulator.py):
+ * Compile-time parameters (-D, set by zbanner_xdp/lab/emulator.py):
  *   ZE_NET_RAW, ZE_MASK_RAW  answered range: (daddr & MASK) == NET, raw words
  *   ZE_OPEN_PERMIL    0..1000: share of (ip, port) that is open
  *   ZE_PORT_FILTER    1: a port must also be set in the `ports` bitmap
