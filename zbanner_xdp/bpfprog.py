@@ -6,13 +6,16 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from . import bpfload, bpfsys, events
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+# The C sources: the package zbanner_xdp.bpf (the repository's bpf/). BCC reads them, and the headers
+# through -I, from disk: the package is installed as files, as pip installs it.
+BPF_DIR = Path(str(resources.files("zbanner_xdp.bpf")))
 
 
 LOG_PATH = "/tmp/zbanner-xdp-bpf.log"

@@ -200,8 +200,7 @@ def scan(
     kernel_replies: bool,
 ) -> None:
     """Scan TARGETs (addresses or CIDRs; none = all of IPv4 minus the blocklist)."""
-    from probes import ProbeArgError, UnknownProbeError, get_probe, parse_probe_args
-
+    from .probes import ProbeArgError, UnknownProbeError, get_probe, parse_probe_args
     from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status
 
     names = [n.strip() for n in probe.split(",") if n.strip()]
@@ -300,7 +299,7 @@ def summary_line(r: dict) -> str:
 @main_group.command(name="probes")
 def probes_cmd() -> None:
     """List probe modules and their output fields."""
-    from probes import all_probes
+    from .probes import all_probes
 
     for cls in all_probes():
         fields = ", ".join(cls.fields) or "-"

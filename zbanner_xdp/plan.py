@@ -72,7 +72,7 @@ class ProbePlan:
         attempts: int = 1,
         tarpit_check: bool = False,
     ):
-        from probes import get_probe
+        from .probes import get_probe
 
         self.user_probes = list(probes)
         self.probes = list(probes)

@@ -30,8 +30,8 @@ from typing import Any
 
 import orjson
 import pytest
+from zbanner_xdp.probes import get_probe
 
-from probes import get_probe
 from tests.conftest import ZB
 from tests.integration.conftest import (
     NO_DROPS,

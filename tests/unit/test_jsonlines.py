@@ -14,8 +14,8 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from zbanner_xdp.probes import get_probe
 
-from probes.base import get_probe
 from zbanner_xdp import fastfmt
 from zbanner_xdp import receiver as rx
 from zbanner_xdp.events import CLASSIFICATION, EV_ANSWERED, EV_UNVALIDATED, EVENT_DTYPE, ICMP_CLASSES, Kind

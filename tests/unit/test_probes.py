@@ -18,10 +18,17 @@ from typing import Any
 import dpkt
 import orjson
 import pytest
+from zbanner_xdp.probes import (
+    ProbeArgError,
+    UnknownProbeError,
+    all_probes,
+    banner_text,
+    get_probe,
+    parse_probe_args,
+)
+from zbanner_xdp.probes.base import MAX_STR_LEN, Probe, sanitise
 
-import probes
-from probes import ProbeArgError, UnknownProbeError, all_probes, banner_text, get_probe, parse_probe_args
-from probes.base import MAX_STR_LEN, Probe, sanitise
+from zbanner_xdp import probes
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "probes"
 
@@ -123,7 +130,7 @@ def tls_alert() -> bytes:
 
 
 def tls_hello_retry_request() -> bytes:
-    from probes.tls import HRR_RANDOM
+    from zbanner_xdp.probes.tls import HRR_RANDOM
 
     extensions = b"\x00\x2b\x00\x02\x03\x04" + b"\x00\x33\x00\x02\x00\x17"  # key_share: please use secp256r1
     body = (
