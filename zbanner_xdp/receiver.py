@@ -34,6 +34,7 @@ from .events import (
 )
 from .jsonlines import Lines
 from .output import RecordWriter
+from .probes import ProbeKind
 from .sender import ReplyQueue
 
 
@@ -207,7 +208,7 @@ class Receiver:
         self.shadowed = 0  # events the program answered that user space answered as well
         # Computed once: _tally consults it for every record.
         # Per probe index: a SYN-ACK is itself the hit (SYN-only probes).
-        self._syn_only = np.array([p.transport == "tcp" and not p.handshake for p in self.probes], bool)
+        self._syn_only = np.array([p.kind is ProbeKind.SYN for p in self.probes], bool)
         self._probe_names = np.array([p.name for p in self.probes], dtype=object)
         self._icmp_probe_mask = np.array([p.transport == "icmp" for p in self.probes])
         self._parsed: dict[tuple[int, bytes], tuple[bytes, bytes, bytes, bool]] = {}

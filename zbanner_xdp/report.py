@@ -27,7 +27,8 @@ Choices where the paper or the schema leave room:
   tarpit section. A tarpit is a target that SYN-ACK'd that control port and every TCP port of the scan,
   where the scan's TCP ports are those of the TCP probe keys seen in the input (the results hold replies
   only, so which ports a silent target was probed on is inferred from the whole file).
-* A probe's transport is taken from its name: "icmp-echo" is ICMP, "udp-*" is UDP, anything else TCP.
+* A probe's transport is the one the probe registry declares for it; a name the registry does not know
+  (a file from another version) counts as TCP.
 * Retransmission gain: targets network-alive on a key whose every reply from the target there came from a
   retransmitted copy (``attempt`` >= 1); "added" is that count as a percentage of the targets found by
   first transmissions.
@@ -52,6 +53,8 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 import orjson
+
+from .probes import probe_class
 
 SCHEMA = "zbanner-xdp-report/1"
 PNG_NEEDS = "--png needs matplotlib: pip install 'zbanner-xdp[plot]'"
@@ -164,11 +167,9 @@ class ReportError(Exception):
 
 
 def protocol_of(probe: str) -> str:
-    if probe.startswith("icmp"):
-        return "icmp"
-    if probe.startswith("udp"):
-        return "udp"
-    return "tcp"
+    """The transport the probe registry declares for `probe`; TCP for a name it does not know."""
+    cls = probe_class(probe)
+    return cls.transport if cls is not None else "tcp"
 
 
 def _ipv4(s: Any) -> int | None:
@@ -297,7 +298,7 @@ class ReportBuilder:
             if rec["icmp_code"] is None:
                 self._bad("bad 'icmp_code'")
                 return
-        if probe == "icmp-echo":
+        if protocol_of(probe) == "icmp":
             port = None
         elif sport is None:
             self._bad("missing 'sport' for a TCP/UDP probe")

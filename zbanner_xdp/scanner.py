@@ -144,7 +144,7 @@ class Scanner:
         except (targets.TargetError, PlanError, OSError) as exc:
             raise ScanError(str(exc)) from None
         self.probes = self.plan.probes
-        self.probe_fields = [p.name for p in self.probes if p.handshake or p.transport == "udp"]
+        self.probe_fields = [p.name for p in self.probes if p.kind.parses]
         try:
             select_fields([*BASE_FIELDS, *self.probe_fields], cfg.output_fields)
         except OutputError as exc:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from zbanner_xdp.probes import get_probe
+from zbanner_xdp.probes import ProbeKind, get_probe
 
 from zbanner_xdp import fastfmt
 from zbanner_xdp import receiver as rx
@@ -24,8 +24,9 @@ from zbanner_xdp.output import RecordWriter
 
 
 class _Probe:
-    def __init__(self, name: str, transport: str, handshake: bool):
-        self.name, self.transport, self.handshake = name, transport, handshake
+    def __init__(self, name: str, kind: ProbeKind):
+        self.name, self.kind, self.transport = name, kind, kind.transport
+        self.handshake = kind is ProbeKind.BANNER
 
 
 class _Sink:
@@ -35,11 +36,11 @@ class _Sink:
 
 def _receiver(path: Path, probes: list | None = None, tarpit: int = 4) -> rx.Receiver:
     probes = probes or [
-        _Probe("synscan", "tcp", False),
-        _Probe("http", "tcp", True),
-        _Probe("icmp-echo", "icmp", False),
-        _Probe("udp-dns", "udp", False),
-        _Probe("tarpit", "tcp", False),
+        _Probe("synscan", ProbeKind.SYN),
+        _Probe("http", ProbeKind.BANNER),
+        _Probe("icmp-echo", ProbeKind.ECHO),
+        _Probe("udp-dns", ProbeKind.DATAGRAM),
+        _Probe("tarpit", ProbeKind.SYN),
     ]
     plan = types.SimpleNamespace(P=len(probes), probes=probes, tarpit_index=tarpit)
     fields = [p.name for p in probes if hasattr(p, "parse")]
