@@ -447,9 +447,9 @@ class Receiver:
 
     def _handle_big(self, big: np.ndarray) -> None:
         hdr = big["h"]
-        tcp = hdr["kind"] == Kind.BANNER
-        answer = tcp & (hdr["repeat"] != REPEAT_DUP) & self._ours_to_answer(hdr["flags"])
-        if not self._draining:
+        if not self._draining:  # (as for SYN-ACKs: nothing is answered, or shadowed, once detached)
+            tcp = hdr["kind"] == Kind.BANNER
+            answer = tcp & (hdr["repeat"] != REPEAT_DUP) & self._ours_to_answer(hdr["flags"])
             self.reanswered += int((answer & (hdr["repeat"] == REPEAT_RETRANSMIT)).sum())
             self._queue_rst(hdr[answer])
         rows = big[self._recorded(hdr)]

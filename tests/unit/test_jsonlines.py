@@ -221,6 +221,18 @@ def test_any_banner_bytes_give_valid_equal_json(datas: list[bytes], seed: int) -
         assert all(isinstance(orjson.loads(line), dict) for line in got.splitlines())
 
 
+def test_no_answer_counts_as_shadowed_while_draining(tmp_path: Path) -> None:
+    """Draining (XDP detached), user space answers nothing: the program's answers are not shadowed."""
+    probes = [get_probe("ssh")]
+    r = _receiver(tmp_path, probes, tarpit=-1)
+    r.kernel_trusted = False  # in-kernel answers not yet seen leaving: user space would answer too
+    big = _banner_batch(np.random.default_rng(5), [b"SSH-2.0-x\r\n"] * 8, len(probes))
+    big["h"]["repeat"] = 0
+    r._draining = True
+    r._handle_big(big)
+    assert r.shadowed == 0
+
+
 def test_tally_counts_classes_and_hits(tmp_path: Path) -> None:
     r = _receiver(tmp_path)
     ev = _random_events(np.random.default_rng(99), 5000)
