@@ -30,7 +30,6 @@ from typing import Any
 
 import orjson
 import pytest
-from zbanner_xdp.probes import get_probe
 
 from tests.conftest import ZB
 from tests.integration.conftest import (
@@ -43,6 +42,7 @@ from tests.integration.conftest import (
 )
 from zbanner_xdp import lab
 from zbanner_xdp.lab import netns, servers
+from zbanner_xdp.probes import get_probe
 from zbanner_xdp.report import icmp_label
 
 pytestmark = pytest.mark.privileged

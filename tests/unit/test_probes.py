@@ -19,6 +19,8 @@ from typing import Any
 import dpkt
 import orjson
 import pytest
+
+from zbanner_xdp import probes
 from zbanner_xdp.probes import (
     ProbeArgError,
     ProbeKind,
@@ -30,8 +32,6 @@ from zbanner_xdp.probes import (
     probe_class,
 )
 from zbanner_xdp.probes.base import MAX_STR_LEN, Probe, sanitise
-
-from zbanner_xdp import probes
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "probes"
 

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from zbanner_xdp.probes import all_probes, get_probe
 from zbanner_xdp.probes.base import Probe, sanitise
 
