@@ -8,6 +8,7 @@ defines, and shared.h static-asserts them, so the two sides cannot drift.
 from __future__ import annotations
 
 import enum
+import socket
 
 import numpy as np
 
@@ -56,6 +57,10 @@ class Counter(enum.IntEnum):
 N_COUNTERS = 16
 EV_UNVALIDATED = 0x01
 EV_ANSWERED = 0x02
+
+# zb_event.repeat: 0 for a first reply, else why it came again.
+REPEAT_DUP = 1  # a network duplicate: recorded only with --output-repeats
+REPEAT_RETRANSMIT = 2  # the server retransmitted: our answer was lost, answer again
 
 ICMP_CLASSES = {
     3: "icmp-unreach",
@@ -141,6 +146,16 @@ SHARED_STRUCTS = {
     "zb_gen_state": GEN_STATE_DTYPE,
     "zb_dedup_slot": DEDUP_SLOT_DTYPE,
 }
+
+
+def host_addrs(raw: np.ndarray) -> np.ndarray:
+    """Event addresses (raw: the packet's bytes read as a little-endian u32) as host-order numbers."""
+    return raw.astype(np.uint32).byteswap()
+
+
+def addr_text(raw: int) -> str:
+    """One raw event address as dotted text."""
+    return socket.inet_ntoa(int(raw).to_bytes(4, "little"))
 
 
 def pack(dtype: np.dtype, **fields: object) -> bytes:

@@ -6,7 +6,7 @@ program nor GRO, a NIC without XDP_TX support, a full ring) those answers
 vanish, and a scan that trusted them would silently get no banners. So:
 
 - until the driver's XDP_TX counters show a frame sent, user space answers
-  every reply too ("shadowing": the receiver ignores the program's
+  every reply too ("shadowing": the replies stage ignores the program's
   answered flag). A duplicate ACK or RST is harmless; a missing one is not;
 - sent > 0: verified, user space stops shadowing; what the driver refuses
   from then on (its ring full) is counted (`refused`, a drop);
@@ -29,16 +29,16 @@ from .events import Counter
 
 if TYPE_CHECKING:
     from .bpfprog import RecvProgram
-    from .receiver import Receiver
+    from .replies import Replies
 
 
 class KernelReplies:
     VANISH_AFTER = 16  # answers the program made with neither a sent frame nor an error counted
     POLL_S = 0.02  # while verifying; once decided, once a second is enough
 
-    def __init__(self, prog: RecvProgram, receiver: Receiver, ifname: str):
+    def __init__(self, prog: RecvProgram, replies: Replies, ifname: str):
         self.prog = prog
-        self.receiver = receiver
+        self.replies = replies
         self.ifname = ifname
         self.mode = "verifying"
         self.note: str | None = None
@@ -52,11 +52,11 @@ class KernelReplies:
             self._fall_back(f"the driver of '{ifname}' has no XDP_TX counters to verify them by")
             return
         self._base = self.stats.read() or (0, 0)
-        receiver.kernel_trusted = False
+        replies.kernel_trusted = False
 
     def _fall_back(self, why: str) -> None:
         self.prog.disable_kernel_replies()
-        self.receiver.kernel_trusted = False  # for good: user space answers every reply
+        self.replies.kernel_trusted = False  # for good: user space answers every reply
         self.mode = "user space"
         self.note = f"in-kernel replies not used: {why}; user space answered"
         self._close_stats()
@@ -84,7 +84,7 @@ class KernelReplies:
         if sent > 0:
             self.mode = "kernel"
             self.shadowed_refusals = errors
-            self.receiver.kernel_trusted = True
+            self.replies.kernel_trusted = True
             return
         if errors > 0:
             self.shadowed_refusals = errors
@@ -111,5 +111,5 @@ class KernelReplies:
             "refused": self.refused,
             "shadowed_refusals": self.shadowed_refusals,
             # Answers the program made that user space made as well, while they were unproven.
-            "shadowed": self.receiver.shadowed,
+            "shadowed": self.replies.shadowed,
         }

@@ -1,8 +1,10 @@
-"""Drain the XDP ring buffer in batches, answer, classify and record.
+"""Drain the XDP rings in batches, classify and record.
 
-Events are collected raw by a minimal callback and decoded per poll as one
-numpy structured array; replies for the whole batch are built vectorised
-and queued for the sender, which sends them before any new SYN.
+Each poll reads a batch of fixed-size records straight from the mmapped
+rings as one numpy structured array. The batch goes to the replies stage
+(replies.py), which answers what needs answering, and is then recorded:
+validated further where only user space can, classified and written as JSON
+lines, column-wise.
 """
 
 from __future__ import annotations
@@ -10,12 +12,10 @@ from __future__ import annotations
 import base64
 import mmap
 import select
-import socket
-import struct
 import threading
 import time
 from collections import Counter as Tally
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -25,25 +25,20 @@ from .events import (
     BANNER_EVENT_SIZE,
     CLASSIFICATION,
     DATA_MAX,
-    EV_ANSWERED,
     EV_UNVALIDATED,
     EVENT_DTYPE,
     EVENT_SIZE,
     ICMP_CLASSES,
     Kind,
+    addr_text,
+    host_addrs,
 )
 from .jsonlines import Lines
 from .output import RecordWriter
 from .probes import ProbeKind
-from .sender import ReplyQueue
 
-
-def ip_from_raw(raw: int) -> str:
-    return socket.inet_ntoa(struct.pack("<I", raw))
-
-
-def _bswap32(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.uint32).byteswap()
+if TYPE_CHECKING:
+    from .replies import Replies
 
 
 _BUSY = np.uint32(1 << 31)
@@ -153,9 +148,6 @@ class RingReader:
         self.big.close()
 
 
-REPEAT_DUP = 1  # a network duplicate: recorded only with --output-repeats
-REPEAT_RETRANSMIT = 2  # the server retransmitted: our answer was lost, answer again
-
 _SUCCESS = (Kind.SYNACK, Kind.BANNER, Kind.UDP, Kind.ECHOREPLY)
 _TCP_KINDS = (Kind.SYNACK, Kind.ZEROWIN, Kind.RST, Kind.BANNER)
 # Classifications as codes into one vocabulary, so a batch is classified by indexing.
@@ -168,22 +160,20 @@ _SYNACK_CODE = _CLASS_CODE["synack"]
 
 
 class Receiver:
-    """Turns ring-buffer batches into replies and records.
+    """Turns ring-buffer batches into records, handing each to the replies stage first.
 
     The event's variant names the probe (and attempt) that was answered, see
-    plan.ProbePlan: a SYN-ACK is answered with that probe's payload, or with
-    a RST for SYN-only probes.
+    plan.ProbePlan.
     """
 
     def __init__(
         self,
         reader: RingReader,
         link: packets.LinkParams,
-        replies: ReplyQueue,
+        replies: Replies,
         writer: RecordWriter,
         plan: Any,
         key: bytes,
-        ack_window: int,
         output_repeats: bool = False,
     ):
         self.reader = reader
@@ -193,19 +183,13 @@ class Receiver:
         self.plan = plan
         self.probes = plan.probes
         self.key = key
-        self.ack_window = ack_window
         self.output_repeats = output_repeats
         self.by_class: Tally[str] = Tally()
         self.hits = 0
-        self.reanswered = 0
         self.invalid = 0
         self.truncated = 0  # banners longer than the record keeps (DATA_MAX), marked in their record
         self.error: BaseException | None = None
         self._draining = False
-        # False while in-kernel replies are not yet proven to leave the interface (see
-        # kreplies.py): user space then answers what the program answered too.
-        self.kernel_trusted = True
-        self.shadowed = 0  # events the program answered that user space answered as well
         # Computed once: _tally consults it for every record.
         # Per probe index: a SYN-ACK is itself the hit (SYN-only probes).
         self._syn_only = np.array([p.kind is ProbeKind.SYN for p in self.probes], bool)
@@ -273,71 +257,6 @@ class Receiver:
             self._handle_big(big)
         return len(hdr) + len(big)
 
-    # -- replies ---------------------------------------------------------
-    def _queue_rst(self, ev: np.ndarray) -> None:
-        if len(ev) == 0:
-            return
-        frames, lens = packets.tcp_frames(
-            self.link, _bswap32(ev["saddr"]), ev["sport"], ev["dport"], ev["ack"], 0, packets.RST, 0
-        )
-        self.replies.put(frames, lens)
-
-    def _queue_probe(self, ev: np.ndarray, probe: Any) -> None:
-        if len(ev) == 0:
-            return
-        daddr = _bswap32(ev["saddr"])
-        fixed = probe.fixed_payload
-        pay = plen = None
-        if fixed:
-            pay = np.broadcast_to(np.frombuffer(fixed, dtype=np.uint8)[None, :], (len(ev), len(fixed)))
-            plen = np.full(len(ev), len(fixed), dtype=np.uint64)
-        elif fixed is None:
-            pays = [
-                probe.payload(ip_from_raw(int(s)), int(p))
-                for s, p in zip(ev["saddr"], ev["sport"], strict=True)
-            ]
-            pay, plen = packets.payload_matrix(pays)
-            if pay.shape[1] == 0:
-                pay = plen = None
-        flags = packets.ACK | (packets.PSH if pay is not None else 0)
-        frames, lens = packets.tcp_frames(
-            self.link,
-            daddr,
-            ev["sport"],
-            ev["dport"],
-            ev["ack"],
-            ev["seq"] + np.uint32(1),
-            flags,
-            self.ack_window,
-            payload=pay,
-            payload_len=plen,
-        )
-        self.replies.put(frames, lens)
-
-    def _ours_to_answer(self, flags: np.ndarray) -> np.ndarray:
-        """Events user space must answer: those the program did not, or all while it is unproven."""
-        by_kernel = (flags & EV_ANSWERED) != 0
-        if not self.kernel_trusted:
-            self.shadowed += int(by_kernel.sum())
-            return np.ones(len(flags), dtype=bool)
-        return ~by_kernel
-
-    def _answer_synacks(self, ev: np.ndarray) -> None:
-        if self._draining:
-            return
-        answer = ev[(ev["repeat"] != REPEAT_DUP) & self._ours_to_answer(ev["flags"])]
-        self.reanswered += int((answer["repeat"] == REPEAT_RETRANSMIT).sum())
-        self._queue_rst(answer[answer["kind"] == Kind.ZEROWIN])
-        synack = answer[answer["kind"] == Kind.SYNACK]
-        probe_idx = synack["variant"] % np.uint8(self.plan.P)
-        for i in np.unique(probe_idx):
-            probe = self.probes[int(i)]
-            sub = synack[probe_idx == i]
-            if probe.handshake:
-                self._queue_probe(sub, probe)
-            else:
-                self._queue_rst(sub)
-
     # -- validation user space adds ----------------------------------------
     def _quoted_udp_ok(self, ev: np.ndarray) -> np.ndarray:
         """ICMP errors quoting a UDP probe: the quoted checksum must be ours.
@@ -353,7 +272,7 @@ class Receiver:
                 continue
             m = idx == i
             sub = ev[m]
-            them = _bswap32(sub["saddr"])
+            them = host_addrs(sub["saddr"])
             pay = self.plan.udp_payloads(self.key, self.link.src_ip, probe, them, sub["sport"], sub["dport"])
             want = packets.udp_checksums(self.link, them, sub["sport"], sub["dport"], pay)
             ok[m] = want == sub["seq"]
@@ -433,7 +352,8 @@ class Receiver:
         return np.ones(len(ev), bool) if self.output_repeats else ev["repeat"] == 0
 
     def _handle_small(self, ev: np.ndarray) -> None:
-        self._answer_synacks(ev)
+        if not self._draining:
+            self.replies.answer(ev)
         keep = self._recorded(ev)
         icmp = ev["kind"] == Kind.ICMP
         if icmp.any():
@@ -447,11 +367,8 @@ class Receiver:
 
     def _handle_big(self, big: np.ndarray) -> None:
         hdr = big["h"]
-        if not self._draining:  # (as for SYN-ACKs: nothing is answered, or shadowed, once detached)
-            tcp = hdr["kind"] == Kind.BANNER
-            answer = tcp & (hdr["repeat"] != REPEAT_DUP) & self._ours_to_answer(hdr["flags"])
-            self.reanswered += int((answer & (hdr["repeat"] == REPEAT_RETRANSMIT)).sum())
-            self._queue_rst(hdr[answer])
+        if not self._draining:
+            self.replies.answer(hdr)
         rows = big[self._recorded(hdr)]
         if len(rows) == 0:
             return
@@ -500,7 +417,7 @@ class Receiver:
         if hit is not None:
             return hit
         probe = self.probes[probe_index]
-        parsed = probe.parse(ip_from_raw(ip_raw), port, data)
+        parsed = probe.parse(addr_text(ip_raw), port, data)
         parts = (
             orjson.dumps(_banner_text(data)),
             b'"' + base64.b64encode(data) + b'"',

@@ -36,7 +36,8 @@ from .netinfo import NetParams, resolve
 from .output import BASE_FIELDS, MetadataFile, OutputError, RecordWriter, same_file, select_fields
 from .plan import KernelSyns, PlanError, ProbePlan, Segment
 from .receiver import Receiver, RingReader
-from .sender import RateLimiter, ReplyQueue, SendError, TxRing
+from .replies import Replies, ReplyQueue
+from .sender import RateLimiter, SendError, TxRing
 from .status import StatusLine
 
 
@@ -156,7 +157,8 @@ class Scanner:
         self.sent_probes = 0
         self.sent_replies = 0
         self.sent_retransmits = 0
-        self.replies = ReplyQueue()
+        self.reply_queue = ReplyQueue()
+        self.replies: Replies | None = None  # built once the link is known
         self.reply_tx: TxRing | None = None
         self.limiter = RateLimiter(cfg.rate)  # replaced when sending starts (its clock starts then)
         self.prog: RecvProgram | None = None
@@ -276,6 +278,7 @@ class Scanner:
             self.kgen = self._kernel_generator(link, params)
             self._open_outputs()
             started = True
+            self.replies = Replies(link, self.plan, cfg.ack_window, self.reply_queue)
             self.receiver = Receiver(
                 RingReader(self.prog, params.ringbuf_pages, params.banner_pages),
                 link,
@@ -283,11 +286,10 @@ class Scanner:
                 self.writer,
                 self.plan,
                 self.key,
-                cfg.ack_window,
                 cfg.output_repeats,
             )
             if cfg.kernel_replies:
-                self.kreplies = KernelReplies(self.prog, self.receiver, self.net.iface)
+                self.kreplies = KernelReplies(self.prog, self.replies, self.net.iface)
             self.receiver.start()
             self._send_loop(link)
         except OutputError as exc:
@@ -425,7 +427,7 @@ class Scanner:
     def _drops(self, counters: np.ndarray | None) -> int:
         full = int(counters[Counter.RINGBUF_FULL]) if counters is not None else 0
         lost = self.writer.lost if self.writer is not None else 0
-        return full + lost + self.replies.dropped + (self.kgen.lost if self.kgen is not None else 0)
+        return full + lost + self.reply_queue.dropped + (self.kgen.lost if self.kgen is not None else 0)
 
     def _show_status(self, phase: str, counters: np.ndarray | None = None) -> None:
         if self.status is None or self.receiver is None:
@@ -441,7 +443,7 @@ class Scanner:
         )
 
     def replies_sent(self) -> int:
-        return self.sent_replies + self.replies.sent_direct
+        return self.sent_replies + self.reply_queue.sent_direct
 
     def hits(self) -> int:
         return self.receiver.hits if self.receiver is not None else 0
@@ -466,14 +468,14 @@ class Scanner:
         self.tx.send(seg.frames, seg.lengths)
 
     def _replies_from_receiver(self) -> None:
-        """AF_PACKET SYNs: replies leave from the receiver, in parallel (see ReplyQueue).
+        """AF_PACKET SYNs: replies leave from the receiver, in parallel (see ReplyQueue.send_directly).
 
         Not with the kernel generator: SYNs and replies share the driver's XDP
         ring and the generator outruns any target at --rate 0, so one thread
         sends both, replies first, which paces the SYNs to what the network answers.
         """
         if self.reply_tx is not None:
-            self.replies.send_directly(self.reply_tx, self.limiter)
+            self.reply_queue.send_directly(self.reply_tx, self.limiter)
 
     def _send_loop(self, link: packets.LinkParams) -> None:
         cfg = self.cfg
@@ -521,7 +523,7 @@ class Scanner:
                 continue
             # Replies first. Unlimited (--rate 0), they do not eat into the SYNs' share:
             # each round sends every reply due and then a full batch of SYNs.
-            for rf, rl in self.replies.take(budget if cfg.rate else self.replies.pending):
+            for rf, rl in self.reply_queue.take(budget if cfg.rate else self.reply_queue.pending):
                 self.tx.send(rf, rl)  # type: ignore[union-attr]
                 self.sent_replies += len(rl)
                 if cfg.rate:
@@ -564,7 +566,7 @@ class Scanner:
                 # The batch ran out inside this grant: the next batch gets the rest. Without
                 # this, every 64k-probe batch lost half a grant and --rate 1M sent 967k.
                 limiter.refund(budget)
-            if budget > 0 and not pending and self.replies.pending == 0:
+            if budget > 0 and not pending and self.reply_queue.pending == 0:
                 # Nothing due: wait for replies (or the next retransmission) without spinning.
                 self.stop.wait(0.002)
 
@@ -632,7 +634,7 @@ class Scanner:
     def _drop_counts(self, xdp: dict[str, int]) -> dict[str, int]:
         drops = {
             "ringbuf_full": int(xdp.get("ringbuf_full", 0)),
-            "reply_queue": self.replies.dropped,
+            "reply_queue": self.reply_queue.dropped,
             "tx_ring_full": self.gen_stats["lost"] if self.gen_stats else 0,
             # AF_PACKET flushes a queue-less device refused (ENOBUFS), a frame each at most.
             # and in-kernel replies the driver refused once they were trusted (see kreplies.py).
@@ -682,7 +684,7 @@ class Scanner:
             "responses": dict(rcv.by_class) if rcv else {},
             "hits": self.hits(),
             "repeats": int(xdp.get("repeat", 0)),
-            "reanswered": rcv.reanswered if rcv else 0,
+            "reanswered": self.replies.reanswered if self.replies else 0,
             "drops": self._drop_counts(xdp),
             # To our address and port range but not a reply to this scan's probes: forged, or
             # stale, i.e. answers to an earlier scan (a server retransmits an unanswered

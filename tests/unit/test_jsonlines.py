@@ -14,13 +14,14 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from zbanner_xdp.probes import ProbeKind, get_probe
 
-from zbanner_xdp import fastfmt
+from zbanner_xdp import fastfmt, packets
 from zbanner_xdp import receiver as rx
 from zbanner_xdp.events import CLASSIFICATION, EV_ANSWERED, EV_UNVALIDATED, EVENT_DTYPE, ICMP_CLASSES, Kind
 from zbanner_xdp.jsonlines import Lines
 from zbanner_xdp.output import RecordWriter
+from zbanner_xdp.probes import ProbeKind, get_probe
+from zbanner_xdp.replies import Replies, ReplyQueue
 
 
 class _Probe:
@@ -30,7 +31,9 @@ class _Probe:
 
 
 class _Sink:
-    def put(self, *_: object) -> None:
+    """A replies stage that answers nothing (no link to build frames for)."""
+
+    def answer(self, ev: np.ndarray) -> None:
         pass
 
 
@@ -46,7 +49,7 @@ def _receiver(path: Path, probes: list | None = None, tarpit: int = 4) -> rx.Rec
     fields = [p.name for p in probes if hasattr(p, "parse")]
     writer = RecordWriter(str(path / "out.jsonl"), fields)
     writer.open()
-    return rx.Receiver(None, None, _Sink(), writer, plan, b"k" * 16, 1024)  # type: ignore[arg-type]
+    return rx.Receiver(None, None, _Sink(), writer, plan, b"k" * 16)  # type: ignore[arg-type]
 
 
 def _ip(raw: int) -> str:
@@ -225,12 +228,17 @@ def test_no_answer_counts_as_shadowed_while_draining(tmp_path: Path) -> None:
     """Draining (XDP detached), user space answers nothing: the program's answers are not shadowed."""
     probes = [get_probe("ssh")]
     r = _receiver(tmp_path, probes, tarpit=-1)
-    r.kernel_trusted = False  # in-kernel answers not yet seen leaving: user space would answer too
+    link = packets.LinkParams(b"\x02" * 6, b"\x04" * 6, 0x0A000001)
+    r.replies = replies = Replies(link, r.plan, 1024, ReplyQueue())
+    replies.kernel_trusted = False  # in-kernel answers not yet seen leaving: user space would answer too
     big = _banner_batch(np.random.default_rng(5), [b"SSH-2.0-x\r\n"] * 8, len(probes))
     big["h"]["repeat"] = 0
     r._draining = True
     r._handle_big(big)
-    assert r.shadowed == 0
+    assert replies.shadowed == 0 and replies.queue.pending == 0
+    r._draining = False
+    r._handle_big(big)
+    assert replies.shadowed == 8 and replies.queue.pending == 8  # one RST each, as the program sent
 
 
 def test_tally_counts_classes_and_hits(tmp_path: Path) -> None:
