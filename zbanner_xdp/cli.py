@@ -297,10 +297,15 @@ def summary_line(r: dict) -> str:
 
 
 @main_group.command(name="probes")
-def probes_cmd() -> None:
+@click.option("--fields", "output_fields", is_flag=True, help="List the output records' fields instead.")
+def probes_cmd(output_fields: bool) -> None:
     """List probe modules and their output fields."""
+    from . import fields
     from .probes import all_probes
 
+    if output_fields:
+        click.echo(fields.text(all_probes()), nl=False)
+        return
     for cls in all_probes():
         fields = ", ".join(cls.fields) or "-"
         click.echo(f"{cls.name:<10} port {cls.default_port:<5} {cls.description}")

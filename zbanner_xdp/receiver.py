@@ -15,12 +15,13 @@ import select
 import threading
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
-from . import packets
+from . import fields, packets
 from .events import (
     BANNER_EVENT_SIZE,
     CLASSIFICATION,
@@ -33,6 +34,7 @@ from .events import (
     addr_text,
     host_addrs,
 )
+from .fields import Source
 from .jsonlines import Lines
 from .output import RecordWriter
 from .probes import ProbeKind
@@ -194,6 +196,8 @@ class Receiver:
         # Per probe index: a SYN-ACK is itself the hit (SYN-only probes).
         self._syn_only = np.array([p.kind is ProbeKind.SYN for p in self.probes], bool)
         self._probe_names = np.array([p.name for p in self.probes], dtype=object)
+        self._fields = [fields.field(name) for name in writer.fields]
+        self._vocab = {"classification": CLASS_VOCAB, "probe": self._probe_names.tolist()}
         self._icmp_probe_mask = np.array([p.transport == "icmp" for p in self.probes])
         self._parsed: dict[tuple[int, bytes], tuple[bytes, bytes, bytes, bool]] = {}
         self._stop = threading.Event()
@@ -298,42 +302,37 @@ class Receiver:
             "ms": (ev["ts_ns"].astype(np.int64) + self._wall_offset_ns) // 1_000_000,
         }
 
-    def _lines(self, ev: np.ndarray, extra: dict[str, Any] | None = None) -> bytes:
+    def _lines(self, ev: np.ndarray, data: dict[str, Callable[[], Any]] | None = None) -> bytes:
         """The JSON lines of a batch of events, without a dict per record.
 
-        `extra` adds fields (name: a function of the Lines being built); the
-        banner path passes its per-record ones that way.
+        The output table (fields.py) says what each field is: a zb_event member
+        as it is, or one of the values derived here; `data` adds the fields of
+        records that carry data (the banner path's). A field with neither is null.
         """
         d = self._derived(ev)
-        out = Lines(len(ev))
-        fields: dict[str, Any] = {
-            "saddr": lambda: out.dotted(ev["saddr"]),
-            "sport": lambda: out.ints(ev["sport"], d["has_ports"]),
-            "daddr": lambda: out.dotted(ev["daddr"]),
-            "dport": lambda: out.ints(ev["dport"], d["has_ports"]),
-            "classification": lambda: out.words(d["cls"], CLASS_VOCAB),
-            "success": lambda: out.bools(np.isin(ev["kind"], _SUCCESS)),
-            "repeat": lambda: out.bools(ev["repeat"] != 0),
-            "timestamp": lambda: out.timestamps(d["ms"]),
-            "ttl": lambda: out.ints(ev["ttl"]),
-            "window": lambda: out.ints(ev["window"], d["is_tcp"]),
-            "ipid": lambda: out.ints(ev["ipid"]),
-            "seqnum": lambda: out.ints(ev["seq"], d["is_tcp"]),
-            "acknum": lambda: out.ints(ev["ack"], d["is_tcp"]),
-            "tcp_flags": lambda: out.ints(ev["tcp_flags"], d["is_tcp"]),
-            "probe": lambda: out.words(d["probe_i"], self._probe_names.tolist()),
-            "icmp_type": lambda: out.ints(ev["icmp_type"], d["is_icmp"]),
-            "icmp_code": lambda: out.ints(ev["icmp_code"], d["is_icmp"]),
-            "icmp_responder": lambda: out.dotted(ev["icmp_responder"], d["is_icmp"]),
-            "validated": lambda: out.bools((ev["flags"] & EV_UNVALIDATED) == 0),
-            "attempt": lambda: out.ints(d["attempt"]),
-            "tarpit_probe": lambda: out.bools(d["probe_i"] == self.plan.tarpit_index),
+        valid = {Source.PORTS: d["has_ports"], Source.TCP: d["is_tcp"], Source.ICMP: d["is_icmp"]}
+        derived: dict[str, Callable[[], Any]] = {
+            "classification": lambda: d["cls"],
+            "success": lambda: np.isin(ev["kind"], _SUCCESS),
+            "repeat": lambda: ev["repeat"] != 0,
+            "timestamp": lambda: d["ms"],
+            "probe": lambda: d["probe_i"],
+            "validated": lambda: (ev["flags"] & EV_UNVALIDATED) == 0,
+            "attempt": lambda: d["attempt"],
+            "tarpit_probe": lambda: d["probe_i"] == self.plan.tarpit_index,
+            **(data or {}),
         }
-        for k, add in (extra or {}).items():
-            fields[k] = lambda add=add: add(out)
-        for i, k in enumerate(self.writer.template()):
-            out.key(k, first=i == 0)
-            fields.get(k, lambda: out.const(b"null"))()
+        out = Lines(len(ev))
+        for i, f in enumerate(self._fields):
+            out.key(f.name, first=i == 0)
+            if f.event is not None:
+                values = ev[f.event]
+            elif f.name in derived:
+                values = derived[f.name]()
+            else:
+                out.const(b"null")
+                continue
+            out.put(f.type, values, valid.get(f.source), self._vocab.get(f.name))
         self._tally_batch(ev, d)
         return out.build()
 
@@ -389,19 +388,17 @@ class Receiver:
         # The record keeps DATA_MAX bytes of a segment: a longer one is marked, never passed off as whole.
         cut = h["payload_len"] > h["data_len"]
         self.truncated += int((cut & (h["repeat"] == 0)).sum())
-        extra: dict[str, Any] = {
-            "banner": lambda out: out.raw(banner),
-            "data": lambda out: out.raw(data),
-            "truncated": lambda out: out.bools(cut),
-            "app_match": lambda out: out.bools(np.array(match, bool)),
+        carried: dict[str, Callable[[], Any]] = {
+            "banner": lambda: banner,
+            "data": lambda: data,
+            "truncated": lambda: cut,
+            "app_match": lambda: np.array(match, bool),
         }
         names = self._probe_names[probe_i]
         for name in set(names.tolist()):
             mine = names == name
-            extra[name] = lambda out, mine=mine: out.raw(
-                [p if m else b"null" for p, m in zip(parsed, mine, strict=True)]
-            )
-        self.writer.write_lines(self._lines(h, extra), len(rows))
+            carried[name] = lambda mine=mine: [p if m else b"null" for p, m in zip(parsed, mine, strict=True)]
+        self.writer.write_lines(self._lines(h, carried), len(rows))
 
     def _banner_parts(
         self, probe_index: int, data: bytes, ip_raw: int, port: int

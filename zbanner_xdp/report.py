@@ -54,35 +54,15 @@ from typing import IO, Any
 
 import orjson
 
+from . import fields
 from .probes import probe_class
 
 SCHEMA = "zbanner-xdp-report/1"
 PNG_NEEDS = "--png needs matplotlib: pip install 'zbanner-xdp[plot]'"
 
-# The scanner's fixed schema (kept here rather than imported from output.py so that files written by an
-# older scanner stay readable if the writer ever grows a field).
-REQUIRED_FIELDS = (
-    "saddr",
-    "sport",
-    "daddr",
-    "dport",
-    "classification",
-    "success",
-    "repeat",
-    "timestamp",
-    "ttl",
-    "window",
-    "ipid",
-    "seqnum",
-    "acknum",
-    "tcp_flags",
-    "probe",
-    "icmp_type",
-    "icmp_code",
-    "icmp_responder",
-    "banner",
-    "data",
-)
+# The fields every results file has (the output table marks them; a field added later is optional here,
+# so that files written by an older scanner stay readable).
+REQUIRED_FIELDS = fields.REQUIRED
 _REQUIRED = frozenset(REQUIRED_FIELDS)
 
 ICMP_ERRORS = frozenset(

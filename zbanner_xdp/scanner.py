@@ -33,7 +33,7 @@ from .events import Counter
 from .kgen import KernelGenerator, KernelGenError
 from .kreplies import KernelReplies
 from .netinfo import NetParams, resolve
-from .output import BASE_FIELDS, MetadataFile, OutputError, RecordWriter, same_file, select_fields
+from .output import MetadataFile, OutputError, RecordWriter, same_file, select_fields
 from .plan import KernelSyns, PlanError, ProbePlan, Segment
 from .receiver import Receiver, RingReader
 from .replies import Replies, ReplyQueue
@@ -147,7 +147,7 @@ class Scanner:
         self.probes = self.plan.probes
         self.probe_fields = [p.name for p in self.probes if p.kind.parses]
         try:
-            select_fields([*BASE_FIELDS, *self.probe_fields], cfg.output_fields)
+            select_fields(self.probe_fields, cfg.output_fields)
         except OutputError as exc:
             raise ScanError(str(exc)) from None
         if cfg.metadata and same_file(cfg.output, cfg.metadata):

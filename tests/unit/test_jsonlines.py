@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zbanner_xdp import fastfmt, packets
+from zbanner_xdp import fastfmt, fields, packets
 from zbanner_xdp import receiver as rx
 from zbanner_xdp.events import CLASSIFICATION, EV_ANSWERED, EV_UNVALIDATED, EVENT_DTYPE, ICMP_CLASSES, Kind
 from zbanner_xdp.jsonlines import Lines
@@ -239,6 +239,20 @@ def test_no_answer_counts_as_shadowed_while_draining(tmp_path: Path) -> None:
     r._draining = False
     r._handle_big(big)
     assert replies.shadowed == 8 and replies.queue.pending == 8  # one RST each, as the program sent
+
+
+def test_every_field_of_the_output_table_is_filled_in_some_record(tmp_path: Path) -> None:
+    """A field the table (fields.py) names but the receiver never fills would be null everywhere."""
+    probes = [get_probe(n) for n in ("synscan", "ssh")]
+    r = _receiver(tmp_path, probes, tarpit=0)
+    rng = np.random.default_rng(7)
+    ev = _random_events(rng, 3000)
+    ev["variant"] %= len(probes)
+    r._handle_big(_banner_batch(rng, [b"SSH-2.0-x\r\n"] * 50, len(probes)))
+    r.writer.close()
+    lines = r._lines(ev) + (tmp_path / "out.jsonl").read_bytes()
+    filled = {k for line in lines.splitlines() for k, v in orjson.loads(line).items() if v is not None}
+    assert set(fields.NAMES) <= filled
 
 
 def test_tally_counts_classes_and_hits(tmp_path: Path) -> None:
