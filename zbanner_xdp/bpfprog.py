@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bpfload, bpfsys, events
+from . import bpfload, bpfsys, cookie, events
 
 # The C sources: the package zbanner_xdp.bpf (the repository's bpf/). BCC reads them, and the headers
 # through -I, from disk: the package is installed as files, as pip installs it.
@@ -19,9 +19,6 @@ BPF_DIR = Path(str(resources.files("zbanner_xdp.bpf")))
 
 
 LOG_PATH = "/tmp/zbanner-xdp-bpf.log"
-
-
-KPAYLOAD_MAX = events.KPAYLOAD_MAX
 
 
 def payload_csum(data: bytes) -> int:
@@ -94,7 +91,7 @@ class ProgParams:
             f"-DZB_KERNEL_REPLIES={int(self.kernel_replies)}",
             f"-DZB_TTL={self.ttl}",
             f"-DZB_ACK_WINDOW={self.ack_window}",
-            *events.bpf_layout_cflags(),
+            *events.bpf_check_cflags(),
         ]
 
 
@@ -105,7 +102,7 @@ class RecvProgram:
         self,
         params: ProgParams,
         key: bytes,
-        probe_infos: list[tuple[int, ...]] | None = None,
+        probe_infos: list[dict[str, int]] | None = None,
         kernel_payloads: list[tuple[bool, bytes] | None] | None = None,
     ):
         self.params = params
@@ -125,22 +122,12 @@ class RecvProgram:
             raise
 
     def _configure(
-        self, key: bytes, probe_infos: list[tuple[int, ...]], kernel_payloads: list[tuple[bool, bytes] | None]
+        self, key: bytes, probe_infos: list[dict[str, int]], kernel_payloads: list[tuple[bool, bytes] | None]
     ) -> None:
-        k0, k1 = struct.unpack("<QQ", key)
+        k0, k1 = cookie.key_words(key)
         self.obj.update("config", 0, events.pack(events.CONFIG_DTYPE, k0=k0, k1=k1))
         for i, info in enumerate(probe_infos):
-            base, plus_ip, proto, cookie_len, reply_off, *udp = info
-            fields = dict(
-                base=base,
-                plus_ip_strlen=int(plus_ip),
-                proto=proto,
-                cookie_len=cookie_len,
-                reply_cookie_off=reply_off,
-            )
-            if udp:
-                fields.update(zip(("udp_len", "udp_tmpl_sum", "cookie_off"), udp, strict=True))
-            self.obj.update("probe_info", i, events.pack(events.PROBE_INFO_DTYPE, **fields))
+            self.obj.update("probe_info", i, events.pack(events.PROBE_INFO_DTYPE, **info))
         if self.params.kernel_replies:
             self._set_kernel_payloads(kernel_payloads)
 
@@ -150,7 +137,7 @@ class RecvProgram:
             rec = np.zeros((), dtype=events.KPAYLOAD_DTYPE)
             if item is not None:
                 handshake, data = item
-                if len(data) > KPAYLOAD_MAX:
+                if len(data) > events.KPAYLOAD_MAX:
                     continue
                 rec["enabled"], rec["len"], rec["handshake"] = 1, len(data), int(handshake)
                 rec["csum"] = payload_csum(data)

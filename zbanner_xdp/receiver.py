@@ -37,6 +37,7 @@ from .events import (
 from .fields import Source
 from .jsonlines import Lines
 from .output import RecordWriter
+from .plan import split_variant
 from .probes import ProbeKind
 
 if TYPE_CHECKING:
@@ -269,7 +270,7 @@ class Receiver:
         the cookie we put in the payload, so a forged quote fails here.
         """
         ok = np.ones(len(ev), dtype=bool)
-        idx = ev["variant"] % np.uint8(self.plan.P)
+        idx, _ = split_variant(ev["variant"], self.plan.P)
         for i in np.unique(idx):
             probe = self.probes[int(i)]
             if probe.transport != "udp":
@@ -286,15 +287,14 @@ class Receiver:
     def _derived(self, ev: np.ndarray) -> dict[str, np.ndarray]:
         """What both record paths compute from a batch: which fields apply, class codes, times."""
         kind = ev["kind"]
-        variant = ev["variant"].astype(np.int64)
-        probe_i = variant % self.plan.P
+        probe_i, attempt = split_variant(ev["variant"].astype(np.int64), self.plan.P)
         is_icmp = kind == Kind.ICMP
         cls = _CLASS_BY_KIND[kind]
         if is_icmp.any():
             cls[is_icmp] = _ICMP_CLASS_BY_TYPE[ev["icmp_type"][is_icmp]]
         return {
             "probe_i": probe_i,
-            "attempt": variant // self.plan.P,
+            "attempt": attempt,
             "is_tcp": np.isin(kind, _TCP_KINDS),
             "is_icmp": is_icmp,
             "has_ports": (kind != Kind.ECHOREPLY) & ~self._icmp_probe_mask[probe_i],
@@ -372,7 +372,7 @@ class Receiver:
         if len(rows) == 0:
             return
         h = rows["h"]
-        probe_i = (h["variant"] % np.uint8(self.plan.P)).tolist()
+        probe_i = split_variant(h["variant"], self.plan.P)[0].tolist()
         parts = [
             self._banner_parts(p, row[:n].tobytes(), ip, port)
             for p, row, n, ip, port in zip(

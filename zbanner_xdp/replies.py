@@ -18,6 +18,7 @@ import numpy as np
 
 from . import packets
 from .events import EV_ANSWERED, REPEAT_DUP, REPEAT_RETRANSMIT, Kind, addr_text, host_addrs
+from .plan import split_variant
 
 if TYPE_CHECKING:
     from .sender import RateLimiter, TxRing
@@ -115,7 +116,7 @@ class Replies:
         self.reanswered += int((answer["repeat"] == REPEAT_RETRANSMIT).sum())
         self._rst(answer[answer["kind"] != Kind.SYNACK])
         synack = answer[answer["kind"] == Kind.SYNACK]
-        probe_idx = synack["variant"] % np.uint8(self.plan.P)
+        probe_idx, _ = split_variant(synack["variant"], self.plan.P)
         for i in np.unique(probe_idx):
             probe = self.plan.probes[int(i)]
             sub = synack[probe_idx == i]

@@ -469,6 +469,19 @@ def test_server_first_zero_window_build() -> None:
         assert e.counters()["banner"] == 1
 
 
+def test_a_drift_of_the_mirrored_constants_fails_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """xdp_responder.c asserts the counters and the banner size emulator.py mirrors."""
+    if privileged_reason():
+        pytest.skip("privileged")
+    from zbanner_xdp.lab import emulator
+    from zbanner_xdp.lab.emulator import EmulatorError
+
+    swapped = (emulator.COUNTERS[1], emulator.COUNTERS[0], *emulator.COUNTERS[2:])
+    monkeypatch.setattr(emulator, "COUNTERS", swapped)
+    with pytest.raises(EmulatorError, match="cannot build the emulator"):
+        Emulator(EmulatorParams(net=NET))
+
+
 # --------------------------------------------------------------------------- end to end
 
 

@@ -6,6 +6,8 @@ Python cookie must be consumed, one cookie off must pass untouched.
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,6 +28,7 @@ SPORT = 40000  # ours
 LO, HI = 32768, 61000
 THEM_LINK = packets.LinkParams(b"\x02" * 6, b"\x04" * 6, THEM, 61)
 PAYLOAD = b"GET / HTTP/1.0\r\n\r\n"
+PROBE_INFO = {"base": len(PAYLOAD), "proto": socket.IPPROTO_TCP}  # one TCP probe, sending PAYLOAD
 
 
 class Prog:
@@ -41,7 +44,7 @@ class Prog:
             ringbuf_pages=64,
             banner_pages=64,
         )
-        self.p = RecvProgram(params, KEY, probe_infos=[(len(PAYLOAD), 0, 6, 0, 0)] if banners else None)
+        self.p = RecvProgram(params, KEY, probe_infos=[PROBE_INFO] if banners else None)
         self.ring = RingReader(self.p, 64)
 
     def run(self, frame: bytes) -> int:
@@ -208,9 +211,7 @@ def kprog():
         ack_window=512,
     )
     p = Prog.__new__(Prog)
-    p.p = RecvProgram(
-        params, KEY, probe_infos=[(len(PAYLOAD), 0, 6, 0, 0)], kernel_payloads=[(True, PAYLOAD)]
-    )
+    p.p = RecvProgram(params, KEY, probe_infos=[PROBE_INFO], kernel_payloads=[(True, PAYLOAD)])
     p.ring = RingReader(p.p, 64)
     yield p
     p.ring.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ctypes
 import datetime as dt
 import os
 import types
@@ -273,6 +274,20 @@ def test_tally_counts_classes_and_hits(tmp_path: Path) -> None:
         )
     ]
     assert r.hits == len(hits) > 0
+
+
+def test_a_drift_of_the_formatters_ops_or_columns_fails_its_compile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zbfmt.c asserts the ops and struct zb_col fastfmt.py mirrors: a drift never loads."""
+    src = fastfmt.SOURCE.read_bytes()
+    assert fastfmt._compile(src, tmp_path / "ok.so")
+    monkeypatch.setattr(fastfmt, "WORD", 7)
+    assert not fastfmt._compile(src, tmp_path / "ops.so")
+    monkeypatch.undo()
+    swapped = [*fastfmt.Col._fields_[:2], ("offs", ctypes.c_void_p), ("bytes", ctypes.c_void_p)]
+    monkeypatch.setattr(fastfmt, "Col", type("Col", (ctypes.Structure,), {"_fields_": swapped}))
+    assert not fastfmt._compile(src, tmp_path / "layout.so")
 
 
 def test_numbers_and_nulls(formatter: str) -> None:

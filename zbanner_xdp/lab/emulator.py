@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from .. import bpfsys, kheaders
+from .. import bpfsys, cchecks, kheaders
 from ..bpfload import stderr_to as _stderr_to
 from ..bpfprog import BPF_DIR, BpfSetupError
 from ..cookie import cookie_scalar
@@ -78,7 +78,7 @@ FUNC = "xdp_responder"
 
 BANNER_MAX = 1024  # ZE_BANNER_MAX: the map value's banner buffer
 DEFAULT_BANNER = b"SSH-2.0-zbanner-emulator\r\n"
-# In enum ze_counter order.
+# In enum ze_counter order (the build asserts it, see _check_flags).
 COUNTERS = ("syn_open", "syn_closed", "banner", "dropped", "bad_ack", "passed", "no_room")
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
@@ -187,8 +187,15 @@ class EmulatorParams:
             f"-DZE_MSS={self.mss}",
             f"-DZE_SERVER_FIRST={int(self.server_first)}",
             f"-DZE_SINK={int(self.sink)}",
-            f"-DZE_BANNER_MAX={BANNER_MAX}",
+            *_check_flags(),
         ]
+
+
+def _check_flags() -> list[str]:
+    """-DZE_CHECKS: xdp_responder.c asserts BANNER_MAX and COUNTERS are its own."""
+    expected = {"ZE_BANNER_MAX": BANNER_MAX, "ZE_CNT_MAX": len(COUNTERS)}
+    expected |= {f"ZE_CNT_{name.upper()}": i for i, name in enumerate(COUNTERS)}
+    return [cchecks.define("ZE_CHECKS", cchecks.values(expected, "emulator.py"))]
 
 
 def _thread_netns_fd() -> int:

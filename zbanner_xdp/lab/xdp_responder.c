@@ -27,6 +27,7 @@
  *   ZE_SERVER_FIRST   1: the handshake's bare ACK already gets the banner
  *   ZE_SINK           1: answer nothing, drop (and count) every frame to the range:
  *                     a silent network for measuring a sender alone
+ *   ZE_CHECKS         static asserts that emulator.py's mirror of the constants is right
  * Run-time configuration (maps written from Python):
  *   config[0]         hash keys, the banner and its precomputed checksum
  *   ports[0]          65536-bit bitmap of open ports (ZE_PORT_FILTER)
@@ -42,9 +43,7 @@
 #include "cookie.h"
 #include "parsing.h"
 
-#ifndef ZE_BANNER_MAX
 #define ZE_BANNER_MAX 1024
-#endif
 #define ZE_HEAD_SPARE 32
 
 enum ze_counter {
@@ -74,6 +73,12 @@ struct ze_config {
 struct ze_ports {
 	__u8 bits[65536 / 8];
 };
+
+/* zbanner_xdp/lab/emulator.py mirrors ZE_BANNER_MAX and the counters: it
+ * compiles this with static asserts of their values. */
+#ifdef ZE_CHECKS
+ZE_CHECKS
+#endif
 
 BPF_PERCPU_ARRAY(counters, __u64, ZE_CNT_MAX);
 BPF_ARRAY(config, struct ze_config, 1);
