@@ -19,7 +19,8 @@
  *                       LO + variant + VARIANTS * (cookie(us, them, 0, their port) % SLOTS)
  *   ZB_ICMP_VARIANT     the icmp-echo probe's index, or -1
  *   ZB_BANNERS          1: expect data segments acking our probe payload
- *   ZB_DEDUP_ENTRIES    size of the LRU duplicate filter
+ *   ZB_DEDUP_BUCKETS    buckets of the duplicate filter (ZB_DEDUP_WAYS replies each),
+ *                       a power of two
  *   ZB_DEDUP_WINDOW_NS  a repeat older than this is new again (0: never)
  *   ZB_EMIT_REPEATS     1: network duplicates also produce (flagged) records
  *   ZB_REANSWER_NS      a repeat this long after our answer is a retransmission
@@ -43,6 +44,7 @@
 
 #include "shared.h"
 #include "cookie.h"
+#include "csum.h"
 #include "parsing.h"
 
 /* Two rings, one record size each: user space reads a whole batch as one
@@ -117,15 +119,6 @@ static __always_inline __u32 dotted_len(__u32 raw)
 		n += 1 + (b >= 10) + (b >= 100);
 	}
 	return n;
-}
-
-/* Ones'-complement fold of a 64-bit partial sum into a checksum field. */
-static __always_inline __u16 zb_fold(__u64 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
 }
 
 /* Duplicate filter. A reply seen before inside the window is a repeat:
@@ -404,13 +397,13 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 		if ((void *)(tcp + 1) > end)
 			return XDP_DROP;
 	}
-	ip->check = zb_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+	ip->check = zb_csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
 	__u32 us = kr->us, them = kr->them;
 	__u64 sum = (us & 0xffff) + (us >> 16) + (them & 0xffff) + (them >> 16) + bpf_htons(IPPROTO_TCP) +
 		    bpf_htons(20 + plen) + (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 20, 0);
 	if (plen)
 		sum += kp->csum;
-	tcp->check = zb_fold(sum);
+	tcp->check = zb_csum_fold(sum);
 	count(ZB_CNT_KERNEL_REPLIES);
 	return XDP_TX;
 }
@@ -670,7 +663,7 @@ static __always_inline __be16 udp_checksum(struct zb_config *cfg, struct zb_prob
 		sum += cookie & 0xffff;
 	else if (pi->cookie_len == 4)
 		sum += (cookie >> 16) + (cookie & 0xffff);
-	__u16 csum = zb_fold(sum);
+	__u16 csum = zb_csum_fold(sum);
 	return bpf_htons(csum ? csum : 0xffff);
 }
 
@@ -829,12 +822,12 @@ int xdp_gen(struct xdp_md *ctx)
 	tcp->dest = t->dport_raw;
 	tcp->seq = bpf_htonl(seq);
 	tcp->check = 0;
-	ip->check = zb_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+	ip->check = zb_csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
 	/* pseudo header: saddr, daddr, zero|proto, TCP length (24) */
 	__u64 sum = (ip->saddr & 0xffff) + (ip->saddr >> 16) + (ip->daddr & 0xffff) + (ip->daddr >> 16) +
 		    bpf_htons(IPPROTO_TCP) + bpf_htons(24);
 	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 24, 0);
-	tcp->check = zb_fold(sum);
+	tcp->check = zb_csum_fold(sum);
 	__sync_fetch_and_add(&st->sent, 1);
 	return XDP_TX;
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bpfload, bpfsys, cookie, events
+from . import bpfload, bpfsys, cookie, events, packets
 
 # The C sources: the package zbanner_xdp.bpf (the repository's bpf/). BCC reads them, and the headers
 # through -I, from disk: the package is installed as files, as pip installs it.
@@ -19,17 +19,6 @@ BPF_DIR = Path(str(resources.files("zbanner_xdp.bpf")))
 
 
 LOG_PATH = "/tmp/zbanner-xdp-bpf.log"
-
-
-def payload_csum(data: bytes) -> int:
-    """Partial ones'-complement sum of a payload as the program adds it (LE 16-bit loads)."""
-    if len(data) % 2:
-        data += b"\x00"
-    words = np.frombuffer(data, dtype="<u2").astype(np.uint64)
-    total = int(words.sum())
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
-    return total
 
 
 class BpfSetupError(RuntimeError):
@@ -140,7 +129,7 @@ class RecvProgram:
                 if len(data) > events.KPAYLOAD_MAX:
                     continue
                 rec["enabled"], rec["len"], rec["handshake"] = 1, len(data), int(handshake)
-                rec["csum"] = payload_csum(data)
+                rec["csum"] = packets.native_word_sum(data)
                 rec["data"][: len(data)] = np.frombuffer(data, dtype=np.uint8)
             self.obj.update("kpayload", i, rec.tobytes())
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -18,7 +18,7 @@ from .config import ScanConfig, parse_port_range, parse_rate
 EXIT_USAGE = 2
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str) -> NoReturn:
     click.echo(f"zbanner-xdp: error: {msg}", err=True)
     sys.exit(EXIT_USAGE)
 
@@ -218,7 +218,7 @@ def scan(
         targets=target,
         ports=ports,
         probe=probe,
-        probe_args=parse_probe_args(probe_args),
+        probe_args=args,
         iface=obj["iface"],
         rate=obj["rate"],
         source_ip=obj["source_ip"],
@@ -249,8 +249,6 @@ def scan(
         tx=obj["tx"],
         kernel_replies=kernel_replies,
     )
-    if not cfg.dry_run and os.geteuid() != 0:
-        _fail("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")
     try:
         scanner = Scanner(cfg, probe_objs)
         if cfg.dry_run:
@@ -310,7 +308,7 @@ def probes_cmd(output_fields: bool) -> None:
         fields = ", ".join(cls.fields) or "-"
         click.echo(f"{cls.name:<10} port {cls.default_port:<5} {cls.description}")
         click.echo(f"{'':<10} fields: {fields}")
-        for k, v in getattr(cls, "args_help", {}).items():
+        for k, v in cls.args_help.items():
             click.echo(f"{'':<10} --probe-args {k}=…: {v}")
 
 

@@ -227,10 +227,6 @@ class RecordWriter:
         """More output queued than the high-water mark: new probes should wait."""
         return self._queued >= HIGH_WATER
 
-    @property
-    def queued_bytes(self) -> int:
-        return self._queued
-
     # -- the writing thread ------------------------------------------------
     def _run(self) -> None:
         while True:
@@ -328,10 +324,6 @@ class RecordWriter:
                 os.close(fd)
             except OSError:
                 pass
-
-    def pending_lines(self) -> int:
-        with self._cv:
-            return sum(c for _, c in self._queue)
 
 
 class MetadataFile:

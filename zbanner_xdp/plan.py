@@ -165,10 +165,8 @@ class ProbePlan:
                     p = self.tarpit_ports(key, link.src_ip, a)
                 else:
                     a, p = addrs, ports
-                if kernel_syns:
-                    out.append(KernelSyns(a, p, variant))
-                else:
-                    out.append(self._syn(link, key, a, p, variant))
+                syns = KernelSyns(a, p, variant)
+                out.append(syns if kernel_syns else self.syn_frames(link, key, syns))
             elif probe.transport == "udp":
                 if self.has_tcp:
                     a = addrs[first]
@@ -185,12 +183,11 @@ class ProbePlan:
                 out.append(Segment(f, n))
         return [s for s in out if len(s)]
 
-    def _syn(
-        self, link: packets.LinkParams, key: bytes, addrs: np.ndarray, ports: np.ndarray, variant: int
-    ) -> Segment:
-        sports = self.source_ports(key, link.src_ip, addrs, ports, variant)
-        seqs = cookie.cookies(key, link.src_ip, addrs, sports, ports)
-        return Segment(*packets.syn_frames(link, addrs, ports, sports, seqs))
+    def syn_frames(self, link: packets.LinkParams, key: bytes, syns: KernelSyns) -> Segment:
+        """The frames of SYNs (those the kernel-side generator would have built, where it cannot)."""
+        sports = self.source_ports(key, link.src_ip, syns.addrs, syns.ports, syns.variant)
+        seqs = cookie.cookies(key, link.src_ip, syns.addrs, sports, syns.ports)
+        return Segment(*packets.syn_frames(link, syns.addrs, syns.ports, sports, seqs))
 
     def udp_payloads(
         self, key: bytes, us: int, probe: Any, addrs: np.ndarray, ports: np.ndarray, sports: np.ndarray

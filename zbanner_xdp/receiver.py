@@ -193,6 +193,7 @@ class Receiver:
         self.truncated = 0  # banners longer than the record keeps (DATA_MAX), marked in their record
         self.error: BaseException | None = None
         self._draining = False
+        self._abandon: threading.Event | None = None  # set by stop(): a second Ctrl-C
         # Computed once: _tally consults it for every record.
         # Per probe index: a SYN-ACK is itself the hit (SYN-only probes).
         self._syn_only = np.array([p.kind is ProbeKind.SYN for p in self.probes], bool)
@@ -233,7 +234,7 @@ class Receiver:
                     self._stop.wait(_BATCH_WAIT)
             # Stopping: answering is pointless now (XDP is detached), recording is not.
             self._draining = True
-            abandon = getattr(self, "_abandon", None)
+            abandon = self._abandon
             while not (abandon is not None and abandon.is_set()):
                 if self.drain_once(0) == 0:
                     break

@@ -502,10 +502,6 @@ def _table(header: list[str], rows: list[list[Any]], left: int = 1, indent: str 
     return out
 
 
-def _pct(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"
-
-
 def format_report(rep: dict[str, Any], max_tarpits: int = 50) -> str:
     """Human-readable text with aligned tables."""
     t = rep["totals"]

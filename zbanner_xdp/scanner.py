@@ -2,9 +2,10 @@
 
 Threads: the main thread sends (replies first, then due retransmissions,
 then new probes, all within the rate) and prints status; a receiver thread
-drains the ring buffer. When SYNs go out through AF_PACKET, the receiver
-sends the replies it builds at once, on its own TX ring (in parallel with the
-SYNs; they count against the rate); a writer thread owns the output (see
+drains the ring buffer and hands each batch to the replies stage (replies.py)
+before recording it. When SYNs go out through AF_PACKET, the receiver's thread
+sends the replies at once, on its own TX ring (in parallel with the SYNs;
+they count against the rate); a writer thread owns the output (see
 output.RecordWriter). Nothing is opened for writing before XDP is attached, so
 a scan that cannot start leaves every file as it was. Every exit path after
 that — done, Ctrl-C, SIGTERM, full disk, an exception — goes through the same
@@ -123,6 +124,8 @@ class RetransmitQueue:
 
 class Scanner:
     def __init__(self, cfg: ScanConfig, probes: list[Any]):
+        if not cfg.dry_run and os.geteuid() != 0:  # before any work: the first thing a user must fix
+            raise ScanError("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")
         self.cfg = cfg
         self.stop = threading.Event()
         self.abandon = threading.Event()  # second signal: stop draining, count the rest as lost
@@ -234,8 +237,6 @@ class Scanner:
     # -- the scan --------------------------------------------------------
     def run(self) -> dict:
         cfg = self.cfg
-        if os.geteuid() != 0:
-            raise ScanError("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")
         self.net = self._resolve()
         link = self._link()
         self.started = _now_iso()
@@ -394,7 +395,7 @@ class Scanner:
                 self.tx_mode = "tx_ring"
                 self._replies_from_receiver()
                 link = self._link()
-                self._send(self.plan._syn(link, self.key, item.addrs, item.ports, item.variant))
+                self._send(self.plan.syn_frames(link, self.key, item))
 
     def _install_signals(self) -> dict:
         def handler(signum: int, _frame: Any) -> None:
@@ -463,7 +464,7 @@ class Scanner:
             if self.kgen is not None:
                 self._kgen_send(seg)
                 return
-            seg = self.plan._syn(self._link(), self.key, seg.addrs, seg.ports, seg.variant)
+            seg = self.plan.syn_frames(self._link(), self.key, seg)
         assert self.tx is not None
         self.tx.send(seg.frames, seg.lengths)
 

@@ -38,9 +38,9 @@ from zbanner_xdp.lab.emulator import (
     Emulator,
     EmulatorParams,
     PeerPass,
-    banner_csum,
     is_open,
 )
+from zbanner_xdp.packets import native_word_sum
 
 pytestmark = pytest.mark.privileged
 
@@ -313,8 +313,8 @@ def test_banner_csum_matches_bytes() -> None:
     # Odd length: the last byte is padded, as the TCP checksum wants.
     odd = b"abc"
     words = struct.unpack("=2H", odd + b"\0")
-    assert banner_csum(odd) == sum(words)
-    assert banner_csum(b"") == 0
+    assert native_word_sum(odd) == sum(words)
+    assert native_word_sum(b"") == 0
 
 
 def test_syn_open_gets_synack(emu: Emulator) -> None:

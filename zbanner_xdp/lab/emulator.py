@@ -69,7 +69,8 @@ from typing import NoReturn
 from .. import bpfsys, cchecks, kheaders
 from ..bpfload import stderr_to as _stderr_to
 from ..bpfprog import BPF_DIR, BpfSetupError
-from ..cookie import cookie_scalar
+from ..cookie import cookie_scalar, key_words
+from ..packets import native_word_sum
 from . import netns
 
 LOG_PATH = "/tmp/zbanner-xdp-emulator.log"
@@ -117,16 +118,6 @@ def isn(seed: int, our_ip: int, their_ip: int, our_port: int, their_port: int) -
     return cookie_scalar(_isn_key(seed), our_ip, their_ip, our_port, their_port)
 
 
-def banner_csum(banner: bytes) -> int:
-    """Unfolded ones'-complement sum of `banner` as the BPF side adds it.
-
-    Native byte order on purpose: bpf_csum_diff sums native words too, and
-    the folded result is stored natively, which is right on either endianness.
-    """
-    padded = banner + b"\0" * (len(banner) % 2)
-    return sum(struct.unpack(f"={len(padded) // 2}H", padded)) if padded else 0
-
-
 @dataclass(frozen=True)
 class EmulatorParams:
     net: str = "198.18.0.0/15"
@@ -158,9 +149,6 @@ class EmulatorParams:
     @property
     def network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.net, strict=False)
-
-    def answers_for(self, ip: int) -> bool:
-        return ipaddress.IPv4Address(ip) in self.network
 
     def is_open(self, ip: int, port: int) -> bool:
         """The ground truth for ip:port, port list included."""
@@ -300,10 +288,10 @@ class Emulator:
         p = self.params
         cfg = self.bpf[b"config"]
         leaf = cfg.Leaf()
-        leaf.open_k0, leaf.open_k1 = struct.unpack("<QQ", _open_key(p.seed))
-        leaf.isn_k0, leaf.isn_k1 = struct.unpack("<QQ", _isn_key(p.seed))
+        leaf.open_k0, leaf.open_k1 = key_words(_open_key(p.seed))
+        leaf.isn_k0, leaf.isn_k1 = key_words(_isn_key(p.seed))
         leaf.banner_len = len(p.banner)
-        leaf.banner_csum = banner_csum(p.banner)
+        leaf.banner_csum = native_word_sum(p.banner)
         ctypes.memmove(leaf.banner, p.banner, len(p.banner))
         cfg[ctypes.c_int(0)] = leaf
         if p.ports is not None:

@@ -41,6 +41,7 @@
 #include <uapi/linux/in.h>
 
 #include "cookie.h"
+#include "csum.h"
 #include "parsing.h"
 
 #define ZE_BANNER_MAX 1024
@@ -117,14 +118,6 @@ static __always_inline void ze_count(__u32 idx)
 	__u64 *v = counters.lookup(&idx);
 	if (v)
 		*v += 1;
-}
-
-static __always_inline __u16 ze_csum_fold(__u64 s)
-{
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u16)~s;
 }
 
 static __always_inline int ze_is_open(struct ze_config *cfg, __u32 ip_raw, __u16 port_raw)
@@ -244,7 +237,7 @@ int xdp_responder(struct xdp_md *ctx)
 	r.ip.protocol = IPPROTO_TCP;
 	r.ip.saddr = ip->daddr;
 	r.ip.daddr = ip->saddr;
-	r.ip.check = ze_csum_fold(bpf_csum_diff(NULL, 0, (void *)&r.ip, sizeof(r.ip), 0));
+	r.ip.check = zb_csum_fold(bpf_csum_diff(NULL, 0, (void *)&r.ip, sizeof(r.ip), 0));
 
 	r.tcp.source = tcp->dest;
 	r.tcp.dest = tcp->source;
@@ -261,7 +254,7 @@ int xdp_responder(struct xdp_md *ctx)
 		sum += (__u32)bpf_csum_diff(NULL, 0, (void *)&r.tcp, sizeof(r.tcp), 0);
 	if (blen)
 		sum += cfg->banner_csum;
-	r.tcp.check = ze_csum_fold(sum);
+	r.tcp.check = zb_csum_fold(sum);
 
 	/* Keep the link header on the stack: the reply may have to grow at the
 	 * front (below), which moves everything. A VLAN tag stays as it was,
