@@ -1,9 +1,10 @@
 /* The one definition of what crosses the kernel/user boundary.
  *
- * zbanner_xdp/events.py mirrors these layouts as numpy dtypes and compiles
- * this program with -DZB_EVENT_SIZE / -DZB_OFF_* taken from them; the static
- * asserts below make a drift between the two sides a compile error instead
- * of silently garbled records.
+ * zbanner_xdp/events.py mirrors these layouts as numpy dtypes and these
+ * constants as Python values, and compiles this program with
+ * -DZB_SHARED_CHECKS: static asserts of every size, offset and value it relies
+ * on (expanded at the end), which make a drift between the two sides a
+ * compile error instead of silently garbled records.
  */
 #ifndef ZB_SHARED_H
 #define ZB_SHARED_H
@@ -11,9 +12,7 @@
 /* Bytes of the first data segment copied into a banner record: enough for
  * an HTTP head, a ServerHello or a greeting; the rest is not needed to
  * classify and would only cost ring-buffer space. */
-#ifndef ZB_DATA_MAX
 #define ZB_DATA_MAX 1024
-#endif
 
 enum zb_kind {
 	ZB_KIND_SYNACK = 1,
@@ -74,12 +73,27 @@ struct zb_event {
 #define ZB_EV_UNVALIDATED 0x01  /* only the source-port slot matched (bare RST) */
 #define ZB_EV_ANSWERED 0x02     /* the program already sent our answer (--kernel-replies) */
 
+/* zb_event.repeat: 0 for a first reply, else why it came again. */
+#define ZB_REPEAT_DUP 1         /* a network duplicate */
+#define ZB_REPEAT_RETRANSMIT 2  /* the server retransmitted: our answer was lost, answer again */
+
+/* A probe's source port carries its variant, probe + ZB_PROBES * attempt
+ * (zbanner_xdp/plan.py, split_variant there). */
+struct zb_variant {
+	__u32 probe;
+	__u32 attempt;
+};
+
+static __always_inline struct zb_variant zb_split_variant(__u32 variant)
+{
+	struct zb_variant v = { variant % (__u32)ZB_PROBES, variant / (__u32)ZB_PROBES };
+	return v;
+}
+
 /* --kernel-replies: the fixed payload the program piggybacks on its ACK.
  * csum is the payload's partial ones'-complement sum (16-bit little-endian
  * words, as the program loads them), precomputed by user space. */
-#ifndef ZB_KPAYLOAD_MAX
 #define ZB_KPAYLOAD_MAX 512
-#endif
 struct zb_kpayload {
 	__u32 enabled;
 	__u32 len;
@@ -136,8 +150,10 @@ struct zb_gen_target {
 	__u8 pad;
 };
 
+#define ZB_GEN_FRAME 58 /* Ethernet + IPv4 (20) + TCP (24, MSS option) */
+
 struct zb_gen_template {
-	__u8 frame[64];         /* the first 58 bytes are the SYN template */
+	__u8 frame[64];         /* the first ZB_GEN_FRAME bytes are the SYN template */
 };
 
 struct zb_gen_state {
@@ -149,9 +165,7 @@ struct zb_gen_state {
 /* Duplicate filter: a set-associative cache of replies seen. A key hashes
  * to one bucket of ZB_DEDUP_WAYS slots; a new key takes the bucket's oldest
  * slot. Times are in units of 2^20 ns (~1.05 ms), 0 = empty slot. */
-#ifndef ZB_DEDUP_WAYS
 #define ZB_DEDUP_WAYS 8
-#endif
 #define ZB_DEDUP_SHIFT 20
 
 struct zb_dedup_slot {
@@ -166,11 +180,8 @@ struct zb_dedup_bucket {
 	struct zb_dedup_slot slot[ZB_DEDUP_WAYS];
 };
 
-#ifdef ZB_EVENT_SIZE
-_Static_assert(sizeof(struct zb_event) == ZB_EVENT_SIZE, "zb_event size differs from events.py");
-#endif
-#ifdef ZB_OFFSET_CHECKS
-ZB_OFFSET_CHECKS
+#ifdef ZB_SHARED_CHECKS
+ZB_SHARED_CHECKS
 #endif
 
 #endif

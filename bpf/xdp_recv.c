@@ -14,12 +14,13 @@
  *   ZB_PORT_LO/HI       our source-port range (host order, inclusive)
  *   ZB_PROBES           probes in the scan (P)
  *   ZB_VARIANTS         P * attempts; variant = (port - LO) % VARIANTS,
- *                       probe = variant % P, attempt = variant / P
+ *                       probe = variant % P, attempt = variant / P (zb_split_variant)
  *   ZB_SLOTS            (HI - LO + 1) / VARIANTS; a probe's port is
  *                       LO + variant + VARIANTS * (cookie(us, them, 0, their port) % SLOTS)
  *   ZB_ICMP_VARIANT     the icmp-echo probe's index, or -1
  *   ZB_BANNERS          1: expect data segments acking our probe payload
- *   ZB_DEDUP_ENTRIES    size of the LRU duplicate filter
+ *   ZB_DEDUP_BUCKETS    buckets of the duplicate filter (ZB_DEDUP_WAYS replies each),
+ *                       a power of two
  *   ZB_DEDUP_WINDOW_NS  a repeat older than this is new again (0: never)
  *   ZB_EMIT_REPEATS     1: network duplicates also produce (flagged) records
  *   ZB_REANSWER_NS      a repeat this long after our answer is a retransmission (0: never)
@@ -29,6 +30,7 @@
  *   ZB_GEN_SLOTS        entries in the generator's target ring
  *   ZB_KERNEL_REPLIES   1: answer SYN-ACKs and banners in the program (XDP_TX)
  *   ZB_TTL, ZB_ACK_WINDOW  for those answers
+ *   ZB_SHARED_CHECKS    static asserts that events.py mirrors shared.h (see there)
  */
 #include <uapi/linux/bpf.h>
 /* The uapi headers: the kernel-internal linux/ip.h and friends pull in most of
@@ -42,6 +44,7 @@
 
 #include "shared.h"
 #include "cookie.h"
+#include "csum.h"
 #include "parsing.h"
 
 /* Two rings, one record size each: user space reads a whole batch as one
@@ -74,9 +77,6 @@ BPF_ARRAY(gen_template, struct zb_gen_template, 1);
 #define ZB_ANSWER 100 /* emit(): recorded (or a retransmission), to be answered */
 #define ZB_NOT_OURS (-1)
 #define ZB_BAD (-2) /* to our address and ports, but fails validation */
-
-#define ZB_REPEAT_DUP 1
-#define ZB_REPEAT_RETRANSMIT 2
 
 /* Everything emit() needs to know about one reply, host order unless raw. */
 struct zb_reply {
@@ -119,15 +119,6 @@ static __always_inline __u32 dotted_len(__u32 raw)
 		n += 1 + (b >= 10) + (b >= 100);
 	}
 	return n;
-}
-
-/* Ones'-complement fold of a 64-bit partial sum into a checksum field. */
-static __always_inline __u16 zb_fold(__u64 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
 }
 
 /* Duplicate filter. A reply seen before inside the window is a repeat:
@@ -406,13 +397,13 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 		if ((void *)(tcp + 1) > end)
 			return XDP_DROP;
 	}
-	ip->check = zb_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+	ip->check = zb_csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
 	__u32 us = kr->us, them = kr->them;
 	__u64 sum = (us & 0xffff) + (us >> 16) + (them & 0xffff) + (them >> 16) + bpf_htons(IPPROTO_TCP) +
 		    bpf_htons(20 + plen) + (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 20, 0);
 	if (plen)
 		sum += kp->csum;
-	tcp->check = zb_fold(sum);
+	tcp->check = zb_csum_fold(sum);
 	count(ZB_CNT_KERNEL_REPLIES);
 	return XDP_TX;
 }
@@ -425,7 +416,7 @@ static __always_inline int emit_and_answer(struct xdp_md *ctx, struct zb_reply *
 {
 #if ZB_KERNEL_REPLIES
 	struct zb_kr kr = {};
-	__u32 probe = (__u32)r->variant % (__u32)ZB_PROBES;
+	__u32 probe = zb_split_variant(r->variant).probe;
 	if (r->kernel_answer && r->kind != ZB_KIND_BANNER) {
 		kernel_reply_prepare(ctx, r->kind, probe, &kr);
 		r->kernel_answer = kr.ok;
@@ -479,7 +470,7 @@ static __always_inline int slot_ok(struct zb_config *cfg, __u32 us, __u32 them, 
 static __always_inline __u16 key_port(__u16 our_port, __u32 variant)
 {
 	/* Fold retransmitted attempts onto the first attempt's port. */
-	return our_port - (__u16)((variant / (__u32)ZB_PROBES) * (__u32)ZB_PROBES);
+	return our_port - (__u16)(zb_split_variant(variant).attempt * (__u32)ZB_PROBES);
 }
 
 static __always_inline __u32 probe_payload_len(struct zb_probe_info *pi, __u32 target_raw)
@@ -498,7 +489,7 @@ static __always_inline __u8 kernel_answers(struct xdp_md *ctx, struct iphdr *ip,
 	if ((void *)(eth + 1) > (void *)(long)ctx->data_end || eth->h_proto != bpf_htons(ETH_P_IP) ||
 	    (void *)ip != (void *)(eth + 1) || ip->ihl != 5)
 		return 0;
-	__u32 probe = (__u32)variant % (__u32)ZB_PROBES;
+	__u32 probe = zb_split_variant(variant).probe;
 	struct zb_kpayload *kp = kpayload.lookup(&probe);
 	return kp && kp->enabled;
 #else
@@ -558,7 +549,7 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 
 	__u32 plen = 0;
 	if (ZB_BANNERS)
-		plen = probe_payload_len(get_probe((__u32)variant % (__u32)ZB_PROBES), ip->saddr);
+		plen = probe_payload_len(get_probe(zb_split_variant(variant).probe), ip->saddr);
 
 	if (flags & TCP_RST) {
 		r.kind = ZB_KIND_RST;
@@ -611,7 +602,7 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct zb_cursor *c, s
 	struct zb_config *cfg = get_config();
 	if (!cfg)
 		return ZB_NOT_OURS;
-	struct zb_probe_info *pi = get_probe((__u32)variant % (__u32)ZB_PROBES);
+	struct zb_probe_info *pi = get_probe(zb_split_variant(variant).probe);
 	if (!pi || pi->proto != IPPROTO_UDP)
 		return ZB_BAD;
 	if (!slot_ok(cfg, ip->daddr, ip->saddr, dport, udp->source))
@@ -672,7 +663,7 @@ static __always_inline __be16 udp_checksum(struct zb_config *cfg, struct zb_prob
 		sum += cookie & 0xffff;
 	else if (pi->cookie_len == 4)
 		sum += (cookie >> 16) + (cookie & 0xffff);
-	__u16 csum = zb_fold(sum);
+	__u16 csum = zb_csum_fold(sum);
 	return bpf_htons(csum ? csum : 0xffff);
 }
 
@@ -744,7 +735,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, 
 			 * (ACK+probe, RST) or up to cookie+1+payload (RST after a banner). */
 			__u32 cookie = zb_cookie(cfg->k0, cfg->k1, in->saddr, in->daddr, our_raw, their_raw);
 			__u32 seq = bpf_ntohl(*(__be32 *)(l4 + 4));
-			__u32 plen = probe_payload_len(get_probe((__u32)variant % (__u32)ZB_PROBES), in->daddr);
+			__u32 plen = probe_payload_len(get_probe(zb_split_variant(variant).probe), in->daddr);
 			if (seq - cookie > 1 + plen)
 				return ZB_BAD;
 			r.seq = seq;
@@ -755,7 +746,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, 
 			 * must be ours, or a forged quote could claim the dedup slot of
 			 * the genuine error. */
 			__be16 quoted = *(__be16 *)(l4 + 6);
-			if (quoted != udp_checksum(cfg, get_probe((__u32)variant % (__u32)ZB_PROBES), in->saddr,
+			if (quoted != udp_checksum(cfg, get_probe(zb_split_variant(variant).probe), in->saddr,
 						   in->daddr, our_raw, their_raw))
 				return ZB_BAD;
 		}
@@ -778,8 +769,6 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, 
 }
 
 #if ZB_GENERATOR
-
-#define ZB_GEN_FRAME 58 /* Ethernet + IPv4 (20) + TCP (24, MSS option) */
 
 /* The kernel-side SYN generator: a program of its own, run by user space
  * through BPF_PROG_TEST_RUN in live-frame mode, one SYN per run, XDP_TX on
@@ -833,12 +822,12 @@ int xdp_gen(struct xdp_md *ctx)
 	tcp->dest = t->dport_raw;
 	tcp->seq = bpf_htonl(seq);
 	tcp->check = 0;
-	ip->check = zb_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+	ip->check = zb_csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
 	/* pseudo header: saddr, daddr, zero|proto, TCP length (24) */
 	__u64 sum = (ip->saddr & 0xffff) + (ip->saddr >> 16) + (ip->daddr & 0xffff) + (ip->daddr >> 16) +
 		    bpf_htons(IPPROTO_TCP) + bpf_htons(24);
 	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 24, 0);
-	tcp->check = zb_fold(sum);
+	tcp->check = zb_csum_fold(sum);
 	__sync_fetch_and_add(&st->sent, 1);
 	return XDP_TX;
 }

@@ -8,11 +8,11 @@ crashing the scanner, and the output is sanitised so ``orjson.dumps`` can never 
 
 from __future__ import annotations
 
-import importlib
+import enum
 import math
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 __all__ = [
     "MAX_LIST_ITEMS",
@@ -20,14 +20,12 @@ __all__ = [
     "MAX_STR_LEN",
     "Probe",
     "ProbeArgError",
+    "ProbeKind",
     "UnknownProbeError",
-    "all_probes",
     "banner_text",
     "first_match",
-    "get_probe",
     "parse_probe_args",
     "parse_reply_lines",
-    "register",
     "sanitise",
     "split_lines",
 ]
@@ -102,6 +100,25 @@ def sanitise(value: Any, _depth: int = 0) -> Any:
     return _clean_str(str(value))
 
 
+class ProbeKind(enum.Enum):
+    """What a probe sends and what answers it; its transport and everything else follow from it."""
+
+    SYN = "syn"  # TCP: a SYN; the SYN-ACK (or RST) is the answer and nothing follows it
+    BANNER = "banner"  # TCP: a handshake, then payload() (or nothing); the server's first data is parsed
+    DATAGRAM = "datagram"  # UDP: udp_template() with the cookie patched in; the reply echoes it, parsed
+    ECHO = "echo"  # ICMP: an echo request whose id/seq is the cookie
+
+    @property
+    def transport(self) -> str:
+        """What goes on the wire: "tcp", "udp" or "icmp"."""
+        return {ProbeKind.DATAGRAM: "udp", ProbeKind.ECHO: "icmp"}.get(self, "tcp")
+
+    @property
+    def parses(self) -> bool:
+        """The answer carries data the probe parses, recorded under its name in every record."""
+        return self in (ProbeKind.BANNER, ProbeKind.DATAGRAM)
+
+
 class Probe:
     """Base class of all probes.
 
@@ -114,13 +131,13 @@ class Probe:
     default_port: ClassVar[int] = 0
     fields: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
+    # Derived from `kind` for every subclass (see __init_subclass__), never declared: "tcp", "udp" or
+    # "icmp", and whether a handshake (and payload()) follows the SYN-ACK.
+    transport: ClassVar[str] = kind.transport
+    handshake: ClassVar[bool] = True
     # Instance-overridable: e.g. ``hello`` with an empty payload becomes server-first.
     server_first: bool = False
-    handshake: bool = True
-    # What goes on the wire: "tcp" (SYN, then payload() after the handshake),
-    # "udp" (one datagram: udp_template() with the cookie patched in at
-    # cookie_offset) or "icmp" (an echo request whose id/seq is the cookie).
-    transport: ClassVar[str] = "tcp"
     # UDP only: the server echoes our cookie back at reply_cookie_offset of
     # its reply, which is how the XDP program validates it without state.
     cookie_offset: ClassVar[int] = 0
@@ -130,6 +147,14 @@ class Probe:
     # False: _parse reads only the data, so the receiver may reuse the result for a banner it has
     # parsed before (the Internet repeats its banners). A probe whose parse looks at ip/port says True.
     parse_uses_target: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = {"transport", "handshake"} & set(vars(cls))
+        if declared:
+            raise TypeError(f"{cls.__name__}: declare `kind`; {', '.join(sorted(declared))} derive from it")
+        cls.transport = cls.kind.transport
+        cls.handshake = cls.kind is ProbeKind.BANNER
 
     def __init__(self, args: dict[str, str] | None = None) -> None:
         if args is None:
@@ -206,71 +231,6 @@ class Probe:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} args={self.args!r}>"
-
-
-# -- registry ---------------------------------------------------------------------------------------------
-
-# Modules shipping the built-in probes; imported lazily so ``probes.base`` works whatever the import order.
-_BUILTIN_MODULES = (
-    "ftp",
-    "hello",
-    "http",
-    "imap",
-    "mysql",
-    "pop3",
-    "redis",
-    "smtp",
-    "ssh",
-    "synscan",
-    "telnet",
-    "tls",
-    "icmp_echo",
-    "udp_dns",
-    "udp_ntp",
-)
-
-_REGISTRY: dict[str, type[Probe]] = {}
-_loaded = False
-
-P = TypeVar("P", bound=type[Probe])
-
-
-def register(cls: P) -> P:
-    """Class decorator adding a probe to the registry (explicit, so test subclasses stay out of it)."""
-    if not cls.name or not re.fullmatch(r"[a-z0-9_-]+", cls.name):
-        raise ValueError(f"invalid probe name {cls.name!r}")
-    existing = _REGISTRY.get(cls.name)
-    if existing is not None and existing is not cls:
-        raise ValueError(f"duplicate probe name {cls.name!r}")
-    if len(set(cls.fields)) != len(cls.fields):
-        raise ValueError(f"probe {cls.name!r} declares duplicate fields")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _ensure_loaded() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for mod in _BUILTIN_MODULES:
-        importlib.import_module(f"{__package__}.{mod}")
-    _loaded = True
-
-
-def all_probes() -> list[type[Probe]]:
-    """All registered probe classes, sorted by name."""
-    _ensure_loaded()
-    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
-
-
-def get_probe(name: str, args: dict[str, str] | None = None) -> Probe:
-    """Instantiate the probe called ``name`` with ``args`` (ProbeArgError on bad args)."""
-    _ensure_loaded()
-    key = name.strip().lower() if isinstance(name, str) else ""
-    cls = _REGISTRY.get(key)
-    if cls is None:
-        raise UnknownProbeError(f"unknown probe {name!r} (known: {', '.join(sorted(_REGISTRY))})")
-    return cls(args)
 
 
 _KEY_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*=")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from .base import Probe, first_match, parse_reply_lines, register
+from .base import Probe, ProbeKind, first_match, parse_reply_lines
+from .registry import register
 
 _SOFTWARE = [
     (re.compile(r"\bvsFTPd\s+([0-9][\w.]*)", re.I), lambda m: f"vsFTPd {m.group(1)}"),
@@ -28,7 +29,7 @@ class FtpProbe(Probe):
     fields: ClassVar[tuple[str, ...]] = ("code", "text", "software")
     description: ClassVar[str] = "FTP greeting: reply code, text and software guess"
     server_first = True
-    handshake = True
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
     args_help: ClassVar[dict[str, str]] = {}
 
     def _parse(self, ip: str, port: int, data: bytes) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from .base import Probe, ProbeArgError, banner_text, register
+from .base import Probe, ProbeArgError, ProbeKind, banner_text
+from .registry import register
 
 MAX_PAYLOAD = 1400  # must fit in one segment after the handshake ACK
 
@@ -47,7 +48,7 @@ class HelloProbe(Probe):
         "Generic: send a given payload (or nothing) and record the banner, with optional regex"
     )
     server_first = False
-    handshake = True
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
     args_help: ClassVar[dict[str, str]] = {
         "payload": "text to send; \\r \\n \\t \\0 \\\\ \\xHH escapes are interpreted",
         "hex": "payload as hex digits (spaces allowed)",

@@ -7,7 +7,8 @@ import html
 import re
 from typing import Any, ClassVar
 
-from .base import Probe, ProbeArgError, banner_text, register
+from .base import Probe, ProbeArgError, ProbeKind, banner_text
+from .registry import register
 
 DEFAULT_USER_AGENT = "Mozilla/5.0 (compatible; zbanner-xdp/0.1)"
 
@@ -51,7 +52,7 @@ class HttpProbe(Probe):
     )
     description: ClassVar[str] = "HTTP/1.1 GET request; status line, headers and <title>"
     server_first = False
-    handshake = True
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
     args_help: ClassVar[dict[str, str]] = {
         "host": "Host header value (default: the target IP, bracketed for IPv6)",
         "path": "request target (default: /)",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .base import Probe, register
+from .base import Probe, ProbeKind
+from .registry import register
 
 # Fixed, recognisable, and small: some hosts answer only echo requests with data.
 ECHO_DATA = b"zbanner-xdp\x00\x00\x00\x00\x00"
@@ -16,8 +17,7 @@ class IcmpEchoProbe(Probe):
     default_port: ClassVar[int] = 0
     fields: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = "ICMP echo request once per address; records echo replies (and ICMP errors)"
-    handshake = False
-    transport: ClassVar[str] = "icmp"
+    kind: ClassVar[ProbeKind] = ProbeKind.ECHO
 
     def payload(self, ip: str, port: int) -> bytes:
         return ECHO_DATA

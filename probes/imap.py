@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from .base import Probe, banner_text, register, split_lines
+from .base import Probe, ProbeKind, banner_text, split_lines
+from .registry import register
 
 _GREETING_RE = re.compile(r"^\*\s+(OK|PREAUTH|BYE|NO|BAD)\b\s*(.*)$", re.I)
 _CODE_RE = re.compile(r"^\[([^\]]*)\]?\s*(.*)$")
@@ -18,7 +19,7 @@ class ImapProbe(Probe):
     fields: ClassVar[tuple[str, ...]] = ("status", "capabilities", "starttls", "text")
     description: ClassVar[str] = "IMAP greeting: status (OK/PREAUTH/BYE), capabilities and text"
     server_first = True
-    handshake = True
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
     args_help: ClassVar[dict[str, str]] = {}
 
     def _parse(self, ip: str, port: int, data: bytes) -> dict[str, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .base import Probe, banner_text, register
+from .base import Probe, ProbeKind, banner_text
+from .registry import register
 
 
 def _cstring(buf: bytes, pos: int) -> tuple[bytes, int, bool]:
@@ -43,7 +44,7 @@ class MysqlProbe(Probe):
         "MySQL/MariaDB initial handshake: server version, connection id, or error packet"
     )
     server_first = True
-    handshake = True
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
     args_help: ClassVar[dict[str, str]] = {}
 
     def _parse(self, ip: str, port: int, data: bytes) -> dict[str, Any]:

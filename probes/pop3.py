@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from .base import Probe, banner_text, register, split_lines
+from .base import Probe, ProbeKind, banner_text, split_lines
+from .registry import register
 
 _STATUS_RE = re.compile(r"^(\+OK|-ERR)(?:\s+(.*))?$", re.I)
 # RFC 1939 APOP: the greeting carries a msg-id like <1896.697170952@dbc.mtview.ca.us>.
@@ -19,7 +20,7 @@ class Pop3Probe(Probe):
     fields: ClassVar[tuple[str, ...]] = ("status", "text", "apop")
     description: ClassVar[str] = "POP3 greeting: +OK/-ERR status and text"
     server_first = True
-    handshake = True
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
     args_help: ClassVar[dict[str, str]] = {}
 
     def _parse(self, ip: str, port: int, data: bytes) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from .base import Probe, ProbeArgError, banner_text, register
+from .base import Probe, ProbeArgError, ProbeKind, banner_text
+from .registry import register
 
 _COMMANDS = {
     "ping": b"*1\r\n$4\r\nPING\r\n",
@@ -32,7 +33,7 @@ class RedisProbe(Probe):
     )
     description: ClassVar[str] = "Redis PING (or INFO server): reply type, PONG, error, redis_version"
     server_first = False
-    handshake = True
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
     args_help: ClassVar[dict[str, str]] = {"cmd": "ping (default) or info (INFO server, reveals version)"}
 
     def _configure(self, args: dict[str, str]) -> None:

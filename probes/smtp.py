@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from .base import Probe, first_match, parse_reply_lines, register
+from .base import Probe, ProbeKind, first_match, parse_reply_lines
+from .registry import register
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _HOST_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
@@ -50,7 +51,7 @@ class SmtpProbe(Probe):
     fields: ClassVar[tuple[str, ...]] = ("code", "text", "hostname", "esmtp", "software")
     description: ClassVar[str] = "SMTP greeting: reply code, text, hostname and software guess"
     server_first = True
-    handshake = True
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
     args_help: ClassVar[dict[str, str]] = {}
 
     def _parse(self, ip: str, port: int, data: bytes) -> dict[str, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .base import Probe, banner_text, register, split_lines
+from .base import Probe, ProbeKind, banner_text, split_lines
+from .registry import register
 
 
 @register
@@ -14,7 +15,7 @@ class SshProbe(Probe):
     fields: ClassVar[tuple[str, ...]] = ("protocol_version", "software", "comments", "raw", "pre_banner")
     description: ClassVar[str] = "SSH identification string: protocol version, software, comments"
     server_first = True
-    handshake = True
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
     args_help: ClassVar[dict[str, str]] = {}
 
     def _parse(self, ip: str, port: int, data: bytes) -> dict[str, Any]:

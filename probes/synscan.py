@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .base import Probe, register
+from .base import Probe, ProbeKind
+from .registry import register
 
 
 @register
@@ -16,7 +17,7 @@ class SynScanProbe(Probe):
         "SYN-only port scan (default): a SYN-ACK means open, nothing is sent after it"
     )
     server_first = False
-    handshake = False
+    kind: ClassVar[ProbeKind] = ProbeKind.SYN
     args_help: ClassVar[dict[str, str]] = {}
 
     def payload(self, ip: str, port: int) -> bytes:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from .base import Probe, banner_text, register
+from .base import Probe, ProbeKind, banner_text
+from .registry import register
 
 IAC = 255
 SB = 250
@@ -29,7 +30,7 @@ class TelnetProbe(Probe):
     fields: ClassVar[tuple[str, ...]] = ("negotiations", "text")
     description: ClassVar[str] = "Telnet: IAC option negotiations (DO/WILL/...) and printable banner text"
     server_first = True
-    handshake = True
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
     args_help: ClassVar[dict[str, str]] = {}
 
     def _parse(self, ip: str, port: int, data: bytes) -> dict[str, Any]:

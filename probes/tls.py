@@ -11,7 +11,8 @@ import hashlib
 import struct
 from typing import Any, ClassVar
 
-from .base import Probe, ProbeArgError, banner_text, register
+from .base import Probe, ProbeArgError, ProbeKind, banner_text
+from .registry import register
 
 # -- constants ------------------------------------------------------------------------------------------
 
@@ -257,7 +258,7 @@ class TlsProbe(Probe):
         "TLS 1.3/1.2 ClientHello; ServerHello version, cipher, ALPN, extensions or alert"
     )
     server_first = False
-    handshake = True
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
     args_help: ClassVar[dict[str, str]] = {
         "sni": "server_name to send (default: no SNI extension)",
         "alpn": "comma-separated ALPN protocols, empty to omit the extension (default: h2,http/1.1)",

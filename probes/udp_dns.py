@@ -5,7 +5,8 @@ from __future__ import annotations
 import struct
 from typing import Any, ClassVar
 
-from .base import Probe, ProbeArgError, register
+from .base import Probe, ProbeArgError, ProbeKind
+from .registry import register
 
 _QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28, "ANY": 255}
 _QTYPE_NAMES = {v: k for k, v in _QTYPES.items()}
@@ -75,8 +76,7 @@ class UdpDnsProbe(Probe):
         "answer_data",
     )
     description: ClassVar[str] = "DNS query over UDP (id = cookie): rcode, flags, counts, first answer"
-    handshake = False
-    transport: ClassVar[str] = "udp"
+    kind: ClassVar[ProbeKind] = ProbeKind.DATAGRAM
     cookie_offset: ClassVar[int] = 0
     cookie_len: ClassVar[int] = 2
     reply_cookie_offset: ClassVar[int] = 0

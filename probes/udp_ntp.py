@@ -5,7 +5,8 @@ from __future__ import annotations
 import struct
 from typing import Any, ClassVar
 
-from .base import Probe, register
+from .base import Probe, ProbeKind
+from .registry import register
 
 _NTP_EPOCH = 2208988800  # 1900-01-01 to 1970-01-01
 _MODES = {
@@ -48,8 +49,7 @@ class UdpNtpProbe(Probe):
         "transmit_time",
     )
     description: ClassVar[str] = "NTPv4 client request (mode 3): stratum, version, reference id, clock"
-    handshake = False
-    transport: ClassVar[str] = "udp"
+    kind: ClassVar[ProbeKind] = ProbeKind.DATAGRAM
     # The server copies our transmit timestamp (offset 40) into its origin timestamp (offset 24).
     cookie_offset: ClassVar[int] = 40
     cookie_len: ClassVar[int] = 4

@@ -78,7 +78,7 @@ def emulator(
     argv = [
         PY,
         "-m",
-        "zbanner_xdp.emulator",
+        "zbanner_xdp.lab.emulator",
         "--iface",
         iface or lab.ROUTER_IF,
         "--net",

@@ -6,30 +6,19 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from . import bpfload, bpfsys, events
+from . import bpfload, bpfsys, cookie, events, packets
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+# The C sources: the package zbanner_xdp.bpf (the repository's bpf/). BCC reads them, and the headers
+# through -I, from disk: the package is installed as files, as pip installs it.
+BPF_DIR = Path(str(resources.files("zbanner_xdp.bpf")))
 
 
 LOG_PATH = "/tmp/zbanner-xdp-bpf.log"
-
-
-KPAYLOAD_MAX = events.KPAYLOAD_MAX
-
-
-def payload_csum(data: bytes) -> int:
-    """Partial ones'-complement sum of a payload as the program adds it (LE 16-bit loads)."""
-    if len(data) % 2:
-        data += b"\x00"
-    words = np.frombuffer(data, dtype="<u2").astype(np.uint64)
-    total = int(words.sum())
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
-    return total
 
 
 class BpfSetupError(RuntimeError):
@@ -91,7 +80,7 @@ class ProgParams:
             f"-DZB_KERNEL_REPLIES={int(self.kernel_replies)}",
             f"-DZB_TTL={self.ttl}",
             f"-DZB_ACK_WINDOW={self.ack_window}",
-            *events.bpf_layout_cflags(),
+            *events.bpf_check_cflags(),
         ]
 
 
@@ -102,7 +91,7 @@ class RecvProgram:
         self,
         params: ProgParams,
         key: bytes,
-        probe_infos: list[tuple[int, ...]] | None = None,
+        probe_infos: list[dict[str, int]] | None = None,
         kernel_payloads: list[tuple[bool, bytes] | None] | None = None,
     ):
         self.params = params
@@ -122,22 +111,12 @@ class RecvProgram:
             raise
 
     def _configure(
-        self, key: bytes, probe_infos: list[tuple[int, ...]], kernel_payloads: list[tuple[bool, bytes] | None]
+        self, key: bytes, probe_infos: list[dict[str, int]], kernel_payloads: list[tuple[bool, bytes] | None]
     ) -> None:
-        k0, k1 = struct.unpack("<QQ", key)
+        k0, k1 = cookie.key_words(key)
         self.obj.update("config", 0, events.pack(events.CONFIG_DTYPE, k0=k0, k1=k1))
         for i, info in enumerate(probe_infos):
-            base, plus_ip, proto, cookie_len, reply_off, *udp = info
-            fields = dict(
-                base=base,
-                plus_ip_strlen=int(plus_ip),
-                proto=proto,
-                cookie_len=cookie_len,
-                reply_cookie_off=reply_off,
-            )
-            if udp:
-                fields.update(zip(("udp_len", "udp_tmpl_sum", "cookie_off"), udp, strict=True))
-            self.obj.update("probe_info", i, events.pack(events.PROBE_INFO_DTYPE, **fields))
+            self.obj.update("probe_info", i, events.pack(events.PROBE_INFO_DTYPE, **info))
         if self.params.kernel_replies:
             self._set_kernel_payloads(kernel_payloads)
 
@@ -147,10 +126,10 @@ class RecvProgram:
             rec = np.zeros((), dtype=events.KPAYLOAD_DTYPE)
             if item is not None:
                 handshake, data = item
-                if len(data) > KPAYLOAD_MAX:
+                if len(data) > events.KPAYLOAD_MAX:
                     continue
                 rec["enabled"], rec["len"], rec["handshake"] = 1, len(data), int(handshake)
-                rec["csum"] = payload_csum(data)
+                rec["csum"] = packets.native_word_sum(data)
                 rec["data"][: len(data)] = np.frombuffer(data, dtype=np.uint8)
             self.obj.update("kpayload", i, rec.tobytes())
 

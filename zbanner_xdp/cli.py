@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -18,7 +18,7 @@ from .config import ScanConfig, parse_port_range, parse_rate
 EXIT_USAGE = 2
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str) -> NoReturn:
     click.echo(f"zbanner-xdp: error: {msg}", err=True)
     sys.exit(EXIT_USAGE)
 
@@ -209,8 +209,7 @@ def scan(
     kernel_replies: bool,
 ) -> None:
     """Scan TARGETs (addresses or CIDRs; none = all of IPv4 minus the blocklist)."""
-    from probes import ProbeArgError, UnknownProbeError, get_probe, parse_probe_args
-
+    from .probes import ProbeArgError, UnknownProbeError, get_probe, parse_probe_args
     from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status
 
     names = [n.strip() for n in probe.split(",") if n.strip()]
@@ -228,7 +227,7 @@ def scan(
         targets=target,
         ports=ports,
         probe=probe,
-        probe_args=parse_probe_args(probe_args),
+        probe_args=args,
         iface=obj["iface"],
         rate=obj["rate"],
         source_ip=obj["source_ip"],
@@ -260,8 +259,6 @@ def scan(
         tx=obj["tx"],
         kernel_replies=kernel_replies,
     )
-    if not cfg.dry_run and os.geteuid() != 0:
-        _fail("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")
     try:
         scanner = Scanner(cfg, probe_objs)
         if cfg.dry_run:
@@ -308,15 +305,20 @@ def summary_line(r: dict) -> str:
 
 
 @main_group.command(name="probes")
-def probes_cmd() -> None:
+@click.option("--fields", "output_fields", is_flag=True, help="List the output records' fields instead.")
+def probes_cmd(output_fields: bool) -> None:
     """List probe modules and their output fields."""
-    from probes import all_probes
+    from . import fields
+    from .probes import all_probes
 
+    if output_fields:
+        click.echo(fields.text(all_probes()), nl=False)
+        return
     for cls in all_probes():
         fields = ", ".join(cls.fields) or "-"
         click.echo(f"{cls.name:<10} port {cls.default_port:<5} {cls.description}")
         click.echo(f"{'':<10} fields: {fields}")
-        for k, v in getattr(cls, "args_help", {}).items():
+        for k, v in cls.args_help.items():
             click.echo(f"{'':<10} --probe-args {k}=…: {v}")
 
 

@@ -25,7 +25,7 @@ def siphash24(key: bytes, msg: bytes) -> int:
     """Reference SipHash-2-4 over any message (slow; for tests and vectors)."""
     if len(key) != 16:
         raise ValueError("SipHash key must be 16 bytes")
-    k0, k1 = struct.unpack("<QQ", key)
+    k0, k1 = key_words(key)
     v = [k0 ^ _C[0], k1 ^ _C[1], k0 ^ _C[2], k1 ^ _C[3]]
 
     def rnd() -> None:
@@ -72,6 +72,7 @@ def new_key() -> bytes:
 
 
 def key_words(key: bytes) -> tuple[int, int]:
+    """The 16-byte key as SipHash's two little-endian 64-bit words (as the programs' zb_config holds it)."""
     k0, k1 = struct.unpack("<QQ", key)
     return k0, k1
 

@@ -1,16 +1,22 @@
 """User-space mirror of bpf/shared.h.
 
-The numpy dtypes here are the Python half of the one shared definition: the
-BPF program is compiled with every struct's size and field offsets as -D
-defines, and shared.h static-asserts them, so the two sides cannot drift.
+The numpy dtypes and constants here are the Python half of the one shared
+definition: the BPF program is compiled with every struct's size and member
+offsets and every shared constant's value (record kinds, counters, repeat
+codes, event flags, size limits) as static asserts (cchecks.py), so the two
+sides cannot drift.
 """
 
 from __future__ import annotations
 
 import enum
+import socket
 
 import numpy as np
 
+from . import cchecks, packets
+
+# Bytes of a data segment a banner record keeps (ZB_DATA_MAX).
 DATA_MAX = 1024
 
 
@@ -57,6 +63,10 @@ N_COUNTERS = 16
 EV_UNVALIDATED = 0x01
 EV_ANSWERED = 0x02
 
+# zb_event.repeat: 0 for a first reply, else why it came again.
+REPEAT_DUP = 1  # a network duplicate: recorded only with --output-repeats
+REPEAT_RETRANSMIT = 2  # the server retransmitted: our answer was lost, answer again
+
 ICMP_CLASSES = {
     3: "icmp-unreach",
     4: "icmp-srcquench",
@@ -95,7 +105,10 @@ BANNER_EVENT_SIZE = EVENT_SIZE + DATA_MAX
 assert EVENT_SIZE == 48, "zb_event must stay 8-byte aligned and packed"
 
 
+# The longest fixed payload the program answers a SYN-ACK with itself (--kernel-replies).
 KPAYLOAD_MAX = 512
+# The SYN the kernel-side generator sends: Ethernet, IPv4, TCP with the MSS option (ZB_GEN_FRAME).
+GEN_FRAME = packets.TCP_OFF + packets.TCP_LEN + len(packets.SYN_OPTIONS)
 
 # The maps user space writes or reads element by element (one struct each).
 CONFIG_DTYPE = np.dtype([("k0", "<u8"), ("k1", "<u8")])
@@ -143,6 +156,16 @@ SHARED_STRUCTS = {
 }
 
 
+def host_addrs(raw: np.ndarray) -> np.ndarray:
+    """Event addresses (raw: the packet's bytes read as a little-endian u32) as host-order numbers."""
+    return raw.astype(np.uint32).byteswap()
+
+
+def addr_text(raw: int) -> str:
+    """One raw event address as dotted text."""
+    return socket.inet_ntoa(int(raw).to_bytes(4, "little"))
+
+
 def pack(dtype: np.dtype, **fields: object) -> bytes:
     """One struct's bytes, unnamed fields zero."""
     rec = np.zeros((), dtype=dtype)
@@ -155,20 +178,26 @@ def unpack(dtype: np.dtype, raw: bytes) -> np.void:
     return np.frombuffer(raw[: dtype.itemsize], dtype=dtype)[0]
 
 
-def bpf_layout_cflags() -> list[str]:
-    """-D flags that make shared.h assert these exact layouts (sizes and every offset)."""
-    checks = []
+def shared_constants() -> dict[str, int]:
+    """Every constant of shared.h user space relies on, by its C name, with the value it relies on."""
+    return {
+        **{f"ZB_KIND_{k.name}": int(k) for k in Kind},
+        **{f"ZB_CNT_{c.name}": int(c) for c in Counter},
+        "ZB_CNT_MAX": N_COUNTERS,
+        "ZB_REPEAT_DUP": REPEAT_DUP,
+        "ZB_REPEAT_RETRANSMIT": REPEAT_RETRANSMIT,
+        "ZB_EV_UNVALIDATED": EV_UNVALIDATED,
+        "ZB_EV_ANSWERED": EV_ANSWERED,
+        "ZB_DATA_MAX": DATA_MAX,
+        "ZB_KPAYLOAD_MAX": KPAYLOAD_MAX,
+        "ZB_DEDUP_WAYS": DEDUP_WAYS,
+        "ZB_GEN_FRAME": GEN_FRAME,
+    }
+
+
+def bpf_check_cflags() -> list[str]:
+    """The -D flag that makes shared.h assert these layouts (sizes, every offset) and constants."""
+    checks = cchecks.values(shared_constants(), "events.py")
     for struct, dt in SHARED_STRUCTS.items():
-        checks.append(f'_Static_assert(sizeof(struct {struct}) == {dt.itemsize}, "{struct} size");')
-        checks += [
-            f"_Static_assert(__builtin_offsetof(struct {struct}, {name}) == {dt.fields[name][1]}, "
-            f'"{struct}.{name} offset");'
-            for name in dt.names
-        ]
-    return [
-        f"-DZB_EVENT_SIZE={EVENT_SIZE}",
-        f"-DZB_DATA_MAX={DATA_MAX}",
-        f"-DZB_KPAYLOAD_MAX={KPAYLOAD_MAX}",
-        f"-DZB_DEDUP_WAYS={DEDUP_WAYS}",
-        f"-DZB_OFFSET_CHECKS={' '.join(checks)}",
-    ]
+        checks += cchecks.layout(struct, dt.itemsize, ((n, dt.fields[n][1]) for n in dt.names), "events.py")
+    return [cchecks.define("ZB_SHARED_CHECKS", checks)]

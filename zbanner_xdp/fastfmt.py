@@ -3,6 +3,8 @@
 Loaded through ctypes, so no Python headers are needed: only a C compiler,
 which setup installs. Where none works, `load()` returns None and
 jsonlines falls back to its numpy formatter, which writes the same bytes.
+The column ops and struct zb_col are defined in zbfmt.c and mirrored here;
+the compile asserts they agree (cchecks.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from . import cchecks
 from .kheaders import cache_dirs, private_dir
 
 SOURCE = Path(__file__).with_name("zbfmt.c")
@@ -37,6 +40,15 @@ _lib: ctypes.CDLL | None = None
 _tried = False
 
 
+def _check_flags() -> list[str]:
+    """-DZB_FMT_CHECKS: zbfmt.c asserts the ops and the column layout are the ones above."""
+    ops = {"ZB_CONST": CONST, "ZB_UINT": UINT, "ZB_DOTTED": DOTTED, "ZB_WORD": WORD, "ZB_TIME": TIME}
+    checks = cchecks.values(ops, "fastfmt.py")
+    offsets = ((name, getattr(Col, name).offset) for name, _ in Col._fields_)
+    checks += cchecks.layout("zb_col", ctypes.sizeof(Col), offsets, "fastfmt.py")
+    return [cchecks.define("ZB_FMT_CHECKS", checks)]
+
+
 def _compile(src: bytes, target: Path) -> bool:
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
@@ -44,7 +56,7 @@ def _compile(src: bytes, target: Path) -> bool:
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     try:
         r = subprocess.run(
-            [cc, "-O2", "-shared", "-fPIC", "-o", str(tmp), "-x", "c", "-"],
+            [cc, "-O2", "-shared", "-fPIC", *_check_flags(), "-o", str(tmp), "-x", "c", "-"],
             input=src,
             capture_output=True,
             timeout=60,
@@ -72,7 +84,7 @@ def load() -> ctypes.CDLL | None:
         src = SOURCE.read_bytes()
     except OSError:
         return None
-    name = f"zbfmt-{hashlib.sha256(src).hexdigest()[:16]}.so"
+    name = f"zbfmt-{hashlib.sha256(src + ' '.join(_check_flags()).encode()).hexdigest()[:16]}.so"
     for d in cache_dirs():
         if not private_dir(d):
             continue

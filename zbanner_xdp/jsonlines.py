@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import orjson
 
 from . import fastfmt
+from .fields import FieldType
 
 _ZERO = np.uint8(ord("0"))
 _NULL = np.frombuffer(b"null", np.uint8)
@@ -91,6 +93,33 @@ class Lines:
         self._cols.append(col)
 
     # -- fields ----------------------------------------------------------------
+    def put(
+        self,
+        ftype: FieldType,
+        values: Any,
+        valid: np.ndarray | None = None,
+        vocab: Sequence[object] | None = None,
+    ) -> None:
+        """One field's values, written as its type in the output table (fields.py) says.
+
+        `valid` (numbers and addresses): null where False; `vocab` (words): what the codes index;
+        text and objects come already JSON-encoded, one per row.
+        """
+        assert valid is None or ftype in (FieldType.UINT, FieldType.IPV4), "null masks: numbers, addresses"
+        if ftype is FieldType.UINT:
+            self.ints(values, valid)
+        elif ftype is FieldType.IPV4:
+            self.dotted(values, valid)
+        elif ftype is FieldType.BOOL:
+            self.bools(values)
+        elif ftype is FieldType.WORD:
+            assert vocab is not None
+            self.words(values, vocab)
+        elif ftype is FieldType.TIME:
+            self.timestamps(values)
+        else:
+            self.raw(values)
+
     def key(self, name: str, first: bool = False) -> None:
         self._const += (b"" if first else b",") + orjson.dumps(name) + b":"
 

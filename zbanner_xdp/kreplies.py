@@ -1,12 +1,12 @@
 """--kernel-replies, verified: in-kernel answers are trusted only once the driver shows them leaving.
 
 The receive program answers SYN-ACKs and banners itself with XDP_TX. Where
-the driver refuses XDP transmits (a veth whose peer has neither an XDP
-program nor GRO, a NIC without XDP_TX support, a full ring) those answers
-vanish, and a scan that trusted them would silently get no banners. So:
+the driver refuses XDP transmits (a veth whose peer has no XDP program, a NIC
+without XDP_TX support, a full ring) those answers vanish, and a scan that
+trusted them would silently get no banners. So:
 
-- until the driver's XDP_TX counters show a frame sent, the receiver holds
-  the events the program answered ("unproven"), in a bounded list;
+- until the driver's XDP_TX counters show a frame sent, the replies stage
+  holds the events the program answered ("unproven"), in a bounded list;
 - sent > 0: proven, the held events are forgotten; what the driver refuses
   from then on (its ring full) is counted (`refused`, a drop);
 - errors but nothing sent, or the program answered VANISH_AFTER replies and
@@ -37,16 +37,16 @@ from .events import Counter
 
 if TYPE_CHECKING:
     from .bpfprog import RecvProgram
-    from .receiver import Receiver
+    from .replies import Replies
 
 
 class KernelReplies:
     VANISH_AFTER = 16  # answers the program made with neither a sent frame nor an error counted
     POLL_S = 0.02  # while verifying; once decided, once a second is enough
 
-    def __init__(self, prog: RecvProgram, receiver: Receiver, ifname: str):
+    def __init__(self, prog: RecvProgram, replies: Replies, ifname: str):
         self.prog = prog
-        self.receiver = receiver
+        self.replies = replies
         self.ifname = ifname
         self.mode = "verifying"
         self.note: str | None = None
@@ -60,11 +60,11 @@ class KernelReplies:
             self._fall_back(f"the driver of '{ifname}' has no XDP_TX counters to verify them by")
             return
         self._base = self.stats.read() or (0, 0)
-        receiver.kernel_state = "unproven"
+        replies.kernel_state = "unproven"
 
     def _fall_back(self, why: str) -> None:
         self.prog.disable_kernel_replies()
-        self.receiver.kernel_state = "refused"  # for good: user space answers every reply
+        self.replies.kernel_state = "refused"  # for good: user space answers every reply
         self.mode = "user space"
         self.note = f"in-kernel replies not used: {why}; user space answered"
         self._close_stats()
@@ -92,7 +92,7 @@ class KernelReplies:
         if sent > 0:
             self.mode = "kernel"
             self.early_refusals = errors
-            self.receiver.kernel_state = "trusted"
+            self.replies.kernel_state = "trusted"
             return
         if errors > 0:
             self.early_refusals = errors
@@ -118,5 +118,5 @@ class KernelReplies:
             "refused": self.refused,
             "early_refusals": self.early_refusals,
             # Answers the program made, refused, that user space then made itself.
-            "answered_late": self.receiver.answered_late,
+            "answered_late": self.replies.answered_late,
         }

@@ -27,35 +27,7 @@ from typing import Any
 
 import orjson
 
-# Every record carries every field, null where it does not apply, so
-# downstream tools see one schema whatever the reply type.
-BASE_FIELDS = (
-    "saddr",
-    "sport",
-    "daddr",
-    "dport",
-    "classification",
-    "success",
-    "repeat",
-    "timestamp",
-    "ttl",
-    "window",
-    "ipid",
-    "seqnum",
-    "acknum",
-    "tcp_flags",
-    "probe",
-    "icmp_type",
-    "icmp_code",
-    "icmp_responder",
-    "banner",
-    "data",
-    "truncated",
-    "validated",
-    "attempt",
-    "tarpit_probe",
-    "app_match",
-)
+from .fields import NAMES as FIELD_NAMES
 
 # Output queued in memory: above HIGH_WATER the sender stops starting new
 # probes (handshakes still complete); at HARD_CAP the receiver itself waits,
@@ -69,8 +41,10 @@ class OutputError(RuntimeError):
     pass
 
 
-def select_fields(available: list[str], wanted: tuple[str, ...] | None) -> list[str]:
-    """The record's keys: every available field, or the chosen ones in the chosen order."""
+def select_fields(probe_fields: list[str], wanted: tuple[str, ...] | None) -> list[str]:
+    """The record's keys: every field (the output table's, then the probes'), or the chosen ones
+    (-f) in the chosen order."""
+    available = [*FIELD_NAMES, *probe_fields]
     if wanted is None:
         return available
     unknown = [f for f in wanted if f not in available]
@@ -170,7 +144,7 @@ class RecordWriter:
     ):
         self.path = path
         self.probe_fields = probe_fields or []
-        self.fields = select_fields([*BASE_FIELDS, *self.probe_fields], fields)
+        self.fields = select_fields(self.probe_fields, fields)
         self.count = 0  # lines completely written
         self.lost = 0  # lines handed over but not written (disk full, pipe closed, abandoned)
         self.cut_line = False  # a pipe reader got part of a line (abandoned mid-write)
@@ -252,10 +226,6 @@ class RecordWriter:
     def behind(self) -> bool:
         """More output queued than the high-water mark: new probes should wait."""
         return self._queued >= HIGH_WATER
-
-    @property
-    def queued_bytes(self) -> int:
-        return self._queued
 
     # -- the writing thread ------------------------------------------------
     def _run(self) -> None:
@@ -354,10 +324,6 @@ class RecordWriter:
                 os.close(fd)
             except OSError:
                 pass
-
-    def pending_lines(self) -> int:
-        with self._cv:
-            return sum(c for _, c in self._queue)
 
 
 class MetadataFile:

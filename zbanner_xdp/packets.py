@@ -50,6 +50,18 @@ def _put_be(frames: np.ndarray, off: int, values: np.ndarray | int, width: int) 
         frames[:, off + i] = (v >> np.uint64(8 * (width - 1 - i))) & np.uint64(0xFF)
 
 
+def native_word_sum(data: bytes) -> int:
+    """A payload's ones'-complement partial sum as the XDP programs add it, unfolded.
+
+    bpf_csum_diff sums native 16-bit words, and the programs add this to
+    theirs before one fold (bpf/csum.h), so native order is right on either
+    endianness. Zero-padded to even length; under 128 KiB it fits the u32
+    the programs keep it in.
+    """
+    padded = data + b"\0" * (len(data) % 2)
+    return int(np.frombuffer(padded, dtype="=u2").sum(dtype=np.uint64))
+
+
 def _fold(total: np.ndarray) -> np.ndarray:
     total = (total & 0xFFFF) + (total >> 16)
     total = (total & 0xFFFF) + (total >> 16)

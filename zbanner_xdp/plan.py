@@ -16,18 +16,26 @@ the slot even when nothing else is echoed (bare RSTs, quoted UDP headers).
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import cookie, packets
+from . import cookie, events, packets
 
 TARPIT_PORT_LO = 10000  # the tarpit check's random port lies in [10000, 65535]
 
 
 class PlanError(ValueError):
     pass
+
+
+def split_variant(variant: Any, probes: int) -> tuple[Any, Any]:
+    """(probe index, attempt) of a variant, or of an array of them: variant = probe + probes * attempt.
+
+    The XDP program's side is zb_split_variant (bpf/shared.h)."""
+    return variant % probes, variant // probes
 
 
 @dataclass
@@ -72,7 +80,7 @@ class ProbePlan:
         attempts: int = 1,
         tarpit_check: bool = False,
     ):
-        from probes import get_probe
+        from .probes import get_probe
 
         self.user_probes = list(probes)
         self.probes = list(probes)
@@ -157,10 +165,8 @@ class ProbePlan:
                     p = self.tarpit_ports(key, link.src_ip, a)
                 else:
                     a, p = addrs, ports
-                if kernel_syns:
-                    out.append(KernelSyns(a, p, variant))
-                else:
-                    out.append(self._syn(link, key, a, p, variant))
+                syns = KernelSyns(a, p, variant)
+                out.append(syns if kernel_syns else self.syn_frames(link, key, syns))
             elif probe.transport == "udp":
                 if self.has_tcp:
                     a = addrs[first]
@@ -177,12 +183,11 @@ class ProbePlan:
                 out.append(Segment(f, n))
         return [s for s in out if len(s)]
 
-    def _syn(
-        self, link: packets.LinkParams, key: bytes, addrs: np.ndarray, ports: np.ndarray, variant: int
-    ) -> Segment:
-        sports = self.source_ports(key, link.src_ip, addrs, ports, variant)
-        seqs = cookie.cookies(key, link.src_ip, addrs, sports, ports)
-        return Segment(*packets.syn_frames(link, addrs, ports, sports, seqs))
+    def syn_frames(self, link: packets.LinkParams, key: bytes, syns: KernelSyns) -> Segment:
+        """The frames of SYNs (those the kernel-side generator would have built, where it cannot)."""
+        sports = self.source_ports(key, link.src_ip, syns.addrs, syns.ports, syns.variant)
+        seqs = cookie.cookies(key, link.src_ip, syns.addrs, sports, syns.ports)
+        return Segment(*packets.syn_frames(link, syns.addrs, syns.ports, sports, seqs))
 
     def udp_payloads(
         self, key: bytes, us: int, probe: Any, addrs: np.ndarray, ports: np.ndarray, sports: np.ndarray
@@ -222,12 +227,12 @@ class ProbePlan:
                 out.append((False, b""))
             else:
                 fixed = p.fixed_payload
-                out.append((True, fixed) if fixed is not None and len(fixed) <= 512 else None)
+                out.append((True, fixed) if fixed is not None and len(fixed) <= events.KPAYLOAD_MAX else None)
         return out
 
-    def probe_infos(self) -> list[tuple[int, ...]]:
-        """Per probe: (payload base length, +dotted-address length, IP proto, cookie_len, reply offset)
-        and for UDP probes (datagram length, template word sum without the cookie, cookie offset)."""
+    def probe_infos(self) -> list[dict[str, int]]:
+        """Per probe, the members of its zb_probe_info (events.PROBE_INFO_DTYPE) the program reads:
+        TCP, how long our payload is; UDP, where the cookie goes and the datagram's checksum parts."""
         out = []
         for p in self.probes:
             if p.transport == "udp":
@@ -236,23 +241,20 @@ class ProbePlan:
                 if len(tmpl) % 2:
                     tmpl.append(0)
                 words = int(np.frombuffer(bytes(tmpl), dtype=">u2").astype(np.uint64).sum())
-                out.append(
-                    (
-                        0,
-                        0,
-                        17,
-                        p.cookie_len,
-                        p.reply_cookie_offset,
-                        8 + len(p.udp_template()),
-                        words,
-                        p.cookie_offset,
-                    )
-                )
+                info = {
+                    "proto": socket.IPPROTO_UDP,
+                    "cookie_len": p.cookie_len,
+                    "reply_cookie_off": p.reply_cookie_offset,
+                    "udp_len": 8 + len(p.udp_template()),
+                    "udp_tmpl_sum": words,
+                    "cookie_off": p.cookie_offset,
+                }
             elif p.transport == "icmp":
-                out.append((0, 0, 1, 0, 0))
+                info = {"proto": socket.IPPROTO_ICMP}
             else:
                 base, plus = payload_len_rule(p)
-                out.append((base, plus, 6, 0, 0))
+                info = {"proto": socket.IPPROTO_TCP, "base": base, "plus_ip_strlen": plus}
+            out.append(info)
         return out
 
 

@@ -1,8 +1,10 @@
-"""Drain the XDP ring buffer in batches, answer, classify and record.
+"""Drain the XDP rings in batches, classify and record.
 
-Events are collected raw by a minimal callback and decoded per poll as one
-numpy structured array; replies for the whole batch are built vectorised
-and queued for the sender, which sends them before any new SYN.
+Each poll reads a batch of fixed-size records straight from the mmapped
+rings as one numpy structured array. The batch goes to the replies stage
+(replies.py), which answers what needs answering, and is then recorded:
+validated further where only user space can, classified and written as JSON
+lines, column-wise.
 """
 
 from __future__ import annotations
@@ -10,39 +12,36 @@ from __future__ import annotations
 import base64
 import mmap
 import select
-import socket
-import struct
 import threading
 import time
 from collections import Counter as Tally
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
-from . import packets
+from . import fields, packets
 from .events import (
     BANNER_EVENT_SIZE,
     CLASSIFICATION,
     DATA_MAX,
-    EV_ANSWERED,
     EV_UNVALIDATED,
     EVENT_DTYPE,
     EVENT_SIZE,
     ICMP_CLASSES,
     Kind,
+    addr_text,
+    host_addrs,
 )
+from .fields import Source
 from .jsonlines import Lines
 from .output import RecordWriter
-from .sender import ReplyQueue
+from .plan import split_variant
+from .probes import ProbeKind
 
-
-def ip_from_raw(raw: int) -> str:
-    return socket.inet_ntoa(struct.pack("<I", raw))
-
-
-def _bswap32(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.uint32).byteswap()
+if TYPE_CHECKING:
+    from .replies import Replies
 
 
 _BUSY = np.uint32(1 << 31)
@@ -152,9 +151,6 @@ class RingReader:
         self.big.close()
 
 
-REPEAT_DUP = 1  # a network duplicate: recorded only with --output-repeats
-REPEAT_RETRANSMIT = 2  # the server retransmitted: our answer was lost, answer again
-
 _SUCCESS = (Kind.SYNACK, Kind.BANNER, Kind.UDP, Kind.ECHOREPLY)
 _TCP_KINDS = (Kind.SYNACK, Kind.ZEROWIN, Kind.RST, Kind.BANNER)
 # Classifications as codes into one vocabulary, so a batch is classified by indexing.
@@ -167,22 +163,20 @@ _SYNACK_CODE = _CLASS_CODE["synack"]
 
 
 class Receiver:
-    """Turns ring-buffer batches into replies and records.
+    """Turns ring-buffer batches into records, handing each to the replies stage first.
 
     The event's variant names the probe (and attempt) that was answered, see
-    plan.ProbePlan: a SYN-ACK is answered with that probe's payload, or with
-    a RST for SYN-only probes.
+    plan.ProbePlan.
     """
 
     def __init__(
         self,
         reader: RingReader,
         link: packets.LinkParams,
-        replies: ReplyQueue,
+        replies: Replies,
         writer: RecordWriter,
         plan: Any,
         key: bytes,
-        ack_window: int,
         output_repeats: bool = False,
     ):
         self.reader = reader
@@ -192,26 +186,20 @@ class Receiver:
         self.plan = plan
         self.probes = plan.probes
         self.key = key
-        self.ack_window = ack_window
         self.output_repeats = output_repeats
         self.by_class: Tally[str] = Tally()
         self.hits = 0
-        self.reanswered = 0
         self.invalid = 0
         self.truncated = 0  # banners longer than the record keeps (DATA_MAX), marked in their record
         self.error: BaseException | None = None
         self._draining = False
-        # In-kernel replies (see kreplies.py): "trusted" (or none asked for), "unproven" (the
-        # events the program answered are held, not answered twice), "refused" (user space
-        # answers everything, the held events first).
-        self.kernel_state = "trusted"
-        self._held: list[tuple[str, np.ndarray]] = []  # ("synack" | "banner", events), while unproven
-        self._held_n = 0
-        self.answered_late = 0  # held events answered by user space once the kernel's were refused
+        self._abandon: threading.Event | None = None  # set by stop(): a second Ctrl-C
         # Computed once: _tally consults it for every record.
         # Per probe index: a SYN-ACK is itself the hit (SYN-only probes).
-        self._syn_only = np.array([p.transport == "tcp" and not p.handshake for p in self.probes], bool)
+        self._syn_only = np.array([p.kind is ProbeKind.SYN for p in self.probes], bool)
         self._probe_names = np.array([p.name for p in self.probes], dtype=object)
+        self._fields = [fields.field(name) for name in writer.fields]
+        self._vocab = {"classification": CLASS_VOCAB, "probe": self._probe_names.tolist()}
         self._icmp_probe_mask = np.array([p.transport == "icmp" for p in self.probes])
         self._parsed: dict[tuple[int, bytes], tuple[bytes, bytes, bytes, bool]] = {}
         self._stop = threading.Event()
@@ -246,7 +234,7 @@ class Receiver:
                     self._stop.wait(_BATCH_WAIT)
             # Stopping: answering is pointless now (XDP is detached), recording is not.
             self._draining = True
-            abandon = getattr(self, "_abandon", None)
+            abandon = self._abandon
             while not (abandon is not None and abandon.is_set()):
                 if self.drain_once(0) == 0:
                     break
@@ -268,106 +256,14 @@ class Receiver:
         return n
 
     def drain_once(self, timeout_ms: int) -> int:
-        if self._held and not self._draining:
-            self._settle_held()
+        if not self._draining:
+            self.replies.settle()  # held in-kernel answers, once proven or refused
         hdr, big = self.reader.poll(timeout_ms)
         if len(hdr):
             self._handle_small(hdr)
         if len(big):
             self._handle_big(big)
         return len(hdr) + len(big)
-
-    # -- replies ---------------------------------------------------------
-    def _queue_rst(self, ev: np.ndarray) -> None:
-        if len(ev) == 0:
-            return
-        frames, lens = packets.tcp_frames(
-            self.link, _bswap32(ev["saddr"]), ev["sport"], ev["dport"], ev["ack"], 0, packets.RST, 0
-        )
-        self.replies.put(frames, lens)
-
-    def _queue_probe(self, ev: np.ndarray, probe: Any) -> None:
-        if len(ev) == 0:
-            return
-        daddr = _bswap32(ev["saddr"])
-        fixed = probe.fixed_payload
-        pay = plen = None
-        if fixed:
-            pay = np.broadcast_to(np.frombuffer(fixed, dtype=np.uint8)[None, :], (len(ev), len(fixed)))
-            plen = np.full(len(ev), len(fixed), dtype=np.uint64)
-        elif fixed is None:
-            pays = [
-                probe.payload(ip_from_raw(int(s)), int(p))
-                for s, p in zip(ev["saddr"], ev["sport"], strict=True)
-            ]
-            pay, plen = packets.payload_matrix(pays)
-            if pay.shape[1] == 0:
-                pay = plen = None
-        flags = packets.ACK | (packets.PSH if pay is not None else 0)
-        frames, lens = packets.tcp_frames(
-            self.link,
-            daddr,
-            ev["sport"],
-            ev["dport"],
-            ev["ack"],
-            ev["seq"] + np.uint32(1),
-            flags,
-            self.ack_window,
-            payload=pay,
-            payload_len=plen,
-        )
-        self.replies.put(frames, lens)
-
-    HOLD_MAX = 1 << 16  # held events while unproven; past it they are answered at once (twice)
-
-    def _ours_to_answer(self, kind: str, ev: np.ndarray) -> np.ndarray:
-        """Which of `ev` (not duplicates) user space answers: what the program did not answer,
-        or everything once its answers are refused. While they are unproven, the events it
-        answered are held: answered by user space only if the answers turn out refused."""
-        by_kernel = (ev["flags"] & EV_ANSWERED) != 0
-        if self.kernel_state == "refused":
-            return np.ones(len(ev), dtype=bool)
-        if self.kernel_state == "unproven" and by_kernel.any():
-            if self._held_n < self.HOLD_MAX:
-                held = ev[by_kernel]
-                self._held.append((kind, held))
-                self._held_n += len(held)
-            else:
-                return np.ones(len(ev), dtype=bool)
-        return ~by_kernel
-
-    def _settle_held(self) -> None:
-        """Once proven, forget the held events; once refused, answer them now."""
-        if not self._held or self.kernel_state == "unproven":
-            return
-        held, self._held, self._held_n = self._held, [], 0
-        if self.kernel_state != "refused":
-            return
-        for kind, ev in held:
-            self.answered_late += len(ev)
-            if kind == "synack":
-                self._answer_synack_events(ev)
-            else:
-                self._queue_rst(ev)
-
-    def _answer_synacks(self, ev: np.ndarray) -> None:
-        if self._draining:
-            return
-        ev = ev[ev["repeat"] != REPEAT_DUP]
-        self._answer_synack_events(ev[self._ours_to_answer("synack", ev)])
-
-    def _answer_synack_events(self, answer: np.ndarray) -> None:
-        self.reanswered += int((answer["repeat"] == REPEAT_RETRANSMIT).sum())
-        self._queue_rst(answer[answer["kind"] == Kind.ZEROWIN])
-        synack = answer[answer["kind"] == Kind.SYNACK]
-        probe_idx = synack["variant"] % np.uint8(self.plan.P)
-        for i in np.unique(probe_idx):
-            probe = self.probes[int(i)]
-            sub = synack[probe_idx == i]
-            if probe.handshake:
-                self._queue_probe(sub, probe)
-            else:
-                self._queue_rst(sub)
 
     # -- validation user space adds ----------------------------------------
     def _quoted_udp_ok(self, ev: np.ndarray) -> np.ndarray:
@@ -377,14 +273,14 @@ class Receiver:
         the cookie we put in the payload, so a forged quote fails here.
         """
         ok = np.ones(len(ev), dtype=bool)
-        idx = ev["variant"] % np.uint8(self.plan.P)
+        idx, _ = split_variant(ev["variant"], self.plan.P)
         for i in np.unique(idx):
             probe = self.probes[int(i)]
             if probe.transport != "udp":
                 continue
             m = idx == i
             sub = ev[m]
-            them = _bswap32(sub["saddr"])
+            them = host_addrs(sub["saddr"])
             pay = self.plan.udp_payloads(self.key, self.link.src_ip, probe, them, sub["sport"], sub["dport"])
             want = packets.udp_checksums(self.link, them, sub["sport"], sub["dport"], pay)
             ok[m] = want == sub["seq"]
@@ -394,15 +290,14 @@ class Receiver:
     def _derived(self, ev: np.ndarray) -> dict[str, np.ndarray]:
         """What both record paths compute from a batch: which fields apply, class codes, times."""
         kind = ev["kind"]
-        variant = ev["variant"].astype(np.int64)
-        probe_i = variant % self.plan.P
+        probe_i, attempt = split_variant(ev["variant"].astype(np.int64), self.plan.P)
         is_icmp = kind == Kind.ICMP
         cls = _CLASS_BY_KIND[kind]
         if is_icmp.any():
             cls[is_icmp] = _ICMP_CLASS_BY_TYPE[ev["icmp_type"][is_icmp]]
         return {
             "probe_i": probe_i,
-            "attempt": variant // self.plan.P,
+            "attempt": attempt,
             "is_tcp": np.isin(kind, _TCP_KINDS),
             "is_icmp": is_icmp,
             "has_ports": (kind != Kind.ECHOREPLY) & ~self._icmp_probe_mask[probe_i],
@@ -410,42 +305,37 @@ class Receiver:
             "ms": (ev["ts_ns"].astype(np.int64) + self._wall_offset_ns) // 1_000_000,
         }
 
-    def _lines(self, ev: np.ndarray, extra: dict[str, Any] | None = None) -> bytes:
+    def _lines(self, ev: np.ndarray, data: dict[str, Callable[[], Any]] | None = None) -> bytes:
         """The JSON lines of a batch of events, without a dict per record.
 
-        `extra` adds fields (name: a function of the Lines being built); the
-        banner path passes its per-record ones that way.
+        The output table (fields.py) says what each field is: a zb_event member
+        as it is, or one of the values derived here; `data` adds the fields of
+        records that carry data (the banner path's). A field with neither is null.
         """
         d = self._derived(ev)
-        out = Lines(len(ev))
-        fields: dict[str, Any] = {
-            "saddr": lambda: out.dotted(ev["saddr"]),
-            "sport": lambda: out.ints(ev["sport"], d["has_ports"]),
-            "daddr": lambda: out.dotted(ev["daddr"]),
-            "dport": lambda: out.ints(ev["dport"], d["has_ports"]),
-            "classification": lambda: out.words(d["cls"], CLASS_VOCAB),
-            "success": lambda: out.bools(np.isin(ev["kind"], _SUCCESS)),
-            "repeat": lambda: out.bools(ev["repeat"] != 0),
-            "timestamp": lambda: out.timestamps(d["ms"]),
-            "ttl": lambda: out.ints(ev["ttl"]),
-            "window": lambda: out.ints(ev["window"], d["is_tcp"]),
-            "ipid": lambda: out.ints(ev["ipid"]),
-            "seqnum": lambda: out.ints(ev["seq"], d["is_tcp"]),
-            "acknum": lambda: out.ints(ev["ack"], d["is_tcp"]),
-            "tcp_flags": lambda: out.ints(ev["tcp_flags"], d["is_tcp"]),
-            "probe": lambda: out.words(d["probe_i"], self._probe_names.tolist()),
-            "icmp_type": lambda: out.ints(ev["icmp_type"], d["is_icmp"]),
-            "icmp_code": lambda: out.ints(ev["icmp_code"], d["is_icmp"]),
-            "icmp_responder": lambda: out.dotted(ev["icmp_responder"], d["is_icmp"]),
-            "validated": lambda: out.bools((ev["flags"] & EV_UNVALIDATED) == 0),
-            "attempt": lambda: out.ints(d["attempt"]),
-            "tarpit_probe": lambda: out.bools(d["probe_i"] == self.plan.tarpit_index),
+        valid = {Source.PORTS: d["has_ports"], Source.TCP: d["is_tcp"], Source.ICMP: d["is_icmp"]}
+        derived: dict[str, Callable[[], Any]] = {
+            "classification": lambda: d["cls"],
+            "success": lambda: np.isin(ev["kind"], _SUCCESS),
+            "repeat": lambda: ev["repeat"] != 0,
+            "timestamp": lambda: d["ms"],
+            "probe": lambda: d["probe_i"],
+            "validated": lambda: (ev["flags"] & EV_UNVALIDATED) == 0,
+            "attempt": lambda: d["attempt"],
+            "tarpit_probe": lambda: d["probe_i"] == self.plan.tarpit_index,
+            **(data or {}),
         }
-        for k, add in (extra or {}).items():
-            fields[k] = lambda add=add: add(out)
-        for i, k in enumerate(self.writer.template()):
-            out.key(k, first=i == 0)
-            fields.get(k, lambda: out.const(b"null"))()
+        out = Lines(len(ev))
+        for i, f in enumerate(self._fields):
+            out.key(f.name, first=i == 0)
+            if f.event is not None:
+                values = ev[f.event]
+            elif f.name in derived:
+                values = derived[f.name]()
+            else:
+                out.const(b"null")
+                continue
+            out.put(f.type, values, valid.get(f.source), self._vocab.get(f.name))
         self._tally_batch(ev, d)
         return out.build()
 
@@ -464,7 +354,8 @@ class Receiver:
         return np.ones(len(ev), bool) if self.output_repeats else ev["repeat"] == 0
 
     def _handle_small(self, ev: np.ndarray) -> None:
-        self._answer_synacks(ev)
+        if not self._draining:
+            self.replies.answer(ev)
         keep = self._recorded(ev)
         icmp = ev["kind"] == Kind.ICMP
         if icmp.any():
@@ -479,15 +370,12 @@ class Receiver:
     def _handle_big(self, big: np.ndarray) -> None:
         hdr = big["h"]
         if not self._draining:
-            banners = hdr[(hdr["kind"] == Kind.BANNER) & (hdr["repeat"] != REPEAT_DUP)]
-            answer = banners[self._ours_to_answer("banner", banners)]
-            self.reanswered += int((answer["repeat"] == REPEAT_RETRANSMIT).sum())
-            self._queue_rst(answer)
+            self.replies.answer(hdr)
         rows = big[self._recorded(hdr)]
         if len(rows) == 0:
             return
         h = rows["h"]
-        probe_i = (h["variant"] % np.uint8(self.plan.P)).tolist()
+        probe_i = split_variant(h["variant"], self.plan.P)[0].tolist()
         parts = [
             self._banner_parts(p, row[:n].tobytes(), ip, port)
             for p, row, n, ip, port in zip(
@@ -503,19 +391,17 @@ class Receiver:
         # The record keeps DATA_MAX bytes of a segment: a longer one is marked, never passed off as whole.
         cut = h["payload_len"] > h["data_len"]
         self.truncated += int((cut & (h["repeat"] == 0)).sum())
-        extra: dict[str, Any] = {
-            "banner": lambda out: out.raw(banner),
-            "data": lambda out: out.raw(data),
-            "truncated": lambda out: out.bools(cut),
-            "app_match": lambda out: out.bools(np.array(match, bool)),
+        carried: dict[str, Callable[[], Any]] = {
+            "banner": lambda: banner,
+            "data": lambda: data,
+            "truncated": lambda: cut,
+            "app_match": lambda: np.array(match, bool),
         }
         names = self._probe_names[probe_i]
         for name in set(names.tolist()):
             mine = names == name
-            extra[name] = lambda out, mine=mine: out.raw(
-                [p if m else b"null" for p, m in zip(parsed, mine, strict=True)]
-            )
-        self.writer.write_lines(self._lines(h, extra), len(rows))
+            carried[name] = lambda mine=mine: [p if m else b"null" for p, m in zip(parsed, mine, strict=True)]
+        self.writer.write_lines(self._lines(h, carried), len(rows))
 
     def _banner_parts(
         self, probe_index: int, data: bytes, ip_raw: int, port: int
@@ -531,7 +417,7 @@ class Receiver:
         if hit is not None:
             return hit
         probe = self.probes[probe_index]
-        parsed = probe.parse(ip_from_raw(ip_raw), port, data)
+        parsed = probe.parse(addr_text(ip_raw), port, data)
         parts = (
             orjson.dumps(_banner_text(data)),
             b'"' + base64.b64encode(data) + b'"',

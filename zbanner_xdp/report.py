@@ -27,7 +27,8 @@ Choices where the paper or the schema leave room:
   tarpit section. A tarpit is a target that SYN-ACK'd that control port and every TCP port of the scan,
   where the scan's TCP ports are those of the TCP probe keys seen in the input (the results hold replies
   only, so which ports a silent target was probed on is inferred from the whole file).
-* A probe's transport is taken from its name: "icmp-echo" is ICMP, "udp-*" is UDP, anything else TCP.
+* A probe's transport is the one the probe registry declares for it; a name the registry does not know
+  (a file from another version) counts as TCP.
 * Retransmission gain: targets network-alive on a key whose every reply from the target there came from a
   retransmitted copy (``attempt`` >= 1); "added" is that count as a percentage of the targets found by
   first transmissions.
@@ -53,33 +54,15 @@ from typing import IO, Any
 
 import orjson
 
+from . import fields
+from .probes import probe_class
+
 SCHEMA = "zbanner-xdp-report/1"
 PNG_NEEDS = "--png needs matplotlib: pip install 'zbanner-xdp[plot]'"
 
-# The scanner's fixed schema (kept here rather than imported from output.py so that files written by an
-# older scanner stay readable if the writer ever grows a field).
-REQUIRED_FIELDS = (
-    "saddr",
-    "sport",
-    "daddr",
-    "dport",
-    "classification",
-    "success",
-    "repeat",
-    "timestamp",
-    "ttl",
-    "window",
-    "ipid",
-    "seqnum",
-    "acknum",
-    "tcp_flags",
-    "probe",
-    "icmp_type",
-    "icmp_code",
-    "icmp_responder",
-    "banner",
-    "data",
-)
+# The fields every results file has (the output table marks them; a field added later is optional here,
+# so that files written by an older scanner stay readable).
+REQUIRED_FIELDS = fields.REQUIRED
 _REQUIRED = frozenset(REQUIRED_FIELDS)
 
 ICMP_ERRORS = frozenset(
@@ -164,11 +147,9 @@ class ReportError(Exception):
 
 
 def protocol_of(probe: str) -> str:
-    if probe.startswith("icmp"):
-        return "icmp"
-    if probe.startswith("udp"):
-        return "udp"
-    return "tcp"
+    """The transport the probe registry declares for `probe`; TCP for a name it does not know."""
+    cls = probe_class(probe)
+    return cls.transport if cls is not None else "tcp"
 
 
 def _ipv4(s: Any) -> int | None:
@@ -297,7 +278,7 @@ class ReportBuilder:
             if rec["icmp_code"] is None:
                 self._bad("bad 'icmp_code'")
                 return
-        if probe == "icmp-echo":
+        if protocol_of(probe) == "icmp":
             port = None
         elif sport is None:
             self._bad("missing 'sport' for a TCP/UDP probe")
@@ -519,10 +500,6 @@ def _table(header: list[str], rows: list[list[Any]], left: int = 1, indent: str 
         ]
         out.append((indent + "  ".join(parts)).rstrip())
     return out
-
-
-def _pct(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
 def format_report(rep: dict[str, Any], max_tarpits: int = 50) -> str:

@@ -2,9 +2,10 @@
 
 Threads: the main thread sends (replies first, then due retransmissions,
 then new probes, all within the rate) and prints status; a receiver thread
-drains the ring buffer. When SYNs go out through AF_PACKET, the receiver
-sends the replies it builds at once, on its own TX ring (in parallel with the
-SYNs; they count against the rate); a writer thread owns the output (see
+drains the ring buffer and hands each batch to the replies stage (replies.py)
+before recording it. When SYNs go out through AF_PACKET, the receiver's thread
+sends the replies at once, on its own TX ring (in parallel with the SYNs;
+they count against the rate); a writer thread owns the output (see
 output.RecordWriter). Nothing is opened for writing before XDP is attached, so
 a scan that cannot start leaves every file as it was. Every exit path after
 that — done, Ctrl-C, SIGTERM, full disk, an exception — goes through the same
@@ -33,10 +34,11 @@ from .events import Counter
 from .kgen import KernelGenerator, KernelGenError
 from .kreplies import KernelReplies
 from .netinfo import NetParams, resolve
-from .output import BASE_FIELDS, MetadataFile, OutputError, RecordWriter, same_file, select_fields
+from .output import MetadataFile, OutputError, RecordWriter, same_file, select_fields
 from .plan import KernelSyns, PlanError, ProbePlan, Segment
 from .receiver import Receiver, RingReader
-from .sender import RateLimiter, ReplyQueue, SendError, TxRing
+from .replies import Replies, ReplyQueue
+from .sender import RateLimiter, SendError, TxRing
 from .status import StatusLine
 
 
@@ -122,6 +124,8 @@ class RetransmitQueue:
 
 class Scanner:
     def __init__(self, cfg: ScanConfig, probes: list[Any]):
+        if not cfg.dry_run and os.geteuid() != 0:  # before any work: the first thing a user must fix
+            raise ScanError("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")
         self.cfg = cfg
         self.stop = threading.Event()
         self.abandon = threading.Event()  # second signal: stop draining, count the rest as lost
@@ -144,9 +148,9 @@ class Scanner:
         except (targets.TargetError, PlanError, OSError) as exc:
             raise ScanError(str(exc)) from None
         self.probes = self.plan.probes
-        self.probe_fields = [p.name for p in self.probes if p.handshake or p.transport == "udp"]
+        self.probe_fields = [p.name for p in self.probes if p.kind.parses]
         try:
-            select_fields([*BASE_FIELDS, *self.probe_fields], cfg.output_fields)
+            select_fields(self.probe_fields, cfg.output_fields)
         except OutputError as exc:
             raise ScanError(str(exc)) from None
         if cfg.metadata and same_file(cfg.output, cfg.metadata):
@@ -156,7 +160,8 @@ class Scanner:
         self.sent_probes = 0
         self.sent_replies = 0
         self.sent_retransmits = 0
-        self.replies = ReplyQueue()
+        self.reply_queue = ReplyQueue()
+        self.replies: Replies | None = None  # built once the link is known
         self.reply_tx: TxRing | None = None
         self.limiter = RateLimiter(cfg.rate)  # replaced when sending starts (its clock starts then)
         self.prog: RecvProgram | None = None
@@ -232,8 +237,6 @@ class Scanner:
     # -- the scan --------------------------------------------------------
     def run(self) -> dict:
         cfg = self.cfg
-        if os.geteuid() != 0:
-            raise ScanError("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")
         self.net = self._resolve()
         link = self._link()
         self.started = _now_iso()
@@ -277,6 +280,7 @@ class Scanner:
             self.kgen = self._kernel_generator(link, params)
             self._open_outputs()
             started = True
+            self.replies = Replies(link, self.plan, cfg.ack_window, self.reply_queue)
             self.receiver = Receiver(
                 RingReader(self.prog, params.ringbuf_pages, params.banner_pages),
                 link,
@@ -284,11 +288,10 @@ class Scanner:
                 self.writer,
                 self.plan,
                 self.key,
-                cfg.ack_window,
                 cfg.output_repeats,
             )
             if cfg.kernel_replies:
-                self.kreplies = KernelReplies(self.prog, self.receiver, self.net.iface)
+                self.kreplies = KernelReplies(self.prog, self.replies, self.net.iface)
             self.receiver.start()
             self._send_loop(link)
         except OutputError as exc:
@@ -393,7 +396,7 @@ class Scanner:
                 self.tx_mode = "tx_ring"
                 self._replies_from_receiver()
                 link = self._link()
-                self._send(self.plan._syn(link, self.key, item.addrs, item.ports, item.variant))
+                self._send(self.plan.syn_frames(link, self.key, item))
 
     def _install_signals(self) -> dict:
         def handler(signum: int, _frame: Any) -> None:
@@ -426,7 +429,7 @@ class Scanner:
     def _drops(self, counters: np.ndarray | None) -> int:
         full = int(counters[Counter.RINGBUF_FULL]) if counters is not None else 0
         lost = self.writer.lost if self.writer is not None else 0
-        return full + lost + self.replies.dropped + (self.kgen.lost if self.kgen is not None else 0)
+        return full + lost + self.reply_queue.dropped + (self.kgen.lost if self.kgen is not None else 0)
 
     def _show_status(self, phase: str, counters: np.ndarray | None = None) -> None:
         if self.status is None or self.receiver is None:
@@ -442,7 +445,7 @@ class Scanner:
         )
 
     def replies_sent(self) -> int:
-        return self.sent_replies + self.replies.sent_direct
+        return self.sent_replies + self.reply_queue.sent_direct
 
     def hits(self) -> int:
         return self.receiver.hits if self.receiver is not None else 0
@@ -462,19 +465,19 @@ class Scanner:
             if self.kgen is not None:
                 self._kgen_send(seg)
                 return
-            seg = self.plan._syn(self._link(), self.key, seg.addrs, seg.ports, seg.variant)
+            seg = self.plan.syn_frames(self._link(), self.key, seg)
         assert self.tx is not None
         self.tx.send(seg.frames, seg.lengths)
 
     def _replies_from_receiver(self) -> None:
-        """AF_PACKET SYNs: replies leave from the receiver, in parallel (see ReplyQueue).
+        """AF_PACKET SYNs: replies leave from the receiver, in parallel (see ReplyQueue.send_directly).
 
         Not with the kernel generator: SYNs and replies share the driver's XDP
         ring and the generator outruns any target at --rate 0, so one thread
         sends both, replies first, which paces the SYNs to what the network answers.
         """
         if self.reply_tx is not None:
-            self.replies.send_directly(self.reply_tx, self.limiter)
+            self.reply_queue.send_directly(self.reply_tx, self.limiter)
 
     def _send_loop(self, link: packets.LinkParams) -> None:
         cfg = self.cfg
@@ -522,7 +525,7 @@ class Scanner:
                 continue
             # Replies first. Unlimited (--rate 0), they do not eat into the SYNs' share:
             # each round sends every reply due and then a full batch of SYNs.
-            for rf, rl in self.replies.take(budget if cfg.rate else self.replies.pending):
+            for rf, rl in self.reply_queue.take(budget if cfg.rate else self.reply_queue.pending):
                 self.tx.send(rf, rl)  # type: ignore[union-attr]
                 self.sent_replies += len(rl)
                 if cfg.rate:
@@ -565,7 +568,7 @@ class Scanner:
                 # The batch ran out inside this grant: the next batch gets the rest. Without
                 # this, every 64k-probe batch lost half a grant and --rate 1M sent 967k.
                 limiter.refund(budget)
-            if budget > 0 and not pending and self.replies.pending == 0:
+            if budget > 0 and not pending and self.reply_queue.pending == 0:
                 # Nothing due: wait for replies (or the next retransmission) without spinning.
                 self.stop.wait(0.002)
 
@@ -633,7 +636,7 @@ class Scanner:
     def _drop_counts(self, xdp: dict[str, int]) -> dict[str, int]:
         drops = {
             "ringbuf_full": int(xdp.get("ringbuf_full", 0)),
-            "reply_queue": self.replies.dropped,
+            "reply_queue": self.reply_queue.dropped,
             "tx_ring_full": self.gen_stats["lost"] if self.gen_stats else 0,
             # AF_PACKET flushes a queue-less device refused (ENOBUFS), a frame each at most.
             # and in-kernel replies the driver refused once they were trusted (see kreplies.py).
@@ -683,7 +686,7 @@ class Scanner:
             "responses": dict(rcv.by_class) if rcv else {},
             "hits": self.hits(),
             "repeats": int(xdp.get("repeat", 0)),
-            "reanswered": rcv.reanswered if rcv else 0,
+            "reanswered": self.replies.reanswered if self.replies else 0,
             "drops": self._drop_counts(xdp),
             # To our address and port range but not a reply to this scan's probes: forged, or
             # stale, i.e. answers to an earlier scan (a server retransmits an unanswered

@@ -7,7 +7,6 @@ sleep between batches, so a low rate does not spin a core.
 
 from __future__ import annotations
 
-import collections
 import errno
 import mmap
 import socket
@@ -137,67 +136,6 @@ class TxRing:
                 pass
             self.ring = None
         self.sock.close()
-
-
-class ReplyQueue:
-    """Replies (RST, ACK+payload) waiting to go out before any new SYN.
-
-    Bounded: past the limit the oldest batches are dropped and counted, a
-    handshake that late would have timed out at the server anyway.
-    """
-
-    def __init__(self, limit: int = 1 << 20):
-        self._q: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
-        self._lock = threading.Lock()
-        self.pending = 0
-        self.limit = limit
-        self.dropped = 0
-        self.direct: tuple[TxRing, RateLimiter] | None = None
-        self.sent_direct = 0
-
-    def send_directly(self, tx: TxRing, limiter: RateLimiter) -> None:
-        """From now on put() transmits at once, from the caller's thread, on its own ring.
-
-        The receiver then sends each batch of replies the moment it is built,
-        on the other core, in parallel with the SYNs: on a veth the receiving
-        end's work (the server's handshake and response) runs in the sender's
-        context, so replies queued for the SYN thread held back new SYNs. They
-        are charged to the rate limiter, so `--rate` still counts them.
-        """
-        self.direct = (tx, limiter)
-
-    def put(self, frames: np.ndarray, lengths: np.ndarray) -> None:
-        if len(lengths) == 0:
-            return
-        if self.direct is not None:
-            tx, limiter = self.direct
-            tx.send(frames, lengths)
-            self.sent_direct += len(lengths)
-            limiter.charge(len(lengths))
-            return
-        with self._lock:
-            self._q.append((frames, lengths))
-            self.pending += len(lengths)
-            while self.pending > self.limit and self._q:
-                _, old = self._q.popleft()
-                self.pending -= len(old)
-                self.dropped += len(old)
-
-    def take(self, budget: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
-        with self._lock:
-            while self._q and budget > 0:
-                frames, lengths = self._q[0]
-                if len(lengths) <= budget:
-                    self._q.popleft()
-                    out.append((frames, lengths))
-                else:
-                    out.append((frames[:budget], lengths[:budget]))
-                    self._q[0] = (frames[budget:], lengths[budget:])
-                    lengths = lengths[:budget]
-                budget -= len(lengths)
-                self.pending -= len(lengths)
-        return out
 
 
 class RateLimiter:

@@ -131,3 +131,9 @@ size_t zb_format(const struct zb_col *cols, size_t ncols, size_t nrows, uint8_t 
 	}
 	return (size_t)(p - out);
 }
+
+/* zbanner_xdp/fastfmt.py mirrors the ops and struct zb_col: it compiles this
+ * with static asserts of their values and layout. */
+#ifdef ZB_FMT_CHECKS
+ZB_FMT_CHECKS
+#endif

@@ -57,7 +57,7 @@ CASES = [  # probe, port, net, rate
 
 STATEFUL_CLIENT = r"""
 import json, socket, ssl, sys
-from probes import get_probe
+from zbanner_xdp.probes import get_probe
 name, port, addrs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 probe = get_probe(name)
 out = {}

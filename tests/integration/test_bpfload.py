@@ -19,7 +19,7 @@ from zbanner_xdp import bpfload, bpfsys, events
 from zbanner_xdp.events import EVENT_DTYPE, Counter
 from zbanner_xdp.receiver import RingReader
 
-from .test_xdp_program import KEY, LO, PAYLOAD, US, XDP_DROP, XDP_PASS, cookie, frame
+from .test_xdp_program import KEY, LO, PAYLOAD, PROBE_INFO, US, XDP_DROP, XDP_PASS, cookie, frame
 
 pytestmark = pytest.mark.privileged
 
@@ -56,7 +56,7 @@ def _params(**kw):
 def _program(**kw):
     from zbanner_xdp.bpfprog import RecvProgram
 
-    return RecvProgram(_params(**kw), KEY, probe_infos=[(len(PAYLOAD), 0, 6, 0, 0)])
+    return RecvProgram(_params(**kw), KEY, probe_infos=[PROBE_INFO])
 
 
 def _behaviour(prog) -> list:
@@ -167,6 +167,19 @@ def test_a_layout_drift_fails_the_compile(cache_dir: Path, monkeypatch: pytest.M
 
     drifted = np.dtype([("k1", "<u8"), ("k0", "<u8"), ("extra", "<u4")])
     monkeypatch.setitem(events.SHARED_STRUCTS, "zb_config", drifted)
+    with pytest.raises(BpfSetupError, match="cannot build the XDP program"):
+        _program()
+    assert not list(cache_dir.glob("*.json"))
+
+
+@pytest.mark.parametrize(("name", "value"), [("REPEAT_RETRANSMIT", 3), ("DATA_MAX", 2048), ("N_COUNTERS", 9)])
+def test_a_constant_drift_fails_the_compile(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: int
+) -> None:
+    """shared.h static-asserts every constant user space relies on (kinds, counters, flags, limits)."""
+    from zbanner_xdp.bpfprog import BpfSetupError
+
+    monkeypatch.setattr(events, name, value)
     with pytest.raises(BpfSetupError, match="cannot build the XDP program"):
         _program()
     assert not list(cache_dir.glob("*.json"))

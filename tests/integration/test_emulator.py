@@ -29,8 +29,9 @@ import dpkt
 import pytest
 
 from tests.conftest import privileged_reason
-from zbanner_xdp import bpfsys, kheaders, netns
-from zbanner_xdp.emulator import (
+from zbanner_xdp import bpfsys, kheaders
+from zbanner_xdp.lab import netns
+from zbanner_xdp.lab.emulator import (
     XDP_DROP,
     XDP_PASS,
     XDP_TX,
@@ -97,7 +98,7 @@ def run_in(ns: str, argv: list[str], timeout: float = CMD_TIMEOUT) -> subprocess
 
 
 def emulator_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    return run_in(TARGET_NS, [sys.executable, "-m", "zbanner_xdp.emulator", *args], timeout=timeout)
+    return run_in(TARGET_NS, [sys.executable, "-m", "zbanner_xdp.lab.emulator", *args], timeout=timeout)
 
 
 def xdp_on_target() -> bool:
@@ -447,6 +448,19 @@ def test_server_first_zero_window_build() -> None:
         assert e.counters()["banner"] == 1
 
 
+def test_a_drift_of_the_mirrored_constants_fails_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """xdp_responder.c asserts the counters and the banner size emulator.py mirrors."""
+    if privileged_reason():
+        pytest.skip("privileged")
+    from zbanner_xdp.lab import emulator
+    from zbanner_xdp.lab.emulator import EmulatorError
+
+    swapped = (emulator.COUNTERS[1], emulator.COUNTERS[0], *emulator.COUNTERS[2:])
+    monkeypatch.setattr(emulator, "COUNTERS", swapped)
+    with pytest.raises(EmulatorError, match="cannot build the emulator"):
+        Emulator(EmulatorParams(net=NET))
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -545,8 +559,8 @@ def test_e2e_zero_window_foreground_cli(lab: Lab, tmp_path: Path) -> None:
     """The CLI in the foreground: a zero-window host; SIGTERM detaches and prints the counters."""
     argv = ns_argv(
         TARGET_NS,
-        [sys.executable, "-m", "zbanner_xdp.emulator", "--iface", TARGET_IF, "--net", NET, "--window", "0",
-         "--open-permil", "1000", "--seconds", "20"],
+        [sys.executable, "-m", "zbanner_xdp.lab.emulator", "--iface", TARGET_IF, "--net", NET,
+         "--window", "0", "--open-permil", "1000", "--seconds", "20"],
     )  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pcap = tmp_path / "zero.pcap"

@@ -1,6 +1,6 @@
 """Zero-window hosts, the kernel-side SYN generator and in-kernel replies, in the lab.
 
-The XDP target emulator (zbanner_xdp.emulator) runs on the router's
+The XDP target emulator (zbanner_xdp.lab.emulator) runs on the router's
 scanner-facing veth and answers a 198.19.x range like a TCP stack would:
 with a zero window, or open/closed by a keyed hash whose ground truth the
 test computes. Its XDP program is also what lets the scanner's kernel-side
@@ -25,8 +25,8 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.integration.conftest import NO_DROPS, Capture, pcap_tcp, read_records, run_scanner, signal_scanner
-from zbanner_xdp import emulator as emu
 from zbanner_xdp import lab
+from zbanner_xdp.lab import emulator as emu
 
 pytestmark = pytest.mark.privileged
 
@@ -47,7 +47,7 @@ def _emulator(net: str, *extra: str) -> Iterator[dict]:
     argv = [
         sys.executable,
         "-m",
-        "zbanner_xdp.emulator",
+        "zbanner_xdp.lab.emulator",
         "--iface",
         lab.ROUTER_IF,
         "--net",

@@ -2,7 +2,7 @@
 
 The issue "Stateless banner grabbing" asks for tc netem on the lab link, one fault at a time.
 Kernels without sch_netem get the lab's wire instead (lab.up(wire=True)): a user-space relay
-between the scanner and the router that applies netem-like faults per direction (lab.impair()).
+between the scanner and the router that applies netem-like faults per direction (lab.impaired()).
 Each fault is applied in both directions (a2b = the scanner's probes and answers, b2a = the
 servers' replies) while the scanner grabs HTTP banners from the lab's nginx on 512 open targets.
 
@@ -37,7 +37,8 @@ import pytest
 from tests.conftest import privileged_reason
 from tests.integration.conftest import NO_DROPS, run_scanner
 from tests.skip_policy import missing_feature
-from zbanner_xdp import impair, lab
+from zbanner_xdp import lab
+from zbanner_xdp.lab import impair
 
 pytestmark = pytest.mark.privileged
 
@@ -99,10 +100,10 @@ def _netem_stats(ifname: str) -> dict[str, int]:
 @contextlib.contextmanager
 def fault(backend: str, spec: str) -> Iterator[dict[str, Any]]:
     """Apply spec in both directions of the wire for the block; the yielded dict then holds per
-    direction ("a2b", "b2a") the relay's statistics (see zbanner_xdp.impair.run_relay)."""
+    direction ("a2b", "b2a") the relay's statistics (see zbanner_xdp.lab.impair.run_relay)."""
     out: dict[str, Any] = {}
     if backend == "relay":
-        with lab.impair(spec, spec, seconds=RELAY_SECONDS) as st:
+        with lab.impaired(spec, spec, seconds=RELAY_SECONDS) as st:
             yield out
         out.update({d: st[d] for d in ("a2b", "b2a")})
         return
@@ -110,7 +111,7 @@ def fault(backend: str, spec: str) -> Iterator[dict[str, Any]]:
     args = impair.Impairment.parse(spec).netem_args()
     devs = {"a2b": lab.WIRE_ROUTER_IF, "b2a": lab.WIRE_SCAN_IF}
     qstats: dict[str, dict[str, int]] = {}
-    with lab.impair("", "", seconds=RELAY_SECONDS) as st:
+    with lab.impaired("", "", seconds=RELAY_SECONDS) as st:
         added: list[str] = []
         try:
             for dev in devs.values():

@@ -1,4 +1,4 @@
-"""The impairment relay (zbanner_xdp.impair) on a throw-away three-namespace wire.
+"""The impairment relay (zbanner_xdp.lab.impair) on a throw-away three-namespace wire.
 
     zbf-c                          zbf-w                           zbf-s
     zbf-c0 10.99.0.1/24 <-veth-> zbf-w0 [relay] zbf-w1 <-veth-> zbf-s0 10.99.0.2/24
@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from zbanner_xdp.impair import Impairment, Relay
+from zbanner_xdp.lab.impair import Impairment, Relay
 
 # Only the tests that build the wire need root; parsing and the CLI's argument checks do not.
 privileged = pytest.mark.privileged
@@ -314,7 +314,7 @@ def test_spec_roundtrip_and_netem_args() -> None:
 
 def test_cli_bad_spec_exits_2() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "zbanner_xdp.impair",
+        [sys.executable, "-m", "zbanner_xdp.lab.impair",
          "--a", "x", "--b", "y", "--a2b", "loss lots", "--seconds", "1"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip

@@ -28,6 +28,8 @@ import pytest
 
 from tests.integration.conftest import Capture
 from zbanner_xdp import lab
+from zbanner_xdp.lab import netns, procs, servers, topology
+from zbanner_xdp.lab import relay as relay_mod
 
 pytestmark = [
     pytest.mark.privileged,
@@ -379,7 +381,7 @@ def offload_flags(ns: str, ifname: str) -> dict[str, bool]:
         finally:
             eth.close()
 
-    return lab._in_netns(ns, flags)
+    return netns.run_in(ns, flags)
 
 
 def assert_nothing_left() -> None:
@@ -431,7 +433,7 @@ def test_down_cleans_half_built_lab() -> None:
             with open(os.path.join(lab.STATE_DIR, f"{name}.pid"), "w") as f:
                 f.write(f"{bystander.pid}\n")
         deadline = time.monotonic() + 5
-        while not os.path.exists(f"/proc/{stray.pid}") or stray.pid not in lab._pids_in_netns(lab.TARGET_NS):
+        while not os.path.exists(f"/proc/{stray.pid}") or stray.pid not in procs.pids_in_netns(lab.TARGET_NS):
             assert time.monotonic() < deadline, "stray process never entered the target namespace"
             time.sleep(0.02)
 
@@ -457,14 +459,14 @@ def test_down_cleans_half_built_lab() -> None:
 
 
 def test_failed_up_names_server_and_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_argv = lab._server_argv
+    real_argv = servers.server_argv
 
     def broken(name: str) -> list[str]:
         if name == "vsftpd":
             return ["vsftpd", "/nonexistent/vsftpd.conf"]
         return real_argv(name)
 
-    monkeypatch.setattr(lab, "_server_argv", broken)
+    monkeypatch.setattr(servers, "server_argv", broken)
     try:
         with pytest.raises(RuntimeError, match=r"vsftpd.*vsftpd\.log"):
             lab.up()
@@ -472,7 +474,7 @@ def test_failed_up_names_server_and_cleans_up(monkeypatch: pytest.MonkeyPatch) -
         # Processes are gone, but the logs stay for the post-mortem.
         assert os.path.exists(os.path.join(lab.STATE_DIR, "vsftpd.log"))
         for name in lab.SERVERS:
-            assert lab._server_pid(name) is None
+            assert servers.server_pid(name) is None
     finally:
         lab.down()
     assert_nothing_left()
@@ -714,7 +716,7 @@ def test_sysctls(lab_info: lab.LabInfo) -> None:
 
 
 def test_tx_checksum_offload_off(lab_info: lab.LabInfo) -> None:
-    for ns, ifname in lab._interfaces(wire=False):
+    for ns, ifname in topology.interfaces(wire=False):
         assert offload_flags(ns, ifname)["tx-checksumming"] is False, ifname
 
 
@@ -762,7 +764,7 @@ def test_up_rebuilds_partial_lab(lab_info: lab.LabInfo) -> None:
 
 
 def test_impair_needs_the_wire_lab(lab_info: lab.LabInfo) -> None:
-    with pytest.raises(RuntimeError), lab.impair("loss 1%"):
+    with pytest.raises(RuntimeError), lab.impaired("loss 1%"):
         pass
     assert lab.status()["complete"]
 
@@ -826,7 +828,7 @@ def test_capture_point_sees_frames_as_sent(lab_info: lab.LabInfo, tmp_path: Path
 
 
 def test_wire_lab_without_the_relay_module(lab_info: lab.LabInfo, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lab, "relay_available", lambda: False)
+    monkeypatch.setattr(relay_mod, "relay_available", lambda: False)
     info = lab.up(wire=True)
     assert info.wire and info.relay_pid is None
     d = lab.status()
@@ -835,7 +837,7 @@ def test_wire_lab_without_the_relay_module(lab_info: lab.LabInfo, monkeypatch: p
     assert "not available" in lab.format_status(d)
     # No relay: no frame crosses the wire.
     assert run_probes([(OPEN_ADDR, 80, "connect")])[(OPEN_ADDR, 80, "connect")]["outcome"] == "timeout"
-    with pytest.raises(RuntimeError, match=r"zbanner_xdp\.impair"), lab.impair("loss 1%"):
+    with pytest.raises(RuntimeError, match=r"zbanner_xdp\.lab\.impair"), lab.impaired("loss 1%"):
         pass
 
 
@@ -850,7 +852,7 @@ WIRE_CHECKS: list[Check] = [
     (UNREACH_ADDR, 80, "connect"),
     (TTL_ADDR, 0, "echo"),
 ]
-needs_relay = pytest.mark.skipif(not lab.relay_available(), reason="zbanner_xdp.impair is not there yet")
+needs_relay = pytest.mark.skipif(not lab.relay_available(), reason="zbanner_xdp.lab.impair is not there yet")
 
 
 @pytest.fixture(scope="module")
@@ -876,7 +878,7 @@ def test_wire_topology(wire_lab: lab.LabInfo) -> None:
     assert d["links"][lab.ROUTER_IF]["mac"] == lab.GATEWAY_MAC
     assert sysctl(lab.WIRE_NS, "net.ipv6.conf.all.disable_ipv6") == "1"
     assert sysctl(lab.WIRE_NS, "net.ipv4.ip_forward") == "0"
-    for ns, ifname in lab._interfaces(wire=True):
+    for ns, ifname in topology.interfaces(wire=True):
         assert offload_flags(ns, ifname)["tx-checksumming"] is False, ifname
     relay = d["relay"]
     assert relay["available"] == lab.relay_available()
@@ -898,7 +900,7 @@ def test_wire_forwards(wire_lab: lab.LabInfo, tmp_path: Path) -> None:
 @needs_relay
 def test_impair_loss_blocks_and_recovers(wire_lab: lab.LabInfo) -> None:
     checks: list[Check] = [(OPEN_ADDR, 80, "connect"), (OPEN_ADDR, 53, "dns"), (OPEN_ADDR, 0, "echo")]
-    with lab.impair(a2b="loss 100%") as stats:
+    with lab.impaired(a2b="loss 100%") as stats:
         relay = lab.status()["relay"]
         assert relay["alive"] and relay["a2b"] == "loss 100%" and relay["b2a"] == ""
         r = run_probes(checks)
@@ -908,7 +910,7 @@ def test_impair_loss_blocks_and_recovers(wire_lab: lab.LabInfo) -> None:
     if isinstance(stats.get("a2b"), dict) and "dropped" in stats["a2b"]:
         assert stats["a2b"]["dropped"] >= len(checks), stats
 
-    with lab.impair(b2a="loss 100%"):  # the replies this time
+    with lab.impaired(b2a="loss 100%"):  # the replies this time
         r = run_probes(checks[:1])
     assert r[checks[0]]["outcome"] == "timeout"
 
@@ -922,9 +924,9 @@ def test_impair_loss_blocks_and_recovers(wire_lab: lab.LabInfo) -> None:
 
 @needs_relay
 def test_impair_rejects_bad_specs(wire_lab: lab.LabInfo) -> None:
-    with pytest.raises(RuntimeError, match="relay"), lab.impair("loss banana"):
+    with pytest.raises(RuntimeError, match="relay"), lab.impaired("loss banana"):
         pass
-    with pytest.raises(ValueError), lab.impair("loss 1%", seconds=10**9):
+    with pytest.raises(ValueError), lab.impaired("loss 1%", seconds=10**9):
         pass
     assert lab.status()["complete"]  # the plain relay is back
 
@@ -946,7 +948,7 @@ def test_down_removes_everything(lab_info: lab.LabInfo) -> None:
     d = lab.status()
     pids = [s["pid"] for s in d["servers"].values()]
     for ns in d["namespaces"]:
-        pids += lab._pids_in_netns(ns)
+        pids += procs.pids_in_netns(ns)
     assert pids
 
     t0 = time.monotonic()

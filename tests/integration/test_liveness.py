@@ -31,7 +31,6 @@ from typing import Any
 import orjson
 import pytest
 
-from probes import get_probe
 from tests.conftest import ZB
 from tests.integration.conftest import (
     NO_DROPS,
@@ -42,6 +41,8 @@ from tests.integration.conftest import (
     xdp_attached,
 )
 from zbanner_xdp import lab
+from zbanner_xdp.lab import netns, servers
+from zbanner_xdp.probes import get_probe
 from zbanner_xdp.report import icmp_label
 
 pytestmark = pytest.mark.privileged
@@ -398,7 +399,7 @@ def combined_scan(d: Path, targets: list[str], *extra: str, cooldown: str = "3")
 
 def _udp_ask(addr: str, port: int, payload: bytes) -> bytes | None:
     """One request from the scanner's namespace through the kernel (the servers' own answer)."""
-    return lab._in_netns(lab.SCAN_NS, lambda: lab._udp_exchange(addr, port, payload, 2.0))
+    return netns.run_in(lab.SCAN_NS, lambda: servers.udp_exchange(addr, port, payload, 2.0))
 
 
 @pytest.fixture(scope="module")

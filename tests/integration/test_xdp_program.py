@@ -6,6 +6,8 @@ Python cookie must be consumed, one cookie off must pass untouched.
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,6 +28,7 @@ SPORT = 40000  # ours
 LO, HI = 32768, 61000
 THEM_LINK = packets.LinkParams(b"\x02" * 6, b"\x04" * 6, THEM, 61)
 PAYLOAD = b"GET / HTTP/1.0\r\n\r\n"
+PROBE_INFO = {"base": len(PAYLOAD), "proto": socket.IPPROTO_TCP}  # one TCP probe, sending PAYLOAD
 
 
 class Prog:
@@ -41,7 +44,7 @@ class Prog:
             ringbuf_pages=64,
             banner_pages=64,
         )
-        self.p = RecvProgram(params, KEY, probe_infos=[(len(PAYLOAD), 0, 6, 0, 0)] if banners else None)
+        self.p = RecvProgram(params, KEY, probe_infos=[PROBE_INFO] if banners else None)
         self.ring = RingReader(self.p, 64)
 
     def run(self, frame: bytes) -> int:
@@ -169,9 +172,9 @@ def test_banner_segment(banprog: Prog) -> None:
 @pytest.fixture(scope="module")
 def liveprog():
     """The program as a liveness scan builds it: TCP banners, UDP (DNS, NTP) and ICMP echo probes."""
-    from probes import get_probe
     from zbanner_xdp.bpfprog import ProgParams, RecvProgram
     from zbanner_xdp.plan import ProbePlan
+    from zbanner_xdp.probes import get_probe
 
     plan = ProbePlan(
         [get_probe(n) for n in ("http", "udp-dns", "udp-ntp", "icmp-echo")], np.array([80]), LO, HI
@@ -255,3 +258,79 @@ def test_forgeries_reach_each_handler_and_fail_its_validation(liveprog) -> None:
         assert int(prog.counters()[Counter.BAD_COOKIE]) == before + 1, (proto, body[:4])
     small, big = ring.poll(0)
     assert len(small) == 0 and len(big) == 0
+
+
+def test_ring_reader_across_wraparound(synprog: Prog) -> None:
+    # 64 pages hold ~4,600 records of 56 bytes: 12,000 replies read in chunks of 1,500 wrap it twice.
+    seen: list[int] = []
+    for chunk in range(8):
+        for i in range(1500):
+            sport = 33000 + chunk * 1500 + i
+            assert synprog.run(frame(0x12, cookie(sport=sport) + 1, seq=sport, sport=sport)) == XDP_DROP
+        seen += [int(np.frombuffer(r, EVENT_DTYPE)[0]["seq"]) for r in synprog.drain()]
+    assert seen == list(range(33000, 33000 + 12000))
+
+
+XDP_TX = 3
+
+
+@pytest.fixture(scope="module")
+def kprog():
+    from zbanner_xdp.bpfprog import ProgParams, RecvProgram
+
+    params = ProgParams(
+        src_ip=US,
+        port_lo=LO,
+        port_hi=HI,
+        banners=True,
+        dedup_entries=1024,
+        ringbuf_pages=64,
+        banner_pages=64,
+        kernel_replies=True,
+        ttl=77,
+        ack_window=512,
+    )
+    p = Prog.__new__(Prog)
+    p.p = RecvProgram(params, KEY, probe_infos=[PROBE_INFO], kernel_payloads=[(True, PAYLOAD)])
+    p.ring = RingReader(p.p, 64)
+    yield p
+    p.ring.close()
+    p.p.close()
+
+
+def _checked(out: bytes):
+    import dpkt
+
+    eth = dpkt.ethernet.Ethernet(out)
+    ip, tcp = eth.data, eth.data.data
+    got = (ip.sum, tcp.sum)
+    ip.sum = tcp.sum = 0
+    again = dpkt.ethernet.Ethernet(bytes(eth))
+    assert (again.data.sum, again.data.data.sum) == got
+    return eth, ip, tcp
+
+
+def test_kernel_replies_answer_synack_and_banner(kprog: Prog) -> None:
+    c = cookie(sport=40100)
+    ret, out = bpfsys.prog_test_run(kprog.p.prog_fd, frame(0x12, c + 1, seq=5000, sport=40100))
+    assert ret == XDP_TX
+    eth, ip, tcp = _checked(out)
+    assert (eth.src, eth.dst) == (b"\x04" * 6, b"\x02" * 6)  # back to whoever sent the SYN-ACK
+    assert (ip.src, ip.dst, ip.ttl) == (US.to_bytes(4, "big"), THEM.to_bytes(4, "big"), 77)
+    assert (tcp.sport, tcp.dport, tcp.seq, tcp.ack, tcp.win) == (40100, 80, (c + 1) & 0xFFFFFFFF, 5001, 512)
+    assert tcp.flags == 0x18 and bytes(tcp.data) == PAYLOAD
+    (ev,) = kprog.drain()
+    e = np.frombuffer(ev, EVENT_DTYPE)[0]
+    assert e["kind"] == 1 and e["flags"] & 0x02  # recorded, and marked answered
+
+    ret, out = bpfsys.prog_test_run(
+        kprog.p.prog_fd,
+        frame(0x18, c + 1 + len(PAYLOAD), seq=5001, sport=40100, payload=b"HTTP/1.1 200 OK\r\n"),
+    )
+    assert ret == XDP_TX
+    _, _, tcp = _checked(out)
+    assert tcp.flags == 0x04 and tcp.seq == (c + 1 + len(PAYLOAD)) & 0xFFFFFFFF and bytes(tcp.data) == b""
+    (ev,) = kprog.drain()
+    assert np.frombuffer(ev[:EVENT_SIZE], EVENT_DTYPE)[0]["kind"] == 4
+    # A network duplicate is neither recorded nor answered again.
+    assert bpfsys.prog_test_run(kprog.p.prog_fd, frame(0x12, c + 1, seq=5000, sport=40100))[0] == XDP_DROP

@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import struct
 
-from zbanner_xdp.emulator import banner_csum, is_open
+from zbanner_xdp.lab.emulator import is_open
+from zbanner_xdp.packets import native_word_sum
 
 NET_BASE = struct.unpack("!I", socket.inet_aton("198.18.3.0"))[0]
 
@@ -29,5 +30,5 @@ def test_banner_csum_matches_bytes() -> None:
     # Odd length: the last byte is padded, as the TCP checksum wants.
     odd = b"abc"
     words = struct.unpack("=2H", odd + b"\0")
-    assert banner_csum(odd) == sum(words)
-    assert banner_csum(b"") == 0
+    assert native_word_sum(odd) == sum(words)
+    assert native_word_sum(b"") == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ctypes
 import datetime as dt
 import os
 import types
@@ -15,37 +16,41 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probes.base import get_probe
-from zbanner_xdp import fastfmt
+from zbanner_xdp import fastfmt, fields, packets
 from zbanner_xdp import receiver as rx
 from zbanner_xdp.events import CLASSIFICATION, EV_ANSWERED, EV_UNVALIDATED, EVENT_DTYPE, ICMP_CLASSES, Kind
 from zbanner_xdp.jsonlines import Lines
 from zbanner_xdp.output import RecordWriter
+from zbanner_xdp.probes import ProbeKind, get_probe
+from zbanner_xdp.replies import Replies, ReplyQueue
 
 
 class _Probe:
-    def __init__(self, name: str, transport: str, handshake: bool):
-        self.name, self.transport, self.handshake = name, transport, handshake
+    def __init__(self, name: str, kind: ProbeKind):
+        self.name, self.kind, self.transport = name, kind, kind.transport
+        self.handshake = kind is ProbeKind.BANNER
 
 
 class _Sink:
-    def put(self, *_: object) -> None:
+    """A replies stage that answers nothing (no link to build frames for)."""
+
+    def answer(self, ev: np.ndarray) -> None:
         pass
 
 
 def _receiver(path: Path, probes: list | None = None, tarpit: int = 4) -> rx.Receiver:
     probes = probes or [
-        _Probe("synscan", "tcp", False),
-        _Probe("http", "tcp", True),
-        _Probe("icmp-echo", "icmp", False),
-        _Probe("udp-dns", "udp", False),
-        _Probe("tarpit", "tcp", False),
+        _Probe("synscan", ProbeKind.SYN),
+        _Probe("http", ProbeKind.BANNER),
+        _Probe("icmp-echo", ProbeKind.ECHO),
+        _Probe("udp-dns", ProbeKind.DATAGRAM),
+        _Probe("tarpit", ProbeKind.SYN),
     ]
     plan = types.SimpleNamespace(P=len(probes), probes=probes, tarpit_index=tarpit)
     fields = [p.name for p in probes if hasattr(p, "parse")]
     writer = RecordWriter(str(path / "out.jsonl"), fields)
     writer.open()
-    return rx.Receiver(None, None, _Sink(), writer, plan, b"k" * 16, 1024)  # type: ignore[arg-type]
+    return rx.Receiver(None, None, _Sink(), writer, plan, b"k" * 16)  # type: ignore[arg-type]
 
 
 def _ip(raw: int) -> str:
@@ -220,6 +225,43 @@ def test_any_banner_bytes_give_valid_equal_json(datas: list[bytes], seed: int) -
         assert all(isinstance(orjson.loads(line), dict) for line in got.splitlines())
 
 
+def test_nothing_is_held_or_answered_while_draining(tmp_path: Path) -> None:
+    """Draining (XDP detached), user space answers nothing and holds nothing back."""
+    probes = [get_probe("ssh")]
+    r = _receiver(tmp_path, probes, tarpit=-1)
+    link = packets.LinkParams(b"\x02" * 6, b"\x04" * 6, 0x0A000001)
+    r.replies = replies = Replies(link, r.plan, 1024, ReplyQueue())
+    replies.kernel_state = "unproven"  # in-kernel answers not yet seen leaving: user space holds them
+    big = _banner_batch(np.random.default_rng(5), [b"SSH-2.0-x\r\n"] * 8, len(probes))
+    big["h"]["repeat"] = 0
+    big["h"]["flags"] = EV_ANSWERED
+    r._draining = True
+    r._handle_big(big)
+    replies.kernel_state = "refused"
+    replies.settle()
+    assert replies.answered_late == 0 and replies.queue.pending == 0
+    r._draining = False
+    replies.kernel_state = "unproven"
+    r._handle_big(big)
+    replies.kernel_state = "refused"
+    replies.settle()
+    assert replies.answered_late == 8 and replies.queue.pending == 8  # one RST each, as the program sent
+
+
+def test_every_field_of_the_output_table_is_filled_in_some_record(tmp_path: Path) -> None:
+    """A field the table (fields.py) names but the receiver never fills would be null everywhere."""
+    probes = [get_probe(n) for n in ("synscan", "ssh")]
+    r = _receiver(tmp_path, probes, tarpit=0)
+    rng = np.random.default_rng(7)
+    ev = _random_events(rng, 3000)
+    ev["variant"] %= len(probes)
+    r._handle_big(_banner_batch(rng, [b"SSH-2.0-x\r\n"] * 50, len(probes)))
+    r.writer.close()
+    lines = r._lines(ev) + (tmp_path / "out.jsonl").read_bytes()
+    filled = {k for line in lines.splitlines() for k, v in orjson.loads(line).items() if v is not None}
+    assert set(fields.NAMES) <= filled
+
+
 def test_tally_counts_classes_and_hits(tmp_path: Path) -> None:
     r = _receiver(tmp_path)
     ev = _random_events(np.random.default_rng(99), 5000)
@@ -238,6 +280,20 @@ def test_tally_counts_classes_and_hits(tmp_path: Path) -> None:
         )
     ]
     assert r.hits == len(hits) > 0
+
+
+def test_a_drift_of_the_formatters_ops_or_columns_fails_its_compile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zbfmt.c asserts the ops and struct zb_col fastfmt.py mirrors: a drift never loads."""
+    src = fastfmt.SOURCE.read_bytes()
+    assert fastfmt._compile(src, tmp_path / "ok.so")
+    monkeypatch.setattr(fastfmt, "WORD", 7)
+    assert not fastfmt._compile(src, tmp_path / "ops.so")
+    monkeypatch.undo()
+    swapped = [*fastfmt.Col._fields_[:2], ("offs", ctypes.c_void_p), ("bytes", ctypes.c_void_p)]
+    monkeypatch.setattr(fastfmt, "Col", type("Col", (ctypes.Structure,), {"_fields_": swapped}))
+    assert not fastfmt._compile(src, tmp_path / "layout.so")
 
 
 def test_numbers_and_nulls(formatter: str) -> None:

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from zbanner_xdp import lab
+from zbanner_xdp.lab import relay as relay_mod
 
 
 def test_names_derive_from_prefix() -> None:
@@ -121,8 +122,11 @@ def test_ns_exec_argv() -> None:
 
 
 def test_impair_needs_the_relay_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lab, "relay_available", lambda: False)
-    with pytest.raises(RuntimeError, match=r"zbanner_xdp\.impair.*not installed"), lab.impair("loss 1%"):
+    monkeypatch.setattr(relay_mod, "relay_available", lambda: False)
+    with (
+        pytest.raises(RuntimeError, match=r"zbanner_xdp\.lab\.impair.*not installed"),
+        lab.impaired("loss 1%"),
+    ):
         pass
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import pkgutil
 import random
 import re
 import select
@@ -19,9 +20,18 @@ import dpkt
 import orjson
 import pytest
 
-import probes
-from probes import ProbeArgError, UnknownProbeError, all_probes, banner_text, get_probe, parse_probe_args
-from probes.base import MAX_STR_LEN, Probe, sanitise
+from zbanner_xdp import probes
+from zbanner_xdp.probes import (
+    ProbeArgError,
+    ProbeKind,
+    UnknownProbeError,
+    all_probes,
+    banner_text,
+    get_probe,
+    parse_probe_args,
+    probe_class,
+)
+from zbanner_xdp.probes.base import MAX_STR_LEN, Probe, sanitise
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "probes"
 
@@ -123,7 +133,7 @@ def tls_alert() -> bytes:
 
 
 def tls_hello_retry_request() -> bytes:
-    from probes.tls import HRR_RANDOM
+    from zbanner_xdp.probes.tls import HRR_RANDOM
 
     extensions = b"\x00\x2b\x00\x02\x03\x04" + b"\x00\x33\x00\x02\x00\x17"  # key_share: please use secp256r1
     body = (
@@ -155,6 +165,25 @@ def test_registry_lists_all_probes_sorted() -> None:
     names = [c.name for c in all_probes()]
     assert names == EXPECTED_PROBES
     assert all(issubclass(c, Probe) for c in all_probes())
+
+
+def test_every_probe_module_of_the_folder_is_registered() -> None:
+    """The package's imports are the one list of probes: none of the folder's modules is left out."""
+    modules = {m.name for m in pkgutil.iter_modules(probes.__path__)} - {"base", "registry"}
+    assert {c.__module__.rpartition(".")[2] for c in all_probes()} == modules
+
+
+def test_kind_declares_the_transport() -> None:
+    kinds = {c.name: (c.kind, c.transport, c.handshake) for c in all_probes()}
+    assert kinds["synscan"] == (ProbeKind.SYN, "tcp", False)
+    assert kinds["http"] == (ProbeKind.BANNER, "tcp", True)
+    assert kinds["udp-dns"] == kinds["udp-ntp"] == (ProbeKind.DATAGRAM, "udp", False)
+    assert kinds["icmp-echo"] == (ProbeKind.ECHO, "icmp", False)
+    assert probe_class("udp-ntp") is get_probe("udp-ntp").__class__ and probe_class("UDP-NTP") is None
+    with pytest.raises(TypeError, match="declare `kind`"):
+
+        class _Declares(Probe):
+            transport = "udp"
 
 
 def test_get_probe_unknown_lists_known_names() -> None:

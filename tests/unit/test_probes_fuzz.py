@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from probes import all_probes, get_probe
-from probes.base import Probe, sanitise
+from zbanner_xdp.probes import all_probes, get_probe
+from zbanner_xdp.probes.base import Probe, sanitise
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "probes"
 SAMPLES: dict[str, bytes] = {f.stem: f.read_bytes() for f in sorted(DATA_DIR.glob("*.bin"))}

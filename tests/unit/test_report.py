@@ -26,6 +26,7 @@ from zbanner_xdp.report import (
     ReportError,
     build_report,
     format_report,
+    protocol_of,
     run_report,
     write_png,
 )
@@ -324,6 +325,17 @@ def test_empty_input() -> None:
     assert rep["matrix"] == {"keys": [], "active": [], "both": [], "p": []}
     assert rep["tarpits"]["count"] == 0
     assert "nothing to report" in format_report(rep)
+
+
+def test_transport_comes_from_the_probe_registry() -> None:
+    assert [protocol_of(p) for p in ("synscan", "http", "udp-dns", "udp-ntp", "icmp-echo")] == [
+        "tcp",
+        "tcp",
+        "udp",
+        "udp",
+        "icmp",
+    ]
+    assert protocol_of("udp-from-a-newer-scanner") == "tcp"  # unknown names: TCP, not guessed from the name
 
 
 def test_active_row_without_targets_is_null() -> None:

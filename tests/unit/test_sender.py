@@ -11,7 +11,8 @@ import pytest
 
 from zbanner_xdp import sender
 from zbanner_xdp.config import parse_rate
-from zbanner_xdp.sender import RateLimiter, ReplyQueue
+from zbanner_xdp.replies import ReplyQueue
+from zbanner_xdp.sender import RateLimiter
 
 
 def _frames(n: int) -> tuple[np.ndarray, np.ndarray]:

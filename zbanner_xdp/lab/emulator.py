@@ -1,6 +1,6 @@
 """A stateless XDP "target emulator" for the target side of a veth lab.
 
-bpf/xdp_responder.c answers TCP for a whole address range like a server
+xdp_responder.c answers TCP for a whole address range like a server
 stack would (SYN-ACK or RST, then one banner segment), without any
 per-connection state. Tests use it to build hosts with exotic behaviour
 (zero-window SYN-ACKs, fixed banners, a known share of open ports);
@@ -15,7 +15,7 @@ Two ways to attach, both to an interface of the *current* network namespace
   Emulator (the process): nothing can be left behind.
 - ``persistent=True``: classic netlink attach (BCC's ``BPF.attach_xdp``). It
   survives the process; it goes away with the veth, or through ``detach()``
-  / ``python -m zbanner_xdp.emulator --iface X --detach``.
+  / ``python -m zbanner_xdp.lab.emulator --iface X --detach``.
 
 veth quirks (kernel 6.18):
 
@@ -39,7 +39,7 @@ veth quirks (kernel 6.18):
 
 Run it in a lab namespace::
 
-    ip netns exec zbe-t python -m zbanner_xdp.emulator --iface zbe-t0 \\
+    ip netns exec zbe-t python -m zbanner_xdp.lab.emulator --iface zbe-t0 \\
         --net 198.18.3.0/24 --window 0 --open-permil 1000 --banner 'SSH-2.0-x\\r\\n'
 
 It stays in the foreground until SIGINT/SIGTERM or --seconds, always
@@ -63,20 +63,23 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
-from . import bpfsys, kheaders, netns
-from .bpfload import stderr_to as _stderr_to
-from .bpfprog import BPF_DIR, BpfSetupError
-from .cookie import cookie_scalar
+from .. import bpfsys, cchecks, kheaders
+from ..bpfload import stderr_to as _stderr_to
+from ..bpfprog import BPF_DIR, BpfSetupError
+from ..cookie import cookie_scalar, key_words
+from ..packets import native_word_sum
+from . import netns
 
 LOG_PATH = "/tmp/zbanner-xdp-emulator.log"
-SOURCE = BPF_DIR / "xdp_responder.c"
+SOURCE = Path(__file__).with_name("xdp_responder.c")  # includes cookie.h and parsing.h from BPF_DIR
 FUNC = "xdp_responder"
 
 BANNER_MAX = 1024  # ZE_BANNER_MAX: the map value's banner buffer
 DEFAULT_BANNER = b"SSH-2.0-zbanner-emulator\r\n"
-# In enum ze_counter order.
+# In enum ze_counter order (the build asserts it, see _check_flags).
 COUNTERS = ("syn_open", "syn_closed", "banner", "dropped", "bad_ack", "passed", "no_room")
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
@@ -115,16 +118,6 @@ def isn(seed: int, our_ip: int, their_ip: int, our_port: int, their_port: int) -
     return cookie_scalar(_isn_key(seed), our_ip, their_ip, our_port, their_port)
 
 
-def banner_csum(banner: bytes) -> int:
-    """Unfolded ones'-complement sum of `banner` as the BPF side adds it.
-
-    Native byte order on purpose: bpf_csum_diff sums native words too, and
-    the folded result is stored natively, which is right on either endianness.
-    """
-    padded = banner + b"\0" * (len(banner) % 2)
-    return sum(struct.unpack(f"={len(padded) // 2}H", padded)) if padded else 0
-
-
 @dataclass(frozen=True)
 class EmulatorParams:
     net: str = "198.18.0.0/15"
@@ -157,9 +150,6 @@ class EmulatorParams:
     def network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.net, strict=False)
 
-    def answers_for(self, ip: int) -> bool:
-        return ipaddress.IPv4Address(ip) in self.network
-
     def is_open(self, ip: int, port: int) -> bool:
         """The ground truth for ip:port, port list included."""
         if self.ports is not None and port not in self.ports:
@@ -185,8 +175,15 @@ class EmulatorParams:
             f"-DZE_MSS={self.mss}",
             f"-DZE_SERVER_FIRST={int(self.server_first)}",
             f"-DZE_SINK={int(self.sink)}",
-            f"-DZE_BANNER_MAX={BANNER_MAX}",
+            *_check_flags(),
         ]
+
+
+def _check_flags() -> list[str]:
+    """-DZE_CHECKS: xdp_responder.c asserts BANNER_MAX and COUNTERS are its own."""
+    expected = {"ZE_BANNER_MAX": BANNER_MAX, "ZE_CNT_MAX": len(COUNTERS)}
+    expected |= {f"ZE_CNT_{name.upper()}": i for i, name in enumerate(COUNTERS)}
+    return [cchecks.define("ZE_CHECKS", cchecks.values(expected, "emulator.py"))]
 
 
 def _thread_netns_fd() -> int:
@@ -291,10 +288,10 @@ class Emulator:
         p = self.params
         cfg = self.bpf[b"config"]
         leaf = cfg.Leaf()
-        leaf.open_k0, leaf.open_k1 = struct.unpack("<QQ", _open_key(p.seed))
-        leaf.isn_k0, leaf.isn_k1 = struct.unpack("<QQ", _isn_key(p.seed))
+        leaf.open_k0, leaf.open_k1 = key_words(_open_key(p.seed))
+        leaf.isn_k0, leaf.isn_k1 = key_words(_isn_key(p.seed))
         leaf.banner_len = len(p.banner)
-        leaf.banner_csum = banner_csum(p.banner)
+        leaf.banner_csum = native_word_sum(p.banner)
         ctypes.memmove(leaf.banner, p.banner, len(p.banner))
         cfg[ctypes.c_int(0)] = leaf
         if p.ports is not None:
@@ -428,7 +425,7 @@ def _banner(text: str) -> bytes:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m zbanner_xdp.emulator", description="Stateless XDP TCP target emulator.")
+    p = _Parser(prog="python -m zbanner_xdp.lab.emulator", description="Stateless XDP TCP target emulator.")
     p.add_argument("--iface", required=True, help="interface in the current network namespace")
     p.add_argument("--net", default="198.18.0.0/15", help="IPv4 range to answer for (default %(default)s)")
     p.add_argument("--open-permil", type=int, default=1000, help="share of ip:port open, 0..1000")

@@ -28,7 +28,7 @@ Wiring (this module is topology-agnostic; the caller builds it)::
 
 Start it inside the wire namespace and wait for ``ready`` on stdout::
 
-    ip netns exec WIRE /path/to/venv/bin/python -m zbanner_xdp.impair \\
+    ip netns exec WIRE /path/to/venv/bin/python -m zbanner_xdp.lab.impair \\
         --a W0 --b W1 --a2b "loss 5% delay 50ms 10ms" --b2a "loss 5%" --seconds 60
 
 It runs until SIGTERM/SIGINT or ``--seconds`` and then prints its statistics
@@ -674,7 +674,7 @@ class Relay:
         self.a_to_b = a_to_b if isinstance(a_to_b, Impairment) else Impairment.parse(a_to_b)
         self.b_to_a = b_to_a if isinstance(b_to_a, Impairment) else Impairment.parse(b_to_a)
         self.argv = [
-            "ip", "netns", "exec", wire_ns, python, "-m", "zbanner_xdp.impair",
+            "ip", "netns", "exec", wire_ns, python, "-m", "zbanner_xdp.lab.impair",
             "--a", if_a, "--b", if_b, "--a2b", self.a_to_b.spec(), "--b2a", self.b_to_a.spec(),
             "--seconds", f"{seconds:g}",
         ]  # fmt: skip
@@ -694,7 +694,8 @@ class Relay:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            # The folder holding zbanner_xdp/: `-m` finds the package there even when not installed.
+            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
             preexec_fn=pdeathsig if self.die_with_parent else None,
         )
         assert self.proc.stdout is not None
@@ -763,7 +764,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="python -m zbanner_xdp.impair", description=__doc__.split("\n")[0])
+    p = _Parser(prog="python -m zbanner_xdp.lab.impair", description=__doc__.split("\n")[0])
     p.add_argument("--a", required=True, metavar="IF", help="first interface")
     p.add_argument("--b", required=True, metavar="IF", help="second interface")
     p.add_argument("--a2b", default="", metavar="SPEC", help='A->B, e.g. "loss 5%% delay 50ms 10ms"')

@@ -15,10 +15,10 @@
  *                  interface keeps serving its own addresses
  *
  * Every reply is the received frame rewritten in place and sent back with
- * XDP_TX. zbanner_xdp/emulator.py computes the same open/closed hash and ISN
+ * XDP_TX. zbanner_xdp/lab/emulator.py computes the same open/closed hash and ISN
  * (both are cookie.h's SipHash, keyed differently), so tests know the truth.
  *
- * Compile-time parameters (-D, set by zbanner_xdp/emulator.py):
+ * Compile-time parameters (-D, set by zbanner_xdp/lab/emulator.py):
  *   ZE_NET_RAW, ZE_MASK_RAW  answered range: (daddr & MASK) == NET, raw words
  *   ZE_OPEN_PERMIL    0..1000: share of (ip, port) that is open
  *   ZE_PORT_FILTER    1: a port must also be set in the `ports` bitmap
@@ -27,6 +27,7 @@
  *   ZE_SERVER_FIRST   1: the handshake's bare ACK already gets the banner
  *   ZE_SINK           1: answer nothing, drop (and count) every frame to the range:
  *                     a silent network for measuring a sender alone
+ *   ZE_CHECKS         static asserts that emulator.py's mirror of the constants is right
  * Run-time configuration (maps written from Python):
  *   config[0]         hash keys, the banner and its precomputed checksum
  *   ports[0]          65536-bit bitmap of open ports (ZE_PORT_FILTER)
@@ -40,11 +41,10 @@
 #include <uapi/linux/in.h>
 
 #include "cookie.h"
+#include "csum.h"
 #include "parsing.h"
 
-#ifndef ZE_BANNER_MAX
 #define ZE_BANNER_MAX 1024
-#endif
 #define ZE_HEAD_SPARE 32
 
 enum ze_counter {
@@ -74,6 +74,12 @@ struct ze_config {
 struct ze_ports {
 	__u8 bits[65536 / 8];
 };
+
+/* zbanner_xdp/lab/emulator.py mirrors ZE_BANNER_MAX and the counters: it
+ * compiles this with static asserts of their values. */
+#ifdef ZE_CHECKS
+ZE_CHECKS
+#endif
 
 BPF_PERCPU_ARRAY(counters, __u64, ZE_CNT_MAX);
 BPF_ARRAY(config, struct ze_config, 1);
@@ -112,14 +118,6 @@ static __always_inline void ze_count(__u32 idx)
 	__u64 *v = counters.lookup(&idx);
 	if (v)
 		*v += 1;
-}
-
-static __always_inline __u16 ze_csum_fold(__u64 s)
-{
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u16)~s;
 }
 
 static __always_inline int ze_is_open(struct ze_config *cfg, __u32 ip_raw, __u16 port_raw)
@@ -239,7 +237,7 @@ int xdp_responder(struct xdp_md *ctx)
 	r.ip.protocol = IPPROTO_TCP;
 	r.ip.saddr = ip->daddr;
 	r.ip.daddr = ip->saddr;
-	r.ip.check = ze_csum_fold(bpf_csum_diff(NULL, 0, (void *)&r.ip, sizeof(r.ip), 0));
+	r.ip.check = zb_csum_fold(bpf_csum_diff(NULL, 0, (void *)&r.ip, sizeof(r.ip), 0));
 
 	r.tcp.source = tcp->dest;
 	r.tcp.dest = tcp->source;
@@ -256,7 +254,7 @@ int xdp_responder(struct xdp_md *ctx)
 		sum += (__u32)bpf_csum_diff(NULL, 0, (void *)&r.tcp, sizeof(r.tcp), 0);
 	if (blen)
 		sum += cfg->banner_csum;
-	r.tcp.check = ze_csum_fold(sum);
+	r.tcp.check = zb_csum_fold(sum);
 
 	/* Keep the link header on the stack: the reply may have to grow at the
 	 * front (below), which moves everything. A VLAN tag stays as it was,

@@ -1,0 +1,154 @@
+"""The lab's network: namespaces, veth pairs, addresses, routes and sysctls (see topology.py).
+
+Every veth end has tx checksum offload switched off: otherwise packets the
+target's kernel sends carry only a partial checksum across the veths, and
+anything reading raw frames on the scanner's veth (the XDP program, tcpdump,
+pcap tests, the relay) would see bad TCP checksums that a real wire never
+shows. IPv6 is disabled in every namespace so the scan interface carries no
+DAD/MLD/RS chatter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import netns
+from .procs import ns_exec_argv, run, step
+from .topology import (
+    ADDRESSES,
+    LINK_PREFIXLEN,
+    ROUTER_NS,
+    ROUTES,
+    SCAN_IF,
+    SCAN_NS,
+    TARGET_NS,
+    WIRE_NS,
+    interfaces,
+    namespaces,
+    veth_pairs,
+)
+
+IFF_UP = 0x1
+IFF_PROMISC = 0x100
+
+SCAN_SYSCTLS: dict[str, str] = {
+    "net.ipv4.conf.all.rp_filter": "0",
+    "net.ipv4.conf.default.rp_filter": "0",
+    "net.ipv6.conf.all.disable_ipv6": "1",
+    "net.ipv6.conf.default.disable_ipv6": "1",
+}
+# The scanner's own namespace keeps its kernel sockets (test clients) out of
+# the scanner's default source-port range, 32768-61000, as one would on a
+# real scan host: captures then tell the two apart.
+SCANNER_ONLY_SYSCTLS: dict[str, str] = {"net.ipv4.ip_local_port_range": "10000 30000"}
+# No per-destination or global ICMP rate limit: every ICMP error is ground truth.
+ICMP_SYSCTLS: dict[str, str] = {
+    "net.ipv4.icmp_ratelimit": "0",
+    "net.ipv4.icmp_msgs_per_sec": "100000",
+    "net.ipv4.icmp_msgs_burst": "100000",
+}
+ROUTER_SYSCTLS: dict[str, str] = {
+    "net.ipv4.ip_forward": "1",
+    **SCAN_SYSCTLS,
+    **ICMP_SYSCTLS,
+    # No redirects: the only ICMP the router sends is the address plan's.
+    "net.ipv4.conf.all.send_redirects": "0",
+    "net.ipv4.conf.default.send_redirects": "0",
+}
+TARGET_SYSCTLS: dict[str, str] = {
+    **SCAN_SYSCTLS,
+    **ICMP_SYSCTLS,
+    "net.core.somaxconn": "65535",
+    "net.ipv4.tcp_max_syn_backlog": "65535",
+    # Cookies only kick in once the (now large) SYN queue overflows, and then
+    # they still answer with a SYN-ACK, which keeps expected() true.
+    "net.ipv4.tcp_syncookies": "1",
+}
+WIRE_SYSCTLS: dict[str, str] = {
+    "net.ipv4.ip_forward": "0",
+    "net.ipv6.conf.all.disable_ipv6": "1",
+    "net.ipv6.conf.default.disable_ipv6": "1",
+}
+
+
+def _sysctl(ns: str, values: dict[str, str]) -> None:
+    run(ns_exec_argv(ns, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in values.items())]), f"sysctl in {ns}")
+
+
+def _add_routes(ipr: Any, ns: str) -> None:
+    for _key, (rns, dst, kind, gw, table) in ROUTES.items():
+        if rns != ns:
+            continue
+        if kind == "local":
+            # == `ip route add local 198.18.0.0/16 dev lo`: AnyIP, every address is ours.
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.route("add", dst=dst, type="local", oif=lo, table=table, scope="host")
+        elif gw is not None:
+            ipr.route("add", dst=dst, gateway=gw)
+        else:
+            ipr.route("add", dst=dst, type=kind)
+
+
+def build(wire: bool) -> None:
+    from pyroute2 import IPRoute
+    from pyroute2 import netns as pr_netns
+
+    sysctls = {
+        SCAN_NS: {**SCAN_SYSCTLS, **SCANNER_ONLY_SYSCTLS},
+        WIRE_NS: WIRE_SYSCTLS,
+        ROUTER_NS: ROUTER_SYSCTLS,
+        TARGET_NS: TARGET_SYSCTLS,
+    }
+    with step("creating namespaces"):
+        for ns in namespaces(wire):
+            pr_netns.create(ns)
+    # Before the veths exist, so their ends inherit the "default" values.
+    for ns in namespaces(wire):
+        _sysctl(ns, sysctls[ns])
+    for ns, ifname, mac, peer_ns, peer_if, peer_mac in veth_pairs(wire):
+        with step(f"creating veth {ifname}/{peer_if}"), IPRoute(netns=ns, flags=0) as ipr:
+            # Created inside one lab namespace with the peer placed straight into
+            # the other: the pair never appears in the host's namespace.
+            ipr.link(
+                "add",
+                ifname=ifname,
+                kind="veth",
+                address=mac,
+                peer={"ifname": peer_if, "net_ns_fd": peer_ns, "address": peer_mac},
+            )
+    for ns in namespaces(wire):
+        with step(f"configuring {ns}"), IPRoute(netns=ns, flags=0) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            for lns, ifname in interfaces(wire):
+                if lns != ns:
+                    continue
+                idx = ipr.link_lookup(ifname=ifname)[0]
+                if ifname in ADDRESSES:
+                    ipr.addr("add", index=idx, address=ADDRESSES[ifname], prefixlen=LINK_PREFIXLEN)
+                    ipr.link("set", index=idx, state="up")
+                else:  # the wire: no address, takes every frame for the relay
+                    both = IFF_UP | IFF_PROMISC
+                    ipr.link("set", index=idx, flags=both, change=both)
+            _add_routes(ipr, ns)
+    for ns, ifname in interfaces(wire):
+        with step(f"disabling tx checksum offload on {ifname}"):
+            netns.run_in(ns, lambda ifname=ifname: _tx_csum_off(ifname))
+    with step(f"giving {SCAN_IF} a transmit queue"), IPRoute(netns=SCAN_NS, flags=0) as ipr:
+        # A veth has no qdisc ("noqueue"): when its peer's ring is full (an XDP
+        # program there, fed from two CPUs) a frame is dropped and the sender gets
+        # ENOBUFS. With a queue the veth stops and restarts it instead (kernel
+        # >= 6.16), which is what a real NIC's driver and qdisc do.
+        ipr.tc("replace", "pfifo", ipr.link_lookup(ifname=SCAN_IF)[0], limit=QUEUE_LIMIT)
+
+
+QUEUE_LIMIT = 10_000
+
+
+def _tx_csum_off(ifname: str) -> None:
+    from pyroute2.ethtool.ioctl import IoctlEthtool
+
+    eth = IoctlEthtool(ifname)  # its ioctl socket is created in this thread's namespace
+    try:
+        eth.set_offload_flag("tx-checksumming", 0)
+    finally:
+        eth.close()

@@ -1,0 +1,313 @@
+"""The target's real servers: configs, keys, start-up, and proof that each one answers.
+
+Debian's own binaries run in the foreground inside the target namespace,
+listening on 0.0.0.0, so every local (AnyIP) address answers. Configs are
+rendered from the templates in files/ into STATE_DIR; readiness is asked
+from the scanner's side, so it proves the veths, the router and the server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from importlib import resources
+
+from . import netns, procs
+from .procs import CMD_TIMEOUT, log_path, log_tail, ns_exec_argv
+from .topology import (
+    BIG_PAGE,
+    DNS_ANSWER,
+    DNS_NAME,
+    NFT_TABLE,
+    NOECHO_NET,
+    NTP_STRATUM,
+    PORT_PROTOS,
+    PORTS,
+    PROHIBIT_NET,
+    READY_ADDR,
+    RST_NET,
+    SCAN_NS,
+    SILENT_NET,
+    STATE_DIR,
+    TARGET_NS,
+    TARPIT_IP,
+    TARPIT_PORT,
+    TCP_PORTS,
+    TTL_NET,
+    UNREACH_NET,
+)
+
+# server name -> the PORTS keys it serves
+SERVERS: dict[str, tuple[str, ...]] = {
+    "nginx": ("http", "https"),
+    "sshd": ("ssh",),
+    "vsftpd": ("ftp",),
+    "redis": ("redis",),
+    "dnsmasq": ("dns",),
+    "chronyd": ("ntp",),
+}
+# Pids read back from STATE_DIR are only trusted (and signalled) when the
+# process really is that server: a stale pid file may name a reused pid.
+_SERVER_EXE: dict[str, str] = {
+    "nginx": "nginx",
+    "sshd": "sshd",
+    "vsftpd": "vsftpd",
+    "redis": "redis-server",
+    "dnsmasq": "dnsmasq",
+    "chronyd": "chronyd",
+}
+
+READY_TIMEOUT = 10.0
+
+
+def server_pid(name: str) -> int | None:
+    """The tracked pid of server `name` if that process is alive and really is the server."""
+    pid = procs.read_pidfile(name)
+    if pid is None or not procs.alive(pid):
+        return None
+    # Debian's redis-server is a symlink to redis-check-rdb (exe shows the
+    # target, comm the name it was started as), so accept either.
+    if _SERVER_EXE[name] not in (procs.exe_name(pid), procs.comm(pid)):
+        return None
+    return pid
+
+
+def _render(template: str, dest: str, mode: int = 0o644) -> None:
+    text = resources.files(__package__).joinpath("files", template).read_text()
+    values = {
+        "STATE_DIR": STATE_DIR,
+        "TABLE": NFT_TABLE,
+        "RST_NET": RST_NET,
+        "SILENT_NET": SILENT_NET,
+        "NOECHO_NET": NOECHO_NET,
+        "TARPIT_IP": TARPIT_IP,
+        "TARPIT_PORT": str(TARPIT_PORT),
+        "TCP_PORTS": ", ".join(str(p) for p in sorted(TCP_PORTS)),
+        "TTL_NET": TTL_NET,
+        "UNREACH_NET": UNREACH_NET,
+        "PROHIBIT_NET": PROHIBIT_NET,
+        "DNS_NAME": DNS_NAME,
+        "DNS_ANSWER": DNS_ANSWER,
+        "DNS_PORT": str(PORTS["dns"]),
+        "NTP_PORT": str(PORTS["ntp"]),
+        "NTP_STRATUM": str(NTP_STRATUM),
+    }
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    leftover = re.findall(r"@[A-Z_]+@", text)
+    if leftover:
+        raise RuntimeError(f"lab: template {template} has unknown placeholders {leftover}")
+    with open(dest, "w") as f:
+        f.write(text)
+    os.chmod(dest, mode)
+
+
+# --------------------------------------------------------------------------- UDP probes (readiness)
+
+
+def _dns_query(name: str, qid: int = 0x7A62) -> bytes:
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)  # RD, one question
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\0" + struct.pack(">HH", 1, 1)  # A, IN
+
+
+def _dns_answer(reply: bytes, qid: int = 0x7A62) -> str | None:
+    """The first A record of a reply to _dns_query (whose question is echoed, so the answer is last)."""
+    if len(reply) < 16 or struct.unpack(">H", reply[:2])[0] != qid or reply[3] & 0x0F:
+        return None
+    ancount = struct.unpack(">H", reply[6:8])[0]
+    if ancount < 1 or reply[-6:-4] != b"\x00\x04":  # RDLENGTH 4 right before the address
+        return None
+    return socket.inet_ntoa(reply[-4:])
+
+
+NTP_REQUEST = bytes([0x23]) + bytes(47)  # LI 0, version 4, mode 3 (client)
+
+
+def udp_exchange(addr: str, port: int, payload: bytes, timeout: float) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((addr, port))
+            s.send(payload)
+            return s.recv(2048)
+        except OSError:
+            return None
+
+
+def _dns_ok(addr: str, timeout: float = 0.3) -> bool:
+    reply = udp_exchange(addr, PORTS["dns"], _dns_query(DNS_NAME), timeout)
+    return reply is not None and _dns_answer(reply) == DNS_ANSWER
+
+
+def _ntp_ok(addr: str, timeout: float = 0.3) -> bool:
+    reply = udp_exchange(addr, PORTS["ntp"], NTP_REQUEST, timeout)
+    return reply is not None and len(reply) >= 48 and reply[0] & 7 == 4 and reply[1] == NTP_STRATUM
+
+
+def prepare_state_dir() -> list[subprocess.Popen[bytes]]:
+    """Lay out STATE_DIR and start key generation (in parallel with the network build)."""
+    for sub in ("", "run", "www", "tls", "nginx-tmp"):
+        os.makedirs(os.path.join(STATE_DIR, sub), mode=0o755, exist_ok=True)
+    os.chmod(STATE_DIR, 0o755)  # nginx workers run as www-data and read www/
+    # sshd refuses to start without its privilege separation dir; vsftpd
+    # without its secure_chroot_dir. Both are the packages' standard paths.
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    os.makedirs("/var/run/vsftpd/empty", mode=0o755, exist_ok=True)
+    tls = os.path.join(STATE_DIR, "tls")
+    argvs = [
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+            "-subj", "/CN=zbanner-lab", "-days", "30",
+            "-keyout", os.path.join(tls, "lab.key"), "-out", os.path.join(tls, "lab.crt"),
+        ],
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{STATE_DIR}/ssh_host_ed25519_key"],
+    ]  # fmt: skip
+    started = []
+    for argv in argvs:
+        try:
+            started.append(
+                subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                )
+            )
+        except FileNotFoundError as e:
+            raise RuntimeError(f"lab: {argv[0]} not found (is it installed?)") from e
+    return started
+
+
+def finish_keygen(keygen: list[subprocess.Popen[bytes]]) -> None:
+    for proc in keygen:
+        try:
+            out, _ = proc.communicate(timeout=CMD_TIMEOUT)
+        except subprocess.TimeoutExpired as e:
+            proc.kill()
+            proc.communicate()
+            raise RuntimeError(f"lab: {proc.args[0]} timed out") from e  # type: ignore[index]
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"lab: {' '.join(proc.args)} exited {proc.returncode}: "  # type: ignore[arg-type]
+                f"{out.decode(errors='replace').strip()}"
+            )
+
+
+def write_configs() -> None:
+    _render("nginx.conf", os.path.join(STATE_DIR, "nginx.conf"))
+    _render("index.html", os.path.join(STATE_DIR, "www", "index.html"))
+    # A page longer than one segment: nginx (sendfile off) sends headers and body in one write,
+    # so a large enough --ack-window gets a full-MSS first segment (tests of `truncated`).
+    with open(os.path.join(STATE_DIR, "www", BIG_PAGE.lstrip("/")), "w") as fh:
+        fh.write("".join(f"line {i:04d} of a page longer than any segment\n" for i in range(100)))
+    _render("sshd_config", os.path.join(STATE_DIR, "sshd_config"), 0o600)
+    _render("vsftpd.conf", os.path.join(STATE_DIR, "vsftpd.conf"), 0o600)
+    _render("dnsmasq.conf", os.path.join(STATE_DIR, "dnsmasq.conf"))
+    _render("chrony.conf", os.path.join(STATE_DIR, "chrony.conf"))
+    _render("target.nft", os.path.join(STATE_DIR, "target.nft"))
+    _render("router.nft", os.path.join(STATE_DIR, "router.nft"))
+    # Empty allow-list: with userlist_deny=NO nobody may log in.
+    open(os.path.join(STATE_DIR, "vsftpd.user_list"), "w").close()
+    os.chmod(os.path.join(STATE_DIR, "tls", "lab.key"), 0o600)
+
+
+def server_argv(name: str) -> list[str]:
+    s = STATE_DIR
+    if name == "nginx":
+        return ["nginx", "-p", s, "-e", f"{s}/nginx.log", "-c", f"{s}/nginx.conf"]
+    if name == "sshd":
+        # sshd re-execs itself per connection and insists on an absolute path.
+        return [shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", f"{s}/sshd_config"]
+    if name == "vsftpd":
+        return ["vsftpd", f"{s}/vsftpd.conf"]
+    if name == "redis":
+        return [
+            "redis-server", "--port", str(PORTS["redis"]), "--bind", "0.0.0.0",
+            "--protected-mode", "no", "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--dir", s, "--pidfile", f"{s}/run/redis.pid", "--tcp-backlog", "65535",
+        ]  # fmt: skip
+    if name == "dnsmasq":
+        # -C: never /etc/dnsmasq.conf. Wildcard socket + IP_PKTINFO: answers on every AnyIP address.
+        return ["dnsmasq", "--keep-in-foreground", "-C", f"{s}/dnsmasq.conf"]
+    if name == "chronyd":
+        # -x: never adjust the clock; -u root: pid and drift files stay writable in STATE_DIR.
+        return ["chronyd", "-d", "-x", "-4", "-u", "root", "-f", f"{s}/chrony.conf"]
+    raise ValueError(name)
+
+
+def start_server(name: str) -> subprocess.Popen[bytes]:
+    argv = ns_exec_argv(TARGET_NS, server_argv(name))
+    with open(log_path(name), "ab") as log:
+        try:
+            # New session: the servers must outlive the `lab up` CLI process
+            # and must not get its terminal's SIGINT.
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd=STATE_DIR
+            )
+        except OSError as e:
+            raise RuntimeError(f"lab: starting {name} failed: {e}") from e
+    procs.CHILDREN[proc.pid] = proc
+    # `ip netns exec` execs the server in place, so this pid is the server itself.
+    with open(os.path.join(STATE_DIR, f"{name}.pid"), "w") as f:
+        f.write(f"{proc.pid}\n")
+    return proc
+
+
+def _accepting(host: str, ports: list[int]) -> set[int]:
+    ok = set()
+    for port in ports:
+        try:
+            with socket.create_connection((host, port), timeout=0.3):
+                ok.add(port)
+        except OSError:
+            pass
+    return ok
+
+
+def _answering(host: str, names: list[str]) -> set[str]:
+    """The servers in `names` that fully answer on host (TCP connect, DNS A record, NTP mode 4)."""
+    tcp = sorted({PORTS[k] for n in names for k in SERVERS[n] if "tcp" in PORT_PROTOS[k]})
+    ok_tcp = _accepting(host, tcp)
+    out = set()
+    for name in names:
+        keys = SERVERS[name]
+        if not {PORTS[k] for k in keys if "tcp" in PORT_PROTOS[k]} <= ok_tcp:
+            continue
+        if "dns" in keys and not _dns_ok(host):
+            continue
+        if "ntp" in keys and not _ntp_ok(host):
+            continue
+        out.add(name)
+    return out
+
+
+def wait_ready(
+    started: dict[str, subprocess.Popen[bytes]], from_ns: str = SCAN_NS, timeout: float = READY_TIMEOUT
+) -> None:
+    pending = set(started)
+    deadline = time.monotonic() + timeout
+    while pending:
+        for name, proc in started.items():
+            if name in pending and proc.poll() is not None:
+                raise RuntimeError(
+                    f"lab: {name} exited with status {proc.returncode} while starting; "
+                    f"see {log_path(name)}:\n{log_tail(name)}"
+                )
+        # Ask from the scanner's side: proves the veths, the router, the
+        # addresses and the server all work, not just that something is bound.
+        names = sorted(pending)
+        pending -= netns.run_in(from_ns, lambda names=names: _answering(READY_ADDR, names))
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            name = sorted(pending)[0]
+            ports = [PORTS[k] for k in SERVERS[name]]
+            raise RuntimeError(
+                f"lab: {name} did not answer on {READY_ADDR}:{ports} (asked from {from_ns}) "
+                f"within {timeout:.0f}s; see {log_path(name)}:\n{log_tail(name)}"
+            )
+        time.sleep(0.05)

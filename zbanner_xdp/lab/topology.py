@@ -1,0 +1,250 @@
+"""The lab's plan: every name, address, port and veth pair, derived from one prefix.
+
+Nothing here touches the system: importing only computes names (see the
+package docstring for the picture). Every name derives from PREFIX
+(environment variable ZBANNER_LAB_PREFIX, default "zbl-"; 1-4 lowercase
+letters/digits and a final "-"), so several labs can coexist.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# The plan's public names: the lab package re-exports them (`lab.SCAN_NS`).
+__all__ = [
+    "PASS_PROG_NAME",
+    "BIG_NET",
+    "BIG_PAGE",
+    "BLACKHOLE_NET",
+    "CAPTURE_IF",
+    "CAPTURE_NS",
+    "DEFAULT_PREFIX",
+    "DNS_ANSWER",
+    "DNS_NAME",
+    "DROP_NET",
+    "GATEWAY_MAC",
+    "LINK_PREFIXLEN",
+    "LOCK_FILE",
+    "NFT_TABLE",
+    "NOECHO_NET",
+    "NTP_STRATUM",
+    "OPEN_NET",
+    "PORT_PROTOS",
+    "PORTS",
+    "PREFIX",
+    "PROHIBIT_NET",
+    "READY_ADDR",
+    "ROUTER_IF",
+    "ROUTER_NS",
+    "ROUTER_TARGET_IF",
+    "ROUTER_TARGET_IP",
+    "ROUTER_TARGET_MAC",
+    "RST_NET",
+    "SCAN_IF",
+    "SCAN_IP",
+    "SCAN_MAC",
+    "SCAN_NS",
+    "SCAN_ROUTE",
+    "SILENT_NET",
+    "STATE_DIR",
+    "TARGET_GW",
+    "TARGET_IF",
+    "TARGET_IP",
+    "TARGET_LINK_MAC",
+    "TARGET_MAC",
+    "TARGET_NS",
+    "TARPIT_IP",
+    "TARPIT_PORT",
+    "TCP_PORTS",
+    "TTL_NET",
+    "UDP_PORTS",
+    "UNREACH_NET",
+    "WIRE_NS",
+    "WIRE_ROUTER_IF",
+    "WIRE_ROUTER_MAC",
+    "WIRE_SCAN_IF",
+    "WIRE_SCAN_MAC",
+    "LabInfo",
+]
+
+DEFAULT_PREFIX = "zbl-"
+
+
+def _lab_prefix() -> str:
+    prefix = os.environ.get("ZBANNER_LAB_PREFIX", DEFAULT_PREFIX)
+    # Interface names (PREFIX + 2 chars) must stay within the kernel's 15; short names also keep
+    # `ip` output and STATE_DIR readable.
+    if not re.fullmatch(r"[a-z0-9]{1,4}-", prefix):
+        raise ValueError(
+            f"ZBANNER_LAB_PREFIX={prefix!r}: must be 1-4 lowercase letters/digits followed by '-' "
+            f"(e.g. {DEFAULT_PREFIX!r})"
+        )
+    return prefix
+
+
+PREFIX = _lab_prefix()
+_TAG = PREFIX.rstrip("-")
+SCAN_NS = f"{PREFIX}scan"
+ROUTER_NS = f"{PREFIX}rtr"
+TARGET_NS = f"{PREFIX}tgt"
+WIRE_NS = f"{PREFIX}wire"
+SCAN_IF = f"{PREFIX}s0"
+ROUTER_IF = f"{PREFIX}r0"  # scanner side of the router
+ROUTER_TARGET_IF = f"{PREFIX}r1"  # target side of the router
+TARGET_IF = f"{PREFIX}t0"
+WIRE_SCAN_IF = f"{PREFIX}w0"  # relay side "a"
+WIRE_ROUTER_IF = f"{PREFIX}w1"  # relay side "b"
+# Where to tcpdump every frame the scanner sends, exactly as sent (TTL not yet decremented, router
+# carve-outs included, after the wire's faults if any): the router's scanner-side interface.
+# TARGET_NS/TARGET_IF see only what the router forwarded to the target, one TTL lower.
+CAPTURE_NS = ROUTER_NS
+CAPTURE_IF = ROUTER_IF
+SCAN_IP = "10.77.0.1"
+TARGET_GW = "10.77.0.2"  # the scanner's gateway: the router's ROUTER_IF
+ROUTER_TARGET_IP = "10.77.1.1"
+TARGET_IP = "10.77.1.2"
+LINK_PREFIXLEN = 24
+# Locally administered and fixed, so pcaps and XDP tests can hard-code them.
+SCAN_MAC = "02:7a:62:6c:00:01"
+GATEWAY_MAC = "02:7a:62:6c:00:02"  # ROUTER_IF
+PASS_PROG_NAME = "zb_lab_pass"  # the XDP program on the scanner's next hop (nexthop.py)
+TARGET_MAC = GATEWAY_MAC  # old name: the MAC the scanner sends to (was the target's before the router)
+ROUTER_TARGET_MAC = "02:7a:62:6c:00:03"
+TARGET_LINK_MAC = "02:7a:62:6c:00:04"
+WIRE_SCAN_MAC = "02:7a:62:6c:00:05"
+WIRE_ROUTER_MAC = "02:7a:62:6c:00:06"
+STATE_DIR = "/run/zbanner-xdp-lab" if PREFIX == DEFAULT_PREFIX else f"/run/zbanner-xdp-lab-{_TAG}"
+# Outside STATE_DIR because down() deletes that while holding the lock.
+LOCK_FILE = f"{STATE_DIR}.lock"
+NFT_TABLE = _TAG  # "table inet zbl" in the target, "table ip zbl" in the router
+
+OPEN_NET = "198.18.0.0/24"
+RST_NET = "198.18.1.0/24"
+SILENT_NET = "198.18.2.0/24"
+NOECHO_NET = "198.18.3.0/24"
+TARPIT_IP = "198.18.4.5"
+BIG_NET = "198.18.0.0/16"
+UNREACH_NET = "198.19.0.0/24"
+PROHIBIT_NET = "198.19.1.0/24"
+DROP_NET = "198.19.2.0/24"
+TTL_NET = "198.19.3.0/24"
+BLACKHOLE_NET = "198.19.0.0/16"
+SCAN_ROUTE = "198.18.0.0/15"  # BIG_NET + BLACKHOLE_NET, via TARGET_GW
+# Readiness probes go here: an OPEN address behind the router (so they prove the whole path).
+READY_ADDR = "198.18.0.1"
+DNS_NAME = "zbanner.lab"
+DNS_ANSWER = "198.18.0.1"
+NTP_STRATUM = 10
+
+PORTS: dict[str, int] = {
+    "ssh": 22, "ftp": 21, "http": 80, "https": 443, "redis": 6379, "dns": 53, "ntp": 123,
+}  # fmt: skip
+# Which transports each PORTS entry is served on.
+PORT_PROTOS: dict[str, tuple[str, ...]] = {
+    "ssh": ("tcp",), "ftp": ("tcp",), "http": ("tcp",), "https": ("tcp",), "redis": ("tcp",),
+    "dns": ("udp", "tcp"), "ntp": ("udp",),
+}  # fmt: skip
+TCP_PORTS = frozenset(PORTS[k] for k, protos in PORT_PROTOS.items() if "tcp" in protos)
+UDP_PORTS = frozenset(PORTS[k] for k, protos in PORT_PROTOS.items() if "udp" in protos)
+BIG_PAGE = "/big.html"  # on every nginx, ~4.5 kB: see servers.write_configs
+TARPIT_PORT = PORTS["http"]  # the tarpit's other ports are DNATed to nginx here
+
+
+def veth_pairs(wire: bool) -> list[tuple[str, str, str, str, str, str]]:
+    """The veth pairs: (ns, ifname, mac, peer ns, peer ifname, peer mac)."""
+    if wire:
+        scan_side = [
+            (SCAN_NS, SCAN_IF, SCAN_MAC, WIRE_NS, WIRE_SCAN_IF, WIRE_SCAN_MAC),
+            (WIRE_NS, WIRE_ROUTER_IF, WIRE_ROUTER_MAC, ROUTER_NS, ROUTER_IF, GATEWAY_MAC),
+        ]
+    else:
+        scan_side = [(SCAN_NS, SCAN_IF, SCAN_MAC, ROUTER_NS, ROUTER_IF, GATEWAY_MAC)]
+    target_side = (ROUTER_NS, ROUTER_TARGET_IF, ROUTER_TARGET_MAC, TARGET_NS, TARGET_IF, TARGET_LINK_MAC)
+    return [*scan_side, target_side]
+
+
+def interfaces(wire: bool) -> list[tuple[str, str]]:
+    """(ns, ifname) of every veth end, scanner side first."""
+    out = []
+    for ns, ifname, _mac, peer_ns, peer_if, _peer_mac in veth_pairs(wire):
+        out += [(ns, ifname), (peer_ns, peer_if)]
+    return out
+
+
+def namespaces(wire: bool) -> list[str]:
+    return [SCAN_NS, *([WIRE_NS] if wire else []), ROUTER_NS, TARGET_NS]
+
+
+# Interface -> its address (the wire's interfaces have none).
+ADDRESSES: dict[str, str] = {
+    SCAN_IF: SCAN_IP,
+    ROUTER_IF: TARGET_GW,
+    ROUTER_TARGET_IF: ROUTER_TARGET_IP,
+    TARGET_IF: TARGET_IP,
+}
+
+
+# Every route of the lab, keyed as status() reports it: (namespace, destination, route type,
+# gateway, table).
+ROUTES: dict[str, tuple[str, str, str, str | None, int]] = {
+    "scan_route": (SCAN_NS, SCAN_ROUTE, "unicast", TARGET_GW, 254),
+    "router_targets": (ROUTER_NS, BIG_NET, "unicast", TARGET_IP, 254),
+    "router_unreach": (ROUTER_NS, UNREACH_NET, "unreachable", None, 254),
+    "router_prohibit": (ROUTER_NS, PROHIBIT_NET, "prohibit", None, 254),
+    "router_drop": (ROUTER_NS, DROP_NET, "blackhole", None, 254),
+    "router_ttl": (ROUTER_NS, TTL_NET, "unicast", TARGET_IP, 254),
+    "blackhole": (ROUTER_NS, BLACKHOLE_NET, "blackhole", None, 254),
+    "target_default": (TARGET_NS, "0.0.0.0/0", "unicast", ROUTER_TARGET_IP, 254),
+    "anyip": (TARGET_NS, BIG_NET, "local", None, 255),
+}
+
+
+@dataclass
+class LabInfo:
+    scan_ns: str = SCAN_NS
+    target_ns: str = TARGET_NS
+    scan_if: str = SCAN_IF
+    target_if: str = TARGET_IF
+    scan_ip: str = SCAN_IP
+    gateway_ip: str = TARGET_GW
+    scan_mac: str = SCAN_MAC
+    gateway_mac: str = GATEWAY_MAC
+    open_net: str = OPEN_NET
+    rst_net: str = RST_NET
+    silent_net: str = SILENT_NET
+    big_net: str = BIG_NET
+    blackhole_net: str = BLACKHOLE_NET
+    scan_route: str = SCAN_ROUTE
+    ports: dict[str, int] = field(default_factory=lambda: dict(PORTS))
+    servers: dict[str, int] = field(default_factory=dict)
+    state_dir: str = STATE_DIR
+    # Since the router (and the optional wire) came in.
+    prefix: str = PREFIX
+    router_ns: str = ROUTER_NS
+    router_if: str = ROUTER_IF
+    router_target_if: str = ROUTER_TARGET_IF
+    router_target_ip: str = ROUTER_TARGET_IP
+    target_ip: str = TARGET_IP
+    noecho_net: str = NOECHO_NET
+    tarpit_ip: str = TARPIT_IP
+    unreach_net: str = UNREACH_NET
+    prohibit_net: str = PROHIBIT_NET
+    drop_net: str = DROP_NET
+    ttl_net: str = TTL_NET
+    tcp_ports: list[int] = field(default_factory=lambda: sorted(TCP_PORTS))
+    udp_ports: list[int] = field(default_factory=lambda: sorted(UDP_PORTS))
+    wire: bool = False
+    wire_ns: str | None = None
+    wire_ifs: list[str] = field(default_factory=list)  # [a (scanner side), b (router side)]
+    relay_pid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LabInfo:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
