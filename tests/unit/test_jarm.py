@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probes import jarm
+from tests.unit.mutation import mutated
 
 FUZZ = settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -431,25 +432,13 @@ def test_bad_arguments() -> None:
 # -- never raising ----------------------------------------------------------------------------------------
 
 
-@st.composite
-def mutated_answer(draw: st.DrawFn) -> bytes:
-    data = bytearray(bytes.fromhex(draw(st.sampled_from([h for a in ANSWERS.values() for h in a]))))
-    for _ in range(draw(st.integers(min_value=1, max_value=4))):
-        if not data:
-            break
-        i = draw(st.integers(min_value=0, max_value=len(data) - 1))
-        op = draw(st.sampled_from(["truncate", "set", "insert"]))
-        if op == "truncate":
-            del data[i:]
-        elif op == "set":
-            data[i] = draw(st.sampled_from([0x00, 0x01, 0x0B, 0x0E, 0x0F, 0x10, 0x7F, 0xFF]))
-        else:
-            data[i:i] = draw(st.binary(min_size=1, max_size=8))
-    return bytes(data)
+MUTATED = mutated(
+    [bytes.fromhex(h) for a in ANSWERS.values() for h in a], [0x00, 0x01, 0x0B, 0x0E, 0x0F, 0x10, 0x7F, 0xFF]
+)
 
 
 @FUZZ
-@given(data=st.binary(max_size=2048) | mutated_answer())
+@given(data=st.binary(max_size=2048) | MUTATED)
 def test_parse_never_raises(data: bytes) -> None:
     part = jarm.parse_server_hello(data)
     assert isinstance(part, str) and part.count("|") >= 3
