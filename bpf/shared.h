@@ -22,6 +22,7 @@ enum zb_kind {
 	ZB_KIND_ICMP = 5,
 	ZB_KIND_UDP = 6,
 	ZB_KIND_ECHOREPLY = 7,
+	ZB_KIND_FIN = 8, /* a FIN without data acking our whole probe: the server closed (multi-step probes) */
 };
 
 /* Per-CPU counters, one slot per outcome of the XDP program. */
@@ -35,14 +36,15 @@ enum zb_counter {
 	ZB_CNT_REPEAT,          /* duplicate inside the dedup window */
 	ZB_CNT_BAD_COOKIE,      /* to our IP and port range, cookie wrong */
 	ZB_CNT_RINGBUF_FULL,    /* ours, valid, but lost: user space too slow */
-	ZB_CNT_IGNORED,         /* ours, valid, nothing to record (pure ACK, FIN) */
+	ZB_CNT_IGNORED,         /* ours, valid, nothing to record (a pure ACK, a later segment) */
 	ZB_CNT_ICMP,            /* ICMP errors quoting one of our probes */
 	ZB_CNT_UDP,
 	ZB_CNT_ECHOREPLY,
 	ZB_CNT_RST_UNVALIDATED, /* bare RST (no ack) on a probed 4-tuple */
 	ZB_CNT_KERNEL_REPLIES,  /* answers the program sent itself */
 	ZB_CNT_NO_ROOM,         /* an answer that did not fit the frame's buffer */
-	ZB_CNT_MAX = 16,
+	ZB_CNT_FIN,             /* FIN without data acking our whole probe */
+	ZB_CNT_MAX = 17,
 };
 
 /* Host byte order unless the name says raw (raw = network order as it sits

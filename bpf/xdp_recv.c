@@ -210,7 +210,8 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 		.dport = r->key_port,
 		.kind = r->kind | ((__u32)r->icmp_type << 8),
 	};
-	int answerable = r->kind == ZB_KIND_SYNACK || r->kind == ZB_KIND_ZEROWIN || r->kind == ZB_KIND_BANNER;
+	int answerable = r->kind == ZB_KIND_SYNACK || r->kind == ZB_KIND_ZEROWIN || r->kind == ZB_KIND_BANNER ||
+			 r->kind == ZB_KIND_FIN;
 	__u32 now_t = (__u32)(now >> ZB_DEDUP_SHIFT);
 	struct zb_dedup_bucket *bucket = dedup_bucket(&key);
 	__u8 repeat = classify_repeat(bucket, &key, now_t, answerable);
@@ -585,6 +586,13 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 		r.with_data = 1;
 		r.kernel_answer = kernel_answers(ctx, ip, variant);
 		return emit_and_answer(ctx, &r);
+	}
+	/* The server closed without data (a FIN acking our whole probe): the answer of
+	 * a multi-step probe's step that draws none. Answered with a RST, like a banner. */
+	if (ZB_BANNERS && (flags & TCP_FIN) && payload_len == 0 && ack == cookie + 1 + plen) {
+		count(ZB_CNT_FIN);
+		r.kind = ZB_KIND_FIN;
+		return emit(ctx, &r);
 	}
 	count(ZB_CNT_IGNORED);
 	return XDP_DROP;

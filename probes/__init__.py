@@ -6,12 +6,22 @@ are therefore the one list of built-in probes.
 
 from __future__ import annotations
 
-from .base import Probe, ProbeArgError, ProbeKind, UnknownProbeError, banner_text, parse_probe_args
+from .base import (
+    Probe,
+    ProbeArgError,
+    ProbeKind,
+    StepOutcome,
+    UnknownProbeError,
+    banner_text,
+    parse_probe_args,
+)
 from .ftp import FtpProbe
 from .hello import HelloProbe
 from .http import HttpProbe
 from .icmp_echo import IcmpEchoProbe
 from .imap import ImapProbe
+from .jarm import JarmProbe
+from .lzr import LzrProbe
 from .mysql import MysqlProbe
 from .pop3 import Pop3Probe
 from .redis import RedisProbe
@@ -30,6 +40,8 @@ __all__ = [
     "HttpProbe",
     "IcmpEchoProbe",
     "ImapProbe",
+    "JarmProbe",
+    "LzrProbe",
     "MysqlProbe",
     "Pop3Probe",
     "Probe",
@@ -38,6 +50,7 @@ __all__ = [
     "RedisProbe",
     "SmtpProbe",
     "SshProbe",
+    "StepOutcome",
     "SynScanProbe",
     "TelnetProbe",
     "TlsProbe",

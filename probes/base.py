@@ -21,6 +21,7 @@ __all__ = [
     "Probe",
     "ProbeArgError",
     "ProbeKind",
+    "StepOutcome",
     "UnknownProbeError",
     "banner_text",
     "first_match",
@@ -119,6 +120,16 @@ class ProbeKind(enum.Enum):
         return self in (ProbeKind.BANNER, ProbeKind.DATAGRAM)
 
 
+class StepOutcome(enum.Enum):
+    """How one step (connection) of a multi-step probe ended."""
+
+    DATA = "data"  # the server's first data segment
+    RESET = "reset"  # RST: refused (no SYN-ACK) or reset after the handshake
+    CLOSED = "closed"  # FIN without data
+    ZEROWIN = "zerowin"  # a zero-window SYN-ACK: nothing can be sent
+    TIMEOUT = "timeout"  # nothing within the probe's step_timeout
+
+
 class Probe:
     """Base class of all probes.
 
@@ -196,6 +207,55 @@ class Probe:
 
     def _matches(self, parsed: dict[str, Any]) -> bool:
         return False
+
+    # -- multi-connection probes (steps) -----------------------------------------------------------------
+    # A probe with `steps` > 1 may connect to a target again, statelessly: step k is its own connection
+    # (its own source port: see zbanner_xdp/plan.py), and the answer to step k decides whether step
+    # k + 1 starts (next_step). Answers are gathered per target in a bounded table (zbanner_xdp/steps.py)
+    # and written as one record, with combine()'s fields under the probe's name.
+
+    steps: ClassVar[int] = 1
+    # Seconds a step may go without an answer (after its SYN, or its SYN-ACK) before it counts as TIMEOUT.
+    step_timeout: ClassVar[float] = 3.0
+    # Which step's data the record shows as its banner/data: the "first" data, or the "last".
+    record_data: ClassVar[str] = "first"
+    # Which of the scan's ports get this probe (--probe auto sets it on the instance): ("only", ports),
+    # ("except", ports), or None: every port.
+    port_filter: tuple[str, frozenset[int]] | None = None
+
+    def step_payload(self, step: int, ip: str, port: int) -> bytes:
+        """What step `step` sends after its handshake (its length may depend only on len(ip))."""
+        return self.payload(ip, port)
+
+    def step_part(self, step: int, outcome: StepOutcome, data: bytes) -> Any:
+        """What to keep of a step's answer (JSON-serialisable)."""
+        return banner_text(data) if outcome is StepOutcome.DATA else None
+
+    def next_step(self, step: int, outcome: StepOutcome, data: bytes, parts: list[Any]) -> int | None:
+        """The step to start after `step`'s answer (parts holds every kept part so far), or None: done."""
+        return step + 1 if step + 1 < self.steps else None
+
+    # With --tarpit-check: stop stepping at a host that SYN-ACKs the check's random port (LZR's
+    # HyperACKtive filter: such a host acknowledges everything, so identifying it is meaningless).
+    stop_at_tarpit: ClassVar[bool] = False
+
+    def combine(
+        self, ip: str, port: int, parts: list[Any], complete: bool, tarpit: bool = False
+    ) -> dict[str, Any]:
+        """The record's fields (self.fields) from the parts of the steps that ran."""
+        return {}
+
+    def result(
+        self, ip: str, port: int, parts: list[Any], complete: bool, tarpit: bool = False
+    ) -> dict[str, Any]:
+        """combine(), never raising, sanitised to exactly self.fields."""
+        try:
+            raw = self.combine(ip, port, parts, complete, tarpit)
+            if not isinstance(raw, dict):
+                return self.empty_result()
+            return {f: sanitise(raw.get(f)) for f in self.fields}
+        except Exception:
+            return self.empty_result()
 
     # -- public, never raising ---------------------------------------------------------------------------
 

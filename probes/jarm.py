@@ -50,9 +50,14 @@ gets no TLS record at all (``answer_is_tls`` false), never on an alert.
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, ClassVar
+
+from .base import Probe, ProbeArgError, ProbeKind, StepOutcome
+from .registry import register
 
 __all__ = [
     "EMPTY_PART",
@@ -61,8 +66,10 @@ __all__ = [
     "HELLO_SPECS",
     "ZERO_FINGERPRINT",
     "HelloSpec",
+    "JarmProbe",
     "answer_is_tls",
     "fingerprint",
+    "hello",
     "hello_length",
     "hellos",
     "parse_server_hello",
@@ -436,3 +443,83 @@ def fingerprint(parts: list[str]) -> str:
         head.append(_cipher_code(cipher) + _version_code(version))
         tail.append(alpn + exts)
     return "".join(head) + hashlib.sha256("".join(tail).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+# -- the probe ------------------------------------------------------------------------------------------
+
+
+def hello(index: int, target_host: str, seed: bytes) -> bytes:
+    """Hello `index` alone (what step `index` of the probe sends), as hellos() builds it."""
+    if not 0 <= index < HELLO_COUNT:
+        raise ValueError(f"hello index must be 0-{HELLO_COUNT - 1}, got {index}")
+    return _hello(bytes(seed), index, _check_host(target_host))
+
+
+_TIMED_OUT = "timeout"  # a step's part when its answer never came (the reference gives up on the target)
+
+
+@register
+class JarmProbe(Probe):
+    """JARM (salesforce/jarm): ten ClientHellos, one connection each, one fingerprint per target."""
+
+    name: ClassVar[str] = "jarm"
+    default_port: ClassVar[int] = 443
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
+    fields: ClassVar[tuple[str, ...]] = ("fingerprint", "parts")
+    description: ClassVar[str] = (
+        "JARM TLS server fingerprint: 10 ClientHellos (connections), the 62-character JARM and its parts"
+    )
+    steps: ClassVar[int] = HELLO_COUNT
+    step_timeout: ClassVar[float] = 5.0
+    args_help: ClassVar[dict[str, str]] = {
+        "seed": "hex bytes the hellos' random fields derive from (default: random per scan)",
+        "timeout": "seconds a hello may wait for its answer (default 5)",
+    }
+
+    def _configure(self, args: dict[str, str]) -> None:
+        try:
+            self.seed = bytes.fromhex(args["seed"]) if "seed" in args else os.urandom(16)
+        except ValueError:
+            raise ProbeArgError(f"probe 'jarm': seed must be hex bytes, got {args['seed']!r}") from None
+        if "timeout" in args:
+            try:
+                self.step_timeout = float(args["timeout"])
+            except ValueError:
+                self.step_timeout = -1.0
+            if not 0.1 <= self.step_timeout <= 120:
+                raise ProbeArgError(f"probe 'jarm': timeout must be 0.1-120 seconds, got {args['timeout']!r}")
+
+    def _payload_varies(self) -> bool:
+        return True  # the SNI is the target's address
+
+    def payload(self, ip: str, port: int) -> bytes:
+        return self.step_payload(0, ip, port)
+
+    def step_payload(self, step: int, ip: str, port: int) -> bytes:
+        return hello(step, ip, self.seed)
+
+    def step_part(self, step: int, outcome: StepOutcome, data: bytes) -> Any:
+        if outcome is StepOutcome.TIMEOUT:
+            return _TIMED_OUT
+        return parse_server_hello(data) if outcome is StepOutcome.DATA else EMPTY_PART
+
+    def next_step(self, step: int, outcome: StepOutcome, data: bytes, parts: list[Any]) -> int | None:
+        if outcome is StepOutcome.TIMEOUT:
+            return None  # as the reference: no answer within the wait ends the target
+        if step == 0 and not (outcome is StepOutcome.DATA and answer_is_tls(data)):
+            return None  # not TLS: the other nine are not worth sending (an alert is TLS)
+        return step + 1 if step + 1 < HELLO_COUNT else None
+
+    def combine(
+        self, ip: str, port: int, parts: list[Any], complete: bool, tarpit: bool = False
+    ) -> dict[str, Any]:
+        if not complete:
+            return {"fingerprint": None, "parts": list(parts)}
+        if _TIMED_OUT in parts or len(parts) < HELLO_COUNT:
+            # Not TLS (hello 1 got no TLS record), or the reference's timeout rule: all zeros.
+            return {"fingerprint": ZERO_FINGERPRINT, "parts": [EMPTY_PART] * HELLO_COUNT}
+        return {"fingerprint": fingerprint(parts), "parts": list(parts)}
+
+    def _matches(self, parsed: dict[str, Any]) -> bool:
+        fp = parsed.get("fingerprint")
+        return isinstance(fp, str) and fp != ZERO_FINGERPRINT

@@ -58,7 +58,10 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from .base import Probe, ProbeArgError, ProbeKind, StepOutcome
+from .registry import register
 from .tls import TlsProbe
 
 __all__ = [
@@ -67,6 +70,7 @@ __all__ = [
     "PRECEDENCE",
     "PROTOCOLS",
     "Handshake",
+    "LzrProbe",
     "best",
     "handshake",
     "identify",
@@ -583,3 +587,77 @@ def best(matches: list[str]) -> str:
     if not known:
         return "unknown"
     return min(known, key=lambda m: (_RANK.get(m, len(_RANK)), m))
+
+
+# -- the probe ------------------------------------------------------------------------------------------
+
+
+@register
+class LzrProbe(Probe):
+    """LZR-style identification: HANDSHAKES in order, one connection each, until an answer is identified."""
+
+    name: ClassVar[str] = "lzr"
+    default_port: ClassVar[int] = 80
+    kind: ClassVar[ProbeKind] = ProbeKind.BANNER
+    fields: ClassVar[tuple[str, ...]] = ("fingerprint", "matches", "handshakes", "handshake", "tarpit")
+    description: ClassVar[str] = (
+        "what really runs on a port (LZR): 25 protocols, handshakes until one identifies it"
+    )
+    steps: ClassVar[int] = len(HANDSHAKES)
+    # Some servers greet late (exim in the lab: up to ~5 s); a silent step costs this much.
+    step_timeout: ClassVar[float] = 5.0
+    record_data: ClassVar[str] = "last"  # the identifying answer (or the last data seen)
+    stop_at_tarpit: ClassVar[bool] = True
+    args_help: ClassVar[dict[str, str]] = {
+        "handshakes": f"at most this many handshakes (connections) per target, 1-{len(HANDSHAKES)} "
+        f"(default {len(HANDSHAKES)})",
+        "timeout": "seconds a handshake may wait for its answer (default 5)",
+    }
+
+    def _configure(self, args: dict[str, str]) -> None:
+        self.max_handshakes = len(HANDSHAKES)
+        if "handshakes" in args:
+            raw = args["handshakes"]
+            if not raw.isdigit() or not 1 <= int(raw) <= len(HANDSHAKES):
+                raise ProbeArgError(f"probe 'lzr': handshakes must be 1-{len(HANDSHAKES)}, got {raw!r}")
+            self.max_handshakes = int(raw)
+        if "timeout" in args:
+            try:
+                self.step_timeout = float(args["timeout"])
+            except ValueError:
+                self.step_timeout = -1.0
+            if not 0.1 <= self.step_timeout <= 120:
+                raise ProbeArgError(f"probe 'lzr': timeout must be 0.1-120 seconds, got {args['timeout']!r}")
+
+    def payload(self, ip: str, port: int) -> bytes:
+        return HANDSHAKES[0].payload
+
+    def step_payload(self, step: int, ip: str, port: int) -> bytes:
+        return HANDSHAKES[step].payload
+
+    def step_part(self, step: int, outcome: StepOutcome, data: bytes) -> Any:
+        sent = HANDSHAKES[step].name
+        matches = identify(data, sent) if outcome is StepOutcome.DATA else []
+        return {"handshake": sent, "outcome": outcome.value, "matches": matches}
+
+    def next_step(self, step: int, outcome: StepOutcome, data: bytes, parts: list[Any]) -> int | None:
+        if parts and parts[-1]["matches"]:
+            return None  # identified
+        return step + 1 if step + 1 < self.max_handshakes else None
+
+    def combine(
+        self, ip: str, port: int, parts: list[Any], complete: bool, tarpit: bool = False
+    ) -> dict[str, Any]:
+        found = next((p for p in parts if p["matches"]), None)
+        matches = found["matches"] if found else []
+        return {
+            "fingerprint": best(matches),
+            "matches": matches,
+            "handshakes": len(parts),
+            "handshake": found["handshake"] if found else None,
+            # A host that SYN-ACKs the --tarpit-check port: not identified further (HyperACKtive).
+            "tarpit": tarpit,
+        }
+
+    def _matches(self, parsed: dict[str, Any]) -> bool:
+        return parsed.get("fingerprint") not in (None, "unknown")

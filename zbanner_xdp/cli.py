@@ -209,17 +209,29 @@ def scan(
     kernel_replies: bool,
 ) -> None:
     """Scan TARGETs (addresses or CIDRs; none = all of IPv4 minus the blocklist)."""
-    from .probes import ProbeArgError, UnknownProbeError, get_probe, parse_probe_args
+    from .probes import ProbeArgError, UnknownProbeError, auto, get_probe, parse_probe_args
     from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status
+    from .targets import TargetError, parse_ports
 
-    names = [n.strip() for n in probe.split(",") if n.strip()]
+    names = [n.strip().lower() for n in probe.split(",") if n.strip()]
     try:
         args = parse_probe_args(probe_args)
-        if len(names) > 1 and args:
-            raise ProbeArgError("--probe-args needs a single --probe")
+        if (len(names) > 1 or auto.NAME in names) and args:
+            raise ProbeArgError("--probe-args needs a single --probe (and not auto)")
         if len(set(names)) != len(names) or not names:
             raise ProbeArgError(f"invalid --probe list '{probe}'")
-        probe_objs = [get_probe(n, args) for n in names]
+        probe_objs = []
+        for n in names:
+            if n == auto.NAME:
+                try:
+                    probe_objs += auto.expand(parse_ports(ports))
+                except TargetError as exc:
+                    _fail(str(exc))
+            else:
+                probe_objs.append(get_probe(n, args))
+        taken = [p.name for p in probe_objs]
+        if len(set(taken)) != len(taken):
+            raise ProbeArgError(f"--probe {probe}: auto already includes {', '.join(sorted(set(taken)))}")
     except (UnknownProbeError, ProbeArgError) as exc:
         _fail(str(exc))
     lo, hi = obj["source_port"]
@@ -309,7 +321,7 @@ def summary_line(r: dict) -> str:
 def probes_cmd(output_fields: bool) -> None:
     """List probe modules and their output fields."""
     from . import fields
-    from .probes import all_probes
+    from .probes import all_probes, auto
 
     if output_fields:
         click.echo(fields.text(all_probes()), nl=False)
@@ -318,8 +330,12 @@ def probes_cmd(output_fields: bool) -> None:
         fields = ", ".join(cls.fields) or "-"
         click.echo(f"{cls.name:<10} port {cls.default_port:<5} {cls.description}")
         click.echo(f"{'':<10} fields: {fields}")
+        if cls.steps > 1:
+            click.echo(f"{'':<10} up to {cls.steps} connections per target, one record")
         for k, v in cls.args_help.items():
             click.echo(f"{'':<10} --probe-args {k}=…: {v}")
+    click.echo(f"{auto.NAME:<10} each port its well-known probe, every other port {auto.OTHER}:")
+    click.echo(auto.describe())
 
 
 @main_group.command(name="report")

@@ -35,6 +35,7 @@ class ScanConfig:
     quiet: bool = False
     ack_window: int = 1024
     dedup_window: float = 0.0
+    step_table: int = 256 * 1024  # rows of multi-connection probes' results in progress (steps.py)
     reanswer_after: float = 0.15  # seconds; 0: never answer a retransmitted SYN-ACK or banner again
     dedup_entries: int = 1_000_000
     output_repeats: bool = False

@@ -28,6 +28,7 @@ class Kind(enum.IntEnum):
     ICMP = 5
     UDP = 6
     ECHOREPLY = 7
+    FIN = 8  # multi-step probes: the server closed without answering (not a record of its own)
 
 
 CLASSIFICATION = {
@@ -57,9 +58,10 @@ class Counter(enum.IntEnum):
     RST_UNVALIDATED = 13
     KERNEL_REPLIES = 14
     NO_ROOM = 15
+    FIN = 16
 
 
-N_COUNTERS = 16
+N_COUNTERS = 17
 EV_UNVALIDATED = 0x01
 EV_ANSWERED = 0x02
 

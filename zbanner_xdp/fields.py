@@ -43,6 +43,7 @@ class Source(enum.Enum):
     ICMP = ("ICMP", "ICMP errors")
     DATA = ("data", "the records that carry data: banners and UDP replies")
     PROBE = ("probe", "the records of that probe that carry data")
+    STEPS = ("steps", "the one record of a multi-connection probe's target (jarm, lzr): its steps gathered")
 
     def __init__(self, label: str, meaning: str) -> None:
         self.label = label
@@ -110,6 +111,13 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field("tarpit_probe", T.BOOL, S.SCAN, "the reply answers the --tarpit-check port", required=False),
     Field("app_match", T.BOOL, S.DATA, "the data parsed as the probed protocol", required=False),
+    Field(
+        "incomplete",
+        T.BOOL,
+        S.STEPS,
+        "not every step the probe wanted came back: the scan ended (cooldown) or the table was full",
+        required=False,
+    ),
 )
 del T, S
 

@@ -5,8 +5,15 @@ echo, the tarpit check and (in scans that also have TCP probes) UDP probes
 go once per address, on the pair carrying the first port. Every probe of a
 target therefore leaves within one batch, a few milliseconds apart.
 
-Stateless bookkeeping lives in the source port: a probe with index `probe`
-sent as attempt `attempt` uses
+A multi-step probe (JARM's ten hellos, LZR's handshakes: Probe.steps > 1)
+takes one entry of the plan per step, contiguous, each with its own payload:
+every step is a connection of its own, told apart by its source port. Only
+step 0 is sent here; the receiver starts step k + 1 when step k's answer
+asks for it (steps.py). With `--probe auto` a TCP probe may be limited to
+some ports (or to all but some): `ProbePlan(..., port_filters=...)`.
+
+Stateless bookkeeping lives in the source port: a probe (plan entry) with
+index `probe` sent as attempt `attempt` uses
     variant = probe + P * attempt
     sport   = lo + variant + V * (cookie(us, them, 0, their_port) % slots)
 with P probes, V = P * attempts variants and slots = (hi - lo + 1) // V, so
@@ -70,6 +77,31 @@ class KernelSyns:
         )
 
 
+class StepEntry:
+    """Step `step` of a multi-step probe, as the rest of the scanner sees a probe: the parent's kind,
+    name and fields, its own payload (and so its own payload length for the XDP program)."""
+
+    def __init__(self, parent: Any, step: int):
+        self.parent = parent
+        self.step = step
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.parent, name)
+
+    def payload(self, ip: str, port: int) -> bytes:
+        return self.parent.step_payload(self.step, ip, port)
+
+    @property
+    def fixed_payload(self) -> bytes | None:
+        if self.parent._payload_varies():
+            return None
+        return self.payload("0.0.0.0", 0)
+
+
+# A probe's port filter (--probe auto): ("only", ports) or ("except", ports); None: every port.
+PortFilter = tuple[str, frozenset[int]] | None
+
+
 class ProbePlan:
     def __init__(
         self,
@@ -79,15 +111,39 @@ class ProbePlan:
         sport_hi: int,
         attempts: int = 1,
         tarpit_check: bool = False,
+        port_filters: list[PortFilter] | None = None,
     ):
         from .probes import get_probe
 
         self.user_probes = list(probes)
-        self.probes = list(probes)
+        filters = list(port_filters) if port_filters is not None else [p.port_filter for p in probes]
+        if len(filters) != len(probes):
+            raise PlanError("one port filter per probe")
+        # The plan's entries: one per probe, one per step of a multi-step probe (contiguous).
+        self.probes: list[Any] = []
+        self.step_of: list[int] = []  # per entry: its step (0 for single-step probes)
+        self.group_of: list[int] = []  # per entry: the entry of its probe's step 0
+        self.port_filter: list[PortFilter] = []
+        self.user_probe_of: list[Any] = []  # per entry: the probe it is (a step of)
+        for probe, pf in zip(probes, filters, strict=True):
+            first = len(self.probes)
+            n = max(1, int(probe.steps))
+            for k in range(n):
+                self.probes.append(probe if n == 1 else StepEntry(probe, k))
+                self.step_of.append(k)
+                self.group_of.append(first)
+                self.port_filter.append(pf)
+                self.user_probe_of.append(probe)
         self.tarpit_index = -1
         if tarpit_check:
             self.tarpit_index = len(self.probes)
             self.probes.append(get_probe("synscan"))
+            self.step_of.append(0)
+            self.group_of.append(self.tarpit_index)
+            self.port_filter.append(None)
+            self.user_probe_of.append(self.probes[-1])
+        self.multi = np.array([p.steps > 1 for p in self.probes], bool)  # per entry
+        self.later_step = np.array(self.step_of, np.int64) > 0  # per entry: not sent by segments()
         self.P = len(self.probes)
         self.attempts = max(1, attempts)
         self.V = self.P * self.attempts
@@ -110,11 +166,25 @@ class ProbePlan:
         self.icmp_index = icmp[0] if icmp else -1
 
     # -- sizes -----------------------------------------------------------
-    def per_pair(self) -> int:
-        """Probes sent for every pair."""
-        return sum(
-            1 for p in self.user_probes if p.transport == "tcp" or (p.transport == "udp" and not self.has_tcp)
-        )
+    def per_pair(self) -> float:
+        """Probes sent for every pair (on average over the scan's ports, with port filters)."""
+        n = 0.0
+        for i in range(len(self.probes)):
+            p = self.probes[i]
+            if self.step_of[i] or i == self.tarpit_index:
+                continue
+            if p.transport == "tcp":
+                n += self._port_share(self.port_filter[i])
+            elif p.transport == "udp" and not self.has_tcp:
+                n += 1
+        return n
+
+    def _port_share(self, pf: PortFilter) -> float:
+        if pf is None or len(self.ports) == 0:
+            return 1.0
+        how, which = pf
+        inside = float(np.isin(self.ports, np.fromiter(which, np.uint16, len(which))).mean())
+        return inside if how == "only" else 1.0 - inside
 
     def per_address(self) -> int:
         """Probes sent once per address (on the first-port pair)."""
@@ -124,8 +194,13 @@ class ProbePlan:
         return n + (1 if self.tarpit_index >= 0 else 0)
 
     def expected_probes(self, pairs: int, n_ports: int) -> int:
+        """First connections only: a multi-step probe's later steps depend on the answers."""
         addresses = -(-pairs // max(1, n_ports))
-        return (pairs * self.per_pair() + addresses * self.per_address()) * self.attempts
+        return round((pairs * self.per_pair() + addresses * self.per_address()) * self.attempts)
+
+    def entry(self, group: int, step: int) -> int:
+        """The plan entry of step `step` of the probe whose step 0 is entry `group`."""
+        return group + step
 
     # -- the stateless port and cookies --------------------------------------
     def source_ports(
@@ -159,10 +234,17 @@ class ProbePlan:
         out: list[Segment | KernelSyns] = []
         for i, probe in enumerate(self.probes):
             variant = i + self.P * attempt
+            if self.step_of[i]:
+                continue  # a later step: started by the answer to the one before (steps.py)
             if i == self.tarpit_index or probe.transport == "tcp":
                 if i == self.tarpit_index:
                     a = addrs[first]
                     p = self.tarpit_ports(key, link.src_ip, a)
+                elif self.port_filter[i] is not None:
+                    how, which = self.port_filter[i]
+                    mine = np.isin(ports, np.fromiter(which, np.uint16, len(which)))
+                    mine = mine if how == "only" else ~mine
+                    a, p = addrs[mine], ports[mine]
                 else:
                     a, p = addrs, ports
                 syns = KernelSyns(a, p, variant)

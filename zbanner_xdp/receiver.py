@@ -42,6 +42,7 @@ from .probes import ProbeKind
 
 if TYPE_CHECKING:
     from .replies import Replies
+    from .steps import StepTable
 
 
 _BUSY = np.uint32(1 << 31)
@@ -187,6 +188,10 @@ class Receiver:
         self.probes = plan.probes
         self.key = key
         self.output_repeats = output_repeats
+        # Multi-connection probes' steps (steps.py), when the scan has any; set by the scanner.
+        self.steps: StepTable | None = None
+        self._multi = np.asarray(plan.multi, bool)
+        self._later = np.asarray(plan.later_step, bool)
         self.by_class: Tally[str] = Tally()
         self.hits = 0
         self.invalid = 0
@@ -258,11 +263,15 @@ class Receiver:
     def drain_once(self, timeout_ms: int) -> int:
         if not self._draining:
             self.replies.settle()  # held in-kernel answers, once proven or refused
+            if self.steps is not None:
+                self.steps.sweep()  # steps whose answer did not come in time
         hdr, big = self.reader.poll(timeout_ms)
         if len(hdr):
             self._handle_small(hdr)
         if len(big):
             self._handle_big(big)
+        if self.steps is not None and len(big) < _BANNER_BATCH:
+            self.steps.release()  # the banner ring read to its end: answers without data now count
         return len(hdr) + len(big)
 
     # -- validation user space adds ----------------------------------------
@@ -350,13 +359,32 @@ class Receiver:
         hit &= probe_i != self.plan.tarpit_index
         self.hits += int(hit.sum())
 
+    def tally_result(self, classification: str, hit: bool) -> None:
+        """A record written outside the batch paths (a multi-connection probe's result, steps.py)."""
+        self.by_class[classification] += 1
+        self.hits += int(hit)
+
     def _recorded(self, ev: np.ndarray) -> np.ndarray:
         return np.ones(len(ev), bool) if self.output_repeats else ev["repeat"] == 0
+
+    def _entries(self, ev: np.ndarray) -> np.ndarray:
+        return split_variant(ev["variant"].astype(np.int64), self.plan.P)[0]
 
     def _handle_small(self, ev: np.ndarray) -> None:
         if not self._draining:
             self.replies.answer(ev)
         keep = self._recorded(ev)
+        # Never records of their own: a FIN (an answer only to a step), and any event of a later
+        # step of a multi-connection probe (its result is one record, written by the step table).
+        entry = self._entries(ev)
+        keep &= (ev["kind"] != Kind.FIN) & ~self._later[entry]
+        if self.steps is not None:
+            mine = self._multi[entry]
+            if mine.any():
+                self.steps.events(ev[mine])
+            tarpit = (entry == self.plan.tarpit_index) & (ev["kind"] == Kind.SYNACK)
+            if tarpit.any():
+                self.steps.tarpit(ev["saddr"][tarpit])
         icmp = ev["kind"] == Kind.ICMP
         if icmp.any():
             valid = np.ones(len(ev), dtype=bool)
@@ -371,6 +399,17 @@ class Receiver:
         hdr = big["h"]
         if not self._draining:
             self.replies.answer(hdr)
+        steps = self._multi[self._entries(hdr)]
+        if steps.any():
+            # A multi-connection probe's answers go to its step table, not to records of their own.
+            if self.steps is not None:
+                sub = big[steps]
+                data = [
+                    row[:n].tobytes()
+                    for row, n in zip(sub["data"], sub["h"]["data_len"].tolist(), strict=True)
+                ]
+                self.steps.events(sub["h"], data)
+            big, hdr = big[~steps], hdr[~steps]
         rows = big[self._recorded(hdr)]
         if len(rows) == 0:
             return

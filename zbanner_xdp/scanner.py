@@ -40,6 +40,7 @@ from .receiver import Receiver, RingReader
 from .replies import Replies, ReplyQueue
 from .sender import RateLimiter, SendError, TxRing
 from .status import StatusLine
+from .steps import StepTable
 
 
 class ScanError(RuntimeError):
@@ -148,7 +149,7 @@ class Scanner:
         except (targets.TargetError, PlanError, OSError) as exc:
             raise ScanError(str(exc)) from None
         self.probes = self.plan.probes
-        self.probe_fields = [p.name for p in self.probes if p.kind.parses]
+        self.probe_fields = list(dict.fromkeys(p.name for p in self.plan.user_probes if p.kind.parses))
         try:
             select_fields(self.probe_fields, cfg.output_fields)
         except OutputError as exc:
@@ -174,6 +175,11 @@ class Scanner:
         self.status: StatusLine | None = None
         self.kgen: KernelGenerator | None = None
         self.kreplies: KernelReplies | None = None  # --kernel-replies, verified against the driver
+        self.steps: StepTable | None = None  # multi-connection probes' rows (steps.py)
+        # Longest a multi-connection probe's step may wait for its answer (+1 s for the last to arrive).
+        self._step_wait = 1.0 + max(
+            (float(p.step_timeout) for p in self.plan.probes if p.steps > 1), default=0.0
+        )
         self.throttled = 0
         # time.monotonic() of the first probe, of the end of sending, of the last probe sent.
         self.send_start: float | None = None
@@ -290,6 +296,17 @@ class Scanner:
                 self.key,
                 cfg.output_repeats,
             )
+            if self.plan.multi.any():
+                self.steps = StepTable(
+                    self.plan,
+                    link,
+                    self.key,
+                    self.replies,
+                    self.writer,
+                    cfg.step_table,
+                    self.receiver.tally_result,
+                )
+                self.receiver.steps = self.steps
             if cfg.kernel_replies:
                 self.kreplies = KernelReplies(self.prog, self.replies, self.net.iface)
             self.receiver.start()
@@ -494,6 +511,7 @@ class Scanner:
         t0 = self.send_start = time.monotonic()
         generating = True
         cool_until: float | None = None
+        cool_base: float | None = None  # the end of the plain cooldown (multi-step probes may extend it)
         while True:
             now = time.monotonic()
             if now >= next_status:
@@ -509,9 +527,15 @@ class Scanner:
                 generating = False
                 pending.clear()
                 retrans = RetransmitQueue(1, 0, 0)
-            if not generating and not pending and not len(retrans) and cool_until is None:
-                cool_until = now + cfg.cooldown
+            if not generating and not pending and not len(retrans) and cool_base is None:
+                cool_base = cool_until = now + cfg.cooldown
                 self.send_end = now
+            if cool_base is not None and self.steps is not None:
+                # Multi-connection probes still stepping: the cooldown lasts until a step's time after
+                # their last SYN (a row whose answer never comes ends by timeout), however short it is.
+                cool_until = cool_base
+                if self.steps.pending:
+                    cool_until = max(cool_base, self.steps.last_followup + self._step_wait)
             if cool_until is not None and now >= cool_until:
                 break
             # Never block past the end of sending (--max-runtime) or of the cooldown: at
@@ -581,7 +605,11 @@ class Scanner:
             self.kreplies.close()
         if rcv is not None:
             self._show_status("draining")
+            if self.steps is not None:
+                self.steps.closing = True  # XDP detached: no step starts any more
             rcv.stop(self.abandon)  # to the ring's last record, unless abandoned or failed
+            if self.steps is not None and rcv.error is None:
+                self.steps.flush()  # the rows left, written incomplete (the receiver has stopped)
             if isinstance(rcv.error, OutputError) and err is None:
                 err = str(rcv.error)
                 self.reason = "output-error"
@@ -674,6 +702,7 @@ class Scanner:
             "tx_note": self.tx_note,
             "tx_generator": self.gen_stats,
             "kernel_replies": self.kreplies.summary() if self.kreplies else None,
+            "steps": self.steps.summary() if self.steps else None,
             "record_formatter": "c" if fastfmt.load() is not None else "numpy",
             "packets_sent": {
                 "probes": self.sent_probes,

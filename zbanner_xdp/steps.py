@@ -1,0 +1,298 @@
+"""Multi-connection probes: a target's steps gathered, statelessly on the wire, in a bounded table.
+
+A probe with steps > 1 (JARM: ten ClientHellos; LZR: handshakes until one
+identifies the service) connects to a target once per step. Nothing about a
+step lives in the kernel or on the wire but its source port, which names the
+plan entry (probe and step, plan.py). Here, in the receiver's thread:
+
+- a step-0 SYN-ACK opens a row keyed by (target, port, probe);
+- the answer to the row's current step (the first data segment, a RST, a FIN
+  without data, a zero window, or nothing within the probe's step_timeout) is
+  kept (Probe.step_part) and the probe says what comes next (Probe.next_step):
+  another step, whose SYN leaves through the replies stage (never behind new
+  probes), or the end: the row becomes one record (classification banner,
+  Probe.result under the probe's name) and leaves the table;
+- the table is bounded (`limit` rows): a row that does not fit evicts the
+  oldest, which is written as it stands, marked `incomplete`; at the end of
+  the scan every row left is written the same way. A result is never lost and
+  never merged with another target's (the key holds target and port).
+
+Events of a row's earlier steps (a FIN after a banner already taken, a late
+RST) are ignored: only the current step's answer counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import datetime as dt
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .events import Kind, addr_text, host_addrs
+from .plan import KernelSyns, split_variant
+from .probes import StepOutcome
+
+_OUTCOME_BY_KIND = {
+    Kind.BANNER: StepOutcome.DATA,
+    Kind.RST: StepOutcome.RESET,
+    Kind.FIN: StepOutcome.CLOSED,
+    Kind.ZEROWIN: StepOutcome.ZEROWIN,
+}
+
+
+@dataclass
+class Row:
+    group: int  # the plan entry of the probe's step 0
+    step: int  # the step whose answer is awaited
+    gen: int  # bumped at every step: deadlines of earlier steps are stale
+    synack: bool  # the current step's SYN-ACK arrived
+    dport: int  # our port of step 0's connection
+    parts: list[Any] = field(default_factory=list)
+    # The answer the record shows as its banner/data: the probe's choice of first or last data.
+    shown: tuple[bytes, int, dict[str, int]] | None = None  # (data, payload_len, header values)
+
+
+class StepTable:
+    def __init__(
+        self,
+        plan: Any,
+        link: Any,
+        key: bytes,
+        replies: Any,
+        writer: Any,
+        limit: int,
+        tally: Callable[[str, bool], None] | None = None,
+    ):
+        self.plan = plan
+        self.tally = tally  # (classification, hit) of each record written, for the scan's counts
+        self.link = link
+        self.key = key
+        self.replies = replies
+        self.writer = writer
+        self.limit = limit
+        self.rows: collections.OrderedDict[tuple[int, int, int], Row] = collections.OrderedDict()
+        # Deadlines in the order they were set, one queue per probe (one timeout each, so each is sorted).
+        self._deadlines: dict[int, collections.deque[tuple[float, tuple[int, int, int], int]]] = {}
+        self._pending_syns: list[tuple[int, int, int]] = []  # (saddr raw, port, entry)
+        self._deferred: list[tuple[int, int, Any]] = []  # (ts_ns, entry, event): answers without data
+        self.tarpits: set[int] = set()  # raw addresses that SYN-ACKed the --tarpit-check port
+        self._records: list[dict[str, Any]] = []
+        self.peak = 0
+        self.evicted = 0
+        self.complete = 0
+        self.incomplete = 0
+        self.followups = 0  # SYNs of later steps sent
+        self.last_followup = 0.0  # time.monotonic() of the last one
+        self.closing = False  # the scan is ending (XDP detached): no step starts any more
+        self._gen = 0
+
+    # -- input from the receiver ------------------------------------------------------------------------
+    def events(self, ev: np.ndarray, data: list[bytes] | None = None, now: float | None = None) -> None:
+        """Events of multi-step entries: SYN-ACKs open rows and arm timeouts, answers decide the next
+        step. `data`: the banner path's bytes, one per event.
+
+        A banner and the FIN or RST that follows it travel in two rings (banners have their own), so
+        the FIN can be read first. An answer without data therefore waits (deferred) until release()
+        says the banner ring has been read past it: only then is "closed without data" known."""
+        now = time.monotonic() if now is None else now
+        entry = split_variant(ev["variant"].astype(np.int64), self.plan.P)[0]
+        for i in range(len(ev)):
+            e = ev[i]
+            if e["repeat"]:
+                continue
+            kind = int(e["kind"])
+            if kind in (Kind.SYNACK, Kind.BANNER):
+                self._event(int(entry[i]), e, kind, data[i] if data is not None else b"", now)
+            elif kind in _OUTCOME_BY_KIND:
+                self._deferred.append((int(e["ts_ns"]), int(entry[i]), e.copy()))
+        self._flush_out()
+
+    TARPITS_MAX = 1 << 20  # addresses remembered; past it the set starts again (a bound, rarely hit)
+
+    def tarpit(self, saddrs: np.ndarray) -> None:
+        """Hosts that SYN-ACKed the --tarpit-check port (raw addresses)."""
+        if len(self.tarpits) + len(saddrs) > self.TARPITS_MAX:
+            self.tarpits.clear()
+        self.tarpits.update(int(a) for a in saddrs)
+
+    def release(self, now: float | None = None) -> None:
+        """The banner ring has been read to its end: the deferred answers (in the order they came)."""
+        if not self._deferred:
+            return
+        now = time.monotonic() if now is None else now
+        deferred, self._deferred = sorted(self._deferred, key=lambda d: d[0]), []
+        for _, ent, e in deferred:
+            self._event(ent, e, int(e["kind"]), b"", now)
+        self._flush_out()
+
+    def _event(self, ent: int, e: Any, kind: int, data: bytes, now: float) -> None:
+        group, step = self.plan.group_of[ent], self.plan.step_of[ent]
+        k = (int(e["saddr"]), int(e["sport"]), group)
+        row = self.rows.get(k)
+        if row is None:
+            if step != 0 or kind not in (Kind.SYNACK, Kind.ZEROWIN):
+                return  # step 0 refused (a RST record of its own), or a late event of a finished row
+            row = self._open(k, group, int(e["dport"]), now)
+        if step != row.step:
+            return  # an earlier step's straggler
+        if kind == Kind.SYNACK:
+            if not row.synack:
+                row.synack = True
+                self._arm(k, row, now)  # the step's time runs from its handshake
+            return
+        if kind == Kind.RST and not row.synack and step == 0:
+            return
+        self._answer(k, row, _OUTCOME_BY_KIND[Kind(kind)], data, e, now)
+
+    def sweep(self, now: float | None = None) -> None:
+        """Steps whose time is up: their answer is TIMEOUT."""
+        now = time.monotonic() if now is None else now
+        for q in self._deadlines.values():
+            while q and q[0][0] <= now:
+                _, k, gen = q.popleft()
+                row = self.rows.get(k)
+                if row is not None and row.gen == gen:
+                    self._answer(k, row, StepOutcome.TIMEOUT, b"", None, now)
+        self._flush_out()
+
+    def flush(self) -> None:
+        """The end of the scan: every row left is written, incomplete."""
+        self.release()
+        while self.rows:
+            k, row = self.rows.popitem(last=False)
+            self._finish(k, row, complete=False)
+        self._flush_out()
+
+    @property
+    def pending(self) -> int:
+        return len(self.rows)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "table_limit": self.limit,
+            "table_peak": self.peak,
+            "evicted": self.evicted,
+            "complete": self.complete,
+            "incomplete": self.incomplete,
+            "followup_syns": self.followups,
+        }
+
+    # -- the table ----------------------------------------------------------------------------------------
+    def _open(self, k: tuple[int, int, int], group: int, dport: int, now: float) -> Row:
+        if len(self.rows) >= self.limit:
+            old_k, old = self.rows.popitem(last=False)
+            self.evicted += 1
+            self._finish(old_k, old, complete=False)
+        self._gen += 1
+        row = Row(group=group, step=0, gen=self._gen, synack=False, dport=dport)
+        self.rows[k] = row
+        self.peak = max(self.peak, len(self.rows))
+        return row
+
+    def _probe(self, row: Row) -> Any:
+        return self.plan.user_probe_of[row.group]
+
+    def _arm(self, k: tuple[int, int, int], row: Row, now: float) -> None:
+        probe = self._probe(row)
+        q = self._deadlines.setdefault(row.group, collections.deque())
+        q.append((now + float(probe.step_timeout), k, row.gen))
+
+    def _answer(
+        self, k: tuple[int, int, int], row: Row, outcome: StepOutcome, data: bytes, e: Any, now: float
+    ) -> None:
+        probe = self._probe(row)
+        row.parts.append(probe.step_part(row.step, outcome, data))
+        shows = row.shown is None or probe.record_data == "last"
+        if outcome is StepOutcome.DATA and e is not None and shows:
+            hdr = {n: int(e[n]) for n in ("ttl", "window", "ipid", "seq", "ack", "tcp_flags", "ts_ns")}
+            row.shown = (data, int(e["payload_len"]), hdr)
+        try:
+            nxt = probe.next_step(row.step, outcome, data, row.parts)
+        except Exception:  # a probe bug costs this target's further steps, not the scan
+            nxt = None
+        if nxt is not None and probe.stop_at_tarpit and k[0] in self.tarpits:
+            nxt = None  # a tarpit (HyperACKtive): not worth a further step
+        if nxt is None or not 0 <= nxt < probe.steps or self.closing:
+            del self.rows[k]
+            self._finish(k, row, complete=nxt is None)
+            return
+        self._gen += 1
+        row.step, row.gen, row.synack = int(nxt), self._gen, False
+        self._arm(k, row, now)  # no SYN-ACK at all within the timeout: TIMEOUT as well
+        self._pending_syns.append((k[0], k[1], self.plan.entry(row.group, row.step)))
+
+    def _finish(self, k: tuple[int, int, int], row: Row, complete: bool) -> None:
+        probe = self._probe(row)
+        saddr_raw, port, _ = k
+        ip = addr_text(saddr_raw)
+        result = probe.result(ip, port, row.parts, complete, saddr_raw in self.tarpits)
+        if complete:
+            self.complete += 1
+        else:
+            self.incomplete += 1
+        rec = self.writer.template()
+        shown = row.shown
+        values: dict[str, Any] = {
+            "saddr": ip,
+            "sport": port,
+            "daddr": str(ipaddress.IPv4Address(self.link.src_ip)),
+            "dport": row.dport,
+            "classification": "banner",
+            "success": shown is not None,
+            "repeat": False,
+            "timestamp": _iso_now(),
+            "probe": probe.name,
+            "validated": True,
+            "attempt": 0,
+            "tarpit_probe": False,
+            "app_match": bool(probe.matches(result)),
+            "incomplete": not complete,
+            probe.name: result,
+        }
+        if shown is not None:
+            data, payload_len, hdr = shown
+            values.update(
+                banner=data.decode("utf-8", errors="backslashreplace"),
+                data=base64.b64encode(data).decode(),
+                truncated=payload_len > len(data),
+                ttl=hdr["ttl"],
+                window=hdr["window"],
+                ipid=hdr["ipid"],
+                seqnum=hdr["seq"],
+                acknum=hdr["ack"],
+                tcp_flags=hdr["tcp_flags"],
+            )
+        for name, value in values.items():
+            if name in rec:
+                rec[name] = value
+        self._records.append(rec)
+        if self.tally is not None:
+            self.tally("banner", shown is not None)
+
+    def _flush_out(self) -> None:
+        if self._records:
+            records, self._records = self._records, []
+            self.writer.write_lines(b"".join(orjson.dumps(r) + b"\n" for r in records), len(records))
+        if self._pending_syns:
+            syns, self._pending_syns = self._pending_syns, []
+            arr = np.array(syns, dtype=np.int64)
+            for entry in np.unique(arr[:, 2]):
+                sub = arr[arr[:, 2] == entry]
+                addrs = host_addrs(sub[:, 0].astype(np.uint32))
+                frames = self.plan.syn_frames(
+                    self.link, self.key, KernelSyns(addrs, sub[:, 1].astype(np.uint16), int(entry))
+                )
+                self.replies.queue.put(frames.frames, frames.lengths)
+            self.followups += len(syns)
+            self.last_followup = time.monotonic()
+
+
+def _iso_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
