@@ -210,8 +210,7 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 		.dport = r->key_port,
 		.kind = r->kind | ((__u32)r->icmp_type << 8),
 	};
-	int answerable = r->kind == ZB_KIND_SYNACK || r->kind == ZB_KIND_ZEROWIN || r->kind == ZB_KIND_BANNER ||
-			 r->kind == ZB_KIND_FIN;
+	int answerable = r->kind == ZB_KIND_SYNACK || r->kind == ZB_KIND_ZEROWIN || r->kind == ZB_KIND_BANNER;
 	__u32 now_t = (__u32)(now >> ZB_DEDUP_SHIFT);
 	struct zb_dedup_bucket *bucket = dedup_bucket(&key);
 	__u8 repeat = classify_repeat(bucket, &key, now_t, answerable);
@@ -587,8 +586,10 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 		r.kernel_answer = kernel_answers(ctx, ip, variant);
 		return emit_and_answer(ctx, &r);
 	}
-	/* The server closed without data (a FIN acking our whole probe): the answer of
-	 * a multi-step probe's step that draws none. Answered with a RST, like a banner. */
+	/* A FIN without data acking our whole probe: a multi-step probe's step may have drawn
+	 * no answer (user space tells by its sequence number: data lost before it is
+	 * retransmitted by the server, so such a FIN is no answer). Not answered: a RST
+	 * would also cancel the retransmission of data lost before the FIN. */
 	if (ZB_BANNERS && (flags & TCP_FIN) && payload_len == 0 && ack == cookie + 1 + plen) {
 		count(ZB_CNT_FIN);
 		r.kind = ZB_KIND_FIN;

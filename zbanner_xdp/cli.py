@@ -166,6 +166,14 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
     help="Replies the duplicate filter remembers (8-way set-associative, oldest out; 20 bytes "
     "of kernel memory each). Size it to the replies a window of a few seconds brings.",
 )
+@click.option(
+    "--step-table",
+    default="256K",
+    show_default=True,
+    callback=lambda _c, _p, v: _count(v, "--step-table", 1, 1 << 24),
+    help="Targets a multi-connection probe (jarm, lzr) may have in progress at once (~0.5 kB each); "
+    "past it the oldest is written as it stands, marked incomplete.",
+)
 @click.option("--output-repeats", is_flag=True, help="Also write repeated replies (repeat: true).")
 @click.option(
     "--retransmit",
@@ -202,6 +210,7 @@ def scan(
     dedup_window: float,
     reanswer_after: float,
     dedup_entries: int,
+    step_table: int,
     output_repeats: bool,
     retransmit: int,
     retransmit_delay: float,
@@ -264,6 +273,7 @@ def scan(
         dedup_window=dedup_window,
         reanswer_after=reanswer_after,
         dedup_entries=dedup_entries,
+        step_table=step_table,
         output_repeats=output_repeats,
         retransmit=retransmit,
         retransmit_delay=retransmit_delay,

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .sender import RateLimiter, TxRing
 
 # The events that want an answer (unless a network duplicate, or answered in the kernel).
-_ANSWERED_KINDS = (Kind.SYNACK, Kind.ZEROWIN, Kind.BANNER, Kind.FIN)
+_ANSWERED_KINDS = (Kind.SYNACK, Kind.ZEROWIN, Kind.BANNER)
 
 
 class ReplyQueue:

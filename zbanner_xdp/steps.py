@@ -54,6 +54,7 @@ class Row:
     gen: int  # bumped at every step: deadlines of earlier steps are stale
     synack: bool  # the current step's SYN-ACK arrived
     dport: int  # our port of step 0's connection
+    isn: int = -1  # the server's sequence number in the current step's SYN-ACK (-1: not seen)
     parts: list[Any] = field(default_factory=list)
     # The answer the record shows as its banner/data: the probe's choice of first or last data.
     shown: tuple[bytes, int, dict[str, int]] | None = None  # (data, payload_len, header values)
@@ -144,11 +145,13 @@ class StepTable:
             return  # an earlier step's straggler
         if kind == Kind.SYNACK:
             if not row.synack:
-                row.synack = True
+                row.synack, row.isn = True, int(e["seq"])
                 self._arm(k, row, now)  # the step's time runs from its handshake
             return
         if kind == Kind.RST and not row.synack and step == 0:
             return
+        if kind == Kind.FIN and (row.isn < 0 or int(e["seq"]) != (row.isn + 1) & 0xFFFFFFFF):
+            return  # data came before this FIN and was lost: the server sends it again
         self._answer(k, row, _OUTCOME_BY_KIND[Kind(kind)], data, e, now)
 
     def sweep(self, now: float | None = None) -> None:
@@ -224,7 +227,7 @@ class StepTable:
             self._finish(k, row, complete=nxt is None)
             return
         self._gen += 1
-        row.step, row.gen, row.synack = int(nxt), self._gen, False
+        row.step, row.gen, row.synack, row.isn = int(nxt), self._gen, False, -1
         self._arm(k, row, now)  # no SYN-ACK at all within the timeout: TIMEOUT as well
         self._pending_syns.append((k[0], k[1], self.plan.entry(row.group, row.step)))
 

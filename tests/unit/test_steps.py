@@ -1,0 +1,299 @@
+"""The step table (zbanner_xdp/steps.py): a target's steps gathered into one record, without a network.
+
+Events are built as the XDP program writes them; the plan, the replies queue and the probes are the real
+ones; the writer only collects lines. The canned JARM answers are nginx's (tests/unit/test_jarm.py).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import types
+
+import dpkt
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.test_jarm import ANSWERS, REFERENCE
+from zbanner_xdp import packets
+from zbanner_xdp.events import EVENT_DTYPE, REPEAT_DUP, Kind
+from zbanner_xdp.plan import ProbePlan, split_variant
+from zbanner_xdp.probes import get_probe, lzr
+from zbanner_xdp.replies import ReplyQueue
+from zbanner_xdp.steps import StepTable
+
+US = 0x0A4D0001
+LINK = packets.LinkParams(b"\x02" * 6, b"\x04" * 6, US)
+KEY = bytes(range(16))
+FIELDS = ["saddr", "sport", "dport", "classification", "probe", "banner", "incomplete", "jarm", "lzr"]
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def template(self) -> dict:
+        return dict.fromkeys(FIELDS)
+
+    def write_lines(self, blob: bytes, count: int) -> None:
+        lines = [orjson.loads(x) for x in blob.splitlines()]
+        assert len(lines) == count
+        self.records += lines
+
+
+def _table(names: tuple[str, ...], limit: int = 1000, tarpit: bool = False, **args: str):
+    probes = [get_probe(n, args if n == names[0] else {}) for n in names]
+    plan = ProbePlan(probes, np.array([443]), 32768, 61000, tarpit_check=tarpit)
+    writer, replies = Writer(), types.SimpleNamespace(queue=ReplyQueue())
+    tally: list[tuple[str, bool]] = []
+    table = StepTable(plan, LINK, KEY, replies, writer, limit, lambda c, h: tally.append((c, h)))
+    return table, plan, writer, replies.queue, tally
+
+
+def _raw(ip: str) -> int:
+    return int.from_bytes(socket.inet_aton(ip), "little")
+
+
+ISN = 1000  # the servers' SYN-ACK sequence number in these tests
+
+
+def _ev(
+    kind: Kind,
+    entry: int,
+    ip: str = "198.18.0.5",
+    port: int = 443,
+    ts: int = 0,
+    repeat: int = 0,
+    seq: int = -1,
+):
+    e = np.zeros(1, EVENT_DTYPE)
+    e["kind"], e["variant"], e["saddr"], e["sport"], e["dport"] = kind, entry, _raw(ip), port, 40000 + entry
+    e["ts_ns"], e["repeat"], e["ttl"] = ts, repeat, 61
+    # A SYN-ACK carries the ISN; an answer without data right after it (a FIN) carries ISN + 1.
+    e["seq"] = seq if seq >= 0 else (ISN if kind in (Kind.SYNACK, Kind.ZEROWIN) else ISN + 1)
+    return e
+
+
+def _sent_syns(queue: ReplyQueue, plan: ProbePlan) -> list[tuple[str, int, int]]:
+    """(target, port, plan entry) of the SYNs waiting in the replies queue."""
+    out = []
+    for frames, lens in queue.take(1 << 20):
+        for f, n in zip(frames, lens, strict=True):
+            ip = dpkt.ethernet.Ethernet(f[:n].tobytes()).data
+            assert ip.data.flags == dpkt.tcp.TH_SYN
+            entry, attempt = split_variant((ip.data.sport - plan.lo) % plan.V, plan.P)
+            assert attempt == 0
+            out.append((socket.inet_ntoa(ip.dst), ip.data.dport, int(entry)))
+    return out
+
+
+def _step(table: StepTable, entry: int, answer: bytes | None, ts: int, kind: Kind = Kind.BANNER) -> None:
+    table.events(_ev(Kind.SYNACK, entry, ts=ts))
+    if answer is None:
+        table.events(_ev(kind, entry, ts=ts + 1))
+    else:
+        table.events(_ev(Kind.BANNER, entry, ts=ts + 1), [answer])
+    table.release()
+
+
+def test_jarm_ten_connections_one_record_equal_to_the_reference() -> None:
+    table, plan, writer, queue, tally = _table(("jarm",))
+    for k, hexed in enumerate(ANSWERS["nginx_443"]):
+        _step(table, k, bytes.fromhex(hexed), ts=10 * k)
+        if k < 9:
+            # The next hello's SYN, to the same target and port, from the next step's source port.
+            assert _sent_syns(queue, plan) == [("198.18.0.5", 443, k + 1)]
+            assert table.pending == 1 and writer.records == []
+    (rec,) = writer.records
+    assert rec["jarm"]["fingerprint"] == REFERENCE["nginx_443"]
+    assert rec["classification"] == "banner" and rec["incomplete"] is False and rec["probe"] == "jarm"
+    assert (rec["saddr"], rec["sport"], rec["dport"]) == ("198.18.0.5", 443, 40000)
+    assert rec["banner"] is not None  # the first answer, shown
+    assert table.pending == 0 and table.summary()["followup_syns"] == 9 and tally == [("banner", True)]
+
+
+def test_a_port_that_does_not_speak_tls_costs_one_connection() -> None:
+    table, plan, writer, queue, _ = _table(("jarm",))
+    _step(table, 0, b"HTTP/1.1 400 Bad Request\r\n\r\n", ts=1)
+    (rec,) = writer.records
+    assert rec["jarm"]["fingerprint"] == "0" * 62 and rec["incomplete"] is False
+    assert _sent_syns(queue, plan) == []
+
+
+def test_a_fin_read_before_its_banner_does_not_hide_it() -> None:
+    # The banner ring is read after the event ring: a FIN that followed the data arrives first.
+    table, plan, writer, queue, _ = _table(("lzr",))
+    table.events(_ev(Kind.SYNACK, 0, ts=1))
+    table.events(_ev(Kind.FIN, 0, ts=3))  # deferred until release()
+    table.events(_ev(Kind.BANNER, 0, ts=2), [b"SSH-2.0-OpenSSH_9.2p1\r\n"])
+    table.release()
+    (rec,) = writer.records
+    assert rec["lzr"]["fingerprint"] == "ssh" and rec["lzr"]["handshakes"] == 1
+    assert _sent_syns(queue, plan) == []
+
+
+def test_a_fin_after_lost_data_is_no_answer() -> None:
+    # The FIN's sequence number is past the server's ISN + 1: data came first and was lost. The server
+    # sends it again (we have not acknowledged it); the FIN must not end the step as "closed".
+    table, plan, writer, queue, _ = _table(("lzr",))
+    table.events(_ev(Kind.SYNACK, 0, ts=1))
+    table.events(_ev(Kind.FIN, 0, ts=3, seq=ISN + 1 + 120))
+    table.release()
+    assert writer.records == [] and _sent_syns(queue, plan) == []
+    table.events(_ev(Kind.BANNER, 0, ts=9), [b"HTTP/1.1 200 OK\r\nServer: nginx\r\n\r\n"])
+    table.release()
+    (rec,) = writer.records
+    assert rec["lzr"]["fingerprint"] == "http" and rec["lzr"]["handshakes"] == 1
+
+
+def test_no_answer_means_the_next_handshake_and_the_identifying_data_is_shown() -> None:
+    table, plan, writer, queue, _ = _table(("lzr",))
+    _step(table, 0, None, ts=1, kind=Kind.FIN)  # http: closed without data
+    assert _sent_syns(queue, plan) == [("198.18.0.5", 443, 1)]
+    _step(table, 1, None, ts=5, kind=Kind.RST)  # tls: reset
+    table.events(_ev(Kind.SYNACK, 2, ts=9))  # rdp: silent...
+    table.sweep(now=time.monotonic() + 6)  # ...until its time (5 s) is up; the next one's is not
+    assert [s[2] for s in _sent_syns(queue, plan)] == [2, 3]
+    _step(table, 3, b"220 mail ESMTP Exim 4.96\r\n", ts=20)
+    (rec,) = writer.records
+    assert rec["lzr"]["fingerprint"] == "smtp" and rec["lzr"]["handshakes"] == 4
+    assert rec["lzr"]["handshake"] == lzr.HANDSHAKES[3].name and rec["banner"].startswith("220 mail")
+
+
+def test_a_step_without_even_a_syn_ack_times_out_too() -> None:
+    table, plan, writer, queue, _ = _table(("lzr",), handshakes="2")
+    _step(table, 0, None, ts=1, kind=Kind.FIN)
+    table.sweep(now=time.monotonic() + 6)  # step 1's SYN never answered
+    (rec,) = writer.records
+    assert rec["lzr"] == {
+        "fingerprint": "unknown",
+        "matches": [],
+        "handshakes": 2,
+        "handshake": None,
+        "tarpit": False,
+    }
+    assert rec["incomplete"] is False and rec["banner"] is None
+
+
+def test_stragglers_and_repeats_change_nothing() -> None:
+    table, plan, writer, queue, _ = _table(("lzr",))
+    _step(table, 0, None, ts=1, kind=Kind.FIN)
+    # Step 0's late RST, a repeated SYN-ACK of step 1, data for step 5 (never started): ignored.
+    table.events(_ev(Kind.RST, 0, ts=4))
+    table.events(_ev(Kind.SYNACK, 1, ts=5, repeat=REPEAT_DUP))
+    table.events(_ev(Kind.BANNER, 5, ts=6), [b"SSH-2.0-x\r\n"])
+    table.release()
+    assert writer.records == [] and table.pending == 1
+    # A RST for the first step of a target with no row: the port is closed (a record of the receiver's).
+    table.events(_ev(Kind.RST, 0, ip="198.18.0.9", ts=7))
+    table.release()
+    assert table.pending == 1
+
+
+def test_a_full_table_writes_what_it_evicts_incomplete_and_loses_nothing() -> None:
+    table, plan, writer, queue, _ = _table(("lzr",), limit=2)
+    ips = [f"198.18.0.{i}" for i in range(5)]
+    for ip in ips:
+        table.events(_ev(Kind.SYNACK, 0, ip=ip, ts=1))
+    assert table.pending == 2 and table.summary()["evicted"] == 3
+    assert [r["saddr"] for r in writer.records] == ips[:3] and all(r["incomplete"] for r in writer.records)
+    table.flush()  # the end of the scan
+    assert sorted(r["saddr"] for r in writer.records) == sorted(ips)  # each once, none merged
+    s = table.summary()
+    assert (s["complete"], s["incomplete"], s["table_peak"]) == (0, 5, 2)
+
+
+def test_closing_finishes_rows_instead_of_starting_steps() -> None:
+    table, plan, writer, queue, _ = _table(("jarm",))
+    table.closing = True  # XDP detached: a SYN now could not be answered
+    _step(table, 0, bytes.fromhex(ANSWERS["nginx_443"][0]), ts=1)
+    (rec,) = writer.records
+    assert rec["incomplete"] is True and rec["jarm"]["fingerprint"] is None
+    assert _sent_syns(queue, plan) == []
+
+
+def test_a_tarpit_is_not_identified_further() -> None:
+    table, plan, writer, queue, _ = _table(("lzr",), tarpit=True)
+    table.tarpit(np.array([_raw("198.18.4.5")], np.uint32))
+    table.events(_ev(Kind.SYNACK, 0, ip="198.18.4.5", ts=1))
+    table.events(_ev(Kind.FIN, 0, ip="198.18.4.5", ts=2))
+    table.release()
+    (rec,) = writer.records
+    assert rec["lzr"]["tarpit"] is True and rec["lzr"]["handshakes"] == 1 and rec["incomplete"] is False
+    assert _sent_syns(queue, plan) == []
+
+
+def test_multi_step_entries_in_the_plan() -> None:
+    plan = ProbePlan(
+        [get_probe("synscan"), get_probe("jarm"), get_probe("http")], np.array([443]), 32768, 61000
+    )
+    assert plan.P == 12 and plan.step_of == [0, *range(10), 0]
+    assert plan.group_of == [0, *[1] * 10, 11] and plan.multi.tolist() == [False, *[True] * 10, False]
+    assert plan.per_pair() == 3  # later steps are not planned: answers start them
+    seg = plan.segments(LINK, KEY, np.array([0xC6120005], np.uint32), np.array([443], np.uint16))
+    assert len(seg) == 3
+    # Each step has its own payload length rule for the XDP program: the hello's base + the address.
+    infos = plan.probe_infos()
+    assert [i["plus_ip_strlen"] for i in infos[1:11]] == [1] * 10
+    lengths = [len(plan.probes[1 + k].payload("1.2.3.4", 443)) for k in range(10)]
+    assert [i["base"] + 7 for i in infos[1:11]] == lengths
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    script=st.lists(
+        st.tuples(
+            st.sampled_from([Kind.SYNACK, Kind.BANNER, Kind.RST, Kind.FIN, Kind.ZEROWIN, "sweep", "release"]),
+            st.integers(0, 17),
+            st.integers(0, 3),
+            st.binary(max_size=64),
+        ),
+        max_size=60,
+    ),
+    name=st.sampled_from(["jarm", "lzr"]),
+    limit=st.integers(1, 4),
+)
+def test_any_event_sequence_writes_each_opened_row_exactly_once(script, name: str, limit: int) -> None:
+    table, plan, writer, queue, _ = _table((name,), limit=limit)
+    opened: list[str] = []
+    real_open = table._open
+
+    def counting_open(k, *a):
+        opened.append(socket.inet_ntoa(k[0].to_bytes(4, "little")))
+        return real_open(k, *a)
+
+    table._open = counting_open  # type: ignore[method-assign]
+    for what, entry, host, data in script:
+        entry %= plan.P
+        if what == "sweep":
+            table.sweep(now=time.monotonic() + 1000)
+        elif what == "release":
+            table.release()
+        else:
+            ev = _ev(what, entry, ip=f"198.18.0.{host}", ts=len(opened))
+            table.events(ev, [data] if what == Kind.BANNER else None)
+    table.flush()
+    assert table.pending == 0
+    # Every row opened is written once (a target may be opened again after its row finished).
+    assert sorted(r["saddr"] for r in writer.records) == sorted(opened)
+    fields = set(plan.probes[0].fields)
+    assert all(isinstance(r[name], dict) and set(r[name]) == fields for r in writer.records)
+
+
+def test_records_are_valid_json_whatever_the_answer_bytes() -> None:
+    table, plan, writer, queue, _ = _table(("lzr",), handshakes="1")
+    _step(table, 0, bytes(range(256)) + b"\xff\xfe\x00", ts=1)
+    (rec,) = writer.records
+    assert isinstance(rec["banner"], str)
+
+
+@pytest.mark.parametrize("name", ["jarm", "lzr"])
+def test_result_never_raises_and_keeps_the_fields(name: str) -> None:
+    probe = get_probe(name)
+    for parts in ([], [None], ["garbage", 3, {"x": 1}], [{"matches": "x"}]):
+        for complete in (True, False):
+            out = probe.result("198.18.0.5", 443, parts, complete)
+            assert list(out) == list(probe.fields)
