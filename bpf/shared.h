@@ -92,15 +92,29 @@ static __always_inline struct zb_variant zb_split_variant(__u32 variant)
 	return v;
 }
 
-/* --kernel-replies: the fixed payload the program piggybacks on its ACK.
- * csum is the payload's partial ones'-complement sum (16-bit little-endian
- * words, as the program loads them), precomputed by user space. */
-#define ZB_KPAYLOAD_MAX 512
+/* In-kernel replies: the payload the program piggybacks on its ACK, as a
+ * template it completes per target (zbanner_xdp/kpayload.py). Per probe one
+ * entry per length of the dotted target address (index probe * VARIANTS +
+ * that length): the text goes at ip_at; ranges (a multiple of 8 bytes each)
+ * get the target's pseudo-random bytes. csum is the template's partial
+ * ones'-complement sum (native 16-bit words, zeros where the program writes),
+ * precomputed by user space. */
+#define ZB_KPAYLOAD_MAX 1024
+#define ZB_KP_VARIANTS 16
+#define ZB_KP_RANGES 4
+#define ZB_KP_RANGE_MAX 32
+#define ZB_KP_NONE 0xffff
 struct zb_kpayload {
 	__u32 enabled;
 	__u32 len;
 	__u32 csum;
 	__u32 handshake;        /* 0: SYN-only probe, a SYN-ACK gets a RST */
+	__u64 seed;             /* of the ranges' bytes */
+	__u16 ip_at;            /* ZB_KP_NONE: the address is not in the payload */
+	__u16 range_at[ZB_KP_RANGES];   /* ZB_KP_NONE: unused */
+	__u16 range_len[ZB_KP_RANGES];
+	__u16 pad;
+	__u32 pad2;
 	__u8 data[ZB_KPAYLOAD_MAX];
 };
 

@@ -59,7 +59,8 @@ BPF_ARRAY(probe_info, struct zb_probe_info, ZB_PROBES);
  * cost ~200 ns per reply, more than the rest of the program together. */
 BPF_ARRAY(dedup, struct zb_dedup_bucket, ZB_DEDUP_BUCKETS);
 #if ZB_KERNEL_REPLIES
-BPF_ARRAY(kpayload, struct zb_kpayload, ZB_PROBES);
+/* Per probe, one template per length of the dotted target address (shared.h). */
+BPF_ARRAY(kpayload, struct zb_kpayload, ZB_PROBES * ZB_KP_VARIANTS);
 #endif
 #if ZB_GENERATOR
 BPF_F_TABLE("array", __u32, struct zb_gen_target, gen_targets, ZB_GEN_SLOTS, BPF_F_MMAPABLE);
@@ -120,6 +121,79 @@ static __always_inline __u32 dotted_len(__u32 raw)
 	}
 	return n;
 }
+
+#if ZB_KERNEL_REPLIES
+static __always_inline struct zb_kpayload *kp_lookup(__u32 probe, __u32 them_raw)
+{
+	__u32 i = probe * ZB_KP_VARIANTS + dotted_len(them_raw); /* 7-15 */
+	return kpayload.lookup(&i);
+}
+
+/* The dotted address as text, first character first, in out[] (16 bytes,
+ * zero-padded): built right-aligned in a 128-bit value, moved left, stored
+ * most significant byte first. No variable-offset stack writes, which the
+ * verifier would refuse. Returns its length (7-15). */
+static __always_inline __u32 dotted_text(__u32 raw, __u64 out[2])
+{
+	__u64 hi = 0, lo = 0;
+	__u32 n = 0;
+#define ZB_PUT(c)                                   \
+	do {                                        \
+		hi = (hi << 8) | (lo >> 56);        \
+		lo = (lo << 8) | (__u64)(c);        \
+		n++;                                \
+	} while (0)
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u32 b = (raw >> (8 * i)) & 0xff;
+		if (b >= 100)
+			ZB_PUT('0' + b / 100);
+		if (b >= 10)
+			ZB_PUT('0' + (b / 10) % 10);
+		ZB_PUT('0' + b % 10);
+		if (i < 3)
+			ZB_PUT('.');
+	}
+#undef ZB_PUT
+	__u32 shift = (16 - n) * 8; /* 8-72 bits */
+	if (shift >= 64) {
+		hi = lo << (shift - 64);
+		lo = 0;
+	} else {
+		hi = (hi << shift) | (lo >> (64 - shift));
+		lo <<= shift;
+	}
+	out[0] = __builtin_bswap64(hi); /* little-endian hosts: the first character lands first */
+	out[1] = __builtin_bswap64(lo);
+	return n;
+}
+
+/* A template range's bytes for one target: SplitMix64 (probes/base.py range_bytes is the same). */
+static __always_inline void kp_range(__u64 seed, __u32 ip, __u32 port, __u32 r, __u32 len, __u64 w[4])
+{
+	__u64 x = seed ^ ((__u64)ip << 32) ^ ((__u64)port << 16) ^ r;
+#pragma unroll
+	for (int j = 0; j < 4; j++) {
+		x += 0x9E3779B97F4A7C15ULL;
+		__u64 z = x;
+		z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+		z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+		w[j] = (__u32)j < len / 8 ? z ^ (z >> 31) : 0; /* zeros past the range: no checksum share */
+	}
+}
+
+/* A region's word sum as part of the payload's: folded to 16 bits, byte-swapped at an odd
+ * offset (its bytes then sit in the other halves of the payload's words). */
+static __always_inline __u32 csum_at(__u64 part, __u32 offset)
+{
+	part = (part & 0xffff) + (part >> 16);
+	part = (part & 0xffff) + (part >> 16);
+	part = (part & 0xffff) + (part >> 16);
+	if (offset & 1)
+		part = ((part & 0xff) << 8) | (part >> 8);
+	return (__u32)part;
+}
+#endif
 
 /* Duplicate filter. A reply seen before inside the window is a repeat:
  * counted, never recorded twice. Network duplicates arrive together and are
@@ -306,7 +380,7 @@ static __always_inline void kernel_reply_prepare(struct xdp_md *ctx, __u8 kind, 
 	kr->ok = 0;
 	if ((void *)(tcp + 1) > end)
 		return;
-	struct zb_kpayload *kp = kpayload.lookup(&probe);
+	struct zb_kpayload *kp = kp_lookup(probe, ip->saddr);
 	if (!kp || !kp->enabled)
 		return;
 	__builtin_memcpy(kr->mac, eth->h_dest, 12);
@@ -341,7 +415,7 @@ static __always_inline void kernel_reply_prepare(struct xdp_md *ctx, __u8 kind, 
 
 static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, struct zb_kr *kr)
 {
-	struct zb_kpayload *kp = kpayload.lookup(&probe);
+	struct zb_kpayload *kp = kp_lookup(probe, kr->them);
 	if (!kp)
 		return XDP_DROP;
 	void *data = (void *)(long)ctx->data;
@@ -352,6 +426,7 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 	if ((void *)(tcp + 1) > end)
 		return XDP_DROP;
 	__u32 plen = kr->plen;
+	__u64 extra = 0; /* word sums of what the program writes into the template */
 
 	__builtin_memcpy(eth->h_dest, kr->mac + 6, 6);
 	__builtin_memcpy(eth->h_source, kr->mac, 6);
@@ -390,6 +465,30 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 			return XDP_DROP;
 		if (bpf_xdp_store_bytes(ctx, 54, kp->data, n))
 			return XDP_DROP;
+		/* The template's per-target parts: the address text, the pseudo-random ranges. */
+		__u32 at = kp->ip_at;
+		if (at != ZB_KP_NONE) {
+			__u64 txt[2];
+			__u32 tl = dotted_text(kr->them, txt);
+			if (at > ZB_KPAYLOAD_MAX || at + tl > n || tl < 7 || tl > 15)
+				return XDP_DROP;
+			if (bpf_xdp_store_bytes(ctx, 54 + at, txt, tl))
+				return XDP_DROP;
+			extra += csum_at(bpf_csum_diff(0, 0, (__be32 *)txt, 16, 0), at);
+		}
+#pragma unroll
+		for (int r = 0; r < ZB_KP_RANGES; r++) {
+			__u32 rat = kp->range_at[r], rlen = kp->range_len[r];
+			if (rat == ZB_KP_NONE)
+				continue;
+			if (rat > ZB_KPAYLOAD_MAX || rlen < 8 || rlen > ZB_KP_RANGE_MAX || rat + rlen > n)
+				return XDP_DROP;
+			__u64 w[4];
+			kp_range(kp->seed, bpf_ntohl(kr->them), bpf_ntohs(kr->their_port), r, rlen, w);
+			if (bpf_xdp_store_bytes(ctx, 54 + rat, w, rlen))
+				return XDP_DROP;
+			extra += csum_at(bpf_csum_diff(0, 0, (__be32 *)w, ZB_KP_RANGE_MAX, 0), rat);
+		}
 		data = (void *)(long)ctx->data;
 		end = (void *)(long)ctx->data_end;
 		ip = data + sizeof(struct ethhdr);
@@ -402,7 +501,7 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 	__u64 sum = (us & 0xffff) + (us >> 16) + (them & 0xffff) + (them >> 16) + bpf_htons(IPPROTO_TCP) +
 		    bpf_htons(20 + plen) + (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 20, 0);
 	if (plen)
-		sum += kp->csum;
+		sum += kp->csum + extra;
 	tcp->check = zb_csum_fold(sum);
 	count(ZB_CNT_KERNEL_REPLIES);
 	return XDP_TX;
@@ -490,7 +589,7 @@ static __always_inline __u8 kernel_answers(struct xdp_md *ctx, struct iphdr *ip,
 	    (void *)ip != (void *)(eth + 1) || ip->ihl != 5)
 		return 0;
 	__u32 probe = zb_split_variant(variant).probe;
-	struct zb_kpayload *kp = kpayload.lookup(&probe);
+	struct zb_kpayload *kp = kp_lookup(probe, ip->saddr);
 	return kp && kp->enabled;
 #else
 	return 0;

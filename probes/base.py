@@ -27,6 +27,7 @@ __all__ = [
     "first_match",
     "parse_probe_args",
     "parse_reply_lines",
+    "range_bytes",
     "sanitise",
     "split_lines",
 ]
@@ -120,6 +121,26 @@ class ProbeKind(enum.Enum):
         return self in (ProbeKind.BANNER, ProbeKind.DATAGRAM)
 
 
+_GOLDEN = 0x9E3779B97F4A7C15
+_M64 = (1 << 64) - 1
+
+
+def range_bytes(seed: int, ip: int, port: int, index: int, n: int) -> bytes:
+    """`n` (a multiple of 8) pseudo-random bytes for a target (`ip` as a number), the same in the XDP
+    program (bpf/xdp_recv.c, kp_range): SplitMix64 from seed ^ ip << 32 ^ port << 16 ^ index, each
+    output little-endian. Not secret: values that only need to look random to a server (TLS randoms)."""
+    x = (seed ^ (ip << 32) ^ (port << 16) ^ index) & _M64
+    out = bytearray()
+    for _ in range(n // 8):
+        x = (x + _GOLDEN) & _M64
+        z = x
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        z ^= z >> 31
+        out += z.to_bytes(8, "little")
+    return bytes(out)
+
+
 class StepOutcome(enum.Enum):
     """How one step (connection) of a multi-step probe ended."""
 
@@ -207,6 +228,11 @@ class Probe:
 
     def _matches(self, parsed: dict[str, Any]) -> bool:
         return False
+
+    def kernel_ranges(self) -> tuple[int, list[tuple[int, int]]] | None:
+        """Where payload() puts bytes derived from the target (range_bytes), for in-kernel replies:
+        (seed, [(offset, length), ...]) — lengths multiples of 8, at most 4 ranges of 32 bytes."""
+        return None
 
     # -- multi-connection probes (steps) -----------------------------------------------------------------
     # A probe with `steps` > 1 may connect to a target again, statelessly: step k is its own connection

@@ -8,10 +8,11 @@ same bytes on a retransmission).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import struct
 from typing import Any, ClassVar
 
-from .base import Probe, ProbeArgError, ProbeKind, banner_text
+from .base import Probe, ProbeArgError, ProbeKind, banner_text, range_bytes
 from .registry import register
 
 # -- constants ------------------------------------------------------------------------------------------
@@ -205,8 +206,14 @@ def _vec16(body: bytes) -> bytes:
     return _u16(len(body)) + body
 
 
-def _derive(label: str, ip: str, port: int, n: int = 32) -> bytes:
-    return hashlib.sha256(f"zbanner-xdp/tls/{label}|{ip}|{port}".encode()).digest()[:n]
+# The random, session id and key share derive from the target (range_bytes, ranges 0, 1 and 2), so that
+# payload(ip, port) is deterministic and the XDP program can write the same bytes (in-kernel replies).
+_RANGE_SEED = int.from_bytes(hashlib.sha256(b"zbanner-xdp/tls").digest()[:8], "little")
+
+
+def _derive(index: int, ip: str, port: int) -> bytes:
+    addr = int(ipaddress.ip_address(ip)) & 0xFFFFFFFF if ip else 0
+    return range_bytes(_RANGE_SEED, addr, port, index, 32)
 
 
 class _Reader:
@@ -295,9 +302,16 @@ class TlsProbe(Probe):
         """The full TLS record carrying our ClientHello.  Its length never depends on ip/port."""
         if self.fixed:
             ip, port = "", 0
-        random = _derive("random", ip, port)
-        session_id = _derive("session", ip, port)
-        key_share = _derive("x25519", ip, port)
+        return self._hello(_derive(0, ip, port), _derive(1, ip, port), _derive(2, ip, port))
+
+    def kernel_ranges(self) -> tuple[int, list[tuple[int, int]]] | None:
+        if self.fixed:
+            return None
+        marks = [bytes([0xA0 + i]) * 32 for i in range(3)]
+        hello = self._hello(*marks)
+        return _RANGE_SEED, [(hello.index(m), 32) for m in marks]
+
+    def _hello(self, random: bytes, session_id: bytes, key_share: bytes) -> bytes:
 
         exts: list[bytes] = []
         if self.sni is not None:

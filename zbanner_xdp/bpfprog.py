@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bpfload, bpfsys, cookie, events, packets
+from . import bpfload, bpfsys, cookie, events, kpayload
 
 # The C sources: the package zbanner_xdp.bpf (the repository's bpf/). BCC reads them, and the headers
 # through -I, from disk: the package is installed as files, as pip installs it.
@@ -92,7 +92,7 @@ class RecvProgram:
         params: ProgParams,
         key: bytes,
         probe_infos: list[dict[str, int]] | None = None,
-        kernel_payloads: list[tuple[bool, bytes] | None] | None = None,
+        kernel_payloads: list[kpayload.KernelPayload | None] | None = None,
     ):
         self.params = params
         self.link_fd: int | None = None
@@ -111,7 +111,10 @@ class RecvProgram:
             raise
 
     def _configure(
-        self, key: bytes, probe_infos: list[dict[str, int]], kernel_payloads: list[tuple[bool, bytes] | None]
+        self,
+        key: bytes,
+        probe_infos: list[dict[str, int]],
+        kernel_payloads: list[kpayload.KernelPayload | None],
     ) -> None:
         k0, k1 = cookie.key_words(key)
         self.obj.update("config", 0, events.pack(events.CONFIG_DTYPE, k0=k0, k1=k1))
@@ -120,23 +123,16 @@ class RecvProgram:
         if self.params.kernel_replies:
             self._set_kernel_payloads(kernel_payloads)
 
-    def _set_kernel_payloads(self, payloads: list[tuple[bool, bytes] | None]) -> None:
-        """Per probe: (handshake, fixed payload) the program answers with, or None (user space does)."""
+    def _set_kernel_payloads(self, payloads: list[kpayload.KernelPayload | None]) -> None:
+        """Per probe: the templates the program answers with (kpayload.py), or None (user space does)."""
         for i, item in enumerate(payloads):
-            rec = np.zeros((), dtype=events.KPAYLOAD_DTYPE)
-            if item is not None:
-                handshake, data = item
-                if len(data) > events.KPAYLOAD_MAX:
-                    continue
-                rec["enabled"], rec["len"], rec["handshake"] = 1, len(data), int(handshake)
-                rec["csum"] = packets.native_word_sum(data)
-                rec["data"][: len(data)] = np.frombuffer(data, dtype=np.uint8)
-            self.obj.update("kpayload", i, rec.tobytes())
+            for v, rec in enumerate(kpayload.records(item)):
+                self.obj.update("kpayload", i * kpayload.VARIANTS + v, rec)
 
     def disable_kernel_replies(self) -> None:
         """From the next packet on, the program answers nothing itself (user space does)."""
         off = np.zeros((), dtype=events.KPAYLOAD_DTYPE).tobytes()
-        for i in range(self.params.probes):
+        for i in range(self.params.probes * kpayload.VARIANTS):
             self.obj.update("kpayload", i, off)
 
     @property

@@ -190,9 +190,12 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
     help="Seconds between copies of a probe.",
 )
 @click.option(
-    "--kernel-replies",
-    is_flag=True,
-    help="Answer SYN-ACKs and banners inside the XDP program (probes with a fixed payload).",
+    "--kernel-replies/--no-kernel-replies",
+    default=True,
+    show_default=True,
+    help="Answer SYN-ACKs (ACK + the probe's payload, completed per target) and banners (RST) inside "
+    "the XDP program; verified against the driver's counters, user space takes over where XDP "
+    "transmits are not delivered (the metadata's kernel_replies says which ran).",
 )
 @click.option(
     "--tarpit-check",

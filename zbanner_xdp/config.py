@@ -44,7 +44,7 @@ class ScanConfig:
     retransmit_queue: int = 1 << 20
     tarpit_check: bool = False
     tx: str = "auto"
-    kernel_replies: bool = False
+    kernel_replies: bool = True  # answered in XDP where the driver delivers (kreplies.py)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

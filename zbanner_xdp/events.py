@@ -108,7 +108,13 @@ assert EVENT_SIZE == 48, "zb_event must stay 8-byte aligned and packed"
 
 
 # The longest fixed payload the program answers a SYN-ACK with itself (--kernel-replies).
-KPAYLOAD_MAX = 512
+KPAYLOAD_MAX = 1024
+# In-kernel reply templates (kpayload.py): per probe one per length of the dotted address, and the
+# per-target pseudo-random ranges the program fills.
+KP_VARIANTS = 16
+KP_RANGES = 4
+KP_RANGE_MAX = 32
+KP_NONE = 0xFFFF
 # The SYN the kernel-side generator sends: Ethernet, IPv4, TCP with the MSS option (ZB_GEN_FRAME).
 GEN_FRAME = packets.TCP_OFF + packets.TCP_LEN + len(packets.SYN_OPTIONS)
 
@@ -134,6 +140,12 @@ KPAYLOAD_DTYPE = np.dtype(
         ("len", "<u4"),
         ("csum", "<u4"),
         ("handshake", "<u4"),
+        ("seed", "<u8"),
+        ("ip_at", "<u2"),
+        ("range_at", "<u2", (KP_RANGES,)),
+        ("range_len", "<u2", (KP_RANGES,)),
+        ("pad", "<u2"),
+        ("pad2", "<u4"),
         ("data", "u1", (KPAYLOAD_MAX,)),
     ]
 )
@@ -192,6 +204,10 @@ def shared_constants() -> dict[str, int]:
         "ZB_EV_ANSWERED": EV_ANSWERED,
         "ZB_DATA_MAX": DATA_MAX,
         "ZB_KPAYLOAD_MAX": KPAYLOAD_MAX,
+        "ZB_KP_VARIANTS": KP_VARIANTS,
+        "ZB_KP_RANGES": KP_RANGES,
+        "ZB_KP_RANGE_MAX": KP_RANGE_MAX,
+        "ZB_KP_NONE": KP_NONE,
         "ZB_DEDUP_WAYS": DEDUP_WAYS,
         "ZB_GEN_FRAME": GEN_FRAME,
     }

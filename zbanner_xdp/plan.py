@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import cookie, events, packets
+from . import cookie, packets
 
 TARPIT_PORT_LO = 10000  # the tarpit check's random port lies in [10000, 65535]
 
@@ -299,18 +299,12 @@ class ProbePlan:
         return Segment(*packets.udp_frames(link, addrs, ports, sports, pay, ipid))
 
     # -- for the XDP program -------------------------------------------------
-    def kernel_payloads(self) -> list[tuple[bool, bytes] | None]:
-        """--kernel-replies: per probe, what the program can answer a SYN-ACK with by itself."""
-        out: list[tuple[bool, bytes] | None] = []
-        for p in self.probes:
-            if p.transport != "tcp":
-                out.append(None)
-            elif not p.handshake:
-                out.append((False, b""))
-            else:
-                fixed = p.fixed_payload
-                out.append((True, fixed) if fixed is not None and len(fixed) <= events.KPAYLOAD_MAX else None)
-        return out
+    def kernel_payloads(self) -> list[Any]:
+        """In-kernel replies: per plan entry, the templates the program answers a SYN-ACK with by itself
+        (kpayload.KernelPayload), or None where it cannot reproduce the payload (user space answers)."""
+        from . import kpayload
+
+        return [kpayload.build(p) for p in self.probes]
 
     def probe_infos(self) -> list[dict[str, int]]:
         """Per probe, the members of its zb_probe_info (events.PROBE_INFO_DTYPE) the program reads:

@@ -116,6 +116,8 @@ class Replies:
         """Answer what a batch of events (small records or banner headers) needs answered."""
         wanted = ev[np.isin(ev["kind"], _ANSWERED_KINDS) & (ev["repeat"] != REPEAT_DUP)]
         if len(wanted):
+            # Retransmissions answered again, by the program or by us.
+            self.reanswered += int((wanted["repeat"] == REPEAT_RETRANSMIT).sum())
             self._answer(wanted[self._ours_to_answer(wanted)])
 
     def settle(self) -> None:
@@ -131,7 +133,6 @@ class Replies:
     def _answer(self, answer: np.ndarray) -> None:
         if len(answer) == 0:
             return
-        self.reanswered += int((answer["repeat"] == REPEAT_RETRANSMIT).sum())
         self._rst(answer[answer["kind"] != Kind.SYNACK])
         synack = answer[answer["kind"] == Kind.SYNACK]
         probe_idx, _ = split_variant(synack["variant"], self.plan.P)

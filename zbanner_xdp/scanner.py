@@ -462,7 +462,12 @@ class Scanner:
         )
 
     def replies_sent(self) -> int:
-        return self.sent_replies + self.reply_queue.sent_direct
+        """Every answer sent: from user space, and from the XDP program (the driver's count of its
+        transmits, read once a second while the scan runs)."""
+        return self.sent_replies + self.reply_queue.sent_direct + self._kernel_replies_sent()
+
+    def _kernel_replies_sent(self) -> int:
+        return self.kreplies.sent if self.kreplies is not None else 0
 
     def hits(self) -> int:
         return self.receiver.hits if self.receiver is not None else 0
@@ -707,6 +712,7 @@ class Scanner:
             "packets_sent": {
                 "probes": self.sent_probes,
                 "replies": self.replies_sent(),
+                "replies_in_kernel": self._kernel_replies_sent(),
                 "total": self.sent_probes + self.replies_sent(),
             },
             "send_rate_pps": self._send_rate(),

@@ -31,6 +31,16 @@ def lab_up() -> Iterator[lab.LabInfo]:
         lab.down()
 
 
+# The two reply paths (README: --kernel-replies): the XDP program answers, or user space does. Tests of
+# results take `replies` and pass REPLY_ARGS[replies] to the scanner: the same results both ways.
+REPLY_ARGS = {"kernel": (), "user": ("--no-kernel-replies",)}
+
+
+@pytest.fixture(params=sorted(REPLY_ARGS))
+def replies(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
 def empty_blocklist(tmp_path: Path) -> str:
     # The lab lives in 198.18.0.0/15, which the default blocklist reserves.

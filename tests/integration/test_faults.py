@@ -35,7 +35,7 @@ import orjson
 import pytest
 
 from tests.conftest import privileged_reason
-from tests.integration.conftest import NO_DROPS, run_scanner
+from tests.integration.conftest import NO_DROPS, REPLY_ARGS, run_scanner
 from tests.skip_policy import missing_feature
 from zbanner_xdp import lab
 from zbanner_xdp.lab import impair
@@ -222,11 +222,12 @@ def test_http_banners_under_fault(
     cooldown: float,
     min_coverage: float,
     counter: str | None,
+    replies: str,
 ) -> None:
     if backend == "netem" and not impair.netem_available():
         pytest.skip(missing_feature("sch_netem", "the relay cases cover the faults"))
     with fault(backend, spec) as stats:
-        recs, m = _scan(tmp_path, empty_blocklist, "http", cooldown)
+        recs, m = _scan(tmp_path, empty_blocklist, "http", cooldown, *REPLY_ARGS[replies])
     n = len(_targets())
     banners = [x for x in recs if x["classification"] == "banner"]
     synacks = {x["saddr"] for x in recs if x["classification"] == "synack"}

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from tests.integration.conftest import (
+    REPLY_ARGS,
     Capture,
     pcap_tcp,
     read_records,
@@ -43,7 +44,7 @@ FIELDS = {
 }
 
 
-def test_synscan_matches_ground_truth(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
+def test_synscan_matches_ground_truth(lab_up, tmp_path: Path, empty_blocklist: str, replies: str) -> None:
     out, meta, pcap = tmp_path / "out.jsonl", tmp_path / "meta.json", tmp_path / "scan.pcap"
     with Capture(pcap):
         r = run_scanner(
@@ -65,6 +66,7 @@ def test_synscan_matches_ground_truth(lab_up, tmp_path: Path, empty_blocklist: s
             *NETS,
             "-p",
             "80,81",
+            *REPLY_ARGS[replies],
         )
     assert r.returncode == 0, r.stderr
     recs = read_records(out)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zbanner_xdp import bpfsys, packets
+from zbanner_xdp import bpfsys, kpayload, packets
 from zbanner_xdp.cookie import cookie_scalar
 from zbanner_xdp.events import EVENT_DTYPE, EVENT_SIZE, Counter
 from zbanner_xdp.receiver import RingReader
@@ -291,11 +291,18 @@ def kprog():
         ack_window=512,
     )
     p = Prog.__new__(Prog)
-    p.p = RecvProgram(params, KEY, probe_infos=[PROBE_INFO], kernel_payloads=[(True, PAYLOAD)])
+    fixed = kpayload.KernelPayload(handshake=True, variants=[kpayload.Variant(PAYLOAD)] * kpayload.VARIANTS)
+    p.p = RecvProgram(params, KEY, probe_infos=[PROBE_INFO], kernel_payloads=[fixed])
     p.ring = RingReader(p.p, 64)
     yield p
     p.ring.close()
     p.p.close()
+
+
+def dpkt_ethernet(raw: bytes):
+    import dpkt
+
+    return dpkt.ethernet.Ethernet(raw)
 
 
 def _checked(out: bytes):
@@ -334,3 +341,81 @@ def test_kernel_replies_answer_synack_and_banner(kprog: Prog) -> None:
     assert np.frombuffer(ev[:EVENT_SIZE], EVENT_DTYPE)[0]["kind"] == 4
     # A network duplicate is neither recorded nor answered again.
     assert bpfsys.prog_test_run(kprog.p.prog_fd, frame(0x12, c + 1, seq=5000, sport=40100))[0] == XDP_DROP
+
+
+# Probes whose payload depends on the target, answered in the kernel from a template: the address text
+# (http's Host:, each JARM hello's SNI and the lengths around it), the per-target ranges (tls's random,
+# session id, key share).
+TEMPLATED = [("http", {}), ("tls", {}), ("jarm", {"seed": "00ff"}), ("lzr", {}), ("ssh", {})]
+
+
+@pytest.fixture(scope="module")
+def tprog():
+    from zbanner_xdp.bpfprog import ProgParams, RecvProgram
+    from zbanner_xdp.plan import ProbePlan
+    from zbanner_xdp.probes import get_probe
+
+    plan = ProbePlan([get_probe(n, a) for n, a in TEMPLATED], np.array([443]), LO, HI)
+    params = ProgParams(
+        src_ip=US,
+        port_lo=LO,
+        port_hi=HI,
+        probes=plan.P,
+        variants=plan.V,
+        slots=plan.slots,
+        banners=True,
+        dedup_entries=1024,
+        ringbuf_pages=64,
+        banner_pages=64,
+        kernel_replies=True,
+        ttl=64,
+        ack_window=1024,
+    )
+    kps = plan.kernel_payloads()
+    assert all(k is not None for k in kps), [
+        p.name for p, k in zip(plan.probes, kps, strict=True) if k is None
+    ]
+    prog = RecvProgram(params, KEY, probe_infos=plan.probe_infos(), kernel_payloads=kps)
+    ring = RingReader(prog, 64, 64)
+    yield prog, ring, plan
+    ring.close()
+    prog.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(them=st.integers(0x01000000, 0xDFFFFFFF), port=st.integers(1, 65535), entry=st.integers(0, 63))
+def test_templated_payloads_equal_user_space_byte_for_byte(tprog, them: int, port: int, entry: int) -> None:
+    """The program's ACK+payload for any target (address text of every length, ports, every JARM
+    hello) is the frame user space builds from probe.payload(), checksums included."""
+    prog, ring, plan = tprog
+    entry %= plan.P
+    probe = plan.probes[entry]
+    sport = int(plan.source_ports(KEY, US, np.array([them], np.uint32), port, entry)[0])
+    c = cookie_scalar(KEY, US, them, sport, port)
+    synack = frame(0x12, c + 1, seq=777, sport=sport, src=them, dport=port)
+    repeats = prog.counter(Counter.REPEAT)
+    ret, out = bpfsys.prog_test_run(prog.prog_fd, synack)
+    ring.poll(0)
+    if prog.counter(Counter.REPEAT) > repeats:
+        return  # hypothesis ran this target before: a duplicate, rightly not answered again
+    assert ret == XDP_TX, (probe.name, entry, prog.counter(Counter.NO_ROOM))
+    ip_text = ".".join(str(b) for b in them.to_bytes(4, "big"))
+    payload = probe.payload(ip_text, port)
+    link = packets.LinkParams(b"\x04" * 6, b"\x02" * 6, US, 64)
+    pay, plen = packets.payload_matrix([payload])
+    want, n = packets.tcp_frames(
+        link,
+        np.array([them], np.uint32),
+        np.array([port]),
+        np.array([sport]),
+        np.array([(c + 1) & 0xFFFFFFFF], np.uint32),
+        778,
+        packets.ACK | (packets.PSH if payload else 0),
+        1024,
+        payload=pay if payload else None,
+        payload_len=plen if payload else None,
+    )
+    got_eth, got_ip, got_tcp = _checked(out)
+    want_eth = dpkt_ethernet(want[0, : n[0]].tobytes())
+    assert bytes(got_tcp.data) == payload, (probe.name, ip_text)
+    assert got_tcp.sum == want_eth.data.data.sum and got_ip.len == want_eth.data.len

@@ -1,0 +1,162 @@
+"""In-kernel replies for every TCP probe: payload templates the XDP program completes per target.
+
+A probe's payload may depend on the target in two ways the program can
+reproduce without user space (bpf/xdp_recv.c, kernel_reply_finish):
+- the dotted target address somewhere in it (HTTP's Host:, JARM's SNI), and
+  lengths that grow with it: one template per length of the address text
+  (0-15 characters), zeros where the text goes (`ip_at`);
+- pseudo-random ranges derived from the target (the TLS probe's random,
+  session id and key share): up to RANGES ranges of a multiple of 8 bytes,
+  zeros in the template, filled with range_bytes(seed, address, port, index)
+  — SplitMix64, cheap in the program and here (probes.base.range_bytes).
+
+build() derives the templates from the probe's own payload() and keeps them
+only if render() reproduces payload() exactly for a sample of targets, so a
+probe the program would answer wrongly is answered by user space instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import events, packets
+from .probes.base import range_bytes
+
+VARIANTS = events.KP_VARIANTS  # templates per probe: one per length of the dotted address (0-15)
+RANGES = events.KP_RANGES
+RANGE_MAX = events.KP_RANGE_MAX
+NONE = events.KP_NONE
+
+
+@dataclass
+class Variant:
+    """One template: what the program stores, then completes."""
+
+    data: bytes
+    ip_at: int = NONE
+    ranges: list[tuple[int, int]] = field(default_factory=list)  # (offset, length)
+
+
+@dataclass
+class KernelPayload:
+    handshake: bool
+    seed: int = 0
+    variants: list[Variant | None] = field(default_factory=lambda: [None] * VARIANTS)
+
+
+def _addr(lengths: tuple[int, ...], digit: str) -> str:
+    return ".".join(digit * n for n in lengths)
+
+
+def _octet_lengths(total: int) -> tuple[int, ...]:
+    """Digit counts of a dotted address `total` characters long (7-15), e.g. 11 -> (3, 2, 1, 2)."""
+    digits = total - 3
+    out = []
+    for i in range(4):
+        rest = 3 - i  # octets after this one, each at least one digit
+        n = min(3, digits - rest)
+        out.append(n)
+        digits -= n
+    return tuple(out)
+
+
+def render(v: Variant, seed: int, ip: str, port: int) -> bytes:
+    """What the program sends for this target: the template, the address text, the ranges."""
+    data = bytearray(v.data)
+    if v.ip_at != NONE:
+        data[v.ip_at : v.ip_at + len(ip)] = ip.encode()
+    for r, (at, n) in enumerate(v.ranges):
+        data[at : at + n] = range_bytes(seed, int(ipaddress.IPv4Address(ip)), port, r, n)
+    return bytes(data)
+
+
+def _samples(length: int, rng: random.Random) -> list[str]:
+    out = []
+    while len(out) < 6:
+        ip = str(ipaddress.IPv4Address(rng.getrandbits(32)))
+        if len(ip) == length:
+            out.append(ip)
+    return out
+
+
+def build(probe: Any) -> KernelPayload | None:
+    """The probe's templates, or None where the program cannot reproduce its payload."""
+    if probe.transport != "tcp":
+        return None
+    if not probe.handshake:
+        return KernelPayload(handshake=False)  # a SYN-ACK gets a RST: no payload
+    out = KernelPayload(handshake=True)
+    ranges_spec = probe.kernel_ranges()
+    if ranges_spec is not None:
+        out.seed, ranges = ranges_spec
+        if len(ranges) > RANGES or any(n % 8 or not 0 < n <= RANGE_MAX for _, n in ranges):
+            return None
+    else:
+        ranges = []
+    rng = random.Random(7)
+    fixed = probe.fixed_payload
+    for length in range(7, 16):
+        if fixed is not None:
+            v = Variant(fixed)
+        else:
+            v = _variant(probe, length, ranges)
+            if v is None:
+                return None
+        if len(v.data) > events.KPAYLOAD_MAX:
+            return None
+        for ip in _samples(length, rng):
+            port = rng.randrange(1, 65536)
+            if render(v, out.seed, ip, port) != probe.payload(ip, port):
+                return None
+        out.variants[length] = v
+    return out
+
+
+def _variant(probe: Any, length: int, ranges: list[tuple[int, int]]) -> Variant | None:
+    """The template for addresses `length` characters long: where the address text sits, found as
+    the bytes that differ between two addresses with different digits in the same places."""
+    octets = _octet_lengths(length)
+    a, b = _addr(octets, "1"), _addr(octets, "2")
+    pa, pb = probe.payload(a, 80), probe.payload(b, 80)
+    if len(pa) != len(pb):
+        return None
+    # (The ranges differ between the two too, by design: they are masked, and must not move.)
+    data = bytearray(pa)
+    mask = [x != y for x, y in zip(pa, pb, strict=True)]
+    for at, n in ranges:
+        data[at : at + n] = bytes(n)
+        mask[at : at + n] = [False] * n
+    diff = [i for i, m in enumerate(mask) if m]
+    if not diff:
+        return Variant(bytes(data), NONE, list(ranges))
+    ip_at = diff[0]
+    if pa[ip_at : ip_at + length] != a.encode() or any(i >= ip_at + length for i in diff):
+        return None  # the address is not there once, as text
+    data[ip_at : ip_at + length] = bytes(length)
+    return Variant(bytes(data), ip_at, list(ranges))
+
+
+def records(kp: KernelPayload | None) -> list[bytes]:
+    """The program's zb_kpayload entries of one probe (VARIANTS of them, disabled where None)."""
+    out = []
+    for i in range(VARIANTS):
+        rec = np.zeros((), dtype=events.KPAYLOAD_DTYPE)
+        v = kp.variants[i] if kp is not None and kp.handshake else None
+        if kp is not None and (v is not None or not kp.handshake):
+            rec["enabled"], rec["handshake"], rec["seed"] = 1, int(kp.handshake), kp.seed
+            rec["ip_at"] = NONE
+            rec["range_at"][:] = NONE
+            if v is not None:
+                rec["len"] = len(v.data)
+                rec["csum"] = packets.native_word_sum(v.data)
+                rec["ip_at"] = v.ip_at
+                for r, (at, n) in enumerate(v.ranges):
+                    rec["range_at"][r], rec["range_len"][r] = at, n
+                rec["data"][: len(v.data)] = list(v.data)
+        out.append(rec.tobytes())
+    return out
