@@ -169,16 +169,13 @@ def test_banner_segment(banprog: Prog) -> None:
     assert banprog.drain() == []
 
 
-@pytest.fixture(scope="module")
-def liveprog():
-    """The program as a liveness scan builds it: TCP banners, UDP (DNS, NTP) and ICMP echo probes."""
+def _plan_prog(names: list[tuple[str, dict[str, str]]], port: int, **extra: object):
+    """(program, its ring reader, plan) built as a scan of `names` on `port` builds them."""
     from zbanner_xdp.bpfprog import ProgParams, RecvProgram
     from zbanner_xdp.plan import ProbePlan
     from zbanner_xdp.probes import get_probe
 
-    plan = ProbePlan(
-        [get_probe(n) for n in ("http", "udp-dns", "udp-ntp", "icmp-echo")], np.array([80]), LO, HI
-    )
+    plan = ProbePlan([get_probe(n, a) for n, a in names], np.array([port]), LO, HI)
     params = ProgParams(
         src_ip=US,
         port_lo=LO,
@@ -191,9 +188,17 @@ def liveprog():
         dedup_entries=1024,
         ringbuf_pages=64,
         banner_pages=64,
+        **extra,  # type: ignore[arg-type]
     )
-    prog = RecvProgram(params, KEY, probe_infos=plan.probe_infos())
-    ring = RingReader(prog, 64, 64)
+    kps = plan.kernel_payloads() if extra.get("kernel_replies") else None
+    prog = RecvProgram(params, KEY, probe_infos=plan.probe_infos(), kernel_payloads=kps)
+    return prog, RingReader(prog, 64, 64), plan
+
+
+@pytest.fixture(scope="module")
+def liveprog():
+    """The program as a liveness scan builds it: TCP banners, UDP (DNS, NTP) and ICMP echo probes."""
+    prog, ring, _ = _plan_prog([(n, {}) for n in ("http", "udp-dns", "udp-ntp", "icmp-echo")], 80)
     yield prog, ring
     ring.close()
     prog.close()
@@ -351,32 +356,8 @@ TEMPLATED = [("http", {}), ("tls", {}), ("jarm", {"seed": "00ff"}), ("lzr", {}),
 
 @pytest.fixture(scope="module")
 def tprog():
-    from zbanner_xdp.bpfprog import ProgParams, RecvProgram
-    from zbanner_xdp.plan import ProbePlan
-    from zbanner_xdp.probes import get_probe
-
-    plan = ProbePlan([get_probe(n, a) for n, a in TEMPLATED], np.array([443]), LO, HI)
-    params = ProgParams(
-        src_ip=US,
-        port_lo=LO,
-        port_hi=HI,
-        probes=plan.P,
-        variants=plan.V,
-        slots=plan.slots,
-        banners=True,
-        dedup_entries=1024,
-        ringbuf_pages=64,
-        banner_pages=64,
-        kernel_replies=True,
-        ttl=64,
-        ack_window=1024,
-    )
-    kps = plan.kernel_payloads()
-    assert all(k is not None for k in kps), [
-        p.name for p, k in zip(plan.probes, kps, strict=True) if k is None
-    ]
-    prog = RecvProgram(params, KEY, probe_infos=plan.probe_infos(), kernel_payloads=kps)
-    ring = RingReader(prog, 64, 64)
+    prog, ring, plan = _plan_prog(TEMPLATED, 443, kernel_replies=True, ttl=64, ack_window=1024)
+    assert all(k is not None for k in plan.kernel_payloads())  # every one answered in the kernel
     yield prog, ring, plan
     ring.close()
     prog.close()
