@@ -187,6 +187,14 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
     help="Answer SYN-ACKs and banners inside the XDP program (probes with a fixed payload).",
 )
 @click.option(
+    "--step-table",
+    default=str(ScanConfig.step_table),
+    show_default=True,
+    callback=lambda _c, _p, v: _count(v, "--step-table", 1, 1 << 24),
+    help="Targets a multi-connection probe (jarm, lzr) may have in progress at once; past it the "
+    "oldest is written as it stands, marked incomplete.",
+)
+@click.option(
     "--tarpit-check",
     is_flag=True,
     help="Also SYN one random high port per address: tarpits answer every port.",
@@ -205,6 +213,7 @@ def scan(
     output_repeats: bool,
     retransmit: int,
     retransmit_delay: float,
+    step_table: int,
     tarpit_check: bool,
     kernel_replies: bool,
 ) -> None:
@@ -267,6 +276,7 @@ def scan(
         output_repeats=output_repeats,
         retransmit=retransmit,
         retransmit_delay=retransmit_delay,
+        step_table=step_table,
         tarpit_check=tarpit_check,
         tx=obj["tx"],
         kernel_replies=kernel_replies,
