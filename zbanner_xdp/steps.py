@@ -174,6 +174,17 @@ class StepTable:
     def pending(self) -> int:
         return len(self.rows)
 
+    LAST_ANSWER_GRACE = 1.0  # seconds past a step's deadline for its answer (or timeout) to be taken
+
+    def wait_until(self, cool_base: float) -> float:
+        """When the scan's cooldown may end: at cool_base, or once every row still pending has had its
+        current step's time. A step's deadline runs from its SYN-ACK (step 0) or its SYN (later steps),
+        so a row whose first answer is slow holds the cooldown as a follow-up does."""
+        if not self.rows:
+            return cool_base
+        latest = max((q[-1][0] for q in self._deadlines.values() if q), default=0.0)
+        return max(cool_base, latest + self.LAST_ANSWER_GRACE)
+
     def summary(self) -> dict[str, Any]:
         return {
             "table_limit": self.limit,
