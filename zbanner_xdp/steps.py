@@ -54,6 +54,7 @@ class Row:
     gen: int  # bumped at every step: deadlines of earlier steps are stale
     synack: bool  # the current step's SYN-ACK arrived
     dport: int  # our port of step 0's connection
+    isn: int = 0  # the server's initial sequence number on the current step's connection (its SYN-ACK)
     parts: list[Any] = field(default_factory=list)
     # The answer the record shows as its banner/data: the probe's choice of first or last data.
     shown: tuple[bytes, int, dict[str, int]] | None = None  # (data, payload_len, header values)
@@ -89,6 +90,8 @@ class StepTable:
         self.complete = 0
         self.incomplete = 0
         self.followups = 0  # SYNs of later steps sent
+        self.unanswered = 0  # rows cut short: a follow-up SYN got no SYN-ACK within the step's time
+        self.unordered = 0  # rows cut short: the first data seen was not the stream's first bytes
         self.last_followup = 0.0  # time.monotonic() of the last one
         self.closing = False  # the scan is ending (XDP detached): no step starts any more
         self._gen = 0
@@ -144,10 +147,16 @@ class StepTable:
             return  # an earlier step's straggler
         if kind == Kind.SYNACK:
             if not row.synack:
-                row.synack = True
+                row.synack, row.isn = True, int(e["seq"])
                 self._arm(k, row, now)  # the step's time runs from its handshake
             return
         if kind == Kind.RST and not row.synack and step == 0:
+            return
+        if kind == Kind.BANNER and row.synack and int(e["seq"]) != (row.isn + 1) & 0xFFFFFFFF:
+            # Not the stream's first bytes (a later segment overtook the first on the way): what this
+            # step would decide on is unknown, and a guess could be wrong. Written as it stands.
+            self.unordered += 1
+            self._cut_short(k, row)
             return
         self._answer(k, row, _OUTCOME_BY_KIND[Kind(kind)], data, e, now)
 
@@ -158,7 +167,14 @@ class StepTable:
             while q and q[0][0] <= now:
                 _, k, gen = q.popleft()
                 row = self.rows.get(k)
-                if row is not None and row.gen == gen:
+                if row is None or row.gen != gen:
+                    continue
+                if not row.synack:
+                    # A follow-up SYN never answered: its connection was never made (the SYN or the
+                    # SYN-ACKs were lost), so "no answer" is not what the server said. As it stands.
+                    self.unanswered += 1
+                    self._cut_short(k, row)
+                else:
                     self._answer(k, row, StepOutcome.TIMEOUT, b"", None, now)
         self._flush_out()
 
@@ -193,6 +209,8 @@ class StepTable:
             "complete": self.complete,
             "incomplete": self.incomplete,
             "followup_syns": self.followups,
+            "unanswered_followups": self.unanswered,
+            "out_of_order_answers": self.unordered,
         }
 
     # -- the table ----------------------------------------------------------------------------------------
@@ -238,6 +256,10 @@ class StepTable:
         row.step, row.gen, row.synack = int(nxt), self._gen, False
         self._arm(k, row, now)  # no SYN-ACK at all within the timeout: TIMEOUT as well
         self._pending_syns.append((k[0], k[1], self.plan.entry(row.group, row.step)))
+
+    def _cut_short(self, k: tuple[int, int, int], row: Row) -> None:
+        del self.rows[k]
+        self._finish(k, row, complete=False)
 
     def _finish(self, k: tuple[int, int, int], row: Row, complete: bool) -> None:
         probe = self._probe(row)

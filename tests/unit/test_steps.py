@@ -54,3 +54,89 @@ def test_cooldown_waits_for_a_slow_first_answer() -> None:
 def test_cooldown_is_plain_without_pending_rows() -> None:
     table = _table()
     assert table.wait_until(102.0) == 102.0
+
+
+# -- rows cut short rather than guessed (faults on the wire) ----------------------------------------------
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def template(self) -> dict[str, Any]:
+        return dict.fromkeys(("saddr", "sport", "classification", "incomplete", "lzr"))
+
+    def write_lines(self, blob: bytes, count: int) -> None:
+        import orjson
+
+        self.records += [orjson.loads(line) for line in blob.splitlines()]
+
+
+def _lzr_table() -> tuple[StepTable, _Writer, list[Any]]:
+    from zbanner_xdp.probes import get_probe
+
+    probe = get_probe("lzr", {"timeout": "2"})
+    n = probe.steps
+    sent: list[Any] = []
+    plan = SimpleNamespace(
+        P=n,
+        group_of=[0] * n,
+        step_of=list(range(n)),
+        user_probe_of=[probe] * n,
+        entry=lambda group, step: group + step,
+        syn_frames=lambda link, key, syns: sent.append(syns) or SimpleNamespace(frames=b"", lengths=[]),
+    )
+    writer = _Writer()
+    replies = SimpleNamespace(queue=SimpleNamespace(put=lambda frames, lengths: None))
+    table = StepTable(plan, SimpleNamespace(src_ip=0x0A4D0001), b"", replies, writer, limit=16)
+    return table, writer, sent
+
+
+def _event(kind: Kind, step: int, seq: int) -> np.ndarray:
+    ev = _synack(0xC6120009, 5432, step)
+    ev["kind"], ev["seq"] = kind, seq
+    return ev
+
+
+def test_a_follow_up_never_answered_is_incomplete_not_a_timeout() -> None:
+    # Step 0 (http) closed without data: LZR goes on with its second handshake. That SYN is lost (no
+    # SYN-ACK ever): the row used to take "timeout" as the server's answer and go on, and could end
+    # complete but wrong (an unidentified service, "unknown"). It is cut short, incomplete.
+    table, writer, sent = _lzr_table()
+    table.events(_event(Kind.SYNACK, 0, 1000), now=10.0)
+    table.events(_event(Kind.FIN, 0, 1001), now=10.01)
+    table.release(now=10.01)
+    assert table.pending == 1 and len(sent) == 1  # the second handshake's SYN left
+    table.sweep(now=13.0)  # its time (2 s) is up, and no SYN-ACK came
+    assert table.pending == 0
+    [rec] = writer.records
+    assert rec["incomplete"] is True and rec["lzr"]["handshakes"] == 1
+    assert table.summary()["unanswered_followups"] == 1
+
+
+def test_a_follow_up_answered_but_silent_is_a_timeout() -> None:
+    table, writer, sent = _lzr_table()
+    table.events(_event(Kind.SYNACK, 0, 1000), now=10.0)
+    table.events(_event(Kind.FIN, 0, 1001), now=10.01)
+    table.release(now=10.01)
+    table.events(_event(Kind.SYNACK, 1, 5000), now=10.02)  # the second connection is made
+    table.sweep(now=12.5)  # and stays silent: the server's answer is "nothing", the third goes out
+    assert table.pending == 1 and len(sent) == 2 and not writer.records
+
+
+def test_data_that_is_not_the_first_segment_is_incomplete() -> None:
+    # Reordering: the server's second segment overtook its first. Identifying on mid-stream bytes could
+    # be wrong; the row is cut short instead.
+    table, writer, _ = _lzr_table()
+    table.events(_event(Kind.SYNACK, 0, 0xFFFFFFF0), now=10.0)
+    table.events(_event(Kind.BANNER, 0, (0xFFFFFFF1 + 1448) & 0xFFFFFFFF), [b"\x00 cert bytes"], now=10.01)
+    [rec] = writer.records
+    assert rec["incomplete"] is True and table.summary()["out_of_order_answers"] == 1
+
+
+def test_the_first_segment_is_taken() -> None:
+    table, writer, _ = _lzr_table()
+    table.events(_event(Kind.SYNACK, 0, 0xFFFFFFFF), now=10.0)  # the sequence number wraps
+    table.events(_event(Kind.BANNER, 0, 0), [b"SSH-2.0-OpenSSH_9.2p1\r\n"], now=10.01)
+    [rec] = writer.records
+    assert rec["incomplete"] is False and rec["lzr"]["fingerprint"] == "ssh"
