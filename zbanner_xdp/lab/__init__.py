@@ -84,7 +84,8 @@ data in STATE_DIR):
     dovecot    110 (POP3), 143 (IMAP); nobody can log in
 
 PostgreSQL's and MariaDB's data directories are initialised once per server
-version under /var/cache/zbanner-xdp and copied into STATE_DIR by every up().
+version under /var/cache/zbanner-xdp and copied by every up() into
+/dev/shm/<STATE_DIR's name> (tmpfs: fast), which down() removes.
 
 Each TCP service also answers on a port that is not its own (LZR's
 "unexpected services"): nftables in zbl-tgt DNATs these ports, on every

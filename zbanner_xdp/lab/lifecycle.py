@@ -111,6 +111,8 @@ def _down_unlocked(keep_state_dir: bool = False) -> list[str]:
                 with contextlib.suppress(Exception):
                     ipr.link("del", index=link["index"])
                     removed.append(f"link {name} in root namespace")
+    if servers.remove_datadirs():  # throw-away copies, even when STATE_DIR's logs are kept
+        removed.append(f"data directories {servers.DATA_DIR}")
     if not keep_state_dir and os.path.isdir(STATE_DIR):
         shutil.rmtree(STATE_DIR, ignore_errors=True)
         removed.append(f"state dir {STATE_DIR}")
