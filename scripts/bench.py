@@ -608,5 +608,132 @@ def main() -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- multistep (issue 12)
+#
+# `bench.py --only multistep [--runs N]`: the multi-connection probes' figures, against the lab's
+# real servers. Self-contained (its own entry point below), so the scenarios above stay as they are.
+#   auto      --probe auto over 256 lab hosts x ports 22, 80, 443 at --rate 2K: share of the 768
+#             banners in one scan and wall time (issue 12's goal: >= 99 %, <= 6 s)
+#   lzr       --probe lzr over every lab service, own and unexpected port (lab.TCP_SERVICES):
+#             connections used per identified service
+
+MULTISTEP_AUTO_NET = "198.18.0.0/24"
+MULTISTEP_AUTO_PORTS = (22, 80, 443)
+MULTISTEP_LZR_HOSTS = ("198.18.0.9", "198.18.77.7")
+
+
+def _multistep_records(tmp: Path) -> list[dict]:
+    with open(tmp / "out.jsonl", "rb") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def _multistep_spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def multistep_auto(runs: int, tmp: Path) -> dict:
+    want = 256 * len(MULTISTEP_AUTO_PORTS)
+    shares, walls = [], []
+    for _ in range(runs):
+        r = zb(
+            ["--rate", "2K", "--cooldown", "2", "scan", MULTISTEP_AUTO_NET, "-p",
+             ",".join(map(str, MULTISTEP_AUTO_PORTS)), "--probe", "auto"],
+            tmp,
+        )  # fmt: skip
+        got = {
+            (x["saddr"], x["sport"])
+            for x in _multistep_records(tmp)
+            if x["classification"] == "banner" and x["success"]
+        }
+        shares.append(round(100.0 * len(got) / want, 2))
+        walls.append(r["wall_s"])
+        print(f"  auto: {len(got)}/{want} banners, {r['wall_s']} s", flush=True)
+    return {"banners_pct": _multistep_spread(shares), "wall_s": _multistep_spread(walls), "targets": want}
+
+
+def multistep_lzr(runs: int, tmp: Path) -> dict:
+    ports = ",".join(map(str, sorted(lab.TCP_SERVICES)))
+    per_proto: dict[str, set[int]] = {}
+    walls, per_service = [], []
+    for _ in range(runs):
+        r = zb(
+            ["--rate", "1K", "--cooldown", "2", "scan", *MULTISTEP_LZR_HOSTS, "-p", ports, "--probe", "lzr",
+             "--probe-args", "timeout=2"],
+            tmp,
+        )  # fmt: skip
+        res = [x for x in _multistep_records(tmp) if x["classification"] == "banner" and x["lzr"]]
+        right = [x for x in res if not x["incomplete"] and x["lzr"]["fingerprint"] == lab.service(
+            x["saddr"], x["sport"])]  # fmt: skip
+        for x in right:
+            per_proto.setdefault(x["lzr"]["fingerprint"], set()).add(x["lzr"]["handshakes"])
+        used = sum(x["lzr"]["handshakes"] for x in res)
+        per_service.append(round(used / max(1, len(right)), 3))
+        walls.append(r["wall_s"])
+        print(f"  lzr: {len(right)}/{len(res)} identified, {used} connections, {r['wall_s']} s", flush=True)
+    return {
+        "services": len(MULTISTEP_LZR_HOSTS) * len(lab.TCP_SERVICES),
+        "connections_per_service": _multistep_spread(per_service),
+        "connections_by_protocol": {k: sorted(v) for k, v in sorted(per_proto.items())},
+        "wall_s": _multistep_spread(walls),
+    }
+
+
+def multistep_markdown(res: dict) -> str:
+    a, z = res["auto"], res["lzr"]
+
+    def spread(d: dict, unit: str) -> str:
+        return f"{d['median']}{unit} (min {d['min']}, max {d['max']})"
+
+    lines = [
+        f"## Multi-connection probes (median of {res['runs']} runs)",
+        "",
+        f"- `--probe auto`, 256 hosts x {'/'.join(map(str, MULTISTEP_AUTO_PORTS))} at --rate 2K: "
+        f"{spread(a['banners_pct'], ' %')} of {a['targets']} banners, wall {spread(a['wall_s'], ' s')}",
+        f"- `--probe lzr`, {z['services']} lab services (own and unexpected ports): "
+        f"{spread(z['connections_per_service'], '')} connections per identified service, "
+        f"wall {spread(z['wall_s'], ' s')}",
+        "",
+        "| protocol | connections |",
+        "|---|---|",
+        *(f"| {p} | {', '.join(map(str, n))} |" for p, n in z["connections_by_protocol"].items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def _multistep_lab() -> Iterator[Path]:
+    """A fresh lab and a work directory with an empty blocklist; the lab removed afterwards."""
+    lab.down()
+    try:
+        lab.up()
+        with tempfile.TemporaryDirectory(prefix="zb-multistep-") as d:
+            os.chmod(d, 0o755)
+            Path(d, "empty").write_text("")
+            yield Path(d)
+    finally:
+        lab.down()
+
+
+def multistep_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description="multi-connection probes' figures (issue 12)")
+    ap.add_argument("--only", nargs="+", choices=["multistep"], required=True)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (sudo make bench)")
+    OUT.mkdir(exist_ok=True)
+    res: dict = {"runs": args.runs, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with _multistep_lab() as tmp:
+        res["auto"] = multistep_auto(args.runs, tmp)
+        res["lzr"] = multistep_lzr(args.runs, tmp)
+    (OUT / "multistep.json").write_text(json.dumps(res, indent=2))
+    md = multistep_markdown(res)
+    (OUT / "multistep.md").write_text(md)
+    print()
+    print(md)
+    print(f"written: {OUT / 'multistep.json'}, {OUT / 'multistep.md'}")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(multistep_main(sys.argv[1:]) if "multistep" in sys.argv[1:] else main())

@@ -17,6 +17,7 @@ export DEBIAN_FRONTEND=noninteractive
 # Debian's python3-bpfcc is the real BCC; PyPI's "bcc" is an unrelated package.
 pkgs=(python3-bpfcc python3-venv python3-pip iproute2 nftables tcpdump openssl
       nginx-light openssh-server vsftpd redis-server dnsmasq chrony
+      postgresql mariadb-server memcached mosquitto exim4-daemon-light dovecot-imapd dovecot-pop3d
       ethtool vagrant  # vagrant: only to validate vagrant/Vagrantfile in the tests
       gcc libc6-dev)   # the record formatter (zbanner_xdp/zbfmt.c), compiled once, loaded by ctypes
 missing=()
@@ -30,8 +31,8 @@ apt_install() {
     apt-get update -q >/dev/null
     apt_updated=1
   fi
-  # The lab runs its own copies of nginx, sshd, … inside a namespace; the
-  # host copies must not start on install, so refuse service starts while
+  # The lab runs its own copies of nginx, sshd, postgres, … inside a namespace;
+  # the host copies must not start on install, so refuse service starts while
   # apt runs (a Docker-style policy-rc.d), and restore whatever was there.
   local had_policy=0
   if [ -e /usr/sbin/policy-rc.d ]; then

@@ -168,7 +168,7 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
 )
 @click.option(
     "--step-table",
-    default="256K",
+    default=str(ScanConfig.step_table),
     show_default=True,
     callback=lambda _c, _p, v: _count(v, "--step-table", 1, 1 << 24),
     help="Targets a multi-connection probe (jarm, lzr) may have in progress at once (~0.5 kB each); "

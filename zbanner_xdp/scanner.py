@@ -176,10 +176,6 @@ class Scanner:
         self.kgen: KernelGenerator | None = None
         self.kreplies: KernelReplies | None = None  # --kernel-replies, verified against the driver
         self.steps: StepTable | None = None  # multi-connection probes' rows (steps.py)
-        # Longest a multi-connection probe's step may wait for its answer (+1 s for the last to arrive).
-        self._step_wait = 1.0 + max(
-            (float(p.step_timeout) for p in self.plan.probes if p.steps > 1), default=0.0
-        )
         self.throttled = 0
         # time.monotonic() of the first probe, of the end of sending, of the last probe sent.
         self.send_start: float | None = None
@@ -536,11 +532,9 @@ class Scanner:
                 cool_base = cool_until = now + cfg.cooldown
                 self.send_end = now
             if cool_base is not None and self.steps is not None:
-                # Multi-connection probes still stepping: the cooldown lasts until a step's time after
-                # their last SYN (a row whose answer never comes ends by timeout), however short it is.
-                cool_until = cool_base
-                if self.steps.pending:
-                    cool_until = max(cool_base, self.steps.last_followup + self._step_wait)
+                # Multi-connection probes still stepping: the cooldown lasts until every pending row's
+                # step has had its time (a first answer as much as a follow-up's), however short it is.
+                cool_until = self.steps.wait_until(cool_base)
             if cool_until is not None and now >= cool_until:
                 break
             # Never block past the end of sending (--max-runtime) or of the cooldown: at

@@ -90,6 +90,8 @@ class StepTable:
         self.complete = 0
         self.incomplete = 0
         self.followups = 0  # SYNs of later steps sent
+        self.unanswered = 0  # rows cut short: a follow-up SYN got no SYN-ACK within the step's time
+        self.unordered = 0  # rows cut short: the first data seen was not the stream's first bytes
         self.last_followup = 0.0  # time.monotonic() of the last one
         self.closing = False  # the scan is ending (XDP detached): no step starts any more
         self._gen = 0
@@ -152,6 +154,12 @@ class StepTable:
             return
         if kind == Kind.FIN and (row.isn < 0 or int(e["seq"]) != (row.isn + 1) & 0xFFFFFFFF):
             return  # data came before this FIN and was lost: the server sends it again
+        if kind == Kind.BANNER and row.synack and int(e["seq"]) != (row.isn + 1) & 0xFFFFFFFF:
+            # Not the stream's first bytes (a later segment overtook the first on the way): what this
+            # step would decide on is unknown, and a guess could be wrong. Written as it stands.
+            self.unordered += 1
+            self._cut_short(k, row)
+            return
         self._answer(k, row, _OUTCOME_BY_KIND[Kind(kind)], data, e, now)
 
     def sweep(self, now: float | None = None) -> None:
@@ -161,7 +169,14 @@ class StepTable:
             while q and q[0][0] <= now:
                 _, k, gen = q.popleft()
                 row = self.rows.get(k)
-                if row is not None and row.gen == gen:
+                if row is None or row.gen != gen:
+                    continue
+                if not row.synack:
+                    # A follow-up SYN never answered: its connection was never made (the SYN or the
+                    # SYN-ACKs were lost), so "no answer" is not what the server said. As it stands.
+                    self.unanswered += 1
+                    self._cut_short(k, row)
+                else:
                     self._answer(k, row, StepOutcome.TIMEOUT, b"", None, now)
         self._flush_out()
 
@@ -177,6 +192,17 @@ class StepTable:
     def pending(self) -> int:
         return len(self.rows)
 
+    LAST_ANSWER_GRACE = 1.0  # seconds past a step's deadline for its answer (or timeout) to be taken
+
+    def wait_until(self, cool_base: float) -> float:
+        """When the scan's cooldown may end: at cool_base, or once every row still pending has had its
+        current step's time. A step's deadline runs from its SYN-ACK (step 0) or its SYN (later steps),
+        so a row whose first answer is slow holds the cooldown as a follow-up does."""
+        if not self.rows:
+            return cool_base
+        latest = max((q[-1][0] for q in self._deadlines.values() if q), default=0.0)
+        return max(cool_base, latest + self.LAST_ANSWER_GRACE)
+
     def summary(self) -> dict[str, Any]:
         return {
             "table_limit": self.limit,
@@ -185,6 +211,8 @@ class StepTable:
             "complete": self.complete,
             "incomplete": self.incomplete,
             "followup_syns": self.followups,
+            "unanswered_followups": self.unanswered,
+            "out_of_order_answers": self.unordered,
         }
 
     # -- the table ----------------------------------------------------------------------------------------
@@ -230,6 +258,10 @@ class StepTable:
         row.step, row.gen, row.synack, row.isn = int(nxt), self._gen, False, -1
         self._arm(k, row, now)  # no SYN-ACK at all within the timeout: TIMEOUT as well
         self._pending_syns.append((k[0], k[1], self.plan.entry(row.group, row.step)))
+
+    def _cut_short(self, k: tuple[int, int, int], row: Row) -> None:
+        del self.rows[k]
+        self._finish(k, row, complete=False)
 
     def _finish(self, k: tuple[int, int, int], row: Row, complete: bool) -> None:
         probe = self._probe(row)

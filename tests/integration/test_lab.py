@@ -75,6 +75,10 @@ def tcp(addr, port, kind, timeout):
                 out["data"] = s.recv(64).decode("latin-1")
             elif kind == "banner":
                 out["data"] = s.recv(256).decode("latin-1")
+            elif kind == "dnstcp":
+                q = dns_query("zbanner.lab")
+                s.sendall(struct.pack(">H", len(q)) + q)
+                out["data"] = s.recv(512).hex()
             elif kind == "tls":
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 ctx.check_hostname = False
@@ -161,7 +165,7 @@ TTL_ADDR = "198.19.3.5"
 BLACKHOLE_ADDR = "198.19.200.1"
 GW = lab.TARGET_GW
 # Fresh every run (shown in assertion messages): the tarpit must answer on any port.
-TARPIT_PORTS = random.sample(sorted(set(range(1024, 65536)) - set(lab.PORTS.values())), 5)
+TARPIT_PORTS = random.sample(sorted(set(range(1024, 65536)) - lab.OPEN_TCP_PORTS), 5)
 
 CHECKS: list[Check] = [
     # TCP
@@ -171,6 +175,27 @@ CHECKS: list[Check] = [
     (OPEN_ADDR, 21, "banner"),
     (OPEN_ADDR, 6379, "redis"),
     (OPEN_ADDR, 53, "connect"),  # dnsmasq serves TCP too
+    ("198.18.0.6", 53, "dnstcp"),  # and answers it on every lab address (DNAT to its own)
+    (BIG_ADDR, 9053, "dnstcp"),
+    (OPEN_ADDR, 25, "banner"),
+    (OPEN_ADDR, 110, "banner"),
+    (OPEN_ADDR, 143, "banner"),
+    (OPEN_ADDR, 3306, "banner"),
+    (OPEN_ADDR, 5432, "connect"),
+    (OPEN_ADDR, 11211, "connect"),
+    (OPEN_ADDR, 1883, "connect"),
+    # Unexpected ports: each service also on a port not its own (DNAT), on every address that answers.
+    (OPEN_ADDR, 9022, "banner"),
+    (OPEN_ADDR, 9021, "banner"),
+    (BIG_ADDR, 9025, "banner"),
+    (OPEN_ADDR, 9080, "http"),
+    (OPEN_ADDR, 9443, "tls"),
+    (OPEN_ADDR, 9379, "redis"),
+    (NOECHO_ADDR, 9306, "banner"),
+    (RST_ADDR, 9022, "connect"),  # the carve-outs stay what they are
+    (SILENT_ADDR, 9022, "connect"),
+    (RST_ADDR, 53, "connect"),
+    (lab.TARPIT_IP, 9022, "banner"),  # the tarpit's unexpected ports keep their services
     (OPEN_ADDR, 123, "connect"),  # NTP is UDP only: RST
     (OPEN_ADDR, 81, "connect"),  # closed port on an open address
     (RST_ADDR, 80, "connect"),  # RST_NET, even on a server port
@@ -548,6 +573,30 @@ def test_ssh_banner(probes: dict[Check, dict[str, Any]]) -> None:
 
 def test_ftp_greeting(probes: dict[Check, dict[str, Any]]) -> None:
     assert probes[(OPEN_ADDR, 21, "banner")]["data"].startswith("220 (vsFTPd ")
+
+
+def test_more_servers_and_unexpected_ports(probes: dict[Check, dict[str, Any]]) -> None:
+    assert probes[(OPEN_ADDR, 25, "banner")]["data"].startswith("220 zbanner.lab ESMTP Exim ")
+    assert probes[(OPEN_ADDR, 110, "banner")]["data"].startswith("+OK Dovecot")
+    assert probes[(OPEN_ADDR, 143, "banner")]["data"].startswith("* OK [CAPABILITY IMAP4rev1")
+    assert "-MariaDB-" in probes[(OPEN_ADDR, 3306, "banner")]["data"]
+    for port in (5432, 11211, 1883):
+        assert probes[(OPEN_ADDR, port, "connect")]["outcome"] == "synack", port
+    for addr in (OPEN_ADDR, lab.TARPIT_IP):
+        assert probes[(addr, 9022, "banner")]["data"].startswith("SSH-2.0-OpenSSH"), addr
+    assert probes[(OPEN_ADDR, 9021, "banner")]["data"].startswith("220 (vsFTPd ")
+    assert probes[(BIG_ADDR, 9025, "banner")]["data"].startswith("220 zbanner.lab ESMTP Exim ")
+    assert "-MariaDB-" in probes[(NOECHO_ADDR, 9306, "banner")]["data"]
+    assert probes[(OPEN_ADDR, 9080, "http")]["data"].startswith("HTTP/1.1 200")
+    assert probes[(OPEN_ADDR, 9443, "tls")].get("tls") in ("TLSv1.2", "TLSv1.3")
+    assert probes[(OPEN_ADDR, 9379, "redis")]["data"] == "+PONG\r\n"
+    assert probes[(RST_ADDR, 9022, "connect")]["outcome"] == "rst"
+    assert probes[(RST_ADDR, 53, "connect")]["outcome"] == "rst"
+    assert probes[(SILENT_ADDR, 9022, "connect")]["outcome"] == "timeout"
+    for where in (("198.18.0.6", 53, "dnstcp"), (BIG_ADDR, 9053, "dnstcp")):
+        reply = bytes.fromhex(probes[where].get("data", ""))
+        # Length prefix, our id, an answer; the last four bytes are the lab's A record.
+        assert reply[2:4] == b"\x7a\x62" and reply[-4:] == bytes(map(int, lab.DNS_ANSWER.split("."))), where
 
 
 def test_redis_ping(probes: dict[Check, dict[str, Any]]) -> None:

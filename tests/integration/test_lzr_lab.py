@@ -1,9 +1,8 @@
 """LZR identification against the lab's real servers: probes/lzr.py's handshakes, in order, each on a new
 connection from an ordinary socket, until a response is identified — what the scanner's steps will do.
 
-nginx (80, 443), OpenSSH, vsftpd and redis are reached from the scan namespace at 198.18.0.5; dnsmasq only
-answers TCP on an address of its own interface (not on the AnyIP range), so its walk runs inside the
-target namespace against 10.77.1.2.
+Every lab server is reached from the scan namespace at 198.18.0.5 (dnsmasq's TCP through the lab's DNAT to
+its interface address, the only kind of address it answers TCP on).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ CASES: dict[tuple[str, str, int], tuple[str, int]] = {
     (lab.SCAN_NS, TARGET, lab.PORTS["ssh"]): ("ssh", 1),
     (lab.SCAN_NS, TARGET, lab.PORTS["ftp"]): ("ftp", 1),
     (lab.SCAN_NS, TARGET, lab.PORTS["redis"]): ("redis", 1),
-    (lab.TARGET_NS, lab.TARGET_IP, lab.PORTS["dns"]): ("dns", lzr.HANDSHAKE_NAMES.index("dns") + 1),
+    (lab.SCAN_NS, TARGET, lab.PORTS["dns"]): ("dns", lzr.HANDSHAKE_NAMES.index("dns") + 1),
 }
 
 

@@ -36,6 +36,8 @@ def run(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]
         (["scan", "1.2.3.4"], "Missing option '-p'"),
         (["scan", "1.2.3.4", "-p", "80", "--dedup-entries", "12"], "invalid --dedup-entries '12'"),
         (["scan", "1.2.3.4", "-p", "80", "--dedup-entries", "lots"], "invalid --dedup-entries 'lots'"),
+        (["scan", "1.2.3.4", "-p", "80", "--step-table", "0"], "invalid --step-table '0'"),
+        (["scan", "1.2.3.4", "-p", "80", "--step-table", "1.5"], "invalid --step-table '1.5'"),
         (["-f", "saddr,nope", "--dry-run", "scan", "1.2.3.4", "-p", "80"], "--output-fields: nope"),
         (
             ["-f", "saddr,saddr", "--dry-run", "scan", "1.2.3.4", "-p", "80"],
@@ -348,6 +350,17 @@ def test_rate_before_scan_and_options_after_it(captured: list, capsys: pytest.Ca
     assert code == 0, err
     c = captured[-1]
     assert (c.rate, c.dry_run, c.ttl, c.output, c.targets) == (1, True, 9, "out", ("198.18.0.0/30",))
+
+
+def test_step_table(captured: list, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = main_exit(["scan", *LAB, "--dry-run", "--probe", "lzr", "--step-table", "4"], capsys)
+    assert code == 0, err
+    assert captured[-1].step_table == 4
+    code, _, err = main_exit(["scan", *LAB, "--dry-run", "--probe", "lzr", "--step-table", "2K"], capsys)
+    assert code == 0, err
+    assert captured[-1].step_table == 2000
+    main_exit(["scan", *LAB, "--dry-run"], capsys)
+    assert captured[-1].step_table == 256 * 1024
 
 
 @pytest.mark.parametrize("text", ["65536.5", "100000.25"])

@@ -138,3 +138,40 @@ def test_fault_test_targets_are_open() -> None:
     assert len(FAULT_TARGETS) == 512
     assert {lab.expected(a, lab.PORTS["http"]) for a in FAULT_TARGETS} == {"synack"}
     assert not [a for a in FAULT_TARGETS if lab.is_tarpit(a)]
+
+
+def test_unexpected_ports_ground_truth() -> None:
+    # Every TCP service also answers on a port that is not its own, on every address that answers TCP.
+    assert {lab.PROTOCOLS[k] for k in lab.UNEXPECTED.values()} == {
+        lab.PROTOCOLS[k] for k, protos in lab.PORT_PROTOS.items() if "tcp" in protos
+    }
+    assert not lab.UNEXPECTED_PORTS & lab.TCP_PORTS
+    assert lab.OPEN_TCP_PORTS == lab.TCP_PORTS | lab.UNEXPECTED_PORTS
+    for port, key in lab.UNEXPECTED.items():
+        assert lab.PORTS[key] != port
+        for addr in ("198.18.0.5", "198.18.3.1", "198.18.200.1", lab.TARPIT_IP):
+            assert lab.expected(addr, port) == "synack", (addr, port)
+            assert lab.service(addr, port) == lab.PROTOCOLS[key] == lab.TCP_SERVICES[port]
+        assert lab.expected("198.18.1.5", port) == "rst"
+        assert lab.expected("198.18.2.5", port) is None
+        assert lab.service("198.18.1.5", port) is None
+        assert lab.expected("198.18.0.5", port, "udp") == "icmp-unreach"  # TCP only
+
+
+def test_service_table() -> None:
+    want = {
+        21: "ftp", 22: "ssh", 25: "smtp", 53: "dns", 80: "http", 110: "pop3", 143: "imap", 443: "tls",
+        1883: "mqtt", 3306: "mysql", 5432: "postgres", 6379: "redis", 11211: "memcached",
+    }  # fmt: skip
+    assert {p: s for p, s in lab.TCP_SERVICES.items() if p in lab.TCP_PORTS} == want
+    assert set(lab.TCP_SERVICES) == lab.OPEN_TCP_PORTS
+    for port, proto in want.items():
+        assert lab.expected("198.18.0.5", port) == "synack"
+        assert lab.service("198.18.0.5", port) == proto
+    # The servers cover every TCP entry of PORTS, and nothing else listens.
+    served = {k for keys in lab.SERVERS.values() for k in keys}
+    assert served == set(lab.PORTS)
+    assert lab.service("198.18.0.5", 81) is None  # RST
+    assert lab.service(lab.TARPIT_IP, 81) == "http"  # the tarpit's other ports reach nginx
+    assert lab.service("198.18.0.5", 123) is None  # NTP is UDP only
+    assert len(lab.SERVERS) >= 12 and len(set(want.values())) >= 10

@@ -41,8 +41,9 @@ frame crosses it.
 
 Address plan (all reached from zbl-scan through the gateway 10.77.0.2):
 
-    198.18.0.0/24   OPEN       every server port open (AnyIP), other TCP ports RST,
-                               UDP 53/123 answered, other UDP ports ICMP port unreachable
+    198.18.0.0/24   OPEN       every server port and unexpected port (below) open (AnyIP),
+                               other TCP ports RST, UDP 53/123 answered, other UDP ports
+                               ICMP port unreachable
     198.18.1.0/24   RST        every TCP SYN answered by RST (nft reject with tcp reset);
                                UDP and ICMP as OPEN
     198.18.2.0/24   SILENT     every packet dropped (nft drop): TCP, UDP, ICMP echo
@@ -65,14 +66,42 @@ the target send ICMP errors without rate limits (icmp_ratelimit=0, 100,000
 msgs/s), so they are exact ground truth too.
 
 Servers (Debian's own binaries, run in the foreground inside zbl-tgt and
-listening on 0.0.0.0, so every local address above answers):
+listening on 0.0.0.0, so every local address above answers; configs and
+data in STATE_DIR):
 
-    nginx    80 (http), 443 (https, self-signed RSA cert, TLSv1.2/1.3)
-    sshd     22
-    vsftpd   21
-    redis    6379
-    dnsmasq  53 udp+tcp (zbanner.lab A 198.18.0.1, REFUSED for other names)
-    chronyd  123 udp (NTP server, stratum 10 local clock; -x: never touches the clock)
+    nginx      80 (http), 443 (https, self-signed RSA cert, TLSv1.2/1.3)
+    sshd       22
+    vsftpd     21
+    redis      6379
+    dnsmasq    53 udp+tcp (zbanner.lab A 198.18.0.1, REFUSED for other names; TCP
+               is DNATed to 10.77.1.2, the only kind of address it answers TCP on)
+    chronyd    123 udp (NTP server, stratum 10 local clock; -x: never touches the clock)
+    postgres   5432 (PostgreSQL; password auth, no role has one)
+    mariadb    3306 (MariaDB; no grant tables, so any client gets the greeting)
+    memcached  11211 (TCP only)
+    mosquitto  1883 (MQTT, anonymous)
+    exim       25 (SMTP, accepts no mail)
+    dovecot    110 (POP3), 143 (IMAP); nobody can log in
+
+PostgreSQL's and MariaDB's data directories are initialised once per server
+version under /var/cache/zbanner-xdp and copied by every up() into
+/dev/shm/<STATE_DIR's name> (tmpfs: fast), which down() removes.
+
+Each TCP service also answers on a port that is not its own (LZR's
+"unexpected services"): nftables in zbl-tgt DNATs these ports, on every
+address that answers TCP (not RST_NET or SILENT_NET), to the service's own
+port on 10.77.1.2 (topology.UNEXPECTED; nothing listens on them):
+
+    9021 ftp      9022 ssh     9025 smtp      9053 dns     9080 http
+    9110 pop3     9143 imap    9211 memcached 9306 mysql   9379 redis
+    9432 postgres 9443 https   9883 mqtt
+
+topology.TCP_SERVICES maps every open TCP port (own and unexpected) to the
+protocol answering there, by LZR's name (https is "tls"); service(addr, port)
+adds the address plan (None where no connection is made, "http" on the
+tarpit's other ports). Conntrack stays off except for these DNATs and the
+tarpit's, and the target's nf_conntrack_tcp_loose=0 keeps replies of untracked
+connections from creating entries.
 
 To see every frame the scanner sends exactly as sent, capture on CAPTURE_IF
 (zbl-r0) in CAPTURE_NS (zbl-rtr); zbl-t0 in zbl-tgt sees only what was
@@ -85,8 +114,9 @@ partial checksum across the veths, and anything reading raw frames on zbl-s0
 (the XDP program, tcpdump, pcap tests, the relay) would see bad TCP checksums
 that a real wire never shows. IPv6 is disabled in every namespace so the scan
 interface carries no DAD/MLD/RS chatter. Conntrack runs in the target
-namespace only for the tarpit address (its DNAT needs it); everything else is
-untracked, so big scans cannot fill the table.
+namespace only where a DNAT needs it (the tarpit address, TCP 53, the
+unexpected ports); everything else is untracked, so big scans of the servers'
+own ports cannot fill the table.
 
 The package, one module per part (this file re-exports the public names, so
 `from zbanner_xdp import lab; lab.up(); lab.expected(...)` is the interface):
@@ -119,7 +149,15 @@ from .relay import RELAY_MODULE, impaired, relay_available
 from .servers import SERVERS
 from .state import format_status, status
 from .topology import *  # noqa: F403 - the plan's names are the lab's (topology.__all__)
-from .truth import PROTOS, address_plan, expected, expected_icmp, expected_icmp_responder, is_tarpit
+from .truth import (
+    PROTOS,
+    address_plan,
+    expected,
+    expected_icmp,
+    expected_icmp_responder,
+    is_tarpit,
+    service,
+)
 
 __all__ = [
     *topology.__all__,
@@ -139,6 +177,7 @@ __all__ = [
     "next_hop_xdp_released",
     "ns_exec_argv",
     "relay_available",
+    "service",
     "status",
     "up",
 ]

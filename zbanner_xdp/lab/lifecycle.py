@@ -111,6 +111,8 @@ def _down_unlocked(keep_state_dir: bool = False) -> list[str]:
                 with contextlib.suppress(Exception):
                     ipr.link("del", index=link["index"])
                     removed.append(f"link {name} in root namespace")
+    if servers.remove_datadirs():  # throw-away copies, even when STATE_DIR's logs are kept
+        removed.append(f"data directories {servers.DATA_DIR}")
     if not keep_state_dir and os.path.isdir(STATE_DIR):
         shutil.rmtree(STATE_DIR, ignore_errors=True)
         removed.append(f"state dir {STATE_DIR}")
@@ -155,17 +157,22 @@ def up(force: bool = False, wire: bool = False) -> LabInfo:
         _down_unlocked()
         try:
             keygen = servers.prepare_state_dir()
+            datadirs = servers.prepare_datadirs()
             try:
-                network.build(wire)
-                with procs.step("attaching the next hop's XDP program"):
-                    nexthop.set_next_hop_xdp(*nexthop.next_hop(wire), True)
+                try:
+                    network.build(wire)
+                    with procs.step("attaching the next hop's XDP program"):
+                        nexthop.set_next_hop_xdp(*nexthop.next_hop(wire), True)
+                finally:
+                    servers.finish_keygen(keygen)
             finally:
-                servers.finish_keygen(keygen)
+                servers.finish_datadirs(datadirs)
             servers.write_configs()
             for ns, rules in ((TARGET_NS, "target.nft"), (ROUTER_NS, "router.nft")):
                 procs.run(
                     ns_exec_argv(ns, ["nft", "-f", f"{STATE_DIR}/{rules}"]), f"loading nftables in {ns}"
                 )
+            network.conntrack_sysctls()  # once nftables has loaded conntrack
             started = {name: servers.start_server(name) for name in servers.SERVERS}
             relay_pid = None
             if wire and relay.relay_available():

@@ -64,6 +64,14 @@ TARGET_SYSCTLS: dict[str, str] = {
     # they still answer with a SYN-ACK, which keeps expected() true.
     "net.ipv4.tcp_syncookies": "1",
 }
+# The target's conntrack (files/target.nft): a packet that starts no connection (an untracked
+# connection's reply) creates no entry; DNATed connections are short, and a scanner's odd segments
+# (stateless re-answers under faults) must not turn "invalid" and miss their translation.
+TARGET_CONNTRACK_SYSCTLS: dict[str, str] = {
+    "net.netfilter.nf_conntrack_tcp_loose": "0",
+    "net.netfilter.nf_conntrack_tcp_be_liberal": "1",
+    "net.netfilter.nf_conntrack_tcp_timeout_established": "300",
+}
 WIRE_SYSCTLS: dict[str, str] = {
     "net.ipv4.ip_forward": "0",
     "net.ipv6.conf.all.disable_ipv6": "1",
@@ -73,6 +81,11 @@ WIRE_SYSCTLS: dict[str, str] = {
 
 def _sysctl(ns: str, values: dict[str, str]) -> None:
     run(ns_exec_argv(ns, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in values.items())]), f"sysctl in {ns}")
+
+
+def conntrack_sysctls() -> None:
+    """Set TARGET_CONNTRACK_SYSCTLS: only once nftables has loaded conntrack (its sysctls exist then)."""
+    _sysctl(TARGET_NS, TARGET_CONNTRACK_SYSCTLS)
 
 
 def _add_routes(ipr: Any, ns: str) -> None:

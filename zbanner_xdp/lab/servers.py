@@ -8,24 +8,31 @@ from the scanner's side, so it proves the veths, the router and the server.
 
 from __future__ import annotations
 
+import concurrent.futures
+import glob
+import hashlib
 import os
+import pwd
 import re
 import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 from importlib import resources
 
 from . import netns, procs
 from .procs import CMD_TIMEOUT, log_path, log_tail, ns_exec_argv
 from .topology import (
+    BIG_NET,
     BIG_PAGE,
     DNS_ANSWER,
     DNS_NAME,
     NFT_TABLE,
     NOECHO_NET,
     NTP_STRATUM,
+    OPEN_TCP_PORTS,
     PORT_PROTOS,
     PORTS,
     PROHIBIT_NET,
@@ -34,11 +41,12 @@ from .topology import (
     SCAN_NS,
     SILENT_NET,
     STATE_DIR,
+    TARGET_IP,
     TARGET_NS,
     TARPIT_IP,
     TARPIT_PORT,
-    TCP_PORTS,
     TTL_NET,
+    UNEXPECTED,
     UNREACH_NET,
 )
 
@@ -50,6 +58,12 @@ SERVERS: dict[str, tuple[str, ...]] = {
     "redis": ("redis",),
     "dnsmasq": ("dns",),
     "chronyd": ("ntp",),
+    "postgres": ("postgres",),
+    "mariadb": ("mysql",),
+    "memcached": ("memcached",),
+    "mosquitto": ("mqtt",),
+    "exim": ("smtp",),
+    "dovecot": ("pop3", "imap"),
 }
 # Pids read back from STATE_DIR are only trusted (and signalled) when the
 # process really is that server: a stale pid file may name a reused pid.
@@ -60,6 +74,12 @@ _SERVER_EXE: dict[str, str] = {
     "redis": "redis-server",
     "dnsmasq": "dnsmasq",
     "chronyd": "chronyd",
+    "postgres": "postgres",
+    "mariadb": "mariadbd",
+    "memcached": "memcached",
+    "mosquitto": "mosquitto",
+    "exim": "exim4",
+    "dovecot": "dovecot",
 }
 
 READY_TIMEOUT = 10.0
@@ -87,7 +107,13 @@ def _render(template: str, dest: str, mode: int = 0o644) -> None:
         "NOECHO_NET": NOECHO_NET,
         "TARPIT_IP": TARPIT_IP,
         "TARPIT_PORT": str(TARPIT_PORT),
-        "TCP_PORTS": ", ".join(str(p) for p in sorted(TCP_PORTS)),
+        "OPEN_TCP_PORTS": ", ".join(str(p) for p in sorted(OPEN_TCP_PORTS)),
+        "BIG_NET": BIG_NET,
+        "TARGET_IP": TARGET_IP,
+        # Ports whose connections are DNATed (conntrack on), the ports they reach (replies looked up).
+        "NAT_PORTS": ", ".join(str(p) for p in sorted({PORTS["dns"], *UNEXPECTED})),
+        "NAT_TARGET_PORTS": ", ".join(str(p) for p in sorted({PORTS[k] for k in UNEXPECTED.values()})),
+        "UNEXPECTED_MAP": ", ".join(f"{p} : {TARGET_IP} . {PORTS[k]}" for p, k in sorted(UNEXPECTED.items())),
         "TTL_NET": TTL_NET,
         "UNREACH_NET": UNREACH_NET,
         "PROHIBIT_NET": PROHIBIT_NET,
@@ -96,6 +122,10 @@ def _render(template: str, dest: str, mode: int = 0o644) -> None:
         "DNS_PORT": str(PORTS["dns"]),
         "NTP_PORT": str(PORTS["ntp"]),
         "NTP_STRATUM": str(NTP_STRATUM),
+        "MQTT_PORT": str(PORTS["mqtt"]),
+        "SMTP_PORT": str(PORTS["smtp"]),
+        "POP3_PORT": str(PORTS["pop3"]),
+        "IMAP_PORT": str(PORTS["imap"]),
     }
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
@@ -160,6 +190,11 @@ def prepare_state_dir() -> list[subprocess.Popen[bytes]]:
     # without its secure_chroot_dir. Both are the packages' standard paths.
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     os.makedirs("/var/run/vsftpd/empty", mode=0o755, exist_ok=True)
+    # exim's spool (and its logs) belong to its user.
+    spool = os.path.join(STATE_DIR, "exim")
+    os.makedirs(spool, mode=0o750, exist_ok=True)
+    ent = _user("Debian-exim")
+    os.chown(spool, ent.pw_uid, ent.pw_gid)
     tls = os.path.join(STATE_DIR, "tls")
     argvs = [
         [
@@ -180,6 +215,139 @@ def prepare_state_dir() -> list[subprocess.Popen[bytes]]:
         except FileNotFoundError as e:
             raise RuntimeError(f"lab: {argv[0]} not found (is it installed?)") from e
     return started
+
+
+# --------------------------------------------------------------------------- databases' data directories
+#
+# PostgreSQL and MariaDB need an initialised data directory (~1 s each to make). One is made per
+# server version and kept under CACHE_DIR (root-owned); each `lab up` copies it into DATA_DIR (tmpfs,
+# ~0.1 s, in parallel with the network build), so the lab's servers never share files with another lab's.
+
+CACHE_DIR = "/var/cache/zbanner-xdp"
+DATADIRS = ("postgres", "mariadb")
+# MariaDB's InnoDB files kept small (the defaults make ~100 MB): the same at initialisation and start.
+_INNODB = [
+    "--innodb-log-file-size=4M", "--innodb-data-file-path=ibdata1:4M:autoextend",
+    "--innodb-autoextend-increment=1", "--innodb-undo-tablespaces=0", "--innodb-buffer-pool-size=16M",
+]  # fmt: skip
+
+
+def _user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError as e:
+        raise RuntimeError(f"lab: user {name!r} missing (is its server installed? scripts/setup.sh)") from e
+
+
+def _as_user(user: str, argv: list[str]) -> list[str]:
+    """argv run as `user`: setpriv execs in place (the pid stays the server's)."""
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *argv]
+
+
+def _postgres_bin(tool: str) -> str:
+    def version(path: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"[0-9]+", path.split("/")[-3]))
+
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"), key=version)
+    if not found:
+        raise RuntimeError(f"lab: PostgreSQL's {tool} not found (is postgresql installed?)")
+    return found[-1]
+
+
+def _init_argv(name: str, datadir: str) -> tuple[str, list[str], list[str]]:
+    """(owner, the server's --version argv, the argv that initialises `datadir`)."""
+    if name == "postgres":
+        init = [
+            _postgres_bin("initdb"), "-D", datadir, "-U", "postgres", "-A", "trust",
+            "--no-sync", "-E", "UTF8", "--locale=C", "--wal-segsize=1",
+        ]  # fmt: skip
+        return "postgres", [_postgres_bin("postgres"), "--version"], _as_user("postgres", init)
+    if name == "mariadb":
+        init = [
+            "mariadb-install-db", "--no-defaults", f"--datadir={datadir}", "--user=mysql",
+            "--skip-test-db", "--skip-name-resolve", *_INNODB,
+        ]  # fmt: skip
+        return "mysql", ["mariadbd", "--version"], init
+    raise ValueError(name)
+
+
+def _checked(argv: list[str], what: str) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RuntimeError(f"lab: {what}: {e}") from e
+    if proc.returncode != 0:
+        raise RuntimeError(f"lab: {what}: {' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def cached_datadir(name: str) -> str:
+    """The initialised data directory of `name` for the installed version, made once (atomically, so
+    labs starting together may both make one, and one wins)."""
+    owner, version_argv, _ = _init_argv(name, "")
+    version = _checked(version_argv, f"{name} --version").strip()
+    number = re.search(r"[0-9]+\.[0-9]+(?:\.[0-9]+)?", version)
+    digest = hashlib.sha256(repr((version, _init_argv(name, "@")[2])).encode()).hexdigest()[:12]
+    path = os.path.join(CACHE_DIR, f"{name}-{number.group(0) if number else 'x'}-{digest}")
+    if os.path.isdir(path):
+        return path
+    os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=CACHE_DIR, prefix=f".{name}-")
+    try:
+        ent = _user(owner)
+        os.chown(tmp, ent.pw_uid, ent.pw_gid)
+        os.chmod(tmp, 0o700)
+        _checked(_init_argv(name, tmp)[2], f"initialising {name}'s data directory")
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not os.path.isdir(path):  # not a lost race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+# The copies live in memory (tmpfs): on a disk a copy of ~50 MB takes seconds on a busy machine.
+DATA_DIR = os.path.join("/dev/shm", os.path.basename(STATE_DIR))
+
+
+def datadir(name: str) -> str:
+    return os.path.join(DATA_DIR, name)
+
+
+def remove_datadirs() -> bool:
+    """Remove the databases' copies (lab down); True if there were any."""
+    if not os.path.isdir(DATA_DIR):
+        return False
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
+    return True
+
+
+def _copy_datadir(name: str) -> None:
+    os.makedirs(DATA_DIR, mode=0o755, exist_ok=True)
+    shutil.rmtree(datadir(name), ignore_errors=True)
+    _checked(["cp", "-a", cached_datadir(name), datadir(name)], f"copying {name}'s data directory")
+
+
+def prepare_datadirs() -> list[concurrent.futures.Future[None]]:
+    """Start laying out the databases' data directories in STATE_DIR (in parallel with the rest)."""
+    pool = concurrent.futures.ThreadPoolExecutor(len(DATADIRS), thread_name_prefix="lab-datadir")
+    try:
+        return [pool.submit(_copy_datadir, name) for name in DATADIRS]
+    finally:
+        pool.shutdown(wait=False)
+
+
+def finish_datadirs(futures: list[concurrent.futures.Future[None]]) -> None:
+    errors = []
+    for fut in futures:
+        try:
+            fut.result(timeout=300)
+        except Exception as e:  # every copy waited for before any error is raised
+            errors.append(e)
+    if errors:
+        raise errors[0] if isinstance(errors[0], RuntimeError) else RuntimeError(f"lab: {errors[0]}")
 
 
 def finish_keygen(keygen: list[subprocess.Popen[bytes]]) -> None:
@@ -208,6 +376,11 @@ def write_configs() -> None:
     _render("vsftpd.conf", os.path.join(STATE_DIR, "vsftpd.conf"), 0o600)
     _render("dnsmasq.conf", os.path.join(STATE_DIR, "dnsmasq.conf"))
     _render("chrony.conf", os.path.join(STATE_DIR, "chrony.conf"))
+    _render("mosquitto.conf", os.path.join(STATE_DIR, "mosquitto.conf"))
+    _render("exim.conf", os.path.join(STATE_DIR, "exim.conf"))
+    _render("dovecot.conf", os.path.join(STATE_DIR, "dovecot.conf"))
+    open(os.path.join(STATE_DIR, "dovecot.users"), "w").close()  # nobody
+    _render("pg_hba.conf", os.path.join(STATE_DIR, "pg_hba.conf"))
     _render("target.nft", os.path.join(STATE_DIR, "target.nft"))
     _render("router.nft", os.path.join(STATE_DIR, "router.nft"))
     # Empty allow-list: with userlist_deny=NO nobody may log in.
@@ -236,6 +409,39 @@ def server_argv(name: str) -> list[str]:
     if name == "chronyd":
         # -x: never adjust the clock; -u root: pid and drift files stay writable in STATE_DIR.
         return ["chronyd", "-d", "-x", "-4", "-u", "root", "-f", f"{s}/chrony.conf"]
+    if name == "postgres":
+        # No Unix socket, no fsync (a throw-away copy); logs to stderr.
+        return _as_user("postgres", [
+            _postgres_bin("postgres"), "-D", datadir(name), "-c", "listen_addresses=*",
+            "-c", f"port={PORTS['postgres']}", "-c", "unix_socket_directories=", "-c", "fsync=off",
+            "-c", f"hba_file={s}/pg_hba.conf", "-c", "max_connections=200", "-c", "shared_buffers=16MB",
+            "-c", "logging_collector=off",
+        ])  # fmt: skip
+    if name == "mariadb":
+        # Starts as root, becomes mysql in place. No grant tables (a scanner from any address gets the
+        # ordinary greeting, not "host not allowed"), no name lookups, no blocking of a host whose
+        # connections end before the handshake (a scanner's all do).
+        d = datadir(name)
+        return [
+            "mariadbd", "--no-defaults", f"--datadir={d}", "--user=mysql", f"--port={PORTS['mysql']}",
+            "--bind-address=0.0.0.0", f"--socket={d}/mysqld.sock", f"--pid-file={d}/mariadbd.pid",
+            "--skip-name-resolve", "--skip-grant-tables", "--skip-log-bin", *_INNODB,
+            "--max-connect-errors=4294967295", "--max-connections=1000", "--back-log=65535",
+            "--innodb-fast-shutdown=2",  # a throw-away copy: lab down need not wait for a clean stop
+        ]  # fmt: skip
+    if name == "memcached":
+        # -U 0: no UDP.
+        return [
+            "memcached", "-u", "memcache", "-l", "0.0.0.0", "-p", str(PORTS["memcached"]), "-U", "0",
+            "-c", "4096", "-b", "65535",
+        ]  # fmt: skip
+    if name == "mosquitto":
+        return ["mosquitto", "-c", f"{s}/mosquitto.conf"]
+    if name == "exim":
+        # -bdf: the listening daemon in the foreground; -C: the lab's config only (root may use any).
+        return ["exim4", "-C", f"{s}/exim.conf", "-bdf"]
+    if name == "dovecot":
+        return ["dovecot", "-F", "-c", f"{s}/dovecot.conf"]
     raise ValueError(name)
 
 
@@ -261,7 +467,11 @@ def _accepting(host: str, ports: list[int]) -> set[int]:
     ok = set()
     for port in ports:
         try:
-            with socket.create_connection((host, port), timeout=0.3):
+            with socket.create_connection((host, port), timeout=0.3) as sock:
+                # Closed with a RST now: a greeting sent later (exim takes seconds) would otherwise
+                # meet a closed socket and draw a RST from the scan namespace's kernel in the middle
+                # of a test's capture (the tests check the kernel never sends one during a scan).
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 ok.add(port)
         except OSError:
             pass

@@ -32,6 +32,8 @@ __all__ = [
     "NOECHO_NET",
     "NTP_STRATUM",
     "OPEN_NET",
+    "OPEN_TCP_PORTS",
+    "PROTOCOLS",
     "PORT_PROTOS",
     "PORTS",
     "PREFIX",
@@ -59,8 +61,11 @@ __all__ = [
     "TARPIT_IP",
     "TARPIT_PORT",
     "TCP_PORTS",
+    "TCP_SERVICES",
     "TTL_NET",
     "UDP_PORTS",
+    "UNEXPECTED",
+    "UNEXPECTED_PORTS",
     "UNREACH_NET",
     "WIRE_NS",
     "WIRE_ROUTER_IF",
@@ -141,14 +146,34 @@ NTP_STRATUM = 10
 
 PORTS: dict[str, int] = {
     "ssh": 22, "ftp": 21, "http": 80, "https": 443, "redis": 6379, "dns": 53, "ntp": 123,
+    "postgres": 5432, "mysql": 3306, "memcached": 11211, "mqtt": 1883, "smtp": 25, "pop3": 110, "imap": 143,
 }  # fmt: skip
 # Which transports each PORTS entry is served on.
 PORT_PROTOS: dict[str, tuple[str, ...]] = {
     "ssh": ("tcp",), "ftp": ("tcp",), "http": ("tcp",), "https": ("tcp",), "redis": ("tcp",),
     "dns": ("udp", "tcp"), "ntp": ("udp",),
+    "postgres": ("tcp",), "mysql": ("tcp",), "memcached": ("tcp",), "mqtt": ("tcp",), "smtp": ("tcp",),
+    "pop3": ("tcp",), "imap": ("tcp",),
 }  # fmt: skip
+# The protocol each PORTS entry speaks, by LZR's name (probes/lzr.py): the key itself unless said here.
+PROTOCOLS: dict[str, str] = {k: {"https": "tls"}.get(k, k) for k in PORTS}
 TCP_PORTS = frozenset(PORTS[k] for k, protos in PORT_PROTOS.items() if "tcp" in protos)
 UDP_PORTS = frozenset(PORTS[k] for k, protos in PORT_PROTOS.items() if "udp" in protos)
+# Every TCP service also answers on a port that is not its own (LZR's point: unexpected services):
+# nftables in the target namespace DNATs port -> the PORTS entry's port on TARGET_IP (files/target.nft).
+# Nothing listens on these ports, so TCP_PORTS (what the servers bind) leaves them out.
+UNEXPECTED: dict[int, str] = {
+    9021: "ftp", 9022: "ssh", 9025: "smtp", 9053: "dns", 9080: "http", 9110: "pop3", 9143: "imap",
+    9211: "memcached", 9306: "mysql", 9379: "redis", 9432: "postgres", 9443: "https", 9883: "mqtt",
+}  # fmt: skip
+UNEXPECTED_PORTS = frozenset(UNEXPECTED)
+OPEN_TCP_PORTS = TCP_PORTS | UNEXPECTED_PORTS  # the ports an open lab address SYN-ACKs
+# Which protocol answers on each TCP port of an open lab address, own ports and unexpected ones
+# (truth.service() adds the tarpit, whose other ports all reach nginx's http).
+TCP_SERVICES: dict[int, str] = {
+    **{PORTS[k]: PROTOCOLS[k] for k in PORTS if "tcp" in PORT_PROTOS[k]},
+    **{port: PROTOCOLS[k] for port, k in UNEXPECTED.items()},
+}
 BIG_PAGE = "/big.html"  # on every nginx, ~4.5 kB: see servers.write_configs
 TARPIT_PORT = PORTS["http"]  # the tarpit's other ports are DNATed to nginx here
 

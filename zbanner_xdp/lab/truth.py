@@ -16,6 +16,7 @@ from .topology import (
     DROP_NET,
     NOECHO_NET,
     OPEN_NET,
+    OPEN_TCP_PORTS,
     PROHIBIT_NET,
     ROUTER_NS,
     RST_NET,
@@ -23,7 +24,7 @@ from .topology import (
     TARGET_GW,
     TARPIT_IP,
     TARPIT_PORT,
-    TCP_PORTS,
+    TCP_SERVICES,
     TTL_NET,
     UDP_PORTS,
     UNREACH_NET,
@@ -96,7 +97,16 @@ def expected(addr: str, port: int | None, proto: str = "tcp") -> str | None:
         return "rst"
     if ip == _TARPIT:
         return "synack"
-    return "synack" if port in TCP_PORTS else "rst"
+    return "synack" if port in OPEN_TCP_PORTS else "rst"
+
+
+def service(addr: str, port: int) -> str | None:
+    """The protocol (LZR's name, topology.TCP_SERVICES) of the server a TCP connection to addr:port
+    reaches, or None where no connection is made (expected() is not "synack"). The tarpit's ports
+    without a service of their own reach nginx: http."""
+    if expected(addr, port, "tcp") != "synack":
+        return None
+    return TCP_SERVICES.get(port, TCP_SERVICES[TARPIT_PORT])
 
 
 def expected_icmp(addr: str, port: int | None, proto: str = "tcp") -> tuple[int, int] | None:
@@ -132,7 +142,7 @@ def is_tarpit(addr: str) -> bool:
 
 def address_plan() -> dict[str, str]:
     return {
-        "open": f"{OPEN_NET}: every server port open (AnyIP), other TCP ports RST, "
+        "open": f"{OPEN_NET}: every server port and unexpected port open (AnyIP), other TCP ports RST, "
         f"UDP {'/'.join(map(str, sorted(UDP_PORTS)))} answered, other UDP ports ICMP port unreachable",
         "rst": f"{RST_NET}: every TCP SYN answered by RST (nft reject with tcp reset); UDP, ICMP as open",
         "silent": f"{SILENT_NET}: every packet dropped silently (nft drop), ICMP echo and UDP too",
