@@ -126,6 +126,14 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
         raise click.BadParameter(
             f"--shard {opts['shard']} must be below --shards {opts['shards']}", param_hint="--shard"
         )
+    if opts["shards"] > 1 and opts["seed"] is None:
+        # As ZMap: shards are disjoint and complete only under one permutation, and a seed each
+        # shard derived by itself (from the time, the host) would differ from the others'.
+        example = int.from_bytes(os.urandom(4), "little")
+        raise click.UsageError(
+            f"--shards {opts['shards']} needs --seed: every shard must use the same one, or they "
+            f"overlap and miss targets (e.g. --seed {example} on every shard)"
+        )
     ctx.obj = opts
 
 

@@ -30,6 +30,9 @@ def run(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]
         (["--iface", "nope0", "--dry-run", "scan", "1.2.3.4", "-p", "80"], "unknown interface 'nope0'"),
         (["scan", "1.2.3.4", "-p", "80", "--probe", "nope"], "unknown probe 'nope'"),
         (["--shards", "2", "--shard", "2", "scan", "1.2.3.4", "-p", "80"], "must be below --shards 2"),
+        # Without one seed, shards each draw their own permutation: they overlap and miss targets.
+        (["--shards", "2", "--shard", "1", "--dry-run", "scan", "1.2.3.4", "-p", "80"], "needs --seed"),
+        (["--dry-run", "scan", "1.2.3.4", "-p", "80", "--shards", "2"], "--shards 2 needs --seed"),
         (["--source-port", "9-2", "scan", "1.2.3.4", "-p", "80"], "invalid source port range '9-2'"),
         (["--source-ip", "1.2.3", "scan", "1.2.3.4", "-p", "80"], "invalid IPv4 address '1.2.3'"),
         (["--gateway-mac", "zz", "scan", "1.2.3.4", "-p", "80"], "invalid MAC address 'zz'"),
