@@ -227,7 +227,7 @@ def scan(
 ) -> None:
     """Scan TARGETs (addresses or CIDRs; none = all of IPv4 minus the blocklist)."""
     from .probes import ProbeArgError, UnknownProbeError, auto, get_probe, parse_probe_args
-    from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status
+    from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status, unanswered_warning
     from .targets import TargetError, parse_ports
 
     names = [n.strip().lower() for n in probe.split(",") if n.strip()]
@@ -306,6 +306,9 @@ def scan(
     for note in (summary.get("tx_note"), (summary.get("kernel_replies") or {}).get("note")):
         if note:
             click.echo(f"zbanner-xdp: note: {note}", err=True)
+    warning = unanswered_warning(summary)
+    if warning:
+        click.echo(f"zbanner-xdp: warning: {warning}", err=True)
     code = exit_status(summary)
     if not cfg.quiet or code:
         click.echo(summary_line(summary), err=True)
@@ -318,10 +321,15 @@ def _pairs(counts: dict[str, int]) -> str:
 
 def summary_line(r: dict) -> str:
     """One line a person reads at the end of a scan; every loss named."""
-    from .scanner import losses
+    from .scanner import losses, unanswered
 
     lost = losses(r)
     tail = f"LOST: {_pairs(lost)}" if lost else "nothing lost"
+    quiet = unanswered(r)
+    if quiet:
+        tail += "; handshakes without an answer: " + ", ".join(
+            f"{name} {n} of {total}" for name, (n, total) in quiet.items()
+        )
     if r["drops"].get("output_lost"):
         tail += " (output_lost: records received but not written)"
     if r.get("output_cut_line"):

@@ -161,6 +161,7 @@ _CLASS_BY_KIND = np.array([_CLASS_CODE[CLASSIFICATION.get(k, "unknown")] for k i
 _ICMP_CLASS_BY_TYPE = np.array([_CLASS_CODE[ICMP_CLASSES.get(t, "icmp-other")] for t in range(256)])
 _HIT_CLASSES = np.array([c in ("banner", "udp", "echoreply") for c in CLASS_VOCAB])
 _SYNACK_CODE = _CLASS_CODE["synack"]
+_BANNER_CODE = _CLASS_CODE["banner"]
 
 
 class Receiver:
@@ -202,6 +203,11 @@ class Receiver:
         # Computed once: _tally consults it for every record.
         # Per probe index: a SYN-ACK is itself the hit (SYN-only probes).
         self._syn_only = np.array([p.kind is ProbeKind.SYN for p in self.probes], bool)
+        # Per probe index, for banner probes of one connection: SYN-ACKs (handshakes completed) and
+        # banners (answers to them); the difference is what the summary warns about.
+        self._handshake = np.array([p.handshake and p.steps == 1 for p in self.probes], bool)
+        self.handshakes = np.zeros(len(self.probes), np.int64)
+        self.answered = np.zeros(len(self.probes), np.int64)
         self._probe_names = np.array([p.name for p in self.probes], dtype=object)
         self._fields = [fields.field(name) for name in writer.fields]
         self._vocab = {"classification": CLASS_VOCAB, "probe": self._probe_names.tolist()}
@@ -358,6 +364,21 @@ class Receiver:
         hit = _HIT_CLASSES[cls] | ((cls == _SYNACK_CODE) & self._syn_only[probe_i])
         hit &= probe_i != self.plan.tarpit_index
         self.hits += int(hit.sum())
+        if self._handshake.any():
+            n = len(self.probes)
+            self.handshakes += np.bincount(probe_i[cls == _SYNACK_CODE], minlength=n)
+            self.answered += np.bincount(probe_i[cls == _BANNER_CODE], minlength=n)
+
+    def handshake_counts(self) -> dict[str, dict[str, int]]:
+        """Per banner probe: handshakes completed (SYN-ACKs), answered (banners) and not answered."""
+        out: dict[str, dict[str, int]] = {}
+        for i in np.flatnonzero(self._handshake):
+            done, answered = int(self.handshakes[i]), int(self.answered[i])
+            c = out.setdefault(self.probes[i].name, {"completed": 0, "answered": 0, "unanswered": 0})
+            c["completed"] += done
+            c["answered"] += min(answered, done)
+            c["unanswered"] += max(0, done - answered)
+        return out
 
     def tally_result(self, classification: str, hit: bool) -> None:
         """A record written outside the batch paths (a multi-connection probe's result, steps.py)."""
