@@ -205,7 +205,7 @@ class Receiver:
         self._syn_only = np.array([p.kind is ProbeKind.SYN for p in self.probes], bool)
         # Per probe index, for banner probes of one connection: SYN-ACKs (handshakes completed) and
         # banners (answers to them); the difference is what the summary warns about.
-        self._handshake = np.array([p.handshake and p.steps == 1 for p in self.probes], bool)
+        self._handshake = np.array([p.kind is ProbeKind.BANNER for p in self.probes], bool) & ~self._multi
         self.handshakes = np.zeros(len(self.probes), np.int64)
         self.answered = np.zeros(len(self.probes), np.int64)
         self._probe_names = np.array([p.name for p in self.probes], dtype=object)
