@@ -86,13 +86,25 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, allow_dash=True),
-    help="Results (JSON lines); default stdout.",
+    help="Results file ('-' or none: stdout); a name ending in .gz or .zst is compressed.",
 )
-@click.option("--metadata", type=click.Path(dir_okay=False), help="Write a JSON summary here at exit.")
+@click.option(
+    "-O",
+    "--output-format",
+    type=click.Choice(["json", "csv"]),
+    help="JSON lines, or CSV with a header row as ZMap writes it [default: csv for a name ending in "
+    ".csv(.gz|.zst), else json].",
+)
+@click.option(
+    "--metadata",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write a JSON summary here at exit ('-': stdout, then -o must name a file).",
+)
 @click.option(
     "-f",
     "--output-fields",
-    help="Fields of each record, in this order: saddr,sport,classification,... (default: all).",
+    help="Fields of each record, in this order: saddr,sport,classification,… or a probe's parsed "
+    "field, http.server (default: all; `zbanner-xdp probes --fields` lists them).",
 )
 @click.option(
     "--cooldown",
@@ -269,6 +281,7 @@ def scan(
         shard=obj["shard"],
         output=obj["output"],
         output_fields=_fields(obj["output_fields"]),
+        output_format=obj["output_format"],
         metadata=obj["metadata"],
         cooldown=obj["cooldown"],
         max_targets=obj["max_targets"],

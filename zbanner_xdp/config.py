@@ -25,6 +25,7 @@ class ScanConfig:
     shard: int = 0
     output: str | None = None
     output_fields: tuple[str, ...] | None = None  # None: every field
+    output_format: str | None = None  # json or csv; None: csv for a name ending in .csv, else json
     metadata: str | None = None
     cooldown: float = 8.0
     max_targets: int | None = None

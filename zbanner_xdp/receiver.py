@@ -212,7 +212,8 @@ class Receiver:
         self._fields = [fields.field(name) for name in writer.fields]
         self._vocab = {"classification": CLASS_VOCAB, "probe": self._probe_names.tolist()}
         self._icmp_probe_mask = np.array([p.transport == "icmp" for p in self.probes])
-        self._parsed: dict[tuple[int, bytes], tuple[bytes, bytes, bytes, bool]] = {}
+        self._parsed: dict[tuple[int, bytes], tuple[bytes, bytes, bytes, bool, dict[str, Any]]] = {}
+        self._dotted = [f for f in writer.fields if "." in f]  # a probe's parsed field (-f http.server)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="receiver", daemon=True)
         # bpf_ktime_get_ns() is CLOCK_MONOTONIC: one offset maps it to wall time.
@@ -447,7 +448,7 @@ class Receiver:
                 strict=True,
             )
         ]
-        banner, data, parsed, match = zip(*parts, strict=True)
+        banner, data, parsed, match, values = zip(*parts, strict=True)
         # The record keeps DATA_MAX bytes of a segment: a longer one is marked, never passed off as whole.
         cut = h["payload_len"] > h["data_len"]
         self.truncated += int((cut & (h["repeat"] == 0)).sum())
@@ -461,12 +462,17 @@ class Receiver:
         for name in set(names.tolist()):
             mine = names == name
             carried[name] = lambda mine=mine: [p if m else b"null" for p, m in zip(parsed, mine, strict=True)]
+        for dotted in self._dotted:  # -f http.server: one of a probe's parsed fields
+            name, _, sub = dotted.partition(".")
+            carried[dotted] = lambda name=name, sub=sub: [
+                orjson.dumps(v.get(sub)) if n == name else b"null" for v, n in zip(values, names, strict=True)
+            ]
         self.writer.write_lines(self._lines(h, carried), len(rows))
 
     def _banner_parts(
         self, probe_index: int, data: bytes, ip_raw: int, port: int
-    ) -> tuple[bytes, bytes, bytes, bool]:
-        """A banner's per-record JSON: text, base64, the probe's parse, and whether it matched.
+    ) -> tuple[bytes, bytes, bytes, bool, dict[str, Any]]:
+        """A banner's per-record JSON: text, base64, the probe's parse, whether it matched, and the parse.
 
         Memoised by (probe, bytes) for probes whose parse reads only the
         data: repeated banners (most of the Internet's SSH, FTP, SMTP
@@ -483,6 +489,7 @@ class Receiver:
             b'"' + base64.b64encode(data) + b'"',
             orjson.dumps(parsed),
             probe.matches(parsed),
+            parsed,
         )
         if probe.parse_uses_target:
             return parts

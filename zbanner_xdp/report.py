@@ -42,6 +42,7 @@ with ICMP errors and a set for tarpit-check answers: never the records themselve
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import socket
@@ -59,6 +60,8 @@ from .probes import probe_class
 
 SCHEMA = "zbanner-xdp-report/1"
 PNG_NEEDS = "--png needs matplotlib: pip install 'zbanner-xdp[plot]'"
+ZSTD_NEEDS = "the zstandard package: pip install 'zbanner-xdp[zstd]'"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 # The fields every results file has (the output table marks them; a field added later is optional here,
 # so that files written by an older scanner stay readable).
@@ -635,7 +638,11 @@ def write_png(rep: dict[str, Any], path: str) -> None:
         ax.set_title("Cross-protocol liveness")
         fig.tight_layout()
         try:
-            fig.savefig(path, dpi=150)
+            if path == "-":
+                fig.savefig(sys.stdout.buffer, dpi=150, format="png")
+                sys.stdout.buffer.flush()
+            else:
+                fig.savefig(path, dpi=150)
         except OSError as exc:
             raise ReportError(f"cannot write '{path}': {exc.strerror or exc}") from None
     finally:
@@ -665,6 +672,14 @@ def open_results(path: str) -> Iterator[IO[bytes]]:
         if magic == b"\x1f\x8b":
             with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
                 yield gz  # type: ignore[misc]
+        elif magic == ZSTD_MAGIC[:2] and raw.peek(4)[:4] == ZSTD_MAGIC:  # type: ignore[attr-defined]
+            try:
+                import zstandard
+            except ImportError:
+                raise ReportError(f"'{path}' is zstd: reading it needs {ZSTD_NEEDS}") from None
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+            with io.BufferedReader(reader, 1 << 20) as zst:  # type: ignore[arg-type]
+                yield zst
         else:
             yield raw
     finally:
@@ -693,6 +708,10 @@ def read_report(path: str) -> dict[str, Any]:
                 builder.add_line(line)
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise ReportError(f"'{path}': corrupt or truncated gzip data ({exc})") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("zstandard"):  # its ZstdError
+                raise ReportError(f"'{path}': corrupt or truncated zstd data ({exc})") from None
+            raise
         except OSError as exc:
             raise ReportError(f"cannot read '{path}': {exc.strerror or exc}") from None
     return builder.finish()
@@ -700,6 +719,8 @@ def read_report(path: str) -> dict[str, Any]:
 
 def run_report(path: str, json_out: str | None, png_out: str | None) -> int:
     """`zbanner-xdp report PATH [--json OUT] [--png OUT]`: text on stdout (or JSON with --json -)."""
+    if png_out == "-" and json_out == "-":
+        raise ReportError("--json - and --png - would share stdout: give one of them a file")
     if png_out is not None:
         _import_pyplot()
         _check_writable(png_out)
@@ -710,15 +731,15 @@ def run_report(path: str, json_out: str | None, png_out: str | None) -> int:
     if json_out == "-":
         sys.stdout.buffer.write(blob)
         sys.stdout.buffer.flush()
-    else:
+    elif png_out != "-":  # (stdout is the PNG's: the text would corrupt it)
         sys.stdout.write(format_report(rep))
         sys.stdout.flush()
-        if json_out is not None:
-            try:
-                with open(json_out, "wb") as fh:
-                    fh.write(blob)
-            except OSError as exc:
-                raise ReportError(f"cannot write '{json_out}': {exc.strerror or exc}") from None
+    if json_out not in (None, "-"):
+        try:
+            with open(json_out, "wb") as fh:  # type: ignore[arg-type]
+                fh.write(blob)
+        except OSError as exc:
+            raise ReportError(f"cannot write '{json_out}': {exc.strerror or exc}") from None
     if png_out is not None:
         write_png(rep, png_out)
     return 0

@@ -34,7 +34,15 @@ from .events import Counter
 from .kgen import KernelGenerator, KernelGenError
 from .kreplies import KernelReplies
 from .netinfo import NetParams, resolve
-from .output import MetadataFile, OutputError, RecordWriter, same_file, select_fields
+from .output import (
+    MetadataFile,
+    OutputError,
+    RecordWriter,
+    compression_of,
+    compressor,
+    same_file,
+    select_fields,
+)
 from .plan import KernelSyns, PlanError, ProbePlan, Segment
 from .receiver import Receiver, RingReader
 from .replies import Replies, ReplyQueue
@@ -183,12 +191,16 @@ class Scanner:
             raise ScanError(str(exc)) from None
         self.probes = self.plan.probes
         self.probe_fields = list(dict.fromkeys(p.name for p in self.plan.user_probes if p.kind.parses))
+        self.parsed_fields = {p.name: tuple(p.fields) for p in self.plan.user_probes if p.kind.parses}
         try:
-            select_fields(self.probe_fields, cfg.output_fields)
+            select_fields(self.probe_fields, cfg.output_fields, self.parsed_fields)
+            compressor(compression_of(cfg.output))  # .zst without its package: said now
         except OutputError as exc:
             raise ScanError(str(exc)) from None
         if cfg.metadata and same_file(cfg.output, cfg.metadata):
             raise ScanError(f"-o and --metadata name the same file '{cfg.metadata}'")
+        if cfg.metadata == "-" and cfg.output in (None, "-"):
+            raise ScanError("--metadata - and the results would share stdout: give -o a file")
         self.pairs = targets.expected_count(self.space, cfg.shards, cfg.shard, cfg.max_targets)
         self.total = self.plan.expected_probes(self.pairs, self.space.n_ports)
         self.sent_probes = 0
@@ -374,7 +386,9 @@ class Scanner:
     def _check_outputs(self) -> None:
         """Everything about -o and --metadata that can fail, before anything is attached or opened."""
         cfg = self.cfg
-        self.writer = RecordWriter(cfg.output, self.probe_fields, cfg.output_fields)
+        self.writer = RecordWriter(
+            cfg.output, self.probe_fields, cfg.output_fields, self.parsed_fields, cfg.output_format
+        )
         try:
             self.writer.check(self.stop)  # a FIFO: waits here for its reader
             if cfg.metadata:

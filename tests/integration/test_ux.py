@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import json
 from collections import Counter
 from pathlib import Path
@@ -36,3 +39,39 @@ def test_handshakes_without_an_answer_are_counted_and_warned_about(
     assert "--rate" in warnings[0] and "--retransmit" in warnings[0]
     summary = r.stderr.strip().splitlines()[-1]
     assert f"handshakes without an answer: ssh {counts['unanswered']} of {counts['completed']}" in summary
+
+
+def test_compressed_csv_with_a_parsed_field_and_metadata_on_stdout(
+    lab_up, tmp_path: Path, empty_blocklist: str
+) -> None:
+    out = tmp_path / "http.csv.gz"
+    r = run_scanner(
+        "--blocklist", empty_blocklist, "--rate", "5K", "--cooldown", "2", "-q",
+        "-o", str(out), "--metadata", "-", "-f", "saddr,sport,classification,http.server,http.status_code",
+        "scan", "198.18.0.0/28", "-p", "80", "--probe", "http",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(r.stdout)  # the summary, alone on stdout
+    assert not Path("-").exists()
+    rows = list(csv.reader(io.StringIO(gzip.decompress(out.read_bytes()).decode())))
+    assert rows[0] == ["saddr", "sport", "classification", "http.server", "http.status_code"]
+    banners = [row for row in rows[1:] if row[2] == "banner"]
+    assert len(banners) == 16 and meta["records_written"] == len(rows) - 1
+    assert all(row[3].startswith("nginx") and row[4] == "200" for row in banners), banners[:2]
+    assert all(row[3] == row[4] == "" for row in rows[1:] if row[2] == "synack")
+
+
+def test_zstd_json_lines_and_a_parsed_field(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
+    import zstandard
+
+    out = tmp_path / "ssh.jsonl.zst"
+    r = run_scanner(
+        "--blocklist", empty_blocklist, "--rate", "500", "--cooldown", "2", "-q",
+        "-o", str(out), "-f", "saddr,ssh.software", "scan", "198.18.0.0/30", "-p", "22", "--probe", "ssh",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(out.read_bytes()), read_across_frames=True)
+    recs = [json.loads(line) for line in reader.read().splitlines()]
+    software = [rec["ssh.software"] for rec in recs if rec["ssh.software"]]
+    assert len(software) == 4 and all(s.startswith("OpenSSH_") for s in software)
+    assert all(list(rec) == ["saddr", "ssh.software"] for rec in recs)

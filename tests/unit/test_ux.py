@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from zbanner_xdp import output
 from zbanner_xdp.cli import summary_line
+from zbanner_xdp.output import MetadataFile, OutputError, RecordWriter
 from zbanner_xdp.scanner import DROP_KEYS, unanswered_warning
 
 
@@ -44,3 +58,184 @@ def test_few_or_no_unanswered_handshakes_do_not_warn() -> None:
     assert unanswered_warning(_summary(handshakes=none)) is None
     assert "handshakes without" not in summary_line(_summary(handshakes=none))
     assert unanswered_warning(_summary(handshakes={})) is None
+
+
+# --------------------------------------------------------------------------- output by suffix, CSV, -f a.b
+
+_FULL_DISK_GZ = r"""
+import os, resource, signal, sys
+sys.path.insert(0, sys.argv[2])
+from zbanner_xdp import output
+from zbanner_xdp.output import RecordWriter
+output.CHUNK = 2000  # members of ~20 lines
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+w = RecordWriter(sys.argv[1])
+w.open()
+for k in range(40):
+    blob = b"".join(b'{"i":%d,"pad":"%s"}\n' % (k * 10 + i, os.urandom(40).hex().encode()) for i in range(10))
+    try:
+        w.write_lines(blob, 10)
+    except Exception as exc:
+        print("raised", exc)
+w.close()
+print(w.count, w.lost, w.cut_line, w.error)
+"""
+
+
+def _lines(first: int, n: int) -> bytes:
+    return b"".join(orjson.dumps({"i": i, "text": "x" * 50}) + b"\n" for i in range(first, first + n))
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_a_compressed_suffix_compresses_in_members_of_whole_lines(
+    suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output, "CHUNK", 4096)
+    path = tmp_path / f"out.jsonl{suffix}"
+    writer = RecordWriter(str(path))
+    assert writer.compression == {".gz": "gzip", ".zst": "zstd"}[suffix]
+    writer.open()
+    for k in range(20):
+        writer.write_lines(_lines(k * 50, 50), 50)
+    writer.close()
+    raw = path.read_bytes()
+    plain = _decompress(raw, suffix)
+    assert [orjson.loads(x)["i"] for x in plain.splitlines()] == list(range(1000))
+    assert (writer.count, writer.lost) == (1000, 0)
+    assert len(raw) < len(plain) / 5
+    # Several members, each a whole number of lines: a reader of a cut file loses no half line.
+    tool = {".gz": ["gzip", "-dc"], ".zst": ["zstd", "-dcq"]}[suffix]
+    assert subprocess.run([*tool, str(path)], capture_output=True, check=True).stdout == plain
+
+
+def _decompress(raw: bytes, suffix: str) -> bytes:
+    if suffix == ".gz":
+        return gzip.decompress(raw)
+    import zstandard
+
+    return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw), read_across_frames=True).read()
+
+
+def test_a_slow_scan_reaches_a_compressed_file_within_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(output, "FLUSH_S", 0.2)
+    path = tmp_path / "out.jsonl.gz"
+    writer = RecordWriter(str(path))
+    writer.open()
+    writer.write_lines(_lines(0, 3), 3)
+    deadline = time.monotonic() + 5
+    while writer.count < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer.count == 3  # written as a member of its own, long before the scan ends
+    assert gzip.decompress(path.read_bytes()) == _lines(0, 3)
+    writer.close()
+
+
+def test_a_full_disk_cuts_a_compressed_file_back_to_its_last_whole_member(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl.gz"
+    src = str(Path(output.__file__).resolve().parent.parent)
+    r = subprocess.run([sys.executable, "-c", _FULL_DISK_GZ, str(path), src], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    count, lost, cut, err = r.stdout.strip().splitlines()[-1].split(" ", 3)
+    data = path.read_bytes()
+    assert 0 < len(data) <= 3000
+    plain = gzip.decompress(data)  # whole: no truncated member
+    assert plain.endswith(b"\n")
+    assert [orjson.loads(x)["i"] for x in plain.splitlines()] == list(range(int(count)))
+    assert int(count) + int(lost) == 400 and int(lost) > 0
+    assert cut == "False" and "cannot write output" in err
+
+
+def test_csv_output_has_zmap_columns_and_one_line_per_record(tmp_path: Path) -> None:
+    path = tmp_path / "out.csv"
+    fields = ("saddr", "sport", "success", "banner", "http.server", "http")
+    writer = RecordWriter(str(path), ["http"], fields, {"http": ("server", "title")})
+    assert writer.format == "csv"  # by the suffix
+    writer.open()
+    recs = [
+        {"saddr": "198.18.0.1", "sport": 80, "success": True, "banner": 'HTTP/1.1 200 OK\r\nX: "a,b"\r\n',
+         "http.server": "nginx", "http": {"server": "nginx", "title": None}},
+        {"saddr": "198.18.0.2", "sport": 80, "success": False, "banner": None, "http.server": None,
+         "http": None},
+    ]  # fmt: skip
+    writer.write(recs)
+    writer.close()
+    text = path.read_text()
+    assert text.splitlines() == [
+        "saddr,sport,success,banner,http.server,http",
+        '198.18.0.1,80,1,"HTTP/1.1 200 OK\\r\\nX: ""a,b""\\r\\n",nginx,'
+        '"{""server"":""nginx"",""title"":null}"',
+        "198.18.0.2,80,0,,,",
+    ]
+    assert writer.count == 2  # records, not the header
+    rows = list(csv.reader(io.StringIO(text)))
+    assert (
+        rows[1][3] == 'HTTP/1.1 200 OK\\r\\nX: "a,b"\\r\\n' and orjson.loads(rows[1][5])["server"] == "nginx"
+    )
+
+
+def test_the_format_follows_the_name_unless_given() -> None:
+    assert output.format_of("a.csv", None) == "csv"
+    assert output.format_of("a.csv.gz", None) == output.format_of("a.csv.zst", None) == "csv"
+    assert output.format_of("a.jsonl.gz", None) == output.format_of(None, None) == "json"
+    assert output.format_of("a.csv", "json") == "json" and output.format_of("-", "csv") == "csv"
+    assert output.compression_of("-") is None and output.compression_of("x.csv") is None
+
+
+def test_output_fields_take_a_probes_parsed_field() -> None:
+    parsed = {"http": ("server", "title")}
+    assert output.select_fields(["http"], ("saddr", "http.server"), parsed) == ["saddr", "http.server"]
+    with pytest.raises(OutputError, match=r"http\.nope \(http's fields: server,title\)"):
+        output.select_fields(["http"], ("saddr", "http.nope"), parsed)
+    with pytest.raises(OutputError, match="ssh.software"):
+        output.select_fields(["http"], ("ssh.software",), parsed)  # not a probe of this scan
+    rec = dict.fromkeys(["saddr", "http.server", "http.title"])
+    output.fill_dotted(rec, {"saddr": "x", "http": {"server": "nginx", "title": "t"}})
+    assert rec == {"saddr": None, "http.server": "nginx", "http.title": "t"}
+
+
+def test_metadata_dash_is_stdout(capfd: pytest.CaptureFixture[str]) -> None:
+    meta = MetadataFile("-")
+    meta.check()
+    meta.open({"reason": "running"})  # nothing yet: stdout gets the summary once, at the end
+    meta.write({"reason": "completed"})
+    out, _ = capfd.readouterr()
+    assert orjson.loads(out) == {"reason": "completed"}
+    assert not os.path.exists("-")
+
+
+# --------------------------------------------------------------------------- report reads what scans write
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "report" / "sample.jsonl"
+
+
+def test_report_reads_a_zstd_results_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import zstandard
+
+    from zbanner_xdp.report import run_report
+
+    zst = tmp_path / "r.jsonl.zst"
+    data = SAMPLE.read_bytes()
+    half = data.index(b"\n", len(data) // 2) + 1  # two frames, as the writer makes them
+    cctx = zstandard.ZstdCompressor()
+    zst.write_bytes(cctx.compress(data[:half]) + cctx.compress(data[half:]))
+    assert run_report(str(SAMPLE), None, None) == 0
+    plain = capsys.readouterr().out
+    assert run_report(str(zst), None, None) == 0
+    assert capsys.readouterr().out == plain
+
+
+def test_report_png_to_stdout() -> None:
+    from zbanner_xdp.report import ReportError, run_report
+
+    r = subprocess.run(
+        [sys.executable, "-m", "zbanner_xdp.cli", "report", str(SAMPLE), "--png", "-"],
+        capture_output=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(b"\x89PNG\r\n") and not Path("-").exists()
+    with pytest.raises(ReportError, match="share stdout"):
+        run_report(str(SAMPLE), "-", "-")
