@@ -118,9 +118,28 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     "--max-runtime", type=click.FloatRange(0, min_open=True), help="Stop sending after this many seconds."
 )
 @click.option(
-    "--blocklist", type=click.Path(), help="CIDRs never scanned; replaces the default reserved list."
+    "-I",
+    "--list-of-targets",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Scan the addresses, CIDRs and ranges in FILE, one a line ('-': stdin), with any TARGETs.",
 )
-@click.option("--allowlist", type=click.Path(), help="Scan only these CIDRs.")
+@click.option(
+    "--blocklist",
+    type=click.Path(allow_dash=True),
+    help="File of CIDRs never scanned; replaces the default reserved list (an empty file: none).",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    help="Never scan these addresses, CIDRs or ranges (a,b-c; repeatable), besides the blocklist.",
+)
+@click.option(
+    "--exclude-file",
+    multiple=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Never scan those listed in FILE either (repeatable), besides the blocklist.",
+)
+@click.option("--allowlist", type=click.Path(allow_dash=True), help="File of CIDRs: scan only these.")
 @click.option(
     "--tx",
     type=click.Choice(["auto", "xdp", "packet"]),
@@ -151,7 +170,12 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
 
 @main_group.command()
 @click.argument("target", nargs=-1)
-@click.option("-p", "--ports", required=True, help="Ports: 80,443,8000-8100.")
+@click.option(
+    "-p",
+    "--ports",
+    help="Ports: 80,443,8000-8100. Needed with TCP probes; without it, UDP probes go to their own "
+    "port (udp-dns 53) and icmp-echo needs none.",
+)
 @click.option(
     "--probe", default="synscan", show_default=True, help="Probe module (see `zbanner-xdp probes`)."
 )
@@ -223,7 +247,7 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
 def scan(
     obj: dict,
     target: tuple[str, ...],
-    ports: str,
+    ports: str | None,
     probe: str,
     probe_args: str,
     ack_window: int,
@@ -252,6 +276,8 @@ def scan(
         probe_objs = []
         for n in names:
             if n == auto.NAME:
+                if ports is None:
+                    _fail("--probe auto needs -p/--ports")
                 try:
                     probe_objs += auto.expand(parse_ports(ports))
                 except TargetError as exc:
@@ -263,10 +289,14 @@ def scan(
             raise ProbeArgError(f"--probe {probe}: auto already includes {', '.join(sorted(set(taken)))}")
     except (UnknownProbeError, ProbeArgError) as exc:
         _fail(str(exc))
+    tcp = [p.name for p in probe_objs if p.transport == "tcp"]
+    if ports is None and (tcp or tarpit_check):
+        what = f"TCP probes ({', '.join(tcp)})" if tcp else "--tarpit-check"
+        _fail(f"-p/--ports is needed for {what}; only ICMP and UDP probes go without")
     lo, hi = obj["source_port"]
     cfg = ScanConfig(
         targets=target,
-        ports=ports,
+        ports=ports or "",  # "": each UDP probe to its own port, once per address (plan.udp_once)
         probe=probe,
         probe_args=args,
         iface=obj["iface"],
@@ -288,6 +318,9 @@ def scan(
         max_runtime=obj["max_runtime"],
         blocklist=obj["blocklist"],
         allowlist=obj["allowlist"],
+        list_of_targets=obj["list_of_targets"],
+        exclude=tuple(obj["exclude"]),
+        exclude_files=tuple(obj["exclude_file"]),
         dry_run=obj["dry_run"],
         quiet=obj["quiet"],
         ack_window=ack_window,

@@ -32,6 +32,9 @@ class ScanConfig:
     max_runtime: float | None = None
     blocklist: str | None = None
     allowlist: str | None = None
+    list_of_targets: str | None = None  # -I FILE: targets, one a line, with (or instead of) TARGETs
+    exclude: tuple[str, ...] = ()  # --exclude: addresses, CIDRs, ranges; added to the blocklist
+    exclude_files: tuple[str, ...] = ()  # --exclude-file: lists of them, added as well
     dry_run: bool = False
     quiet: bool = False
     ack_window: int = 1024

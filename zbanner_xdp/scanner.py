@@ -176,8 +176,17 @@ class Scanner:
         self.seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.key = cookie.new_key()
         try:
+            # No ports (-p) in a scan of UDP and ICMP probes: each goes once per address, to its own
+            # port; the space's one port is only a place for them in the permutation.
+            own_port = [p.default_port for p in probes if p.default_port] or [1]
             self.space = targets.TargetSpace.build(
-                list(cfg.targets), targets.parse_ports(cfg.ports), cfg.blocklist, cfg.allowlist
+                list(cfg.targets),
+                targets.parse_ports(cfg.ports) if cfg.ports else own_port[:1],
+                cfg.blocklist,
+                cfg.allowlist,
+                cfg.list_of_targets,
+                cfg.exclude,
+                cfg.exclude_files,
             )
             self.plan = ProbePlan(
                 probes,
@@ -186,6 +195,7 @@ class Scanner:
                 cfg.source_port_hi,
                 attempts=1 + cfg.retransmit,
                 tarpit_check=cfg.tarpit_check,
+                udp_once=not cfg.ports,
             )
         except (targets.TargetError, PlanError, OSError) as exc:
             raise ScanError(str(exc)) from None
@@ -735,7 +745,10 @@ class Scanner:
             "seed": self.seed,
             "probe": ",".join(p.name for p in self.plan.user_probes),
             "targets": {
-                "specs": list(self.cfg.targets) or ["0.0.0.0/0"],
+                "specs": list(self.cfg.targets)
+                or ([] if self.cfg.list_of_targets is not None else ["0.0.0.0/0"]),
+                "list_of_targets": self.cfg.list_of_targets,
+                "exclude": [*self.cfg.exclude, *self.cfg.exclude_files],
                 "ports": self.cfg.ports,
                 "addresses": int(self.space.n_addrs),
                 "pairs": int(self.space.size),

@@ -75,3 +75,16 @@ def test_zstd_json_lines_and_a_parsed_field(lab_up, tmp_path: Path, empty_blockl
     software = [rec["ssh.software"] for rec in recs if rec["ssh.software"]]
     assert len(software) == 4 and all(s.startswith("OpenSSH_") for s in software)
     assert all(list(rec) == ["saddr", "ssh.software"] for rec in recs)
+
+
+def test_a_liveness_scan_without_ports(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
+    # No -p: each UDP probe goes to its own port (DNS 53, NTP 123), the echo to the address.
+    out = tmp_path / "live.jsonl"
+    r = run_scanner(
+        "--blocklist", empty_blocklist, "--rate", "5K", "--cooldown", "2", "-q", "-o", str(out),
+        "scan", "198.18.0.0/28", "--probe", "udp-dns,udp-ntp,icmp-echo",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    got = Counter((rec["probe"], rec["classification"], rec["sport"]) for rec in read_records(out))
+    want = {("udp-dns", "udp", 53): 16, ("udp-ntp", "udp", 123): 16, ("icmp-echo", "echoreply", None): 16}
+    assert got == want

@@ -239,3 +239,90 @@ def test_report_png_to_stdout() -> None:
     assert r.stdout.startswith(b"\x89PNG\r\n") and not Path("-").exists()
     with pytest.raises(ReportError, match="share stdout"):
         run_report(str(SAMPLE), "-", "-")
+
+
+# --------------------------------------------------------------------------- targets, as ZMap and masscan
+
+NET = ["--iface", "lo", "--source-ip", "10.0.0.1", "--gateway-mac", "02:00:00:00:00:02"]
+
+
+def _zb(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    from tests.conftest import ZB
+
+    return subprocess.run([ZB, *args], capture_output=True, text=True, timeout=60, input=stdin)
+
+
+def _dry(tmp_path: Path, *args: str, stdin: str | None = None) -> list[str]:
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    r = _zb("--blocklist", str(empty), *NET, "--dry-run", *args, stdin=stdin)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def _dests(lines: list[str]) -> set[str]:
+    return {ln.split(" -> ")[1].split()[0] for ln in lines}
+
+
+def test_ranges_are_targets_everywhere(tmp_path: Path) -> None:
+    from zbanner_xdp.targets import TargetError, parse_target, parse_targets, read_cidr_file
+
+    assert parse_target("10.0.0.7-10.0.0.9") == (0x0A000007, 0x0A00000A)
+    assert parse_target("10.0.0.7-10.0.0.7") == (0x0A000007, 0x0A000008)
+    for bad in ("10.0.0.9-10.0.0.7", "10.0.0.1-", "-10.0.0.1", "10.0.0.1-10.0.0", "10.0.0.1-2"):
+        with pytest.raises(TargetError, match="invalid target"):
+            parse_targets([bad])
+    lst = tmp_path / "list"
+    lst.write_text("198.18.0.254-198.18.1.1  # across a /24\n10.0.0.1\n")
+    assert read_cidr_file(lst).tolist() == [[0x0A000001, 0x0A000002], [0xC61200FE, 0xC6120102]]
+    lst.write_text("1.2.3.9-1.2.3.1\n")
+    with pytest.raises(TargetError, match=r":1: invalid range '1.2.3.9-1.2.3.1'$"):
+        read_cidr_file(lst)
+    assert _dests(_dry(tmp_path, "scan", "198.18.0.254-198.18.1.1", "-p", "80")) == {
+        "198.18.0.254:80", "198.18.0.255:80", "198.18.1.0:80", "198.18.1.1:80",
+    }  # fmt: skip
+
+
+def test_a_list_of_targets_from_a_file_or_stdin_with_the_targets_given(tmp_path: Path) -> None:
+    lst = tmp_path / "targets.txt"
+    lst.write_text("# ZMap -I, masscan -iL\n198.18.0.1\n198.18.0.8/31\n198.18.0.20-198.18.0.21\n")
+    want = {f"198.18.0.{i}:80" for i in (1, 8, 9, 20, 21)}
+    assert _dests(_dry(tmp_path, "-I", str(lst), "scan", "-p", "80")) == want
+    assert _dests(_dry(tmp_path, "scan", "-p", "80", "--list-of-targets", "-", stdin=lst.read_text())) == want
+    assert _dests(_dry(tmp_path, "-I", str(lst), "scan", "198.18.0.30", "-p", "80")) == want | {
+        "198.18.0.30:80"
+    }
+    lst.write_text("# nothing\n")
+    r = _zb(*NET, "--dry-run", "-I", str(lst), "scan", "-p", "80")
+    assert r.returncode == 2 and r.stderr.strip() == f"zbanner-xdp: error: {lst}: no targets in the list"
+    r = _zb(*NET, "--dry-run", "-I", "-", "--blocklist", "-", "scan", "-p", "80", stdin="1.2.3.4\n")
+    assert r.returncode == 2 and "only one list may be read from stdin" in r.stderr
+
+
+def test_exclude_adds_to_the_blocklist_which_blocklist_replaces(tmp_path: Path) -> None:
+    ex = tmp_path / "exclude.txt"
+    ex.write_text("198.18.0.3\n")
+    lines = _dry(
+        tmp_path, "--exclude", "198.18.0.0,198.18.0.5-198.18.0.6", "--exclude-file", str(ex),
+        "scan", "198.18.0.0/29", "-p", "80",
+    )  # fmt: skip
+    assert _dests(lines) == {f"198.18.0.{i}:80" for i in (1, 2, 4, 7)}
+    # Added to the default blocklist (which keeps 198.18.0.0/15 out), not replacing it.
+    r = _zb(*NET, "--dry-run", "--exclude", "1.2.3.2", "scan", "198.18.0.0/30", "1.2.3.0/30", "-p", "80")
+    assert r.returncode == 0, r.stderr
+    assert _dests(r.stdout.splitlines()) == {"1.2.3.0:80", "1.2.3.1:80", "1.2.3.3:80"}
+    r = _zb(*NET, "--dry-run", "--exclude", "1.2.3.x", "scan", "1.2.3.0/30", "-p", "80")
+    assert r.returncode == 2 and "--exclude: invalid target '1.2.3.x'" in r.stderr
+
+
+def test_icmp_and_udp_scans_need_no_ports(tmp_path: Path) -> None:
+    lines = _dry(tmp_path, "scan", "198.18.0.0/31", "--probe", "icmp-echo")
+    assert len(lines) == 2 and all(ln.startswith("ICMP echo ") for ln in lines)
+    lines = _dry(tmp_path, "scan", "198.18.0.0/31", "--probe", "udp-dns,udp-ntp,icmp-echo")
+    udp = sorted(ln.split(" -> ")[1].split()[0] for ln in lines if ln.startswith("UDP "))
+    # Each UDP probe once per address, to its own port: never DNS to 123 or NTP to 53.
+    assert udp == ["198.18.0.0:123", "198.18.0.0:53", "198.18.0.1:123", "198.18.0.1:53"]
+    assert all(" len=29 " in ln for ln in lines if ":53 " in ln)
+    # With -p, as before: UDP probes of a UDP-only scan go to every port given.
+    lines = _dry(tmp_path, "scan", "198.18.0.0/31", "--probe", "udp-dns", "-p", "53,5353")
+    assert len(lines) == 4
