@@ -7,6 +7,7 @@ are for bugs only.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import sys
 from typing import Any, NoReturn
@@ -425,36 +426,110 @@ def report_cmd(results: str, json_out: str | None, png_out: str | None) -> None:
     sys.exit(code)
 
 
-@main_group.group()
-def lab() -> None:
-    """The built-in network-namespace lab (demo, tests, benchmarks)."""
+_LAB_HELP = """The built-in network-namespace lab: real servers behind a router, for demos, tests
+and benchmarks.
+
+Three namespaces, zbl-scan, zbl-rtr and zbl-tgt with the default prefix (and
+zbl-wire with --wire). The scanner runs in the first, with an empty blocklist
+(the default one reserves the lab's 198.18.0.0/15):
+
+\b
+  ip netns exec zbl-scan zbanner-xdp --blocklist EMPTY scan 198.18.0.0/24 -p 80
+
+198.18.0.0/16 answers with nginx, OpenSSH, vsftpd, redis, dnsmasq and chrony,
+198.19.0.0/16 with the router's ICMP errors; `lab status` prints the address
+plan (README, "The lab").
+
+Several labs coexist, one per prefix (--prefix, or ZBANNER_LAB_PREFIX; default zbl-).
+`down` and a rebuilding `up` refuse while another process uses the lab — holds a
+lease (lab.using(), as the test suite does) or runs in its namespaces (a scan) —
+and say whose it is; --force does it anyway.
+"""
 
 
-@lab.command("up")
-def lab_up() -> None:
-    from . import lab as labmod
+def _lab_prefix(_ctx: Any, _p: Any, value: str | None) -> str | None:
+    import re
 
+    # (topology.py checks ZBANNER_LAB_PREFIX the same way when the lab is imported.)
+    if value is not None and not re.fullmatch(r"[a-z0-9]{1,4}-", value):
+        raise click.BadParameter(f"'{value}': 1-4 lowercase letters or digits and a final '-', e.g. zbu-")
+    return value
+
+
+@main_group.group(help=_LAB_HELP, short_help="The built-in network-namespace lab (demo, tests, benchmarks).")
+@click.option(
+    "--prefix",
+    callback=_lab_prefix,
+    help="The lab's name prefix: its namespaces, interfaces and state dir "
+    "[default: $ZBANNER_LAB_PREFIX, else zbl-].",
+)
+def lab(prefix: str | None) -> None:
+    if prefix is not None:
+        os.environ["ZBANNER_LAB_PREFIX"] = prefix  # read when the lab package is imported, below
+
+
+def _labmod() -> Any:
     try:
-        labmod.up()  # tears down by itself on failure, keeping the logs it names
+        from . import lab as labmod
+    except ValueError as exc:  # a bad ZBANNER_LAB_PREFIX
+        _fail(str(exc))
+    return labmod
+
+
+def _lab_fail(exc: RuntimeError) -> NoReturn:
+    msg = str(exc)
+    _fail(msg if msg.startswith("lab:") else f"lab: {msg}")
+
+
+@lab.command("up", short_help="Build the lab (idempotent); print its status.")
+@click.option(
+    "--wire", is_flag=True, help="With the fault wire (a user-space netem) between scanner and router."
+)
+@click.option("--force", is_flag=True, help="Rebuild even a complete lab, even one another process uses.")
+def lab_up(wire: bool, force: bool) -> None:
+    """Build the lab, or check that it is complete: a complete lab of the same kind is left as it is; a
+    partial one, or one of the other kind (--wire or not), is torn down and rebuilt."""
+    labmod = _labmod()
+    try:
+        labmod.up(force=force, wire=wire)  # tears down by itself on failure, keeping the logs it names
     except RuntimeError as exc:
-        msg = str(exc)
-        _fail(msg if msg.startswith("lab:") else f"lab: {msg}")
+        _lab_fail(exc)
     click.echo(labmod.format_status(labmod.status()))
 
 
-@lab.command("down")
-def lab_down() -> None:
-    from . import lab as labmod
-
-    removed = labmod.down()
+@lab.command("down", short_help="Remove the lab: namespaces, links, servers, state.")
+@click.option("--force", is_flag=True, help="Even while another process uses it.")
+def lab_down(force: bool) -> None:
+    """Remove every piece of the lab of this prefix that exists, even a half-built one; nothing of
+    another prefix. Refused while another process uses the lab (see `zbanner-xdp lab --help`)."""
+    labmod = _labmod()
+    try:
+        removed = labmod.down(force=force)
+    except RuntimeError as exc:
+        _lab_fail(exc)
     click.echo("lab: removed " + (", ".join(removed) if removed else "nothing"))
+    if not removed:
+        mine = f"{labmod.PREFIX}scan"
+        others = sorted(n.removesuffix("scan") for n in _netns_names() if n.endswith("-scan") and n != mine)
+        if others:
+            click.echo(f"lab: no lab {labmod.PREFIX!r} here; there are {', '.join(others)} (see --prefix)")
 
 
-@lab.command("status")
-def lab_status() -> None:
-    from . import lab as labmod
+def _netns_names() -> list[str]:
+    try:
+        return os.listdir("/run/netns")
+    except OSError:
+        return []
 
-    click.echo(labmod.format_status(labmod.status()))
+
+@lab.command("status", short_help="What of the lab exists, whether it is complete, who uses it.")
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+def lab_status(as_json: bool) -> None:
+    """What of the lab exists (namespaces, links, routes, nftables, servers, the relay), whether it is
+    complete, who built it and who uses it; the address plan."""
+    labmod = _labmod()
+    d = labmod.status()
+    click.echo(json.dumps(d, indent=2) if as_json else labmod.format_status(d))
 
 
 def _count(text: str, option: str, lo: int, hi: int) -> int:

@@ -326,3 +326,44 @@ def test_icmp_and_udp_scans_need_no_ports(tmp_path: Path) -> None:
     # With -p, as before: UDP probes of a UDP-only scan go to every port given.
     lines = _dry(tmp_path, "scan", "198.18.0.0/31", "--probe", "udp-dns", "-p", "53,5353")
     assert len(lines) == 4
+
+
+# --------------------------------------------------------------------------- the lab's lock file
+
+
+def test_the_lab_lock_file_goes_with_the_lab_and_a_waiter_relocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from zbanner_xdp.lab import procs
+
+    state = tmp_path / "state"
+    lock = tmp_path / "state.lock"
+    monkeypatch.setattr(procs, "STATE_DIR", str(state))
+    monkeypatch.setattr(procs, "LOCK_FILE", str(lock))
+    state.mkdir()
+    order: list[str] = []
+    inside = threading.Event()
+
+    def waiter() -> None:
+        inside.wait()
+        with procs.locked():
+            order.append("waiter in")
+            # Locked anew, on the file the name leads to now: the one it waited on was removed.
+            order.append("relocked" if lock.exists() else "stale")
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    with procs.locked():
+        inside.set()
+        time.sleep(0.3)  # the waiter blocks on the old file meanwhile
+        os.rmdir(state)  # down() removed the lab
+        order.append("holder out")
+    t.join(10)
+    assert order == ["holder out", "waiter in", "relocked"]
+    assert not lock.exists()  # no lab: the last holder removed the lock file too
+    state.mkdir()
+    with procs.locked():
+        pass
+    assert lock.exists()  # while a lab exists, the file stays

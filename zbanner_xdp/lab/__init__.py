@@ -98,6 +98,8 @@ The package, one module per part (this file re-exports the public names, so
     relay.py      the fault wire's relay: started, swapped (impaired()), stopped
     state.py      status(): what exists and whether the lab is complete
     lifecycle.py  up() and down()
+    users.py      who else uses the lab (leases: using(); processes in its namespaces): down()
+                  and a rebuilding up() refuse while anybody does
     procs.py      commands, processes, the lock
     nexthop.py    the do-nothing XDP program on the scanner's next hop (XDP transmits delivered)
     netns.py      run a function inside another network namespace
@@ -120,9 +122,11 @@ from .servers import SERVERS
 from .state import format_status, status
 from .topology import *  # noqa: F403 - the plan's names are the lab's (topology.__all__)
 from .truth import PROTOS, address_plan, expected, expected_icmp, expected_icmp_responder, is_tarpit
+from .users import LabInUse, using
 
 __all__ = [
     *topology.__all__,
+    "LabInUse",
     "PROTOS",
     "RELAY_MODULE",
     "SERVERS",
@@ -141,4 +145,5 @@ __all__ = [
     "relay_available",
     "status",
     "up",
+    "using",
 ]
