@@ -67,8 +67,9 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     default="10K",
     show_default=True,
     callback=_rate,
-    help="Packets per second (replies count): K/M suffixes, fractions down to 0.01 "
-    "(0.5 = one every 2 s); 0 = unlimited, as fast as possible.",
+    help="Packets per second, probes and the replies that complete handshakes (ACK with the payload, "
+    "RST) alike: K/M suffixes, fractions down to 0.01 (0.5 = one every 2 s); 0 = unlimited, as fast as "
+    "possible.",
 )
 @click.option("--source-ip", "-S", callback=_ipv4, help="Source address (default: from the route).")
 @click.option("--gateway-mac", "-G", callback=_mac, help="Next-hop MAC (default: from the neighbour table).")
@@ -79,10 +80,32 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     callback=_sports,
     help="Source port range LO-HI used for probes.",
 )
-@click.option("--ttl", default=255, show_default=True, type=click.IntRange(1, 255))
-@click.option("--seed", type=click.IntRange(0, 2**64 - 1), help="Permutation seed (default: random).")
-@click.option("--shards", default=1, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--shard", default=0, show_default=True, type=click.IntRange(0, 65534))
+@click.option(
+    "--ttl",
+    default=255,
+    show_default=True,
+    type=click.IntRange(1, 255),
+    help="IP TTL of every packet sent (probes and the scanner's ACKs and RSTs).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**64 - 1),
+    help="Permutation seed: the same seed, the same order (default: random; needed with --shards).",
+)
+@click.option(
+    "--shards",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Split the scan into this many disjoint parts (one per machine or process), all with one --seed.",
+)
+@click.option(
+    "--shard",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65534),
+    help="Which part this run scans: 0 to --shards - 1.",
+)
 @click.option(
     "-o",
     "--output",
@@ -153,7 +176,18 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
 @click.version_option(package_name="zbanner-xdp")
 @click.pass_context
 def main_group(ctx: click.Context, **opts: Any) -> None:
-    """Stateless Internet-scale TCP scanner and banner grabber (XDP receive path)."""
+    """Stateless Internet-scale scanner and banner grabber with an XDP receive path, used as ZMap or
+    masscan are:
+
+    \b
+      zbanner-xdp --rate 100K -o open.jsonl scan 203.0.113.0/24 -p 80,443
+      zbanner-xdp -o ssh.csv -f saddr,ssh.software scan 203.0.113.0/24 -p 22 --probe ssh
+      zbanner-xdp -o live.jsonl.gz scan 203.0.113.0/24 -p 80 --probe synscan,icmp-echo,udp-dns
+      zbanner-xdp report live.jsonl.gz
+
+    The options below are global: they may also follow the subcommand (scan … --rate 1M).
+    `zbanner-xdp COMMAND --help` describes each command.
+    """
     if opts["shard"] >= opts["shards"]:
         raise click.BadParameter(
             f"--shard {opts['shard']} must be below --shards {opts['shards']}", param_hint="--shard"
@@ -169,7 +203,33 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
     ctx.obj = opts
 
 
-@main_group.command()
+class _ScanCommand(click.Command):
+    """`scan --help` shows the global options as well: they may come before or after `scan`."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_options(ctx, formatter)
+        parent = ctx.parent
+        if parent is None:
+            return
+        rows = [r for p in parent.command.get_params(parent) if (r := p.get_help_record(parent)) is not None]
+        with formatter.section("Global options (before or after `scan`)"):
+            formatter.write_dl(rows)
+
+
+_SCAN_HELP = """Scan TARGETs: addresses, CIDRs or ranges (198.18.0.10-198.18.0.99), with -I FILE's; none of
+either = all of IPv4 minus the blocklist.
+
+Every (address, port) pair is probed once, in a seeded pseudo-random order; each probe of --probe
+goes to every pair (TCP), or once per address (icmp-echo; UDP probes when there are TCP probes or no
+-p). Replies and banners are written as they come (-o, JSON lines or CSV); a summary line ends the
+scan, and --metadata gets the whole summary. Exit status: 0 done, 1 internal error, 2 bad usage,
+3 done but something was lost (named), 4 output failed, 130/143 interrupted.
+"""
+
+
+@main_group.command(
+    cls=_ScanCommand, help=_SCAN_HELP, short_help="Scan targets: SYN scan, banners, liveness (see --probe)."
+)
 @click.argument("target", nargs=-1)
 @click.option(
     "-p",
@@ -178,9 +238,18 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
     "port (udp-dns 53) and icmp-echo needs none.",
 )
 @click.option(
-    "--probe", default="synscan", show_default=True, help="Probe module (see `zbanner-xdp probes`)."
+    "--probe",
+    default="synscan",
+    show_default=True,
+    help="Probe modules, comma-separated (synscan, http, tls, ssh, …, icmp-echo, udp-dns, jarm, lzr, auto; "
+    "`zbanner-xdp probes` lists them).",
 )
-@click.option("--probe-args", default="", help="Probe options k=v,k2=v2.")
+@click.option(
+    "--probe-args",
+    default="",
+    help="Probe options k=v,k2=v2 (`zbanner-xdp probes` lists them); a comma ends a value only before "
+    'another key=, and a value in quotes is taken as it is: path="/a?x=1,y=2".',
+)
 @click.option(
     "--ack-window",
     default=1024,
@@ -262,7 +331,6 @@ def scan(
     tarpit_check: bool,
     kernel_replies: bool,
 ) -> None:
-    """Scan TARGETs (addresses or CIDRs; none = all of IPv4 minus the blocklist)."""
     from .probes import ProbeArgError, UnknownProbeError, auto, get_probe, parse_probe_args
     from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status, unanswered_warning
     from .targets import TargetError, parse_ports
@@ -289,7 +357,10 @@ def scan(
         if len(set(taken)) != len(taken):
             raise ProbeArgError(f"--probe {probe}: auto already includes {', '.join(sorted(set(taken)))}")
     except (UnknownProbeError, ProbeArgError) as exc:
-        _fail(str(exc))
+        msg = str(exc)
+        if "does not accept" in msg and "," in probe_args:
+            msg += "; a value holding ',key=' must be quoted: --probe-args 'path=\"/a?x=1,y=2\"'"
+        _fail(msg)
     tcp = [p.name for p in probe_objs if p.transport == "tcp"]
     if ports is None and (tcp or tarpit_check):
         what = f"TCP probes ({', '.join(tcp)})" if tcp else "--tarpit-check"
@@ -389,7 +460,7 @@ def summary_line(r: dict) -> str:
     )
 
 
-@main_group.command(name="probes")
+@main_group.command(name="probes", short_help="List the probe modules, their arguments and output fields.")
 @click.option("--fields", "output_fields", is_flag=True, help="List the output records' fields instead.")
 def probes_cmd(output_fields: bool) -> None:
     """List probe modules and their output fields."""
@@ -411,7 +482,9 @@ def probes_cmd(output_fields: bool) -> None:
     click.echo(auto.describe())
 
 
-@main_group.command(name="report")
+@main_group.command(
+    name="report", short_help="Liveness report of a results file (Bano et al. 2018): who answered what."
+)
 @click.argument("results")
 @click.option("--json", "json_out", help="Also write the report as JSON ('-': stdout instead of text).")
 @click.option("--png", "png_out", help="Cross-protocol heatmap PNG (needs matplotlib: zbanner-xdp[plot]).")

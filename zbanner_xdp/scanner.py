@@ -21,6 +21,7 @@ import datetime as dt
 import ipaddress
 import os
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -43,7 +44,7 @@ from .output import (
     same_file,
     select_fields,
 )
-from .plan import KernelSyns, PlanError, ProbePlan, Segment
+from .plan import KernelSyns, PlanError, ProbePlan, Segment, split_variant
 from .receiver import Receiver, RingReader
 from .replies import Replies, ReplyQueue
 from .sender import RateLimiter, SendError, TxRing
@@ -101,6 +102,10 @@ def unanswered_warning(summary: dict) -> str | None:
         f"{what} handshakes completed without an answer: servers overwhelmed, or answers lost; "
         "try a lower --rate, or --retransmit 2"
     )
+
+
+# --dry-run: the characters of a payload shown (escaped as Python shows bytes), the rest cut.
+DRY_RUN_PAYLOAD_SHOWN = 200
 
 
 def losses(summary: dict) -> dict[str, int]:
@@ -283,6 +288,7 @@ class Scanner:
 
     # -- dry run ---------------------------------------------------------
     def dry_run(self, out) -> int:
+        """One line per packet that would be sent; after a banner probe's SYN, what its ACK would carry."""
         self.net = self._resolve(solicit=False)
         link = self._link()
         n = 0
@@ -290,10 +296,34 @@ class Scanner:
             for attempt in range(self.plan.attempts):  # retransmitted copies go out later, same lines
                 for seg in self.plan.segments(link, self.key, addrs, ports, attempt):
                     for i in range(len(seg.lengths)):
-                        out.write(packets.describe(seg.frames[i, : seg.lengths[i]].tobytes()) + "\n")
+                        frame = seg.frames[i, : seg.lengths[i]].tobytes()
+                        out.write(packets.describe(frame) + "\n")
+                        note = self._payload_note(frame)
+                        if note:
+                            out.write(note + "\n")
                     n += len(seg.lengths)
         out.flush()
         return n
+
+    def _payload_note(self, frame: bytes) -> str | None:
+        """For a banner probe's SYN: the payload its ACK would carry once the target SYN-ACKs."""
+        ip = frame[packets.IP_OFF :]
+        if ip[9] != socket.IPPROTO_TCP:
+            return None
+        tcp = ip[(ip[0] & 0x0F) * 4 :]
+        sport, dport = int.from_bytes(tcp[0:2], "big"), int.from_bytes(tcp[2:4], "big")
+        entry = self.plan.probes[split_variant((sport - self.plan.lo) % self.plan.V, self.plan.P)[0]]
+        if not entry.handshake:
+            return None
+        payload = entry.payload(str(ipaddress.IPv4Address(ip[16:20])), dport)
+        steps = int(entry.steps)
+        more = f"; then up to {steps - 1} more connections, as the answers decide" if steps > 1 else ""
+        if not payload:
+            return f"  after its SYN-ACK: ACK, no payload (the server speaks first){more}"
+        shown = repr(payload)[2:-1]
+        if len(shown) > DRY_RUN_PAYLOAD_SHOWN:
+            shown = shown[:DRY_RUN_PAYLOAD_SHOWN] + "…"
+        return f'  after its SYN-ACK: ACK len={len(payload)} payload="{shown}"{more}'
 
     # -- the scan --------------------------------------------------------
     def run(self) -> dict:

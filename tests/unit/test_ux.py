@@ -367,3 +367,79 @@ def test_the_lab_lock_file_goes_with_the_lab_and_a_waiter_relocks(
     with procs.locked():
         pass
     assert lock.exists()  # while a lab exists, the file stays
+
+
+# --------------------------------------------------------------------------- help that helps
+
+
+def _all_commands() -> list[tuple[str, object]]:
+    import click
+
+    from zbanner_xdp.cli import main_group
+
+    out: list[tuple[str, object]] = []
+
+    def walk(cmd: click.Command, path: str) -> None:
+        out.append((path, cmd))
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, f"{path} {name}")
+
+    walk(main_group, "zbanner-xdp")
+    return out
+
+
+def test_every_command_and_option_has_help() -> None:
+    import click
+
+    for path, cmd in _all_commands():
+        assert isinstance(cmd, click.Command)
+        assert cmd.help, f"{path} has no description"
+        for p in cmd.params:
+            if isinstance(p, click.Option) and p.name != "help":
+                assert p.help, f"{path} {p.opts[0]} has no help"
+
+
+def test_help_shows_global_options_under_scan_and_cuts_nothing_short() -> None:
+    top = _zb("--help").stdout
+    commands = top[top.index("Commands:") :].splitlines()[1:]
+    assert commands and not any(line.rstrip().endswith("...") for line in commands), commands
+    scan = _zb("scan", "--help").stdout
+    glob = scan[scan.index("Global options (before or after `scan`)") :]
+    for opt in ("--rate", "--ttl", "--shards", "--shard", "--seed", "-o, --output", "--metadata", "-I,"):
+        assert opt in glob, opt
+    rate = " ".join(glob[glob.index("--rate") : glob.index("-S, --source-ip")].split())
+    assert "probes and the replies that complete handshakes" in rate
+    lab = _zb("lab", "--help").stdout
+    assert "--prefix" in lab and "ZBANNER_LAB_PREFIX" in lab and "--force" in lab
+    for sub in ("up", "down", "status"):
+        assert sub in lab[lab.index("Commands:") :]
+    assert "--wire" in _zb("lab", "up", "--help").stdout
+
+
+def test_dry_run_shows_what_follows_the_handshake(tmp_path: Path) -> None:
+    lines = _dry(tmp_path, "--seed", "3", "scan", "198.18.0.1", "-p", "80,22", "--probe", "auto")
+    by_port = {ln.split(" -> ")[1].split()[0]: i for i, ln in enumerate(lines) if ln.startswith("TCP ")}
+    http = lines[by_port["198.18.0.1:80"] + 1]
+    assert http.startswith("  after its SYN-ACK: ACK len=")
+    assert 'payload="GET / HTTP/1.1\\r\\nHost: 198.18.0.1\\r\\n' in http
+    assert (
+        lines[by_port["198.18.0.1:22"] + 1]
+        == "  after its SYN-ACK: ACK, no payload (the server speaks first)"
+    )
+    jarm = _dry(tmp_path, "scan", "198.18.0.1", "-p", "443", "--probe", "jarm")
+    assert len(jarm) == 2 and jarm[1].endswith("; then up to 9 more connections, as the answers decide")
+    assert len(_dry(tmp_path, "scan", "198.18.0.0/30", "-p", "80")) == 4  # a SYN scan: SYNs only
+
+
+def test_probe_args_take_quoted_values_and_say_so() -> None:
+    from zbanner_xdp.probes import parse_probe_args
+
+    assert parse_probe_args('path="/a?x=1,y=2",method=HEAD') == {"path": "/a?x=1,y=2", "method": "HEAD"}
+    assert parse_probe_args("path='/a?x=1,y=2'") == {"path": "/a?x=1,y=2"}
+    assert parse_probe_args("path=/a?x=1,2") == {"path": "/a?x=1,2"}  # no key after the comma: kept
+    r = _zb(
+        *NET, "--dry-run", "scan", "1.2.3.4", "-p", "80", "--probe", "http", "--probe-args", "path=/a?x=1,y=2"
+    )
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "does not accept argument(s) y" in r.stderr and 'path="/a?x=1,y=2"' in r.stderr
