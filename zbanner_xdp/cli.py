@@ -487,13 +487,24 @@ def probes_cmd(output_fields: bool) -> None:
 )
 @click.argument("results")
 @click.option("--json", "json_out", help="Also write the report as JSON ('-': stdout instead of text).")
-@click.option("--png", "png_out", help="Cross-protocol heatmap PNG (needs matplotlib: zbanner-xdp[plot]).")
-def report_cmd(results: str, json_out: str | None, png_out: str | None) -> None:
-    """Liveness taxonomy (Bano et al. 2018) of a results file (.gz ok, '-' = stdin)."""
+@click.option(
+    "--png", "png_out", help="Cross-protocol heatmap PNG ('-': stdout; needs matplotlib: zbanner-xdp[plot])."
+)
+@click.option(
+    "--metadata",
+    "metadata",
+    type=click.Path(dir_okay=False),
+    help="The scan's summary (its --metadata file): counts become shares of the targets scanned.",
+)
+def report_cmd(results: str, json_out: str | None, png_out: str | None, metadata: str | None) -> None:
+    """Liveness taxonomy (Bano et al. 2018) of a results file written by a scan as JSON lines, with every
+    field (.gz and .zst read as they are, '-' = stdin): per probe key, how many targets were
+    network-alive, transport-active, transport-alive, application-active and application-alive (defined
+    at the end of the report); replies by type; unique coverage; the cross-protocol matrix; tarpits."""
     from .report import ReportError, run_report
 
     try:
-        code = run_report(results, json_out, png_out)
+        code = run_report(results, json_out, png_out, metadata)
     except ReportError as exc:
         _fail(str(exc))
     sys.exit(code)

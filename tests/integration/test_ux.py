@@ -6,11 +6,13 @@ import csv
 import gzip
 import io
 import json
+import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import ZB
 from tests.integration.conftest import read_records, run_scanner
 
 pytestmark = pytest.mark.privileged
@@ -79,12 +81,20 @@ def test_zstd_json_lines_and_a_parsed_field(lab_up, tmp_path: Path, empty_blockl
 
 def test_a_liveness_scan_without_ports(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
     # No -p: each UDP probe goes to its own port (DNS 53, NTP 123), the echo to the address.
-    out = tmp_path / "live.jsonl"
+    out, meta = tmp_path / "live.jsonl", tmp_path / "live.json"
     r = run_scanner(
         "--blocklist", empty_blocklist, "--rate", "5K", "--cooldown", "2", "-q", "-o", str(out),
-        "scan", "198.18.0.0/28", "--probe", "udp-dns,udp-ntp,icmp-echo",
+        "--metadata", str(meta), "scan", "198.18.0.0/28", "--probe", "udp-dns,udp-ntp,icmp-echo",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     got = Counter((rec["probe"], rec["classification"], rec["sport"]) for rec in read_records(out))
     want = {("udp-dns", "udp", 53): 16, ("udp-ntp", "udp", 123): 16, ("icmp-echo", "echoreply", None): 16}
     assert got == want
+    # The report of it, with the scan's summary: every count a share of the 16 targets scanned.
+    rep = subprocess.run(
+        [ZB, "report", str(out), "--metadata", str(meta)], capture_output=True, text=True, timeout=120
+    )
+    assert rep.returncode == 0, rep.stderr
+    assert "16 addresses x 1 ports, 16 (address, port) pairs in this shard: 16 targets scanned" in rep.stdout
+    rows = {ln.split()[0]: ln.split()[1:4] for ln in rep.stdout.splitlines() if "(100.0%)" in ln}
+    assert rows == {k: ["16", "16", "(100.0%)"] for k in ("icmp-echo", "udp-dns/53", "udp-ntp/123")}

@@ -443,3 +443,78 @@ def test_probe_args_take_quoted_values_and_say_so() -> None:
     )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "does not accept argument(s) y" in r.stderr and 'path="/a?x=1,y=2"' in r.stderr
+
+
+# --------------------------------------------------------------------------- report: definitions, shares
+
+
+def test_report_defines_its_categories(capsys: pytest.CaptureFixture[str]) -> None:
+    from zbanner_xdp.report import DEFINITIONS, run_report
+
+    assert run_report(str(SAMPLE), None, None) == 0
+    text = capsys.readouterr().out
+    tail = text[text.index("What the liveness columns count") :]
+    for name in ("network-alive", "transport-active", "transport-alive", "app-active", "app-alive"):
+        assert f"  {name} " in tail
+    assert all(meaning in tail for _, meaning in DEFINITIONS)
+    assert "--metadata FILE" in tail  # where the denominators come from
+
+
+def _meta(tmp_path: Path, **over: object) -> Path:
+    doc = {
+        "reason": "completed",
+        "options": {"shards": 1, "max_targets": None},
+        "targets": {"addresses": 10, "pairs": 20, "this_shard": 20, "ports": "80,443", "probes_planned": 50},
+        "packets_sent": {"probes": 50, "replies": 7},
+    }
+    doc.update(over)
+    path = tmp_path / "meta.json"
+    path.write_bytes(orjson.dumps(doc))
+    return path
+
+
+def test_report_with_the_scans_metadata_gives_shares_of_targets_scanned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from zbanner_xdp.report import run_report
+
+    meta = _meta(tmp_path)
+    out = tmp_path / "rep.json"
+    assert run_report(str(SAMPLE), str(out), None, str(meta)) == 0
+    text = capsys.readouterr().out
+    assert (
+        "10 addresses x 2 ports, 20 (address, port) pairs in this shard: 10 targets scanned per probe key"
+        in text
+    )
+    rep = orjson.loads(out.read_bytes())
+    assert rep["scan"]["targets_per_key"] == 10 and rep["scan"]["exact"]
+    alive = rep["per_key"]["synscan/80"]["liveness"]["network_alive"]
+    assert rep["per_key"]["synscan/80"]["scanned"] == 10
+    row = next(ln.split() for ln in text.splitlines() if ln.startswith("  synscan/80 ") and "%" in ln)
+    assert row[:4] == ["synscan/80", "10", str(alive), f"({100 * alive / 10:.1f}%)"]
+    # A scan cut short says its shares are of targets planned.
+    short = _meta(tmp_path, reason="interrupted", packets_sent={"probes": 20, "replies": 0})
+    assert run_report(str(SAMPLE), None, None, str(short)) == 0
+    assert "ended early (interrupted): 20 of 50 probes were sent" in capsys.readouterr().out
+
+
+def test_report_refuses_files_without_the_fields_it_needs(tmp_path: Path) -> None:
+    # Written with -f: the old report read it as nothing but "malformed lines skipped", and exited 0.
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text('{"saddr":"1.2.3.4","sport":80,"classification":"synack"}\n' * 3)
+    csvf = tmp_path / "out.csv"
+    csvf.write_text("saddr,sport,classification\n1.2.3.4,80,synack\n")
+    bad_meta = tmp_path / "results-as-meta.json"
+    bad_meta.write_bytes(SAMPLE.read_bytes())
+    for args, needle in (
+        ([str(cut)], "its records lack daddr, dport, success"),
+        ([str(cut)], "written with -f?"),
+        ([str(csvf)], "not JSON lines (CSV?)"),
+        ([str(SAMPLE), "--metadata", str(bad_meta)], "not a zbanner-xdp scan summary"),
+        ([str(SAMPLE), "--metadata", str(tmp_path / "nope.json")], "cannot read"),
+    ):
+        r = _zb("report", *args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("zbanner-xdp: error: ") and needle in lines[0], lines
+        assert r.stdout == ""
