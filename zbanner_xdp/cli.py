@@ -81,11 +81,7 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     help="Source port range LO-HI used for probes.",
 )
 @click.option(
-    "--ttl",
-    default=255,
-    show_default=True,
-    type=click.IntRange(1, 255),
-    help="IP TTL of every packet sent (probes and the scanner's ACKs and RSTs).",
+    "--ttl", type=click.IntRange(1, 255), default=255, help="IP TTL of every packet sent [default: 255]."
 )
 @click.option(
     "--seed",
@@ -94,17 +90,13 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
 )
 @click.option(
     "--shards",
-    default=1,
-    show_default=True,
     type=click.IntRange(1, 65535),
-    help="Split the scan into this many disjoint parts (one per machine or process), all with one --seed.",
+    default=1,
+    help="Split the scan into this many disjoint parts (one per machine or process), all with one --seed "
+    "[default: 1].",
 )
 @click.option(
-    "--shard",
-    default=0,
-    show_default=True,
-    type=click.IntRange(0, 65534),
-    help="Which part this run scans: 0 to --shards - 1.",
+    "--shard", type=click.IntRange(0, 65534), default=0, help="Which part this run scans: 0 to --shards - 1."
 )
 @click.option(
     "-o",
@@ -144,6 +136,7 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
 @click.option(
     "-I",
     "--list-of-targets",
+    metavar="FILE",
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Scan the addresses, CIDRs and ranges in FILE, one a line ('-': stdin), with any TARGETs.",
 )
@@ -154,11 +147,13 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
 )
 @click.option(
     "--exclude",
+    metavar="TARGETS",
     multiple=True,
     help="Never scan these addresses, CIDRs or ranges (a,b-c; repeatable), besides the blocklist.",
 )
 @click.option(
     "--exclude-file",
+    metavar="FILE",
     multiple=True,
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Never scan those listed in FILE either (repeatable), besides the blocklist.",
