@@ -7,6 +7,7 @@ are for bugs only.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import sys
 from typing import Any, NoReturn
@@ -66,7 +67,9 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     default="10K",
     show_default=True,
     callback=_rate,
-    help="Packets per second (replies count): K/M suffixes, fractions down to 0.01 "
+    help="Packets per second: probes, and the replies that complete handshakes (ACK with the payload, "
+    "RST) when user space sends them (--no-kernel-replies, or where XDP transmits are refused; the XDP "
+    "program's own replies follow the targets' answers). K/M suffixes, fractions down to 0.01 "
     "(0.5 = one every 2 s); 0 = unlimited, as fast as possible.",
 )
 @click.option("--source-ip", "-S", callback=_ipv4, help="Source address (default: from the route).")
@@ -78,21 +81,47 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     callback=_sports,
     help="Source port range LO-HI used for probes.",
 )
-@click.option("--ttl", default=255, show_default=True, type=click.IntRange(1, 255))
-@click.option("--seed", type=click.IntRange(0, 2**64 - 1), help="Permutation seed (default: random).")
-@click.option("--shards", default=1, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--shard", default=0, show_default=True, type=click.IntRange(0, 65534))
+@click.option(
+    "--ttl", type=click.IntRange(1, 255), default=255, help="IP TTL of every packet sent [default: 255]."
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**64 - 1),
+    help="Permutation seed: the same seed, the same order (default: random; needed with --shards).",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 65535),
+    default=1,
+    help="Split the scan into this many disjoint parts (one per machine or process), all with one --seed "
+    "[default: 1].",
+)
+@click.option(
+    "--shard", type=click.IntRange(0, 65534), default=0, help="Which part this run scans: 0 to --shards - 1."
+)
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, allow_dash=True),
-    help="Results (JSON lines); default stdout.",
+    help="Results file ('-' or none: stdout); a name ending in .gz or .zst is compressed.",
 )
-@click.option("--metadata", type=click.Path(dir_okay=False), help="Write a JSON summary here at exit.")
+@click.option(
+    "-O",
+    "--output-format",
+    type=click.Choice(["json", "csv"]),
+    help="JSON lines, or CSV with a header row as ZMap writes it [default: csv for a name ending in "
+    ".csv(.gz|.zst), else json].",
+)
+@click.option(
+    "--metadata",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write a JSON summary here at exit ('-': stdout, then -o must name a file).",
+)
 @click.option(
     "-f",
     "--output-fields",
-    help="Fields of each record, in this order: saddr,sport,classification,... (default: all).",
+    help="Fields of each record, in this order: saddr,sport,classification,… or a probe's parsed "
+    "field, http.server (default: all; `zbanner-xdp probes --fields` lists them).",
 )
 @click.option(
     "--cooldown",
@@ -106,9 +135,31 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     "--max-runtime", type=click.FloatRange(0, min_open=True), help="Stop sending after this many seconds."
 )
 @click.option(
-    "--blocklist", type=click.Path(), help="CIDRs never scanned; replaces the default reserved list."
+    "-I",
+    "--list-of-targets",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Scan the addresses, CIDRs and ranges in FILE, one a line ('-': stdin), with any TARGETs.",
 )
-@click.option("--allowlist", type=click.Path(), help="Scan only these CIDRs.")
+@click.option(
+    "--blocklist",
+    type=click.Path(allow_dash=True),
+    help="File of CIDRs never scanned; replaces the default reserved list (an empty file: none).",
+)
+@click.option(
+    "--exclude",
+    metavar="TARGETS",
+    multiple=True,
+    help="Never scan these addresses, CIDRs or ranges (a,b-c; repeatable), besides the blocklist.",
+)
+@click.option(
+    "--exclude-file",
+    metavar="FILE",
+    multiple=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Never scan those listed in FILE either (repeatable), besides the blocklist.",
+)
+@click.option("--allowlist", type=click.Path(allow_dash=True), help="File of CIDRs: scan only these.")
 @click.option(
     "--tx",
     type=click.Choice(["auto", "xdp", "packet"]),
@@ -121,21 +172,80 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
 @click.version_option(package_name="zbanner-xdp")
 @click.pass_context
 def main_group(ctx: click.Context, **opts: Any) -> None:
-    """Stateless Internet-scale TCP scanner and banner grabber (XDP receive path)."""
+    """Stateless Internet-scale scanner and banner grabber with an XDP receive path, used as ZMap or
+    masscan are:
+
+    \b
+      zbanner-xdp --rate 100K -o open.jsonl scan 203.0.113.0/24 -p 80,443
+      zbanner-xdp -o ssh.csv -f saddr,ssh.software scan 203.0.113.0/24 -p 22 --probe ssh
+      zbanner-xdp -o live.jsonl.gz scan 203.0.113.0/24 -p 80 --probe synscan,icmp-echo,udp-dns
+      zbanner-xdp report live.jsonl.gz
+
+    The options below are global: they may also follow the subcommand (scan … --rate 1M).
+    `zbanner-xdp COMMAND --help` describes each command.
+    """
     if opts["shard"] >= opts["shards"]:
         raise click.BadParameter(
             f"--shard {opts['shard']} must be below --shards {opts['shards']}", param_hint="--shard"
         )
+    if opts["shards"] > 1 and opts["seed"] is None:
+        # As ZMap: shards are disjoint and complete only under one permutation, and a seed each
+        # shard derived by itself (from the time, the host) would differ from the others'.
+        example = int.from_bytes(os.urandom(4), "little")
+        raise click.UsageError(
+            f"--shards {opts['shards']} needs --seed: every shard must use the same one, or they "
+            f"overlap and miss targets (e.g. --seed {example} on every shard)"
+        )
     ctx.obj = opts
 
 
-@main_group.command()
-@click.argument("target", nargs=-1)
-@click.option("-p", "--ports", required=True, help="Ports: 80,443,8000-8100.")
-@click.option(
-    "--probe", default="synscan", show_default=True, help="Probe module (see `zbanner-xdp probes`)."
+class _ScanCommand(click.Command):
+    """`scan --help` shows the global options as well: they may come before or after `scan`."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_options(ctx, formatter)
+        parent = ctx.parent
+        if parent is None:
+            return
+        rows = [r for p in parent.command.get_params(parent) if (r := p.get_help_record(parent)) is not None]
+        with formatter.section("Global options (before or after `scan`)"):
+            formatter.write_dl(rows)
+
+
+_SCAN_HELP = """Scan TARGETs: addresses, CIDRs or ranges (198.18.0.10-198.18.0.99), with -I FILE's; none of
+either = all of IPv4 minus the blocklist.
+
+Every (address, port) pair is probed once, in a seeded pseudo-random order; each probe of --probe
+goes to every pair (TCP), or once per address (icmp-echo; UDP probes when there are TCP probes or no
+-p). Replies and banners are written as they come (-o, JSON lines or CSV); a summary line ends the
+scan, and --metadata gets the whole summary. Exit status: 0 done, 1 internal error, 2 bad usage,
+3 done but something was lost (named), 4 output failed, 130/143 interrupted.
+"""
+
+
+@main_group.command(
+    cls=_ScanCommand, help=_SCAN_HELP, short_help="Scan targets: SYN scan, banners, liveness (see --probe)."
 )
-@click.option("--probe-args", default="", help="Probe options k=v,k2=v2.")
+@click.argument("target", nargs=-1)
+@click.option(
+    "-p",
+    "--ports",
+    help="Ports: 80,443,8000-8100. Needed with TCP probes; without it, UDP probes go to their own "
+    "port (udp-dns 53) and icmp-echo needs none.",
+)
+@click.option(
+    "--probe",
+    default="synscan",
+    show_default=True,
+    help="Probe modules, comma-separated (synscan, http, tls, ssh, …, icmp-echo, udp-dns, jarm, lzr, auto; "
+    "`zbanner-xdp probes` lists them).",
+)
+@click.option(
+    "--probe-args",
+    default="",
+    help="Probe options k=v,k2=v2 (`zbanner-xdp probes` lists them); a comma ends a value only before "
+    'another key=, and a value in quotes is taken as it is: path="/a?x=1,y=2".',
+)
 @click.option(
     "--ack-window",
     default=1024,
@@ -206,7 +316,7 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
 def scan(
     obj: dict,
     target: tuple[str, ...],
-    ports: str,
+    ports: str | None,
     probe: str,
     probe_args: str,
     ack_window: int,
@@ -220,9 +330,8 @@ def scan(
     tarpit_check: bool,
     kernel_replies: bool,
 ) -> None:
-    """Scan TARGETs (addresses or CIDRs; none = all of IPv4 minus the blocklist)."""
     from .probes import ProbeArgError, UnknownProbeError, auto, get_probe, parse_probe_args
-    from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status
+    from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status, unanswered_warning
     from .targets import TargetError, parse_ports
 
     names = [n.strip().lower() for n in probe.split(",") if n.strip()]
@@ -235,6 +344,8 @@ def scan(
         probe_objs = []
         for n in names:
             if n == auto.NAME:
+                if ports is None:
+                    _fail("--probe auto needs -p/--ports")
                 try:
                     probe_objs += auto.expand(parse_ports(ports))
                 except TargetError as exc:
@@ -245,11 +356,18 @@ def scan(
         if len(set(taken)) != len(taken):
             raise ProbeArgError(f"--probe {probe}: auto already includes {', '.join(sorted(set(taken)))}")
     except (UnknownProbeError, ProbeArgError) as exc:
-        _fail(str(exc))
+        msg = str(exc)
+        if "does not accept" in msg and "," in probe_args:
+            msg += "; a value holding ',key=' must be quoted: --probe-args 'path=\"/a?x=1,y=2\"'"
+        _fail(msg)
+    tcp = [p.name for p in probe_objs if p.transport == "tcp"]
+    if ports is None and (tcp or tarpit_check):
+        what = f"TCP probes ({', '.join(tcp)})" if tcp else "--tarpit-check"
+        _fail(f"-p/--ports is needed for {what}; only ICMP and UDP probes go without")
     lo, hi = obj["source_port"]
     cfg = ScanConfig(
         targets=target,
-        ports=ports,
+        ports=ports or "",  # "": each UDP probe to its own port, once per address (plan.udp_once)
         probe=probe,
         probe_args=args,
         iface=obj["iface"],
@@ -264,12 +382,16 @@ def scan(
         shard=obj["shard"],
         output=obj["output"],
         output_fields=_fields(obj["output_fields"]),
+        output_format=obj["output_format"],
         metadata=obj["metadata"],
         cooldown=obj["cooldown"],
         max_targets=obj["max_targets"],
         max_runtime=obj["max_runtime"],
         blocklist=obj["blocklist"],
         allowlist=obj["allowlist"],
+        list_of_targets=obj["list_of_targets"],
+        exclude=tuple(obj["exclude"]),
+        exclude_files=tuple(obj["exclude_file"]),
         dry_run=obj["dry_run"],
         quiet=obj["quiet"],
         ack_window=ack_window,
@@ -301,6 +423,9 @@ def scan(
     for note in (summary.get("tx_note"), (summary.get("kernel_replies") or {}).get("note")):
         if note:
             click.echo(f"zbanner-xdp: note: {note}", err=True)
+    warning = unanswered_warning(summary)
+    if warning:
+        click.echo(f"zbanner-xdp: warning: {warning}", err=True)
     code = exit_status(summary)
     if not cfg.quiet or code:
         click.echo(summary_line(summary), err=True)
@@ -313,10 +438,15 @@ def _pairs(counts: dict[str, int]) -> str:
 
 def summary_line(r: dict) -> str:
     """One line a person reads at the end of a scan; every loss named."""
-    from .scanner import losses
+    from .scanner import losses, unanswered
 
     lost = losses(r)
     tail = f"LOST: {_pairs(lost)}" if lost else "nothing lost"
+    quiet = unanswered(r)
+    if quiet:
+        tail += "; handshakes without an answer: " + ", ".join(
+            f"{name} {n} of {total}" for name, (n, total) in quiet.items()
+        )
     if r["drops"].get("output_lost"):
         tail += " (output_lost: records received but not written)"
     if r.get("output_cut_line"):
@@ -329,7 +459,7 @@ def summary_line(r: dict) -> str:
     )
 
 
-@main_group.command(name="probes")
+@main_group.command(name="probes", short_help="List the probe modules, their arguments and output fields.")
 @click.option("--fields", "output_fields", is_flag=True, help="List the output records' fields instead.")
 def probes_cmd(output_fields: bool) -> None:
     """List probe modules and their output fields."""
@@ -351,51 +481,138 @@ def probes_cmd(output_fields: bool) -> None:
     click.echo(auto.describe())
 
 
-@main_group.command(name="report")
+@main_group.command(
+    name="report", short_help="Liveness report of a results file (Bano et al. 2018): who answered what."
+)
 @click.argument("results")
 @click.option("--json", "json_out", help="Also write the report as JSON ('-': stdout instead of text).")
-@click.option("--png", "png_out", help="Cross-protocol heatmap PNG (needs matplotlib: zbanner-xdp[plot]).")
-def report_cmd(results: str, json_out: str | None, png_out: str | None) -> None:
-    """Liveness taxonomy (Bano et al. 2018) of a results file (.gz ok, '-' = stdin)."""
+@click.option(
+    "--png", "png_out", help="Cross-protocol heatmap PNG ('-': stdout; needs matplotlib: zbanner-xdp[plot])."
+)
+@click.option(
+    "--metadata",
+    "metadata",
+    type=click.Path(dir_okay=False),
+    help="The scan's summary (its --metadata file): counts become shares of the targets scanned.",
+)
+def report_cmd(results: str, json_out: str | None, png_out: str | None, metadata: str | None) -> None:
+    """Liveness taxonomy (Bano et al. 2018) of a results file written by a scan as JSON lines, with every
+    field (.gz and .zst read as they are, '-' = stdin): per probe key, how many targets were
+    network-alive, transport-active, transport-alive, application-active and application-alive (defined
+    at the end of the report); replies by type; unique coverage; the cross-protocol matrix; tarpits."""
     from .report import ReportError, run_report
 
     try:
-        code = run_report(results, json_out, png_out)
+        code = run_report(results, json_out, png_out, metadata)
     except ReportError as exc:
         _fail(str(exc))
     sys.exit(code)
 
 
-@main_group.group()
-def lab() -> None:
-    """The built-in network-namespace lab (demo, tests, benchmarks)."""
+_LAB_HELP = """The built-in network-namespace lab: real servers behind a router, for demos, tests
+and benchmarks.
+
+Three namespaces, zbl-scan, zbl-rtr and zbl-tgt with the default prefix (and
+zbl-wire with --wire). The scanner runs in the first, with an empty blocklist
+(the default one reserves the lab's 198.18.0.0/15):
+
+\b
+  ip netns exec zbl-scan zbanner-xdp --blocklist EMPTY scan 198.18.0.0/24 -p 80
+
+198.18.0.0/16 answers with nginx, OpenSSH, vsftpd, redis, dnsmasq and chrony,
+198.19.0.0/16 with the router's ICMP errors; `lab status` prints the address
+plan (README, "The lab").
+
+Several labs coexist, one per prefix (--prefix, or ZBANNER_LAB_PREFIX; default zbl-).
+`down` and a rebuilding `up` refuse while another process uses the lab — holds a
+lease (lab.using(), as the test suite does) or runs in its namespaces (a scan) —
+and say whose it is; --force does it anyway.
+"""
 
 
-@lab.command("up")
-def lab_up() -> None:
-    from . import lab as labmod
+def _lab_prefix(_ctx: Any, _p: Any, value: str | None) -> str | None:
+    import re
 
+    # (topology.py checks ZBANNER_LAB_PREFIX the same way when the lab is imported.)
+    if value is not None and not re.fullmatch(r"[a-z0-9]{1,4}-", value):
+        raise click.BadParameter(f"'{value}': 1-4 lowercase letters or digits and a final '-', e.g. zbu-")
+    return value
+
+
+@main_group.group(help=_LAB_HELP, short_help="The built-in network-namespace lab (demo, tests, benchmarks).")
+@click.option(
+    "--prefix",
+    callback=_lab_prefix,
+    help="The lab's name prefix: its namespaces, interfaces and state dir "
+    "[default: $ZBANNER_LAB_PREFIX, else zbl-].",
+)
+def lab(prefix: str | None) -> None:
+    if prefix is not None:
+        os.environ["ZBANNER_LAB_PREFIX"] = prefix  # read when the lab package is imported, below
+
+
+def _labmod() -> Any:
     try:
-        labmod.up()  # tears down by itself on failure, keeping the logs it names
+        from . import lab as labmod
+    except ValueError as exc:  # a bad ZBANNER_LAB_PREFIX
+        _fail(str(exc))
+    return labmod
+
+
+def _lab_fail(exc: RuntimeError) -> NoReturn:
+    msg = str(exc)
+    _fail(msg if msg.startswith("lab:") else f"lab: {msg}")
+
+
+@lab.command("up", short_help="Build the lab (idempotent); print its status.")
+@click.option(
+    "--wire", is_flag=True, help="With the fault wire (a user-space netem) between scanner and router."
+)
+@click.option("--force", is_flag=True, help="Rebuild even a complete lab, even one another process uses.")
+def lab_up(wire: bool, force: bool) -> None:
+    """Build the lab, or check that it is complete: a complete lab of the same kind is left as it is; a
+    partial one, or one of the other kind (--wire or not), is torn down and rebuilt."""
+    labmod = _labmod()
+    try:
+        labmod.up(force=force, wire=wire)  # tears down by itself on failure, keeping the logs it names
     except RuntimeError as exc:
-        msg = str(exc)
-        _fail(msg if msg.startswith("lab:") else f"lab: {msg}")
+        _lab_fail(exc)
     click.echo(labmod.format_status(labmod.status()))
 
 
-@lab.command("down")
-def lab_down() -> None:
-    from . import lab as labmod
-
-    removed = labmod.down()
+@lab.command("down", short_help="Remove the lab: namespaces, links, servers, state.")
+@click.option("--force", is_flag=True, help="Even while another process uses it.")
+def lab_down(force: bool) -> None:
+    """Remove every piece of the lab of this prefix that exists, even a half-built one; nothing of
+    another prefix. Refused while another process uses the lab (see `zbanner-xdp lab --help`)."""
+    labmod = _labmod()
+    try:
+        removed = labmod.down(force=force)
+    except RuntimeError as exc:
+        _lab_fail(exc)
     click.echo("lab: removed " + (", ".join(removed) if removed else "nothing"))
+    if not removed:
+        mine = f"{labmod.PREFIX}scan"
+        others = sorted(n.removesuffix("scan") for n in _netns_names() if n.endswith("-scan") and n != mine)
+        if others:
+            click.echo(f"lab: no lab {labmod.PREFIX!r} here; there are {', '.join(others)} (see --prefix)")
 
 
-@lab.command("status")
-def lab_status() -> None:
-    from . import lab as labmod
+def _netns_names() -> list[str]:
+    try:
+        return os.listdir("/run/netns")
+    except OSError:
+        return []
 
-    click.echo(labmod.format_status(labmod.status()))
+
+@lab.command("status", short_help="What of the lab exists, whether it is complete, who uses it.")
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+def lab_status(as_json: bool) -> None:
+    """What of the lab exists (namespaces, links, routes, nftables, servers, the relay), whether it is
+    complete, who built it and who uses it; the address plan."""
+    labmod = _labmod()
+    d = labmod.status()
+    click.echo(json.dumps(d, indent=2) if as_json else labmod.format_status(d))
 
 
 def _count(text: str, option: str, lo: int, hi: int) -> int:

@@ -25,12 +25,16 @@ class ScanConfig:
     shard: int = 0
     output: str | None = None
     output_fields: tuple[str, ...] | None = None  # None: every field
+    output_format: str | None = None  # json or csv; None: csv for a name ending in .csv, else json
     metadata: str | None = None
     cooldown: float = 8.0
     max_targets: int | None = None
     max_runtime: float | None = None
     blocklist: str | None = None
     allowlist: str | None = None
+    list_of_targets: str | None = None  # -I FILE: targets, one a line, with (or instead of) TARGETs
+    exclude: tuple[str, ...] = ()  # --exclude: addresses, CIDRs, ranges; added to the blocklist
+    exclude_files: tuple[str, ...] = ()  # --exclude-file: lists of them, added as well
     dry_run: bool = False
     quiet: bool = False
     ack_window: int = 1024

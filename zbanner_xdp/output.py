@@ -1,4 +1,4 @@
-"""Streamed JSON-lines results with a fixed schema (ZMap-compatible names).
+"""Streamed results with a fixed schema (ZMap-compatible names): JSON lines or CSV, plain or compressed.
 
 Results are the product, so the writer owns three promises:
 - nothing taken from the network is dropped silently: records wait in a
@@ -10,6 +10,14 @@ Results are the product, so the writer owns three promises:
 - a file is touched only once the scan has started (`open()`, called after
   XDP is attached), under an exclusive lock taken before it is truncated, so a
   second run can never wipe the first one's results.
+
+A name ending in .gz or .zst is compressed (gzip by Python's zlib; zstd by the
+`zstandard` package, an optional dependency). Compressed output is written as
+a series of independent members (gzip) or frames (zstd), each holding whole
+lines — at most CHUNK bytes of them, or FLUSH_S seconds' worth — which gzip,
+zcat and zstdcat read as one stream. The promises hold member by member: on a
+full disk the file is cut back to its last complete member, so it still
+decompresses to whole lines and `count` is their number.
 """
 
 from __future__ import annotations
@@ -18,11 +26,15 @@ import collections
 import ctypes
 import errno
 import fcntl
+import gzip
 import os
+import re
 import select
 import stat
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -36,26 +48,144 @@ HIGH_WATER = 32 << 20
 HARD_CAP = 256 << 20
 _POLL_S = 0.1
 
+# Compressed output: a member (gzip) or frame (zstd) is closed at CHUNK bytes of lines, or FLUSH_S
+# seconds after its first line, so a slow scan's results reach the disk too.
+CHUNK = 1 << 20
+FLUSH_S = 1.0
+GZIP_LEVEL = 6  # gzip(1)'s default
+ZSTD_LEVEL = 3  # zstd(1)'s default
+ZSTD_NEEDS = "zstandard"  # the package, installed with the [zstd] extra
+
+FORMATS = ("json", "csv")
+
 
 class OutputError(RuntimeError):
     pass
 
 
-def select_fields(probe_fields: list[str], wanted: tuple[str, ...] | None) -> list[str]:
+def select_fields(
+    probe_fields: list[str], wanted: tuple[str, ...] | None, parsed: dict[str, tuple[str, ...]] | None = None
+) -> list[str]:
     """The record's keys: every field (the output table's, then the probes'), or the chosen ones
-    (-f) in the chosen order."""
+    (-f) in the chosen order. `parsed` (probe -> its parsed fields) allows `probe.field` (http.server)."""
     available = [*FIELD_NAMES, *probe_fields]
     if wanted is None:
         return available
-    unknown = [f for f in wanted if f not in available]
+    dotted = {
+        f"{name}.{sub}" for name, subs in (parsed or {}).items() if name in probe_fields for sub in subs
+    }
+    unknown = [f for f in wanted if f not in available and f not in dotted]
     if unknown or not wanted or len(set(wanted)) != len(wanted):
         bad = ", ".join(unknown) if unknown else "empty or repeated names"
-        raise OutputError(f"--output-fields: {bad} (fields: {','.join(available)})")
+        known = [name for f in unknown if (name := f.partition(".")[0]) in (parsed or {}) and "." in f]
+        if known:
+            hint = f"{known[0]}'s fields: {','.join((parsed or {})[known[0]])}"
+        else:
+            hint = f"fields: {','.join(available)}" + (" and probe.field, e.g. http.server" if dotted else "")
+        raise OutputError(f"--output-fields: {bad} ({hint})")
     return list(wanted)
+
+
+def fill_dotted(rec: dict[str, Any], values: dict[str, Any]) -> None:
+    """Fill the record's `probe.field` keys (-f http.server) from `values`' parsed fields (probe -> dict)."""
+    for f in rec:
+        name, dot, sub = f.partition(".")
+        if dot:
+            parsed = values.get(name)
+            rec[f] = parsed.get(sub) if isinstance(parsed, dict) else None
 
 
 def _is_stdout(path: str | None) -> bool:
     return path is None or path == "-"
+
+
+def compression_of(path: str | None) -> str | None:
+    """'gzip' or 'zstd' for a name ending in .gz or .zst (never stdout); None otherwise."""
+    if _is_stdout(path):
+        return None
+    assert path is not None
+    if path.endswith(".gz"):
+        return "gzip"
+    if path.endswith(".zst"):
+        return "zstd"
+    return None
+
+
+def format_of(path: str | None, given: str | None) -> str:
+    """The output format: --output-format if given, else csv for a name ending in .csv (.csv.gz, …)."""
+    if given is not None:
+        return given
+    name = path or ""
+    for ext in (".gz", ".zst"):
+        name = name.removesuffix(ext)
+    return "csv" if name.endswith(".csv") else "json"
+
+
+def _zstd() -> Any:
+    try:
+        import zstandard
+    except ImportError:
+        raise OutputError(
+            f"zstd output needs the {ZSTD_NEEDS} package: pip install 'zbanner-xdp[zstd]' (or use .gz)"
+        ) from None
+    return zstandard
+
+
+def compressor(kind: str | None) -> Callable[[bytes], bytes] | None:
+    """bytes -> one complete, independently decodable gzip member or zstd frame; None: no compression."""
+    if kind == "gzip":
+        return lambda data: gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+    if kind == "zstd":
+        cctx = _zstd().ZstdCompressor(level=ZSTD_LEVEL)  # used by the writer thread alone
+        return cctx.compress
+    return None
+
+
+# CSV cells, as ZMap writes them: null empty, booleans 1/0, numbers in decimal, text quoted only when it
+# must be (RFC 4180), objects (a probe's parsed fields) as compact JSON. Control characters are escaped
+# (\r, \n, \t, \xNN) so that a record is always one line; `data` keeps the exact bytes (base64).
+_CSV_PLAIN = re.compile(r'[^,"\x00-\x1f\x7f-\x9f]*').fullmatch
+_CSV_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CSV_ESCAPES = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+
+def _csv_escape(m: re.Match[str]) -> str:
+    c = m.group()
+    return _CSV_ESCAPES.get(c) or f"\\x{ord(c):02x}"
+
+
+def _csv_text(text: str) -> str:
+    if _CSV_PLAIN(text) and text == text.strip():
+        return text
+    text = _CSV_CONTROL.sub(_csv_escape, text)
+    if "," in text or '"' in text or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+_CSV_CELL: dict[type, Callable[[Any], str]] = {
+    type(None): lambda _v: "",
+    bool: lambda v: "1" if v else "0",
+    int: str,
+    str: _csv_text,
+}
+
+
+def _csv_cell(value: Any) -> str:
+    cell = _CSV_CELL.get(type(value))
+    return cell(value) if cell is not None else _csv_text(orjson.dumps(value).decode())
+
+
+def csv_header(fields: list[str]) -> bytes:
+    return (",".join(_csv_text(f) for f in fields) + "\n").encode()
+
+
+def json_to_csv(blob: bytes, fields: list[str]) -> bytes:
+    """JSON lines (the receiver's) -> CSV rows of `fields`, in that order, one line each."""
+    loads = orjson.loads
+    rows = [",".join([_csv_cell(rec.get(f)) for f in fields]) for rec in map(loads, blob.splitlines())]
+    rows.append("")
+    return "\n".join(rows).encode("utf-8", errors="backslashreplace")
 
 
 def _lock(fd: int, path: str) -> None:
@@ -132,19 +262,34 @@ def open_fifo(path: str, stop: threading.Event) -> int:
 
 
 class RecordWriter:
-    """JSON lines to a file, a pipe or stdout, written by a thread of its own.
+    """JSON lines (or CSV) to a file, a pipe or stdout, written by a thread of its own.
 
     The receiver hands over whole batches (`write_lines`) and goes back to the
     ring at once: a slow consumer slows the scan (see `behind()`) instead of
-    stalling the handshakes or losing what was received.
+    stalling the handshakes or losing what was received. The writer's thread
+    also turns them into CSV (`fmt="csv"`) and compresses them (a path ending
+    in .gz or .zst), so neither costs the receiver anything.
     """
 
     def __init__(
-        self, path: str | None, probe_fields: list[str] | None = None, fields: tuple[str, ...] | None = None
+        self,
+        path: str | None,
+        probe_fields: list[str] | None = None,
+        fields: tuple[str, ...] | None = None,
+        parsed: dict[str, tuple[str, ...]] | None = None,
+        fmt: str | None = None,
     ):
         self.path = path
         self.probe_fields = probe_fields or []
-        self.fields = select_fields(self.probe_fields, fields)
+        self.fields = select_fields(self.probe_fields, fields, parsed)
+        self.format = format_of(path, fmt)
+        self.compression = compression_of(path)
+        self._compress = compressor(self.compression)  # (raises OutputError without zstandard)
+        # Compressed: lines waiting for their member (bytes, lines, time of the first).
+        self._pending: list[bytes] = []
+        self._pending_lines = 0
+        self._pending_bytes = 0
+        self._pending_since = 0.0
         self.count = 0  # lines completely written
         self.lost = 0  # lines handed over but not written (disk full, pipe closed, abandoned)
         self.cut_line = False  # a pipe reader got part of a line (abandoned mid-write)
@@ -198,6 +343,8 @@ class RecordWriter:
                 self._restore_flags = flags
                 fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
         self._fd = fd
+        if self.format == "csv":
+            self._queue.append((csv_header(self.fields), 0))  # a header, as ZMap's: no record
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
 
@@ -232,50 +379,92 @@ class RecordWriter:
         while True:
             with self._cv:
                 while not self._queue and not self._closing:
-                    self._cv.wait()
+                    if self._pending and time.monotonic() >= self._pending_since + FLUSH_S:
+                        break
+                    self._cv.wait(FLUSH_S if self._pending else None)
                 if not self._queue:
-                    return
-                blob, count = self._queue[0]
-            ok = self._write_blob(blob, count)
+                    if self._closing:
+                        # What is left goes into the last member (abandoned: counted lost instead).
+                        if self._pending:
+                            self._flush_member()
+                        return
+                    item = None
+                else:
+                    item = self._queue[0]
+            if item is None:
+                ok = self._flush_member()  # its time is up: a slow scan's lines reach the file too
+            else:
+                blob, count = item
+                if self.format == "csv" and count:
+                    blob = json_to_csv(blob, self.fields)
+                ok = self._add(blob, count) if self._compress else self._write_blob(blob, count)
             with self._cv:
-                self._queue.popleft()
-                self._queued -= len(blob)
+                if item is not None:
+                    self._queue.popleft()
+                    self._queued -= len(item[0])
                 self._cv.notify_all()
                 if not ok:
-                    self.lost += sum(c for _, c in self._queue)
+                    self.lost += sum(c for _, c in self._queue) + self._pending_lines
+                    self._pending, self._pending_lines = [], 0
                     self._queue.clear()
                     self._queued = 0
                     return
 
-    def _write_blob(self, blob: bytes, count: int) -> bool:
+    def _add(self, blob: bytes, count: int) -> bool:
+        """Lines into the member being gathered; written once it holds CHUNK bytes."""
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append(blob)
+        self._pending_lines += count
+        self._pending_bytes += len(blob)
+        return self._flush_member() if self._pending_bytes >= CHUNK else True
+
+    def _flush_member(self) -> bool:
+        """The lines gathered, as one gzip member (zstd frame): written whole, or the file cut back."""
+        assert self._compress is not None
+        data, count = b"".join(self._pending), self._pending_lines
+        self._pending, self._pending_lines, self._pending_bytes = [], 0, 0
+        if not data:
+            return True
+        return self._write_blob(self._compress(data), count, member=True)
+
+    def _write_blob(self, blob: bytes, count: int, member: bool = False) -> bool:
+        """Write `blob`, `count` lines (or one compressed member holding them): False if it stopped."""
         assert self._fd is not None
         view = memoryview(blob)
         done = 0
         while done < len(blob):
-            if self._abandon.is_set() and (done == 0 or blob[done - 1 : done] == b"\n"):
-                self._account(blob, done, count)
+            if self._abandon.is_set() and (done == 0 or (not member and blob[done - 1 : done] == b"\n")):
+                self._account(blob, done, count, member=member)
                 return False
             try:
                 done += os.write(self._fd, view[done:])
             except BlockingIOError:
                 if self._abandon.is_set():
-                    self.cut_line = done > 0 and blob[done - 1 : done] != b"\n"
-                    self._account(blob, done, count)
+                    self._account(blob, done, count, member=member)
                     return False
                 select.select([], [self._fd], [], _POLL_S)
             except InterruptedError:
                 continue
             except OSError as exc:
-                self._account(blob, done, count, exc)
+                self._account(blob, done, count, exc, member)
                 return False
         self.count += count
         self._offset += len(blob)
         return True
 
-    def _account(self, blob: bytes, done: int, count: int, exc: OSError | None = None) -> None:
-        """A write stopped after `done` bytes of `blob`: count whole lines, cut a file back to them."""
-        whole = blob.rfind(b"\n", 0, done) + 1
-        lines = blob.count(b"\n", 0, whole)
+    def _account(
+        self, blob: bytes, done: int, count: int, exc: OSError | None = None, member: bool = False
+    ) -> None:
+        """A write stopped after `done` bytes of `blob`: count whole lines, cut a file back to them.
+
+        A compressed member is whole or nothing: its lines count only once all of it is written."""
+        if member:
+            whole = done if done == len(blob) else 0
+            lines = count if whole else 0
+        else:
+            whole = blob.rfind(b"\n", 0, done) + 1
+            lines = blob.count(b"\n", 0, whole)
         self.count += lines
         self.lost += count - lines
         self._offset += whole
@@ -340,9 +529,12 @@ class MetadataFile:
         self._fd: int | None = None
 
     def check(self) -> None:
-        check_path(self.path, "metadata")
+        if not _is_stdout(self.path):
+            check_path(self.path, "metadata")
 
     def open(self, doc: dict) -> None:
+        if _is_stdout(self.path):
+            return  # '-': the summary goes to stdout once, at the end
         self._fd = fd = open_locked(self.path, "metadata", os.O_RDWR)
         if stat.S_ISREG(os.fstat(fd).st_mode):
             _reserve(fd, self.RESERVE)
@@ -361,6 +553,14 @@ class MetadataFile:
             os.fsync(self._fd)
 
     def write(self, doc: dict) -> None:
+        if _is_stdout(self.path):
+            try:
+                sys.stdout.flush()
+                sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+                sys.stdout.buffer.flush()
+            except (OSError, ValueError) as exc:
+                raise OutputError(f"cannot write metadata to stdout: {exc}") from None
+            return
         try:
             if self._fd is None:  # the scan never started: nothing reserved, nothing locked
                 self._fd = open_locked(self.path, "metadata", os.O_RDWR)

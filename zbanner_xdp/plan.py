@@ -112,6 +112,7 @@ class ProbePlan:
         attempts: int = 1,
         tarpit_check: bool = False,
         port_filters: list[PortFilter] | None = None,
+        udp_once: bool = False,
     ):
         from .probes import get_probe
 
@@ -160,6 +161,9 @@ class ProbePlan:
         self.first_port = int(self.ports[0]) if len(self.ports) else 0
         kinds = [p.transport for p in self.probes]
         self.has_tcp = any(k == "tcp" for k in kinds[: len(self.user_probes)])
+        # UDP probes go once per address, to their default port, in scans with TCP probes and in
+        # scans given no ports (-p): otherwise to every port of the scan.
+        self.udp_once = self.has_tcp or udp_once
         icmp = [i for i, k in enumerate(kinds) if k == "icmp"]
         if len(icmp) > 1:
             raise PlanError("icmp-echo can appear once")
@@ -175,7 +179,7 @@ class ProbePlan:
                 continue
             if p.transport == "tcp":
                 n += self._port_share(self.port_filter[i])
-            elif p.transport == "udp" and not self.has_tcp:
+            elif p.transport == "udp" and not self.udp_once:
                 n += 1
         return n
 
@@ -189,7 +193,7 @@ class ProbePlan:
     def per_address(self) -> int:
         """Probes sent once per address (on the first-port pair)."""
         n = sum(
-            1 for p in self.user_probes if p.transport == "icmp" or (p.transport == "udp" and self.has_tcp)
+            1 for p in self.user_probes if p.transport == "icmp" or (p.transport == "udp" and self.udp_once)
         )
         return n + (1 if self.tarpit_index >= 0 else 0)
 
@@ -250,7 +254,7 @@ class ProbePlan:
                 syns = KernelSyns(a, p, variant)
                 out.append(syns if kernel_syns else self.syn_frames(link, key, syns))
             elif probe.transport == "udp":
-                if self.has_tcp:
+                if self.udp_once:
                     a = addrs[first]
                     p = np.full(a.shape, probe.default_port, dtype=np.uint16)
                 else:

@@ -161,6 +161,7 @@ _CLASS_BY_KIND = np.array([_CLASS_CODE[CLASSIFICATION.get(k, "unknown")] for k i
 _ICMP_CLASS_BY_TYPE = np.array([_CLASS_CODE[ICMP_CLASSES.get(t, "icmp-other")] for t in range(256)])
 _HIT_CLASSES = np.array([c in ("banner", "udp", "echoreply") for c in CLASS_VOCAB])
 _SYNACK_CODE = _CLASS_CODE["synack"]
+_BANNER_CODE = _CLASS_CODE["banner"]
 
 
 class Receiver:
@@ -202,11 +203,17 @@ class Receiver:
         # Computed once: _tally consults it for every record.
         # Per probe index: a SYN-ACK is itself the hit (SYN-only probes).
         self._syn_only = np.array([p.kind is ProbeKind.SYN for p in self.probes], bool)
+        # Per probe index, for banner probes of one connection: SYN-ACKs (handshakes completed) and
+        # banners (answers to them); the difference is what the summary warns about.
+        self._handshake = np.array([p.kind is ProbeKind.BANNER for p in self.probes], bool) & ~self._multi
+        self.handshakes = np.zeros(len(self.probes), np.int64)
+        self.answered = np.zeros(len(self.probes), np.int64)
         self._probe_names = np.array([p.name for p in self.probes], dtype=object)
         self._fields = [fields.field(name) for name in writer.fields]
         self._vocab = {"classification": CLASS_VOCAB, "probe": self._probe_names.tolist()}
         self._icmp_probe_mask = np.array([p.transport == "icmp" for p in self.probes])
-        self._parsed: dict[tuple[int, bytes], tuple[bytes, bytes, bytes, bool]] = {}
+        self._parsed: dict[tuple[int, bytes], tuple[bytes, bytes, bytes, bool, dict[str, Any]]] = {}
+        self._dotted = [f for f in writer.fields if "." in f]  # a probe's parsed field (-f http.server)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="receiver", daemon=True)
         # bpf_ktime_get_ns() is CLOCK_MONOTONIC: one offset maps it to wall time.
@@ -358,6 +365,21 @@ class Receiver:
         hit = _HIT_CLASSES[cls] | ((cls == _SYNACK_CODE) & self._syn_only[probe_i])
         hit &= probe_i != self.plan.tarpit_index
         self.hits += int(hit.sum())
+        if self._handshake.any():
+            n = len(self.probes)
+            self.handshakes += np.bincount(probe_i[cls == _SYNACK_CODE], minlength=n)
+            self.answered += np.bincount(probe_i[cls == _BANNER_CODE], minlength=n)
+
+    def handshake_counts(self) -> dict[str, dict[str, int]]:
+        """Per banner probe: handshakes completed (SYN-ACKs), answered (banners) and not answered."""
+        out: dict[str, dict[str, int]] = {}
+        for i in np.flatnonzero(self._handshake):
+            done, answered = int(self.handshakes[i]), int(self.answered[i])
+            c = out.setdefault(self.probes[i].name, {"completed": 0, "answered": 0, "unanswered": 0})
+            c["completed"] += done
+            c["answered"] += min(answered, done)
+            c["unanswered"] += max(0, done - answered)
+        return out
 
     def tally_result(self, classification: str, hit: bool) -> None:
         """A record written outside the batch paths (a multi-connection probe's result, steps.py)."""
@@ -426,7 +448,7 @@ class Receiver:
                 strict=True,
             )
         ]
-        banner, data, parsed, match = zip(*parts, strict=True)
+        banner, data, parsed, match, values = zip(*parts, strict=True)
         # The record keeps DATA_MAX bytes of a segment: a longer one is marked, never passed off as whole.
         cut = h["payload_len"] > h["data_len"]
         self.truncated += int((cut & (h["repeat"] == 0)).sum())
@@ -440,12 +462,17 @@ class Receiver:
         for name in set(names.tolist()):
             mine = names == name
             carried[name] = lambda mine=mine: [p if m else b"null" for p, m in zip(parsed, mine, strict=True)]
+        for dotted in self._dotted:  # -f http.server: one of a probe's parsed fields
+            name, _, sub = dotted.partition(".")
+            carried[dotted] = lambda name=name, sub=sub: [
+                orjson.dumps(v.get(sub)) if n == name else b"null" for v, n in zip(values, names, strict=True)
+            ]
         self.writer.write_lines(self._lines(h, carried), len(rows))
 
     def _banner_parts(
         self, probe_index: int, data: bytes, ip_raw: int, port: int
-    ) -> tuple[bytes, bytes, bytes, bool]:
-        """A banner's per-record JSON: text, base64, the probe's parse, and whether it matched.
+    ) -> tuple[bytes, bytes, bytes, bool, dict[str, Any]]:
+        """A banner's per-record JSON: text, base64, the probe's parse, whether it matched, and the parse.
 
         Memoised by (probe, bytes) for probes whose parse reads only the
         data: repeated banners (most of the Internet's SSH, FTP, SMTP
@@ -462,6 +489,7 @@ class Receiver:
             b'"' + base64.b64encode(data) + b'"',
             orjson.dumps(parsed),
             probe.matches(parsed),
+            parsed,
         )
         if probe.parse_uses_target:
             return parts

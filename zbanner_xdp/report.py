@@ -42,6 +42,7 @@ with ICMP errors and a set for tarpit-check answers: never the records themselve
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import socket
@@ -56,9 +57,12 @@ import orjson
 
 from . import fields
 from .probes import probe_class
+from .targets import TargetError, parse_ports
 
 SCHEMA = "zbanner-xdp-report/1"
 PNG_NEEDS = "--png needs matplotlib: pip install 'zbanner-xdp[plot]'"
+ZSTD_NEEDS = "the zstandard package: pip install 'zbanner-xdp[zstd]'"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 # The fields every results file has (the output table marks them; a field added later is optional here,
 # so that files written by an older scanner stay readable).
@@ -139,6 +143,25 @@ REPLY_FIELDS = (
     ("echoreply", ECHO),
     ("icmp_from_target", ICMP_T),
     ("icmp_from_router", ICMP_R),
+)
+
+
+# What the text report prints under its tables: the categories and what they count.
+DEFINITIONS = (
+    ("network-alive", "any reply sent by the target itself: SYN-ACK, RST, banner, UDP reply, echo reply, "
+     "or an ICMP error whose sender is the target"),
+    ("transport-active", "a TCP segment (SYN-ACK, zero-window SYN-ACK, RST, banner) or a UDP reply"),
+    ("transport-alive", "a SYN-ACK (a zero-window one, or a banner, implies one) or a UDP reply: the port "
+     "is open"),
+    ("app-active", "a payload: a banner, or a UDP reply carrying data"),
+    ("app-alive", "a payload that parsed as the probed protocol (app_match)"),
+)  # fmt: skip
+DEFINITION_NOTES = (
+    "Each level includes the next: app-alive ⊆ app-active ⊆ transport-alive ⊆ transport-active ⊆ "
+    "network-alive.",
+    "Counts are distinct targets (addresses) per probe key (probe/port; icmp-echo has no port). ICMP errors "
+    "sent by a router, RSTs matched only by their port (unvalidated) and repeats make no target alive; they "
+    "are counted apart.",
 )
 
 
@@ -502,12 +525,30 @@ def _table(header: list[str], rows: list[list[Any]], left: int = 1, indent: str 
     return out
 
 
+def _of(n: int, scanned: int | None) -> str:
+    """A count, and its share of the targets scanned when they are known."""
+    return f"{n} ({100 * n / scanned:.1f}%)" if scanned else str(n)
+
+
 def format_report(rep: dict[str, Any], max_tarpits: int = 50) -> str:
-    """Human-readable text with aligned tables."""
+    """Human-readable text with aligned tables, then what their categories mean."""
     t = rep["totals"]
     keys: list[str] = rep["probe_keys"]
     pk = rep["per_key"]
+    scan = rep.get("scan")
     out = ["zbanner-xdp liveness report (taxonomy of Bano et al., 2018)", ""]
+    if scan is not None:
+        out.append(
+            f"Scan ({scan['metadata']}): {scan['addresses']} addresses x {scan['ports']} ports, "
+            f"{scan['pairs']} (address, port) pairs in this shard: {scan['targets_per_key']} targets scanned "
+            f"per probe key{'' if scan['exact'] else ' (about: shards or --max-targets split them)'}"
+        )
+        if scan["reason"] not in ("completed", "max-targets"):
+            sent, planned = scan["probes_sent"], scan["probes_planned"]
+            out.append(
+                f"  the scan ended early ({scan['reason']}): {sent} of {planned} probes were sent, so the "
+                "shares below are of targets planned, not probed"
+            )
     reasons = ", ".join(f"{r}: {n}" for r, n in t["malformed_reasons"].items())
     out.append(
         f"Records: {t['records']} read, {t['repeats_ignored']} repeats ignored, "
@@ -524,11 +565,17 @@ def format_report(rep: dict[str, Any], max_tarpits: int = 50) -> str:
         out += ["", "No probe keys: nothing to report."]
         return "\n".join(out) + "\n"
 
-    out += ["", "Liveness per probe key (distinct targets)"]
-    out += _table(
-        ["probe key", "network-alive", "transport-active", "transport-alive", "app-active", "app-alive"],
-        [[k, *pk[k]["liveness"].values()] for k in keys],
-    )
+    levels = ["network-alive", "transport-active", "transport-alive", "app-active", "app-alive"]
+    if scan is None:
+        out += ["", "Liveness per probe key (distinct targets)"]
+        out += _table(["probe key", *levels], [[k, *pk[k]["liveness"].values()] for k in keys])
+    else:
+        out += ["", "Liveness per probe key (distinct targets, and their share of the targets scanned)"]
+        rows = [
+            [k, pk[k]["scanned"], *(_of(n, pk[k]["scanned"]) for n in pk[k]["liveness"].values())]
+            for k in keys
+        ]
+        out += _table(["probe key", "scanned", *levels], rows)
 
     out += ["", "Reply types (distinct targets)"]
     out += _table(
@@ -586,6 +633,12 @@ def format_report(rep: dict[str, Any], max_tarpits: int = 50) -> str:
     out += [f"  {a}" for a in shown]
     if len(tp["addresses"]) > len(shown):
         out.append(f"  ... and {len(tp['addresses']) - len(shown)} more (see --json)")
+    out += ["", "What the liveness columns count"]
+    width = max(len(name) for name, _ in DEFINITIONS)
+    out += [f"  {name:<{width}}  {meaning}" for name, meaning in DEFINITIONS]
+    out += [f"  {note}" for note in DEFINITION_NOTES]
+    if scan is None:
+        out.append("  Shares of the targets scanned: give the scan's summary, --metadata FILE.")
     return "\n".join(out) + "\n"
 
 
@@ -635,7 +688,11 @@ def write_png(rep: dict[str, Any], path: str) -> None:
         ax.set_title("Cross-protocol liveness")
         fig.tight_layout()
         try:
-            fig.savefig(path, dpi=150)
+            if path == "-":
+                fig.savefig(sys.stdout.buffer, dpi=150, format="png")
+                sys.stdout.buffer.flush()
+            else:
+                fig.savefig(path, dpi=150)
         except OSError as exc:
             raise ReportError(f"cannot write '{path}': {exc.strerror or exc}") from None
     finally:
@@ -665,6 +722,14 @@ def open_results(path: str) -> Iterator[IO[bytes]]:
         if magic == b"\x1f\x8b":
             with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
                 yield gz  # type: ignore[misc]
+        elif magic == ZSTD_MAGIC[:2] and raw.peek(4)[:4] == ZSTD_MAGIC:  # type: ignore[attr-defined]
+            try:
+                import zstandard
+            except ImportError:
+                raise ReportError(f"'{path}' is zstd: reading it needs {ZSTD_NEEDS}") from None
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+            with io.BufferedReader(reader, 1 << 20) as zst:  # type: ignore[arg-type]
+                yield zst
         else:
             yield raw
     finally:
@@ -685,40 +750,118 @@ def _check_writable(path: str) -> None:
         raise ReportError(f"cannot write '{path}': Permission denied")
 
 
+def _check_records(path: str, line: bytes) -> None:
+    """The first line of a results file must be a full record: a file written with -f or as CSV is refused
+    (one line, exit status 2) instead of being reported as nothing but malformed lines."""
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        rec = None
+    if not isinstance(rec, dict):
+        raise ReportError(
+            f"'{path}': not JSON lines (CSV?): report reads the records a scan writes as JSON lines"
+        )
+    missing = [f for f in REQUIRED_FIELDS if f not in rec]
+    if missing:
+        raise ReportError(
+            f"'{path}': its records lack {', '.join(missing)} (written with -f?): report needs every field, "
+            "as a scan writes them without -f"
+        )
+
+
 def read_report(path: str) -> dict[str, Any]:
     builder = ReportBuilder()
     with open_results(path) as fh:
         try:
+            checked = False
             for line in fh:
+                if not checked and line.strip():
+                    _check_records(path, line)
+                    checked = True
                 builder.add_line(line)
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise ReportError(f"'{path}': corrupt or truncated gzip data ({exc})") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("zstandard"):  # its ZstdError
+                raise ReportError(f"'{path}': corrupt or truncated zstd data ({exc})") from None
+            raise
         except OSError as exc:
             raise ReportError(f"cannot read '{path}': {exc.strerror or exc}") from None
     return builder.finish()
 
 
-def run_report(path: str, json_out: str | None, png_out: str | None) -> int:
-    """`zbanner-xdp report PATH [--json OUT] [--png OUT]`: text on stdout (or JSON with --json -)."""
+# A scan summary is ~5 kB; this bounds what --metadata reads of a wrong file.
+METADATA_MAX = 16 << 20
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+    """What the report needs of a scan's summary (--metadata): the targets scanned, the denominators."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(METADATA_MAX + 1)
+    except OSError as exc:
+        raise ReportError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    try:
+        doc = orjson.loads(raw) if len(raw) <= METADATA_MAX else None
+    except orjson.JSONDecodeError:
+        doc = None
+    t = doc.get("targets") if isinstance(doc, dict) else None
+    sent = doc.get("packets_sent") if isinstance(doc, dict) else None
+    need = ("addresses", "this_shard", "ports", "probes_planned")
+    if not isinstance(t, dict) or any(k not in t for k in need) or not isinstance(sent, dict):
+        raise ReportError(
+            f"'{path}': not a zbanner-xdp scan summary: give the file a scan's --metadata wrote"
+        )
+    assert isinstance(doc, dict)
+    if doc.get("reason") == "running":
+        raise ReportError(f"'{path}': the scan is still running, or died: its summary was never written")
+    try:
+        n_ports = len(parse_ports(t["ports"])) if t["ports"] else 1
+    except (TargetError, TypeError, AttributeError):
+        raise ReportError(f"'{path}': bad targets.ports {t['ports']!r}") from None
+    options = doc.get("options") if isinstance(doc.get("options"), dict) else {}
+    return {
+        "metadata": path,
+        "addresses": t["addresses"],
+        "ports": n_ports,
+        "pairs": t["this_shard"],
+        "targets_per_key": round(t["this_shard"] / n_ports),
+        "exact": options.get("shards", 1) == 1 and options.get("max_targets") is None,
+        "reason": doc.get("reason"),
+        "probes_sent": sent.get("probes"),
+        "probes_planned": t["probes_planned"],
+    }
+
+
+def run_report(path: str, json_out: str | None, png_out: str | None, metadata: str | None = None) -> int:
+    """`zbanner-xdp report PATH [--json OUT] [--png OUT] [--metadata FILE]`: text on stdout (or JSON with
+    --json -); with the scan's summary, every count also as a share of the targets scanned."""
+    if png_out == "-" and json_out == "-":
+        raise ReportError("--json - and --png - would share stdout: give one of them a file")
+    scan = read_metadata(metadata) if metadata is not None else None
     if png_out is not None:
         _import_pyplot()
         _check_writable(png_out)
     if json_out is not None:
         _check_writable(json_out)
     rep = read_report(path)
+    if scan is not None:
+        rep["scan"] = scan
+        for entry in rep["per_key"].values():
+            entry["scanned"] = scan["targets_per_key"]
     blob = orjson.dumps(rep, option=orjson.OPT_INDENT_2) + b"\n"
     if json_out == "-":
         sys.stdout.buffer.write(blob)
         sys.stdout.buffer.flush()
-    else:
+    elif png_out != "-":  # (stdout is the PNG's: the text would corrupt it)
         sys.stdout.write(format_report(rep))
         sys.stdout.flush()
-        if json_out is not None:
-            try:
-                with open(json_out, "wb") as fh:
-                    fh.write(blob)
-            except OSError as exc:
-                raise ReportError(f"cannot write '{json_out}': {exc.strerror or exc}") from None
+    if json_out not in (None, "-"):
+        try:
+            with open(json_out, "wb") as fh:  # type: ignore[arg-type]
+                fh.write(blob)
+        except OSError as exc:
+            raise ReportError(f"cannot write '{json_out}': {exc.strerror or exc}") from None
     if png_out is not None:
         write_png(rep, png_out)
     return 0

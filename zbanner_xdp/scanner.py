@@ -21,6 +21,7 @@ import datetime as dt
 import ipaddress
 import os
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -34,8 +35,16 @@ from .events import Counter
 from .kgen import KernelGenerator, KernelGenError
 from .kreplies import KernelReplies
 from .netinfo import NetParams, resolve
-from .output import MetadataFile, OutputError, RecordWriter, same_file, select_fields
-from .plan import KernelSyns, PlanError, ProbePlan, Segment
+from .output import (
+    MetadataFile,
+    OutputError,
+    RecordWriter,
+    compression_of,
+    compressor,
+    same_file,
+    select_fields,
+)
+from .plan import KernelSyns, PlanError, ProbePlan, Segment, split_variant
 from .receiver import Receiver, RingReader
 from .replies import Replies, ReplyQueue
 from .sender import RateLimiter, SendError, TxRing
@@ -60,6 +69,43 @@ EXIT_SIGTERM = 143
 # should have had). Packets refused as not ours are not losses; they are counted
 # apart, in `rejected` (see summary()).
 DROP_KEYS = ("ringbuf_full", "reply_queue", "tx_ring_full", "tx_refused", "output_lost")
+
+
+# A banner probe's handshakes completed without an answer (a SYN-ACK, then no banner), as a share of its
+# handshakes, from which the summary warns: a server answering many addresses (a load balancer, a
+# CDN, a lab) overwhelmed by the rate accepts connections it then drops (MEASURED: 256 addresses of one
+# OpenSSH at 10K pps gave ~133 banners, 251 at 2K).
+UNANSWERED_WARN_SHARE = 0.05
+UNANSWERED_WARN_MIN = 5
+
+
+def unanswered(summary: dict) -> dict[str, tuple[int, int]]:
+    """Probe -> (handshakes without an answer, handshakes), for the probes that had any."""
+    return {
+        name: (c["unanswered"], c["completed"])
+        for name, c in (summary.get("handshakes") or {}).items()
+        if c["unanswered"]
+    }
+
+
+def unanswered_warning(summary: dict) -> str | None:
+    """One line when many handshakes brought no answer, with what to try; None otherwise."""
+    high = {
+        name: (n, total)
+        for name, (n, total) in unanswered(summary).items()
+        if n >= UNANSWERED_WARN_MIN and n >= UNANSWERED_WARN_SHARE * total
+    }
+    if not high:
+        return None
+    what = ", ".join(f"{name} {n} of {total} ({100 * n / total:.0f} %)" for name, (n, total) in high.items())
+    return (
+        f"{what} handshakes completed without an answer: servers overwhelmed, or answers lost; "
+        "try a lower --rate, or --retransmit 2"
+    )
+
+
+# --dry-run: the characters of a payload shown (escaped as Python shows bytes), the rest cut.
+DRY_RUN_PAYLOAD_SHOWN = 200
 
 
 def losses(summary: dict) -> dict[str, int]:
@@ -135,8 +181,17 @@ class Scanner:
         self.seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.key = cookie.new_key()
         try:
+            # No ports (-p) in a scan of UDP and ICMP probes: each goes once per address, to its own
+            # port; the space's one port is only a place for them in the permutation.
+            own_port = [p.default_port for p in probes if p.default_port] or [1]
             self.space = targets.TargetSpace.build(
-                list(cfg.targets), targets.parse_ports(cfg.ports), cfg.blocklist, cfg.allowlist
+                list(cfg.targets),
+                targets.parse_ports(cfg.ports) if cfg.ports else own_port[:1],
+                cfg.blocklist,
+                cfg.allowlist,
+                cfg.list_of_targets,
+                cfg.exclude,
+                cfg.exclude_files,
             )
             self.plan = ProbePlan(
                 probes,
@@ -145,17 +200,22 @@ class Scanner:
                 cfg.source_port_hi,
                 attempts=1 + cfg.retransmit,
                 tarpit_check=cfg.tarpit_check,
+                udp_once=not cfg.ports,
             )
         except (targets.TargetError, PlanError, OSError) as exc:
             raise ScanError(str(exc)) from None
         self.probes = self.plan.probes
         self.probe_fields = list(dict.fromkeys(p.name for p in self.plan.user_probes if p.kind.parses))
+        self.parsed_fields = {p.name: tuple(p.fields) for p in self.plan.user_probes if p.kind.parses}
         try:
-            select_fields(self.probe_fields, cfg.output_fields)
+            select_fields(self.probe_fields, cfg.output_fields, self.parsed_fields)
+            compressor(compression_of(cfg.output))  # .zst without its package: said now
         except OutputError as exc:
             raise ScanError(str(exc)) from None
         if cfg.metadata and same_file(cfg.output, cfg.metadata):
             raise ScanError(f"-o and --metadata name the same file '{cfg.metadata}'")
+        if cfg.metadata == "-" and cfg.output in (None, "-"):
+            raise ScanError("--metadata - and the results would share stdout: give -o a file")
         self.pairs = targets.expected_count(self.space, cfg.shards, cfg.shard, cfg.max_targets)
         self.total = self.plan.expected_probes(self.pairs, self.space.n_ports)
         self.sent_probes = 0
@@ -224,6 +284,7 @@ class Scanner:
 
     # -- dry run ---------------------------------------------------------
     def dry_run(self, out) -> int:
+        """One line per packet that would be sent; after a banner probe's SYN, what its ACK would carry."""
         self.net = self._resolve(solicit=False)
         link = self._link()
         n = 0
@@ -231,10 +292,34 @@ class Scanner:
             for attempt in range(self.plan.attempts):  # retransmitted copies go out later, same lines
                 for seg in self.plan.segments(link, self.key, addrs, ports, attempt):
                     for i in range(len(seg.lengths)):
-                        out.write(packets.describe(seg.frames[i, : seg.lengths[i]].tobytes()) + "\n")
+                        frame = seg.frames[i, : seg.lengths[i]].tobytes()
+                        out.write(packets.describe(frame) + "\n")
+                        note = self._payload_note(frame)
+                        if note:
+                            out.write(note + "\n")
                     n += len(seg.lengths)
         out.flush()
         return n
+
+    def _payload_note(self, frame: bytes) -> str | None:
+        """For a banner probe's SYN: the payload its ACK would carry once the target SYN-ACKs."""
+        ip = frame[packets.IP_OFF :]
+        if ip[9] != socket.IPPROTO_TCP:
+            return None
+        tcp = ip[(ip[0] & 0x0F) * 4 :]
+        sport, dport = int.from_bytes(tcp[0:2], "big"), int.from_bytes(tcp[2:4], "big")
+        entry = self.plan.probes[split_variant((sport - self.plan.lo) % self.plan.V, self.plan.P)[0]]
+        if not entry.handshake:
+            return None
+        payload = entry.payload(str(ipaddress.IPv4Address(ip[16:20])), dport)
+        steps = int(entry.steps)
+        more = f"; then up to {steps - 1} more connections, as the answers decide" if steps > 1 else ""
+        if not payload:
+            return f"  after its SYN-ACK: ACK, no payload (the server speaks first){more}"
+        shown = repr(payload)[2:-1]
+        if len(shown) > DRY_RUN_PAYLOAD_SHOWN:
+            shown = shown[:DRY_RUN_PAYLOAD_SHOWN] + "…"
+        return f'  after its SYN-ACK: ACK len={len(payload)} payload="{shown}"{more}'
 
     # -- the scan --------------------------------------------------------
     def run(self) -> dict:
@@ -337,7 +422,9 @@ class Scanner:
     def _check_outputs(self) -> None:
         """Everything about -o and --metadata that can fail, before anything is attached or opened."""
         cfg = self.cfg
-        self.writer = RecordWriter(cfg.output, self.probe_fields, cfg.output_fields)
+        self.writer = RecordWriter(
+            cfg.output, self.probe_fields, cfg.output_fields, self.parsed_fields, cfg.output_format
+        )
         try:
             self.writer.check(self.stop)  # a FIFO: waits here for its reader
             if cfg.metadata:
@@ -687,7 +774,10 @@ class Scanner:
             "seed": self.seed,
             "probe": ",".join(p.name for p in self.plan.user_probes),
             "targets": {
-                "specs": list(self.cfg.targets) or ["0.0.0.0/0"],
+                "specs": list(self.cfg.targets)
+                or ([] if self.cfg.list_of_targets is not None else ["0.0.0.0/0"]),
+                "list_of_targets": self.cfg.list_of_targets,
+                "exclude": [*self.cfg.exclude, *self.cfg.exclude_files],
                 "ports": self.cfg.ports,
                 "addresses": int(self.space.n_addrs),
                 "pairs": int(self.space.size),
@@ -716,6 +806,8 @@ class Scanner:
             "hits": self.hits(),
             "repeats": int(xdp.get("repeat", 0)),
             "reanswered": self.replies.reanswered if self.replies else 0,
+            # Banner probes: SYN-ACKs (completed), banners (answered), SYN-ACKs without one (unanswered).
+            "handshakes": rcv.handshake_counts() if rcv else {},
             "drops": self._drop_counts(xdp),
             # To our address and port range but not a reply to this scan's probes: forged, or
             # stale, i.e. answers to an earlier scan (a server retransmits an unanswered

@@ -36,6 +36,7 @@ import numpy as np
 import orjson
 
 from .events import Kind, addr_text, host_addrs
+from .output import fill_dotted
 from .plan import KernelSyns, split_variant
 from .probes import StepOutcome
 
@@ -307,6 +308,7 @@ class StepTable:
         for name, value in values.items():
             if name in rec:
                 rec[name] = value
+        fill_dotted(rec, values)  # -f jarm.fingerprint
         self._records.append(rec)
         if self.tally is not None:
             self.tally("banner", shown is not None)

@@ -17,9 +17,12 @@ numpy. Shard ``i`` of ``S`` takes the domain positions ``k`` with
 from __future__ import annotations
 
 import array
+import contextlib
 import hashlib
 import os
+import sys
 from collections.abc import Iterable, Iterator, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +43,7 @@ __all__ = [
     "parse_cidr",
     "parse_cidrs",
     "parse_ports",
+    "parse_target",
     "parse_targets",
     "read_cidr_file",
     "subtract",
@@ -126,13 +130,25 @@ def parse_cidr(text: str) -> tuple[int, int]:
     return start, start + span
 
 
+def parse_target(text: str) -> tuple[int, int]:
+    """An address, a CIDR or an inclusive range ``a.b.c.d-e.f.g.h`` (as masscan) -> half-open
+    ``(start, end)``; raises ValueError."""
+    lo_text, dash, hi_text = text.partition("-")
+    if not dash:
+        return parse_cidr(text)
+    lo, hi = _parse_ipv4(lo_text.strip()), _parse_ipv4(hi_text.strip())
+    if lo is None or hi is None or hi < lo:
+        raise ValueError(text)
+    return lo, hi + 1
+
+
 def parse_cidrs(items: Iterable[str]) -> Intervals:
     """Trusted CIDR strings (e.g. DEFAULT_BLOCKLIST) -> Intervals; raises ValueError on a bad one."""
     return normalize([parse_cidr(item) for item in items])
 
 
 def parse_targets(args: Sequence[str]) -> Intervals:
-    """Command-line TARGETs (addresses or CIDRs; a comma also separates) -> Intervals.
+    """Command-line TARGETs (addresses, CIDRs or ranges a-b; a comma also separates) -> Intervals.
 
     An empty ``args`` gives empty Intervals: deciding that "no TARGET" means the
     whole IPv4 space is TargetSpace.build's job, not the parser's.
@@ -142,7 +158,7 @@ def parse_targets(args: Sequence[str]) -> Intervals:
         for token in arg.split(","):
             token = token.strip()
             try:
-                ranges.append(parse_cidr(token))
+                ranges.append(parse_target(token))
             except ValueError:
                 raise TargetError(f"invalid target '{token}'") from None
     return normalize(ranges)
@@ -161,18 +177,28 @@ def _shown(text: str, limit: int | None = 60) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in cut)
 
 
+@contextlib.contextmanager
+def _open_list(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    if os.fspath(path) == "-":
+        yield sys.stdin.buffer
+    else:
+        with open(path, "rb") as f:
+            yield f
+
+
 def read_cidr_file(path: str | os.PathLike[str]) -> Intervals:
-    """A ZMap-style allow/block list: one CIDR or address a line, ``#`` comments, blank lines ignored.
+    """A ZMap-style allow/block list or list of targets (-I): one address, CIDR or range a-b a line,
+    ``#`` comments, blank lines ignored; ``-`` is stdin.
 
     Read a line at a time within CIDR_FILE_MAX_LINE / _BYTES / _LINES; binary
     content (a NUL byte, or not UTF-8) is refused as "not a text file". Every
     problem is a TargetError whose message is one line naming the file (and line).
     """
-    name = _shown(os.fspath(path), None)
+    name = "stdin" if os.fspath(path) == "-" else _shown(os.fspath(path), None)
     flat = array.array("Q")  # start, end, start, end, …: 16 bytes an entry, not ~120 as tuples
     total = 0
     try:
-        with open(path, "rb") as f:
+        with _open_list(path) as f:
             lineno = 0
             while True:
                 raw = f.readline(CIDR_FILE_MAX_LINE + 1)
@@ -196,9 +222,10 @@ def read_cidr_file(path: str | os.PathLike[str]) -> Intervals:
                 if not token:
                     continue
                 try:
-                    flat.extend(parse_cidr(token))
+                    flat.extend(parse_target(token))
                 except ValueError:
-                    raise TargetError(f"{name}:{lineno}: invalid CIDR '{_shown(token)}'") from None
+                    what = "range" if "-" in token else "CIDR"
+                    raise TargetError(f"{name}:{lineno}: invalid {what} '{_shown(token)}'") from None
     except OSError as e:
         raise TargetError(f"{name}: {e.strerror or e}") from None
     return normalize(np.frombuffer(flat, dtype=np.uint64) if flat else _empty())
@@ -320,20 +347,44 @@ class TargetSpace:
         ports: npt.ArrayLike | str,
         blocklist: str | os.PathLike[str] | None = None,
         allowlist: str | os.PathLike[str] | None = None,
+        list_of_targets: str | os.PathLike[str] | None = None,
+        exclude: Sequence[str] = (),
+        exclude_files: Sequence[str | os.PathLike[str]] = (),
     ) -> TargetSpace:
-        """The CLI's space: (TARGETs or all IPv4) ∩ allowlist − blocklist, times ``ports``.
+        """The CLI's space: (TARGETs ∪ list_of_targets, or all IPv4) ∩ allowlist − blocklist − exclude,
+        times ``ports``.
 
         ``blocklist=None`` applies DEFAULT_BLOCKLIST; a file replaces it (an empty file disables it).
+        ``exclude`` (addresses, CIDRs, ranges) and ``exclude_files`` are taken out as well, whichever
+        blocklist applies. A file named ``-`` is stdin (one of them at most).
         """
+        files = [f for f in (list_of_targets, blocklist, allowlist, *exclude_files) if f is not None]
+        if sum(os.fspath(f) == "-" for f in files) > 1:
+            raise TargetError("only one list may be read from stdin ('-')")
         port_arr = _check_ports(ports)
-        space = parse_targets(targets) if targets else np.array([[0, ADDR_SPACE]], dtype=np.uint64)
+        given = bool(targets) or list_of_targets is not None
+        space = parse_targets(targets)
+        if list_of_targets is not None:
+            listed = read_cidr_file(list_of_targets)
+            if len(listed) == 0:
+                raise TargetError(f"{_shown(os.fspath(list_of_targets), None)}: no targets in the list")
+            space = union(space, listed)
+        if not given:
+            space = np.array([[0, ADDR_SPACE]], dtype=np.uint64)
         if allowlist is not None:
             allowed = read_cidr_file(allowlist)
-            space = intersect(space, allowed) if targets else allowed
+            space = intersect(space, allowed) if given else allowed
         blocked = parse_cidrs(DEFAULT_BLOCKLIST) if blocklist is None else read_cidr_file(blocklist)
+        try:
+            blocked = union(blocked, parse_targets(exclude))
+        except TargetError as exc:
+            raise TargetError(f"--exclude: {exc}") from None
+        for path in exclude_files:
+            blocked = union(blocked, read_cidr_file(path))
         space = subtract(space, blocked)
         if len(space) == 0:
-            raise TargetError("no targets left after allow/block lists")
+            more = " and --exclude" if exclude or exclude_files else ""
+            raise TargetError(f"no targets left after allow/block lists{more}")
         return cls(space, port_arr)
 
     def __repr__(self) -> str:

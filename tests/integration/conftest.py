@@ -26,7 +26,8 @@ def lab_up() -> Iterator[lab.LabInfo]:
     lab.down()
     info = lab.up()
     try:
-        yield info
+        with lab.using():  # another process's down() now refuses to take the lab from these tests
+            yield info
     finally:
         lab.down()
 

@@ -76,7 +76,8 @@ def wire_lab() -> Iterator[lab.LabInfo]:
     try:
         info = lab.up(wire=True)
         assert info.wire and info.relay_pid is not None
-        yield info
+        with lab.using():
+            yield info
     finally:
         lab.down()
 

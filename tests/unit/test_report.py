@@ -398,7 +398,7 @@ def test_run_report_stdin_and_json_to_stdout(monkeypatch: pytest.MonkeyPatch, ca
         (lambda p: None, "cannot read '{p}/missing.jsonl': No such file or directory"),
         (lambda p: (p / "missing.jsonl").mkdir(), "cannot read '{p}/missing.jsonl': Is a directory"),
         (
-            lambda p: (p / "missing.jsonl").write_bytes(gzip.compress(b'{"a": 1}\n' * 1000)[:40]),
+            lambda p: (p / "missing.jsonl").write_bytes(gzip.compress(b"".join(scenario_lines()) * 50)[:400]),
             "'{p}/missing.jsonl': corrupt or truncated gzip data",
         ),
     ],

@@ -128,6 +128,8 @@ The package, one module per part (this file re-exports the public names, so
     relay.py      the fault wire's relay: started, swapped (impaired()), stopped
     state.py      status(): what exists and whether the lab is complete
     lifecycle.py  up() and down()
+    users.py      who else uses the lab (leases: using(); processes in its namespaces): down()
+                  and a rebuilding up() refuse while anybody does
     procs.py      commands, processes, the lock
     nexthop.py    the do-nothing XDP program on the scanner's next hop (XDP transmits delivered)
     netns.py      run a function inside another network namespace
@@ -158,9 +160,11 @@ from .truth import (
     is_tarpit,
     service,
 )
+from .users import LabInUse, using
 
 __all__ = [
     *topology.__all__,
+    "LabInUse",
     "PROTOS",
     "RELAY_MODULE",
     "SERVERS",
@@ -180,4 +184,5 @@ __all__ = [
     "service",
     "status",
     "up",
+    "using",
 ]

@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-from . import network, nexthop, procs, relay, servers, state
+from . import network, nexthop, procs, relay, servers, state, users
 from .procs import TERM_GRACE, ns_exec_argv
 from .topology import (
     PREFIX,
@@ -119,10 +119,19 @@ def _down_unlocked(keep_state_dir: bool = False) -> list[str]:
     return removed
 
 
-def down() -> list[str]:
+def _exists() -> bool:
+    return os.path.isdir(STATE_DIR) or bool(_lab_namespaces())
+
+
+def down(force: bool = False) -> list[str]:
     """Remove every lab piece that exists (even half-built), the wire and its relay included; return
-    what was removed. Touches only names with this lab's PREFIX. Never raises for missing pieces."""
+    what was removed. Touches only names with this lab's PREFIX. Never raises for missing pieces.
+
+    Raises users.LabInUse, removing nothing, while another process uses the lab (holds a lease, or
+    runs in its namespaces: see users.py), unless force."""
     with procs.locked():
+        if not force and _exists():
+            users.refuse_if_used("removed", (state.read_marker() or {}).get("built_by"))
         return _down_unlocked()
 
 
@@ -141,6 +150,9 @@ def up(force: bool = False, wire: bool = False) -> LabInfo:
 
     Without the relay module (relay.RELAY_MODULE) a wire lab is still built, but frames do not cross
     the wire (no relay) and readiness is checked from the router instead of the scanner.
+
+    A lab that would be torn down to be rebuilt is not while another process uses it (users.py):
+    users.LabInUse is raised instead, unless force.
     """
     if os.geteuid() != 0:
         raise RuntimeError("lab: needs root (network namespaces, veth, nftables)")
@@ -154,6 +166,8 @@ def up(force: bool = False, wire: bool = False) -> LabInfo:
                 if st["links"][hop_if]["xdp"] is None:  # removed (a killed emulator): put it back
                     nexthop.set_next_hop_xdp(hop_ns, hop_if, True)
                 return _info_from_state()
+            if _exists():
+                users.refuse_if_used("rebuilt", (state.read_marker() or {}).get("built_by"))
         _down_unlocked()
         try:
             keygen = servers.prepare_state_dir()
@@ -184,6 +198,7 @@ def up(force: bool = False, wire: bool = False) -> LabInfo:
                 wire_ns=WIRE_NS if wire else None,
                 wire_ifs=[WIRE_SCAN_IF, WIRE_ROUTER_IF] if wire else [],
                 relay_pid=relay_pid,
+                built_by=users.owner(),
             )
             with open(os.path.join(STATE_DIR, "lab.json"), "w") as f:
                 json.dump(info.to_dict(), f, indent=2)
@@ -197,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m zbanner_xdp.lab up|down|status` (the same as `zbanner-xdp lab ...`)."""
     p = argparse.ArgumentParser(prog="python -m zbanner_xdp.lab")
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--force", action="store_true", help="up: rebuild even if the lab is complete")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="up: rebuild even if the lab is complete; up/down: even if another process uses it",
+    )
     p.add_argument("--wire", action="store_true", help="up: with the fault wire between scanner and router")
     p.add_argument("--json", action="store_true", help="status: print JSON")
     args = p.parse_args(argv)
@@ -208,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lab up in {time.monotonic() - t0:.2f}s")
             print(state.format_status(state.status()))
         elif args.action == "down":
-            for item in down():
+            for item in down(force=args.force):
                 print(f"removed {item}")
         else:
             d = state.status()

@@ -53,19 +53,34 @@ def step(what: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def locked() -> Iterator[None]:
-    # Serialises up/down/status/impaired() across processes (CLI and test fixtures). Not re-entrant.
-    try:
-        f = open(LOCK_FILE, "a")  # noqa: SIM115 - closed below
-    except PermissionError:
-        # Not root: status() still works read-only; up()/down() fail later anyway.
-        yield
-        return
-    with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    """Serialises up/down/status/impaired() across processes (CLI and test fixtures). Not re-entrant.
+
+    The lock file lives only as long as the lab: whoever holds the lock when no lab is left (no
+    STATE_DIR: after down(), or a status() of no lab) removes it, still locked. A process that was
+    waiting then holds a removed file, sees that the name no longer leads to it, and locks anew."""
+    while True:
         try:
+            f = open(LOCK_FILE, "a")  # noqa: SIM115 - closed below
+        except PermissionError:
+            # Not root: status() still works read-only; up()/down() fail later anyway.
             yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            return
+        with f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                current = os.stat(LOCK_FILE).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if not current:
+                continue  # removed while we waited: lock the file the name leads to now
+            try:
+                yield
+            finally:
+                if not os.path.isdir(STATE_DIR):
+                    with contextlib.suppress(OSError):
+                        os.unlink(LOCK_FILE)
+                fcntl.flock(f, fcntl.LOCK_UN)
+            return
 
 
 def netns_path(ns: str) -> str:

@@ -10,7 +10,7 @@ import subprocess
 from typing import Any
 
 from .. import bpfsys
-from . import procs, relay, servers, topology
+from . import procs, relay, servers, topology, users
 from .network import IFF_PROMISC, IFF_UP
 from .procs import CMD_TIMEOUT, ns_exec_argv
 from .topology import (
@@ -216,6 +216,8 @@ def status_unlocked() -> dict[str, Any]:
         "listening_ports": listening,
         "listening_udp_ports": listening_udp,
         "root_leftover_links": root_links,
+        "built_by": (marker or {}).get("built_by"),
+        "in_use_by": users.others() if os.path.isdir(STATE_DIR) or any(namespaces.values()) else [],
         "scan_ip": SCAN_IP,
         "gateway_ip": TARGET_GW,
         "address_plan": address_plan(),
@@ -275,6 +277,10 @@ def format_status(d: dict[str, Any]) -> str:
         lines.append(f"  listening   udp {', '.join(str(p) for p in d['listening_udp_ports'])}")
     if d["root_leftover_links"]:
         lines.append(f"  LEFTOVER    root-namespace links: {', '.join(d['root_leftover_links'])}")
+    if d.get("built_by"):
+        lines.append(f"  owner       {users.describe_owner(d['built_by'])}")
+    for user in d.get("in_use_by") or []:
+        lines.append(f"  in use      {user}")
     lines.append(f"address plan (scan from {SCAN_NS}, {d['scan_ip']} -> gateway {d['gateway_ip']}):")
     for text in d["address_plan"].values():
         lines.append(f"  {text}")

@@ -265,6 +265,7 @@ class LabInfo:
     wire_ns: str | None = None
     wire_ifs: list[str] = field(default_factory=list)  # [a (scanner side), b (router side)]
     relay_pid: int | None = None
+    built_by: dict[str, Any] = field(default_factory=dict)  # users.owner(): who ran up()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
