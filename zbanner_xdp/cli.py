@@ -352,15 +352,42 @@ def probes_cmd(output_fields: bool) -> None:
 @click.argument("results")
 @click.option("--json", "json_out", help="Also write the report as JSON ('-': stdout instead of text).")
 @click.option("--png", "png_out", help="Cross-protocol heatmap PNG (needs matplotlib: zbanner-xdp[plot]).")
-def report_cmd(results: str, json_out: str | None, png_out: str | None) -> None:
+@click.option(
+    "--blocks",
+    is_flag=True,
+    help="Per /24 block: alive addresses per probe key and their distribution (--png: a histogram).",
+)
+def report_cmd(results: str, json_out: str | None, png_out: str | None, blocks: bool) -> None:
     """Liveness taxonomy (Bano et al. 2018) of a results file (.gz ok, '-' = stdin)."""
     from .report import ReportError, run_report
 
     try:
-        code = run_report(results, json_out, png_out)
+        code = run_report(results, json_out, png_out, blocks)
     except ReportError as exc:
         _fail(str(exc))
     sys.exit(code)
+
+
+@main_group.command(name="merge")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option(
+    "-o", "--output", "merged", required=True, type=click.Path(dir_okay=False), help="Merged results."
+)
+@click.option("--metadata", "merged_meta", type=click.Path(dir_okay=False), help="Combined metadata here.")
+def merge_cmd(directory: str, merged: str, merged_meta: str | None) -> None:
+    """Merge the shards of one scan: DIR holds NAME.jsonl with its --metadata NAME.json per shard."""
+    from .merge import MergeError, merge
+
+    try:
+        doc = merge(directory, merged, merged_meta)
+    except MergeError as exc:
+        _fail(f"merge: {exc}")
+    m = doc["merged"]
+    click.echo(
+        f"zbanner-xdp: merged {m['shards']} shards: {doc['records_written']} records, "
+        f"{m['duplicates_dropped']} cross-shard duplicates dropped",
+        err=True,
+    )
 
 
 @main_group.group()

@@ -685,7 +685,8 @@ def _check_writable(path: str) -> None:
         raise ReportError(f"cannot write '{path}': Permission denied")
 
 
-def read_report(path: str) -> dict[str, Any]:
+def feed(path: str) -> ReportBuilder:
+    """A ReportBuilder fed every line of a results file (`report --blocks` reads its per-target state)."""
     builder = ReportBuilder()
     with open_results(path) as fh:
         try:
@@ -695,23 +696,35 @@ def read_report(path: str) -> dict[str, Any]:
             raise ReportError(f"'{path}': corrupt or truncated gzip data ({exc})") from None
         except OSError as exc:
             raise ReportError(f"cannot read '{path}': {exc.strerror or exc}") from None
-    return builder.finish()
+    return builder
 
 
-def run_report(path: str, json_out: str | None, png_out: str | None) -> int:
-    """`zbanner-xdp report PATH [--json OUT] [--png OUT]`: text on stdout (or JSON with --json -)."""
+def read_report(path: str) -> dict[str, Any]:
+    return feed(path).finish()
+
+
+def run_report(path: str, json_out: str | None, png_out: str | None, blocks: bool = False) -> int:
+    """`zbanner-xdp report PATH [--blocks] [--json OUT] [--png OUT]`: text on stdout (or JSON with --json -).
+
+    --blocks: the /24 blocks view (blocks.py) instead of the liveness taxonomy, in the same three forms."""
     if png_out is not None:
         _import_pyplot()
         _check_writable(png_out)
     if json_out is not None:
         _check_writable(json_out)
-    rep = read_report(path)
+    if blocks:
+        from . import blocks as blocks_mod
+
+        rep = blocks_mod.blocks_of(feed(path))
+        text, png = blocks_mod.format_blocks, blocks_mod.write_png
+    else:
+        rep, text, png = read_report(path), format_report, write_png
     blob = orjson.dumps(rep, option=orjson.OPT_INDENT_2) + b"\n"
     if json_out == "-":
         sys.stdout.buffer.write(blob)
         sys.stdout.buffer.flush()
     else:
-        sys.stdout.write(format_report(rep))
+        sys.stdout.write(text(rep))
         sys.stdout.flush()
         if json_out is not None:
             try:
@@ -720,5 +733,5 @@ def run_report(path: str, json_out: str | None, png_out: str | None) -> int:
             except OSError as exc:
                 raise ReportError(f"cannot write '{json_out}': {exc.strerror or exc}") from None
     if png_out is not None:
-        write_png(rep, png_out)
+        png(rep, png_out)
     return 0
