@@ -199,6 +199,12 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
     is_flag=True,
     help="Also SYN one random high port per address: tarpits answer every port.",
 )
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    help="Keep the scan's position here (atomically, every second and at exit): "
+    "`zbanner-xdp resume FILE` continues it, also after a crash. Needs -o FILE.",
+)
 @click.pass_obj
 def scan(
     obj: dict,
@@ -216,33 +222,16 @@ def scan(
     retransmit_delay: float,
     tarpit_check: bool,
     kernel_replies: bool,
+    checkpoint: str | None,
 ) -> None:
     """Scan TARGETs (addresses or CIDRs; none = all of IPv4 minus the blocklist)."""
-    from .probes import ProbeArgError, UnknownProbeError, auto, get_probe, parse_probe_args
-    from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status
-    from .targets import TargetError, parse_ports
+    from .probes import parse_probe_args
 
-    names = [n.strip().lower() for n in probe.split(",") if n.strip()]
     try:
         args = parse_probe_args(probe_args)
-        if (len(names) > 1 or auto.NAME in names) and args:
-            raise ProbeArgError("--probe-args needs a single --probe (and not auto)")
-        if len(set(names)) != len(names) or not names:
-            raise ProbeArgError(f"invalid --probe list '{probe}'")
-        probe_objs = []
-        for n in names:
-            if n == auto.NAME:
-                try:
-                    probe_objs += auto.expand(parse_ports(ports))
-                except TargetError as exc:
-                    _fail(str(exc))
-            else:
-                probe_objs.append(get_probe(n, args))
-        taken = [p.name for p in probe_objs]
-        if len(set(taken)) != len(taken):
-            raise ProbeArgError(f"--probe {probe}: auto already includes {', '.join(sorted(set(taken)))}")
-    except (UnknownProbeError, ProbeArgError) as exc:
+    except ValueError as exc:  # ProbeArgError
         _fail(str(exc))
+    probe_objs = _probe_objects(probe, args, ports)
     lo, hi = obj["source_port"]
     cfg = ScanConfig(
         targets=target,
@@ -280,9 +269,45 @@ def scan(
         tarpit_check=tarpit_check,
         tx=obj["tx"],
         kernel_replies=kernel_replies,
+        checkpoint=checkpoint,
     )
+    _run_scan(cfg, probe_objs)
+
+
+def _probe_objects(probe: str, args: dict[str, str], ports: str) -> list[Any]:
+    """--probe NAME[,NAME…] with --probe-args, as probe objects; a bad one: one line, exit 2."""
+    from .probes import ProbeArgError, UnknownProbeError, auto, get_probe
+    from .targets import TargetError, parse_ports
+
+    names = [n.strip().lower() for n in probe.split(",") if n.strip()]
     try:
-        scanner = Scanner(cfg, probe_objs)
+        if (len(names) > 1 or auto.NAME in names) and args:
+            raise ProbeArgError("--probe-args needs a single --probe (and not auto)")
+        if len(set(names)) != len(names) or not names:
+            raise ProbeArgError(f"invalid --probe list '{probe}'")
+        probe_objs = []
+        for n in names:
+            if n == auto.NAME:
+                try:
+                    probe_objs += auto.expand(parse_ports(ports))
+                except TargetError as exc:
+                    _fail(str(exc))
+            else:
+                probe_objs.append(get_probe(n, args))
+        taken = [p.name for p in probe_objs]
+        if len(set(taken)) != len(taken):
+            raise ProbeArgError(f"--probe {probe}: auto already includes {', '.join(sorted(set(taken)))}")
+    except (UnknownProbeError, ProbeArgError) as exc:
+        _fail(str(exc))
+    return probe_objs
+
+
+def _run_scan(cfg: ScanConfig, probe_objs: list[Any], resume: Any = None) -> None:
+    """Run a scan (or a resumed one) to its end: notes, the summary line, the exit status."""
+    from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status
+
+    try:
+        scanner = Scanner(cfg, probe_objs) if resume is None else Scanner(cfg, probe_objs, resume)
         if cfg.dry_run:
             scanner.dry_run(sys.stdout)
             return
@@ -366,6 +391,31 @@ def report_cmd(results: str, json_out: str | None, png_out: str | None, blocks: 
     except ReportError as exc:
         _fail(str(exc))
     sys.exit(code)
+
+
+@main_group.command(name="resume")
+@click.argument("checkpoint_file", metavar="FILE")
+@click.option("-q", "--quiet", "quiet_resume", is_flag=True, help="No status line.")
+@click.pass_obj
+def resume_cmd(obj: dict, checkpoint_file: str, quiet_resume: bool) -> None:
+    """Continue the scan a --checkpoint FILE describes (same options, same output, appended)."""
+    import dataclasses
+
+    from . import checkpoint
+
+    try:
+        doc = checkpoint.load(checkpoint_file)
+    except checkpoint.CheckpointError as exc:
+        _fail(str(exc))
+    cfg = checkpoint.config_of(doc)
+    cfg = dataclasses.replace(
+        cfg,
+        quiet=cfg.quiet or quiet_resume or obj["quiet"],
+        dry_run=False,
+        checkpoint=os.path.abspath(checkpoint_file),  # where it is now, if it was moved
+    )
+    probe_objs = _probe_objects(cfg.probe, dict(cfg.probe_args), cfg.ports)
+    _run_scan(cfg, probe_objs, checkpoint.Resume(os.path.abspath(checkpoint_file), doc))
 
 
 @main_group.command(name="merge")

@@ -45,6 +45,7 @@ class ScanConfig:
     tarpit_check: bool = False
     tx: str = "auto"
     kernel_replies: bool = False
+    checkpoint: str | None = None  # --checkpoint FILE (checkpoint.py)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
