@@ -573,6 +573,10 @@ class Checkpointer:
         self.error: str | None = None
         self.write_s = 0.0  # time spent writing checkpoints (fsyncs included)
         self.part_start = scanner.started
+        # A resumed part also reads back what the part before wrote since its durable position, until
+        # its own durable position has passed everything that part can have sent: it died within
+        # INTERVAL_S of its last checkpoint, which lay `lag` past its durable position.
+        self.inherit_until = time.monotonic() + self.lag + 2 * INTERVAL_S + 2.0
 
     # -- marks, from the receiver's thread -----------------------------------------------------------
     def mark(self, t: float) -> None:
@@ -634,6 +638,12 @@ class Checkpointer:
         finally:
             self.write_s += time.monotonic() - t0
 
+    def _dedup_offset(self, snap: Snapshot, mark: Mark) -> int:
+        off = min(snap.dedup_offset(), mark.handed)
+        if self.resume is not None and snap.t < self.inherit_until:
+            off = min(off, int(self.resume.output["dedup_offset"]))
+        return off
+
     def _doc(self, snap: Snapshot, mark: Mark, reason: str | None, finished: bool) -> dict[str, Any]:
         s = self.s
         prior = self.prior
@@ -683,7 +693,7 @@ class Checkpointer:
                 "path": self.options.get("output"),
                 "offset": mark.handed,
                 "lines": mark.lines,
-                "dedup_offset": min(snap.dedup_offset(), mark.handed),
+                "dedup_offset": self._dedup_offset(snap, mark),
             },
             "parts": [*(self.resume.parts if self.resume else []), part],
         }
