@@ -205,6 +205,18 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
     help="Keep the scan's position here (atomically, every second and at exit): "
     "`zbanner-xdp resume FILE` continues it, also after a crash. Needs -o FILE.",
 )
+@click.option(
+    "--pcap",
+    type=click.Path(dir_okay=False),
+    help="Also write every recorded reply's frame, as it arrived, to this pcap file (Ethernet).",
+)
+@click.option(
+    "--pcap-snaplen",
+    default=1514,
+    show_default=True,
+    type=click.IntRange(64, 9216),
+    help="Bytes of each frame kept in the pcap (longer frames are cut, as tcpdump -s does).",
+)
 @click.pass_obj
 def scan(
     obj: dict,
@@ -223,6 +235,8 @@ def scan(
     tarpit_check: bool,
     kernel_replies: bool,
     checkpoint: str | None,
+    pcap: str | None,
+    pcap_snaplen: int,
 ) -> None:
     """Scan TARGETs (addresses or CIDRs; none = all of IPv4 minus the blocklist)."""
     from .probes import parse_probe_args
@@ -270,6 +284,8 @@ def scan(
         tx=obj["tx"],
         kernel_replies=kernel_replies,
         checkpoint=checkpoint,
+        pcap=pcap,
+        pcap_snaplen=pcap_snaplen,
     )
     _run_scan(cfg, probe_objs)
 

@@ -46,6 +46,8 @@ class ScanConfig:
     tx: str = "auto"
     kernel_replies: bool = False
     checkpoint: str | None = None  # --checkpoint FILE (checkpoint.py)
+    pcap: str | None = None  # --pcap FILE (pcap.py)
+    pcap_snaplen: int = 1514
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

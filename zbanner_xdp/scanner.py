@@ -35,6 +35,7 @@ from .kgen import KernelGenerator, KernelGenError
 from .kreplies import KernelReplies
 from .netinfo import NetParams, resolve
 from .output import MetadataFile, OutputError, RecordWriter, same_file, select_fields
+from .pcap import PcapWriter, snap_bytes
 from .plan import KernelSyns, PlanError, ProbePlan, Segment
 from .receiver import Receiver, RingReader
 from .replies import Replies, ReplyQueue
@@ -181,6 +182,14 @@ class Scanner:
             raise ScanError(str(exc)) from None
         if cfg.metadata and same_file(cfg.output, cfg.metadata):
             raise ScanError(f"-o and --metadata name the same file '{cfg.metadata}'")
+        # --pcap (pcap.py): the frames of every recorded reply, copied by the XDP program.
+        self.pcap = PcapWriter(cfg.pcap, cfg.pcap_snaplen) if cfg.pcap else None
+        self.pcap_summary: dict[str, Any] | None = None
+        if cfg.pcap:
+            if cfg.kernel_replies:
+                raise ScanError("--pcap and --kernel-replies: the program rewrites a SYN-ACK into its answer")
+            if any(same_file(cfg.pcap, other) for other in (cfg.output, cfg.metadata, cfg.checkpoint)):
+                raise ScanError(f"--pcap and another option name the same file '{cfg.pcap}'")
         self.pairs = targets.expected_count(self.space, cfg.shards, cfg.shard, cfg.max_targets)
         self.total = self.plan.expected_probes(self.pairs, self.space.n_ports)
         # Pairs per batch the send loop takes; a resumed scan keeps its first part's.
@@ -302,6 +311,7 @@ class Scanner:
                 kernel_replies=cfg.kernel_replies,
                 ttl=cfg.ttl,
                 ack_window=cfg.ack_window,
+                pcap_snap=snap_bytes(cfg.pcap_snaplen) if cfg.pcap else 0,
             )
             self.prog = RecvProgram(
                 params,
@@ -380,6 +390,8 @@ class Scanner:
             if cfg.metadata:
                 self.metadata = MetadataFile(cfg.metadata)
                 self.metadata.check()
+            if self.pcap is not None:
+                self.pcap.check()
         except OutputError as exc:
             self.writer.close()
             raise ScanError(str(exc)) from None
@@ -392,6 +404,9 @@ class Scanner:
                 running = {"version": __version__, "reason": "running", "start": self.started}
                 self.metadata.open({**running, "options": self.cfg.as_dict()})
             self.writer.open()
+            if self.pcap is not None:
+                assert self.prog is not None
+                self.pcap.open(self.prog, self.prog.params.pcap_pages)
             if self.resume is not None:
                 self.resume.attach(self.writer)
             if self.cfg.checkpoint:
@@ -715,6 +730,8 @@ class Scanner:
                 self.reason = "error"
             self.unread = rcv.count_unread()
             rcv.reader.close()
+        if self.pcap is not None and self.pcap._thread is not None:
+            self.pcap_summary = self.pcap.close(prog)
         counters = prog.counters() if prog is not None else None
         if prog is not None:
             prog.close()
@@ -822,6 +839,7 @@ class Scanner:
             "tx_generator": self.gen_stats,
             "kernel_replies": self.kreplies.summary() if self.kreplies else None,
             "steps": self.steps.summary() if self.steps else None,
+            "pcap": self.pcap_summary,
             "record_formatter": "c" if fastfmt.load() is not None else "numpy",
             "packets_sent": {
                 "probes": self.sent_probes,

@@ -193,3 +193,166 @@ def test_report_blocks_against_the_labs_blocks(lab_up, empty_blocklist: str, tmp
     )
     assert text.returncode == 0 and "198.18" not in text.stdout and "full /24s" in text.stdout
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _frame_record(buf: bytes) -> dict[str, Any]:
+    """What a record says about this frame, read from the frame itself."""
+    import base64
+    import socket
+
+    import dpkt
+
+    eth = dpkt.ethernet.Ethernet(buf)
+    ip = eth.data
+    src = socket.inet_ntoa(ip.src)
+    out: dict[str, Any] = {"ttl": ip.ttl, "ipid": ip.id, "daddr": socket.inet_ntoa(ip.dst)}
+    l4 = ip.data
+    if isinstance(l4, dpkt.tcp.TCP):
+        flags = l4.flags
+        if flags & dpkt.tcp.TH_RST:
+            cls = "rst"
+        elif flags & dpkt.tcp.TH_SYN:
+            cls = "synack" if l4.win else "zerowin"
+        else:
+            cls = "banner"
+        out.update(saddr=src, sport=l4.sport, dport=l4.dport, classification=cls, window=l4.win)
+        out.update(seqnum=l4.seq, acknum=l4.ack, tcp_flags=flags & 0x3F)
+        if cls == "banner":
+            out["data"] = base64.b64encode(bytes(l4.data)[:1024]).decode()
+    elif isinstance(l4, dpkt.udp.UDP):
+        out.update(saddr=src, sport=l4.sport, dport=l4.dport, classification="udp")
+        out["data"] = base64.b64encode(bytes(l4.data)).decode()
+    elif l4.type == dpkt.icmp.ICMP_ECHOREPLY:
+        out.update(saddr=src, sport=None, classification="echoreply")
+    else:
+        quoted = dpkt.ip.IP(bytes(l4.data)[4:])  # the quoted datagram (after the unused word)
+        q4 = bytes(quoted.data)
+        out.update(saddr=socket.inet_ntoa(quoted.dst), icmp_responder=src, classification="icmp-unreach")
+        out.update(icmp_type=l4.type, icmp_code=l4.code)
+        out["sport"] = int.from_bytes(q4[2:4], "big") if quoted.p in (6, 17) else None
+    return out
+
+
+def test_pcap_frames_equal_the_records(lab_up, empty_blocklist: str, tmp_path: Path) -> None:
+    import datetime as dt
+
+    import dpkt
+
+    out, meta, pcap = tmp_path / "out.jsonl", tmp_path / "out.json", tmp_path / "replies.pcap"
+    cidrs = ("198.18.0.0/25", "198.18.1.0/26", "198.19.0.0/27")  # open, RST, router-unreachable
+    r = subprocess.run(
+        scanner_argv(
+            *("--blocklist", empty_blocklist, "--rate", "5K", "--cooldown", "1", "-q"),
+            *("-o", str(out), "--metadata", str(meta)),
+            *("scan", *cidrs, "-p", "80", "--probe", "http,icmp-echo,udp-dns", "--pcap", str(pcap)),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    records = read_records(out)
+    by_key = {(x["saddr"], x["sport"], x["classification"]): x for x in records}
+    assert len(by_key) == len(records)
+    with open(pcap, "rb") as fh:
+        reader = dpkt.pcap.Reader(fh)
+        assert reader.datalink() == dpkt.pcap.DLT_EN10MB and reader.snaplen == 1514
+        frames = list(reader)
+    assert len(frames) == len(records)
+    seen = set()
+    for ts, buf in frames:
+        got = _frame_record(buf)
+        key = (got["saddr"], got["sport"], got["classification"])
+        rec = by_key[key]
+        seen.add(key)
+        for field, value in got.items():
+            assert rec[field] == value, (key, field)
+        when = dt.datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00")).timestamp()
+        assert abs(ts - when) < 0.002  # one clock: the program's, at the reply
+    assert len(seen) == len(records)
+    assert {x["classification"] for x in records} == {
+        "synack",
+        "banner",
+        "rst",
+        "udp",
+        "echoreply",
+        "icmp-unreach",
+    }
+    m = orjson.loads(meta.read_bytes())
+    assert m["pcap"] == {"path": str(pcap), "snaplen": 1514, "frames": len(records), "lost": 0, "error": None}
+    # tcpdump reads it, every frame.
+    td = subprocess.run(["tcpdump", "-nr", str(pcap)], capture_output=True, text=True, timeout=60)
+    assert td.returncode == 0 and len(td.stdout.splitlines()) == len(records)
+    assert "link-type EN10MB (Ethernet)" in td.stderr
+
+
+def test_pcap_snaplen_cuts_frames(lab_up, empty_blocklist: str, tmp_path: Path) -> None:
+    import dpkt
+
+    pcap = tmp_path / "cut.pcap"
+    r = subprocess.run(
+        scanner_argv(
+            *(
+                "--blocklist",
+                empty_blocklist,
+                "--rate",
+                "5K",
+                "--cooldown",
+                "1",
+                "-q",
+                "-o",
+                str(tmp_path / "o"),
+            ),
+            *(
+                "scan",
+                "198.18.0.0/28",
+                "-p",
+                "80",
+                "--probe",
+                "http",
+                "--pcap",
+                str(pcap),
+                "--pcap-snaplen",
+                "80",
+            ),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    with open(pcap, "rb") as fh:
+        reader = dpkt.pcap.Reader(fh)
+        assert reader.snaplen == 80
+        lens = [(len(buf), hdr_len) for _ts, buf, hdr_len in _with_lengths(pcap)]
+    assert lens and all(cap <= 80 for cap, _ in lens)
+    assert any(orig > 80 == cap for cap, orig in lens), "the banners (longer) were cut at 80 bytes"
+    td = subprocess.run(["tcpdump", "-nr", str(pcap)], capture_output=True, text=True, timeout=60)
+    assert td.returncode == 0 and len(td.stdout.splitlines()) == len(lens)
+
+
+def _with_lengths(path: Path) -> list[tuple[float, bytes, int]]:
+    """(ts, captured bytes, length on the wire) per pcap record, read by hand (dpkt hides the length)."""
+    import struct
+
+    data = path.read_bytes()
+    out, off = [], 24
+    while off < len(data):
+        sec, usec, cap, orig = struct.unpack_from("<IIII", data, off)
+        out.append((sec + usec / 1e6, data[off + 16 : off + 16 + cap], orig))
+        off += 16 + cap
+    return out
+
+
+def test_pcap_with_kernel_replies_is_refused(tmp_path: Path, empty_blocklist: str) -> None:
+    from tests.conftest import ZB
+
+    r = subprocess.run(
+        [ZB, "--blocklist", empty_blocklist, "--iface", "lo", "-o", str(tmp_path / "o")]
+        + ["scan", "198.18.0.1", "-p", "80", "--kernel-replies", "--pcap", str(tmp_path / "p")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "--pcap and --kernel-replies" in r.stderr
+    assert not (tmp_path / "p").exists() and not (tmp_path / "o").exists()
