@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import ANY, STRIDE, ReportBuilder, ReportError, _import_pyplot, _table
+from .report import ANY, STRIDE, ReportBuilder, _import_pyplot, _table, save_png
 
 SCHEMA = "zbanner-xdp-blocks/1"
 ANY_KEY = "any"
@@ -120,19 +120,15 @@ def write_png(rep: dict[str, Any], path: str) -> None:
             if h.sum():
                 ax.step(x, h, where="mid", label=k, linewidth=2.0 if k == ANY_KEY else 1.2)
                 drawn = True
-        if drawn:
+        ax.set_title("Alive addresses per /24 block")
+        if not drawn:
+            ax.text(0.5, 0.5, "no alive addresses", ha="center", va="center")
+            ax.set_axis_off()
+        else:
             ax.set_xlim(0.5, 256.5)
             ax.set_xlabel("alive addresses in the /24 block")
             ax.set_ylabel("/24 blocks")
             ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no alive addresses", ha="center", va="center")
-            ax.set_axis_off()
-        ax.set_title("Alive addresses per /24 block")
-        fig.tight_layout()
-        try:
-            fig.savefig(path, dpi=150)
-        except OSError as exc:
-            raise ReportError(f"cannot write '{path}': {exc.strerror or exc}") from None
+        save_png(fig, path)
     finally:
         plt.close(fig)

@@ -16,6 +16,7 @@ import click
 from .config import ScanConfig, parse_port_range, parse_rate
 
 EXIT_USAGE = 2
+_SNAP = "Bytes of each frame kept in the pcap (longer frames are cut, as tcpdump -s does)."
 
 
 def _fail(msg: str) -> NoReturn:
@@ -210,13 +211,7 @@ def main_group(ctx: click.Context, **opts: Any) -> None:
     type=click.Path(dir_okay=False),
     help="Also write every recorded reply's frame, as it arrived, to this pcap file (Ethernet).",
 )
-@click.option(
-    "--pcap-snaplen",
-    default=1514,
-    show_default=True,
-    type=click.IntRange(64, 9216),
-    help="Bytes of each frame kept in the pcap (longer frames are cut, as tcpdump -s does).",
-)
+@click.option("--pcap-snaplen", default=1514, show_default=True, type=click.IntRange(64, 9216), help=_SNAP)
 @click.pass_obj
 def scan(
     obj: dict,

@@ -633,13 +633,17 @@ def write_png(rep: dict[str, Any], path: str) -> None:
             ax.text(0.5, 0.5, "no active targets", ha="center", va="center")
             ax.set_axis_off()
         ax.set_title("Cross-protocol liveness")
-        fig.tight_layout()
-        try:
-            fig.savefig(path, dpi=150)
-        except OSError as exc:
-            raise ReportError(f"cannot write '{path}': {exc.strerror or exc}") from None
+        save_png(fig, path)
     finally:
         plt.close(fig)
+
+
+def save_png(fig: Any, path: str) -> None:
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=150)
+    except OSError as exc:
+        raise ReportError(f"cannot write '{path}': {exc.strerror or exc}") from None
 
 
 # -- command ------------------------------------------------------------------

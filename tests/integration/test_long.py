@@ -66,6 +66,13 @@ def _killed_midway(args: list[str], ckpt: Path, fraction: float, planned: int) -
     assert proc.returncode == -signal.SIGKILL
 
 
+def _scan(blocklist: str, *args: str) -> None:
+    """A lab scan to its end (5K pps unless args say otherwise, cooldown 1 s), which must succeed."""
+    argv = scanner_argv("--blocklist", blocklist, "--rate", "5K", "--cooldown", "1", "-q", *args)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
 def _syns(path: Path) -> list[tuple[str, int]]:
     return [(dst, dport) for _src, dst, _sp, dport, flags, _ttl, _n in pcap_tcp(path) if flags == 0x02]
 
@@ -153,16 +160,19 @@ def test_report_blocks_against_the_labs_blocks(lab_up, empty_blocklist: str, tmp
     # Whole blocks (open, RST, silent, no-echo), half a block, and router-unreachable addresses.
     cidrs = ("198.18.0.0/22", "198.18.5.0/25", "198.19.0.0/24")
     out = tmp_path / "live.jsonl"
-    r = subprocess.run(
-        scanner_argv(
-            *("--blocklist", empty_blocklist, "--rate", "20K", "--cooldown", "1", "-q", "-o", str(out)),
-            *("scan", *cidrs, "-p", "80", "--probe", "synscan,icmp-echo"),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    _scan(
+        empty_blocklist,
+        "--rate",
+        "20K",
+        "-o",
+        str(out),
+        "scan",
+        *cidrs,
+        "-p",
+        "80",
+        "--probe",
+        "synscan,icmp-echo",
     )
-    assert r.returncode == 0, r.stderr
     r = subprocess.run([ZB, "report", str(out), "--blocks", "--json", "-"], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     rep = orjson.loads(r.stdout)
@@ -240,17 +250,11 @@ def test_pcap_frames_equal_the_records(lab_up, empty_blocklist: str, tmp_path: P
 
     out, meta, pcap = tmp_path / "out.jsonl", tmp_path / "out.json", tmp_path / "replies.pcap"
     cidrs = ("198.18.0.0/25", "198.18.1.0/26", "198.19.0.0/27")  # open, RST, router-unreachable
-    r = subprocess.run(
-        scanner_argv(
-            *("--blocklist", empty_blocklist, "--rate", "5K", "--cooldown", "1", "-q"),
-            *("-o", str(out), "--metadata", str(meta)),
-            *("scan", *cidrs, "-p", "80", "--probe", "http,icmp-echo,udp-dns", "--pcap", str(pcap)),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    _scan(
+        empty_blocklist,
+        *("-o", str(out), "--metadata", str(meta)),
+        *("scan", *cidrs, "-p", "80", "--probe", "http,icmp-echo,udp-dns", "--pcap", str(pcap)),
     )
-    assert r.returncode == 0, r.stderr
     records = read_records(out)
     by_key = {(x["saddr"], x["sport"], x["classification"]): x for x in records}
     assert len(by_key) == len(records)
@@ -290,37 +294,11 @@ def test_pcap_snaplen_cuts_frames(lab_up, empty_blocklist: str, tmp_path: Path) 
     import dpkt
 
     pcap = tmp_path / "cut.pcap"
-    r = subprocess.run(
-        scanner_argv(
-            *(
-                "--blocklist",
-                empty_blocklist,
-                "--rate",
-                "5K",
-                "--cooldown",
-                "1",
-                "-q",
-                "-o",
-                str(tmp_path / "o"),
-            ),
-            *(
-                "scan",
-                "198.18.0.0/28",
-                "-p",
-                "80",
-                "--probe",
-                "http",
-                "--pcap",
-                str(pcap),
-                "--pcap-snaplen",
-                "80",
-            ),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    _scan(
+        empty_blocklist,
+        *("-o", str(tmp_path / "o"), "scan", "198.18.0.0/28", "-p", "80", "--probe", "http"),
+        *("--pcap", str(pcap), "--pcap-snaplen", "80"),
     )
-    assert r.returncode == 0, r.stderr
     with open(pcap, "rb") as fh:
         reader = dpkt.pcap.Reader(fh)
         assert reader.snaplen == 80
