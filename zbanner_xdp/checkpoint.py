@@ -593,7 +593,7 @@ class Checkpointer:
 
     def _usable_mark(self, written: int) -> Mark | None:
         """The newest mark whose records are all written (`written`: the writer's offset)."""
-        for m in reversed(self.marks):
+        for m in reversed(list(self.marks)):  # (a copy: the receiver's thread appends meanwhile)
             if m.handed <= written:
                 return m
         return None
