@@ -30,6 +30,8 @@
  *   ZB_GEN_SLOTS        entries in the generator's target ring
  *   ZB_KERNEL_REPLIES   1: answer SYN-ACKs and banners in the program (XDP_TX)
  *   ZB_TTL, ZB_ACK_WINDOW  for those answers
+ *   ZB_PCAP_SNAP        > 0 (--pcap): every recorded reply's first ZB_PCAP_SNAP bytes (a multiple
+ *                       of 8) also go to the `frames` ring (ZB_PCAP_PAGES pages), for the pcap file
  *   ZB_SHARED_CHECKS    static asserts that events.py mirrors shared.h (see there)
  */
 #include <uapi/linux/bpf.h>
@@ -61,6 +63,21 @@ BPF_ARRAY(dedup, struct zb_dedup_bucket, ZB_DEDUP_BUCKETS);
 #if ZB_KERNEL_REPLIES
 /* Per probe, one template per length of the dotted target address (shared.h). */
 BPF_ARRAY(kpayload, struct zb_kpayload, ZB_PROBES * ZB_KP_VARIANTS);
+#endif
+#ifndef ZB_PCAP_SNAP
+#define ZB_PCAP_SNAP 0
+#endif
+#if ZB_PCAP_SNAP
+/* --pcap: a copy of the frame as it arrived (the pcap writer's records, zbanner_xdp/pcap.py). A
+ * ring of its own, so a scan without --pcap pays nothing and the other rings keep their layout. */
+struct zb_frame {
+	__u64 ts_ns;            /* the same bpf_ktime_get_ns() as the reply's event */
+	__u32 len;              /* the frame's length on the wire */
+	__u32 caplen;           /* bytes copied into data[] */
+	__u8 data[ZB_PCAP_SNAP];
+};
+BPF_RINGBUF_OUTPUT(frames, ZB_PCAP_PAGES);
+BPF_ARRAY(pcap_lost, __u64, 1);  /* frames the ring had no room for */
 #endif
 #if ZB_GENERATOR
 BPF_F_TABLE("array", __u32, struct zb_gen_target, gen_targets, ZB_GEN_SLOTS, BPF_F_MMAPABLE);
@@ -275,6 +292,35 @@ static __always_inline void dedup_insert(struct zb_dedup_bucket *b, struct zb_de
 	s->answered_t = now_t;
 }
 
+#if ZB_PCAP_SNAP
+/* The frame's first bytes, as they arrived, for the pcap: called only for replies that will be
+ * recorded, before anything (an in-kernel answer) could rewrite the frame. */
+static __always_inline void pcap_copy(struct xdp_md *ctx, __u64 now)
+{
+	struct zb_frame *f = frames.ringbuf_reserve(sizeof(struct zb_frame));
+	if (!f) {
+		__u32 zero = 0;
+		__u64 *lost = pcap_lost.lookup(&zero);
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return;
+	}
+	__u64 len = bpf_xdp_get_buff_len(ctx);
+	__u64 cap = len < ZB_PCAP_SNAP ? len : ZB_PCAP_SNAP;
+	asm volatile("" : "+r"(cap)); /* the verifier must see the register it bounded (see emit()) */
+	if (cap >= 1 && cap <= ZB_PCAP_SNAP) {
+		if (bpf_xdp_load_bytes(ctx, 0, f->data, cap) < 0)
+			cap = 0;
+	} else {
+		cap = 0;
+	}
+	f->ts_ns = now;
+	f->len = len;
+	f->caplen = cap;
+	frames.ringbuf_submit(f, 0);
+}
+#endif
+
 static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 {
 	__u64 now = bpf_ktime_get_ns();
@@ -295,6 +341,12 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 		if (repeat == ZB_REPEAT_DUP && !ZB_EMIT_REPEATS)
 			return XDP_DROP;
 	}
+#if ZB_PCAP_SNAP
+	/* What user space records: not a FIN (only a multi-step probe's step answer), not a repeat
+	 * passed up only to be answered again (unless --output-repeats records repeats). */
+	if (r->kind != ZB_KIND_FIN && (!repeat || ZB_EMIT_REPEATS))
+		pcap_copy(ctx, now);
+#endif
 
 	struct zb_event *ev;
 	__u64 copy = 0;

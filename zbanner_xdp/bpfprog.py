@@ -50,6 +50,9 @@ class ProgParams:
     kernel_replies: bool = False
     ttl: int = 255
     ack_window: int = 1024
+    # --pcap: bytes of each recorded reply's frame copied (a multiple of 8; 0: no copy, no ring).
+    pcap_snap: int = 0
+    pcap_pages: int = 16384  # 64 MiB of frames the pcap writer has not written yet
 
     @property
     def dedup_buckets(self) -> int:
@@ -80,6 +83,8 @@ class ProgParams:
             f"-DZB_KERNEL_REPLIES={int(self.kernel_replies)}",
             f"-DZB_TTL={self.ttl}",
             f"-DZB_ACK_WINDOW={self.ack_window}",
+            f"-DZB_PCAP_SNAP={self.pcap_snap}",
+            f"-DZB_PCAP_PAGES={self.pcap_pages}",
             *events.bpf_check_cflags(),
         ]
 

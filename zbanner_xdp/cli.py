@@ -17,6 +17,7 @@ import click
 from .config import ScanConfig, parse_port_range, parse_rate
 
 EXIT_USAGE = 2
+_SNAP = "Bytes of each frame kept in the pcap (longer frames are cut, as tcpdump -s does)."
 
 
 def _fail(msg: str) -> NoReturn:
@@ -312,6 +313,18 @@ scan, and --metadata gets the whole summary. Exit status: 0 done, 1 internal err
     is_flag=True,
     help="Also SYN one random high port per address: tarpits answer every port.",
 )
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    help="Keep the scan's position here (atomically, every second and at exit): "
+    "`zbanner-xdp resume FILE` continues it, also after a crash. Needs -o FILE.",
+)
+@click.option(
+    "--pcap",
+    type=click.Path(dir_okay=False),
+    help="Also write every recorded reply's frame, as it arrived, to this pcap file (Ethernet).",
+)
+@click.option("--pcap-snaplen", default=1514, show_default=True, type=click.IntRange(64, 9216), help=_SNAP)
 @click.pass_obj
 def scan(
     obj: dict,
@@ -329,41 +342,17 @@ def scan(
     retransmit_delay: float,
     tarpit_check: bool,
     kernel_replies: bool,
+    checkpoint: str | None,
+    pcap: str | None,
+    pcap_snaplen: int,
 ) -> None:
-    from .probes import ProbeArgError, UnknownProbeError, auto, get_probe, parse_probe_args
-    from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status, unanswered_warning
-    from .targets import TargetError, parse_ports
+    from .probes import parse_probe_args
 
-    names = [n.strip().lower() for n in probe.split(",") if n.strip()]
     try:
         args = parse_probe_args(probe_args)
-        if (len(names) > 1 or auto.NAME in names) and args:
-            raise ProbeArgError("--probe-args needs a single --probe (and not auto)")
-        if len(set(names)) != len(names) or not names:
-            raise ProbeArgError(f"invalid --probe list '{probe}'")
-        probe_objs = []
-        for n in names:
-            if n == auto.NAME:
-                if ports is None:
-                    _fail("--probe auto needs -p/--ports")
-                try:
-                    probe_objs += auto.expand(parse_ports(ports))
-                except TargetError as exc:
-                    _fail(str(exc))
-            else:
-                probe_objs.append(get_probe(n, args))
-        taken = [p.name for p in probe_objs]
-        if len(set(taken)) != len(taken):
-            raise ProbeArgError(f"--probe {probe}: auto already includes {', '.join(sorted(set(taken)))}")
-    except (UnknownProbeError, ProbeArgError) as exc:
-        msg = str(exc)
-        if "does not accept" in msg and "," in probe_args:
-            msg += "; a value holding ',key=' must be quoted: --probe-args 'path=\"/a?x=1,y=2\"'"
-        _fail(msg)
-    tcp = [p.name for p in probe_objs if p.transport == "tcp"]
-    if ports is None and (tcp or tarpit_check):
-        what = f"TCP probes ({', '.join(tcp)})" if tcp else "--tarpit-check"
-        _fail(f"-p/--ports is needed for {what}; only ICMP and UDP probes go without")
+    except ValueError as exc:  # ProbeArgError
+        _fail(str(exc))
+    probe_objs = _probe_objects(probe, args, probe_args, ports, tarpit_check)
     lo, hi = obj["source_port"]
     cfg = ScanConfig(
         targets=target,
@@ -405,9 +394,58 @@ def scan(
         tarpit_check=tarpit_check,
         tx=obj["tx"],
         kernel_replies=kernel_replies,
+        checkpoint=checkpoint,
+        pcap=pcap,
+        pcap_snaplen=pcap_snaplen,
     )
+    _run_scan(cfg, probe_objs)
+
+
+def _probe_objects(
+    probe: str, args: dict[str, str], probe_args: str, ports: str | None, tarpit_check: bool
+) -> list[Any]:
+    """--probe NAME[,NAME…] with --probe-args, as probe objects; a bad one: one line, exit 2."""
+    from .probes import ProbeArgError, UnknownProbeError, auto, get_probe
+    from .targets import TargetError, parse_ports
+
+    names = [n.strip().lower() for n in probe.split(",") if n.strip()]
     try:
-        scanner = Scanner(cfg, probe_objs)
+        if (len(names) > 1 or auto.NAME in names) and args:
+            raise ProbeArgError("--probe-args needs a single --probe (and not auto)")
+        if len(set(names)) != len(names) or not names:
+            raise ProbeArgError(f"invalid --probe list '{probe}'")
+        probe_objs = []
+        for n in names:
+            if n == auto.NAME:
+                if not ports:
+                    _fail("--probe auto needs -p/--ports")
+                try:
+                    probe_objs += auto.expand(parse_ports(ports))
+                except TargetError as exc:
+                    _fail(str(exc))
+            else:
+                probe_objs.append(get_probe(n, args))
+        taken = [p.name for p in probe_objs]
+        if len(set(taken)) != len(taken):
+            raise ProbeArgError(f"--probe {probe}: auto already includes {', '.join(sorted(set(taken)))}")
+    except (UnknownProbeError, ProbeArgError) as exc:
+        msg = str(exc)
+        if "does not accept" in msg and "," in probe_args:
+            msg += "; a value holding ',key=' must be quoted: --probe-args 'path=\"/a?x=1,y=2\"'"
+        _fail(msg)
+    tcp = [p.name for p in probe_objs if p.transport == "tcp"]
+    if not ports and (tcp or tarpit_check):
+        what = f"TCP probes ({', '.join(tcp)})" if tcp else "--tarpit-check"
+        _fail(f"-p/--ports is needed for {what}; only ICMP and UDP probes go without")
+    return probe_objs
+
+
+def _run_scan(cfg: ScanConfig, probe_objs: list[Any], resume: Any = None) -> None:
+    """Run a scan (or a resumed one) to its end: notes, warnings, the summary line, the exit status."""
+    from .scanner import EXIT_SIGINT, ScanError, Scanner, exit_status, unanswered_warning
+
+    try:
+        scanner = Scanner(cfg, probe_objs) if resume is None else Scanner(cfg, probe_objs, resume)
         if cfg.dry_run:
             scanner.dry_run(sys.stdout)
             return
@@ -495,7 +533,14 @@ def probes_cmd(output_fields: bool) -> None:
     type=click.Path(dir_okay=False),
     help="The scan's summary (its --metadata file): counts become shares of the targets scanned.",
 )
-def report_cmd(results: str, json_out: str | None, png_out: str | None, metadata: str | None) -> None:
+@click.option(
+    "--blocks",
+    is_flag=True,
+    help="Per /24 block: alive addresses per probe key and their distribution (--png: a histogram).",
+)
+def report_cmd(
+    results: str, json_out: str | None, png_out: str | None, metadata: str | None, blocks: bool
+) -> None:
     """Liveness taxonomy (Bano et al. 2018) of a results file written by a scan as JSON lines, with every
     field (.gz and .zst read as they are, '-' = stdin): per probe key, how many targets were
     network-alive, transport-active, transport-alive, application-active and application-alive (defined
@@ -503,10 +548,57 @@ def report_cmd(results: str, json_out: str | None, png_out: str | None, metadata
     from .report import ReportError, run_report
 
     try:
-        code = run_report(results, json_out, png_out, metadata)
+        code = run_report(results, json_out, png_out, metadata, blocks)
     except ReportError as exc:
         _fail(str(exc))
     sys.exit(code)
+
+
+@main_group.command(name="resume", short_help="Continue a scan from its --checkpoint file.")
+@click.argument("checkpoint_file", metavar="FILE")
+@click.option("-q", "--quiet", "quiet_resume", is_flag=True, help="No status line.")
+@click.pass_obj
+def resume_cmd(obj: dict, checkpoint_file: str, quiet_resume: bool) -> None:
+    """Continue the scan a --checkpoint FILE describes (same options, same output, appended)."""
+    import dataclasses
+
+    from . import checkpoint
+
+    try:
+        doc = checkpoint.load(checkpoint_file)
+    except checkpoint.CheckpointError as exc:
+        _fail(str(exc))
+    cfg = checkpoint.config_of(doc)
+    cfg = dataclasses.replace(
+        cfg,
+        quiet=cfg.quiet or quiet_resume or obj["quiet"],
+        dry_run=False,
+        checkpoint=os.path.abspath(checkpoint_file),  # where it is now, if it was moved
+    )
+    probe_objs = _probe_objects(cfg.probe, dict(cfg.probe_args), "", cfg.ports, cfg.tarpit_check)
+    _run_scan(cfg, probe_objs, checkpoint.Resume(os.path.abspath(checkpoint_file), doc))
+
+
+@main_group.command(name="merge", short_help="Merge the shards of one scan into one output.")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option(
+    "-o", "--output", "merged", required=True, type=click.Path(dir_okay=False), help="Merged results."
+)
+@click.option("--metadata", "merged_meta", type=click.Path(dir_okay=False), help="Combined metadata here.")
+def merge_cmd(directory: str, merged: str, merged_meta: str | None) -> None:
+    """Merge the shards of one scan: DIR holds NAME.jsonl with its --metadata NAME.json per shard."""
+    from .merge import MergeError, merge
+
+    try:
+        doc = merge(directory, merged, merged_meta)
+    except MergeError as exc:
+        _fail(f"merge: {exc}")
+    m = doc["merged"]
+    click.echo(
+        f"zbanner-xdp: merged {m['shards']} shards: {doc['records_written']} records, "
+        f"{m['duplicates_dropped']} cross-shard duplicates dropped",
+        err=True,
+    )
 
 
 _LAB_HELP = """The built-in network-namespace lab: real servers behind a router, for demos, tests

@@ -49,6 +49,9 @@ class ScanConfig:
     tarpit_check: bool = False
     tx: str = "auto"
     kernel_replies: bool = True  # answered in XDP where the driver delivers (kreplies.py)
+    checkpoint: str | None = None  # --checkpoint FILE (checkpoint.py)
+    pcap: str | None = None  # --pcap FILE (pcap.py)
+    pcap_snaplen: int = 1514
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -233,16 +233,36 @@ def same_file(a: str | None, b: str | None) -> bool:
         return False
 
 
-def open_locked(path: str, what: str, flags: int = os.O_WRONLY) -> int:
-    """Open (creating) a regular file, lock it exclusively, then empty it. Never truncates unlocked."""
+def open_locked(path: str, what: str, flags: int = os.O_WRONLY, truncate: bool = True) -> int:
+    """Open (creating) a regular file, lock it exclusively, then empty it (unless not `truncate`).
+    Never truncates unlocked."""
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY, 0o644)
     except OSError as exc:
         raise OutputError(f"cannot open {what} '{path}': {exc.strerror}") from None
     if stat.S_ISREG(os.fstat(fd).st_mode):
         _lock(fd, path)
-        os.ftruncate(fd, 0)
+        if truncate:
+            os.ftruncate(fd, 0)
     return fd
+
+
+def cut_partial_line(fd: int) -> int:
+    """Cut a regular file back to the end of its last whole line (a line a crash left half-written);
+    returns the new size."""
+    size = os.fstat(fd).st_size
+    pos = size
+    while pos > 0:
+        start = max(0, pos - (1 << 16))
+        chunk = os.pread(fd, pos - start, start)
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            pos = start + nl + 1
+            break
+        pos = start
+    if pos != size:
+        os.ftruncate(fd, pos)
+    return pos
 
 
 def open_fifo(path: str, stop: threading.Event) -> int:
@@ -278,8 +298,11 @@ class RecordWriter:
         fields: tuple[str, ...] | None = None,
         parsed: dict[str, tuple[str, ...]] | None = None,
         fmt: str | None = None,
+        append: bool = False,
     ):
         self.path = path
+        # A resumed scan (checkpoint.py) appends, after cutting a half-written last line.
+        self.append = append
         self.probe_fields = probe_fields or []
         self.fields = select_fields(self.probe_fields, fields, parsed)
         self.format = format_of(path, fmt)
@@ -306,6 +329,12 @@ class RecordWriter:
         self._abandon = threading.Event()
         self._thread: threading.Thread | None = None
         self._fifo_fd: int | None = None
+        # Bytes and lines handed over so far, as file offsets (a resumed scan's file starts with the
+        # parts before): the checkpoint's marks. `filter`: a resumed scan's duplicate filter.
+        self.handed = 0
+        self.base_lines = 0
+        self.handed_lines = 0
+        self.filter: Any = None
 
     # -- set-up ------------------------------------------------------------
     def check(self, stop: threading.Event) -> None:
@@ -332,8 +361,12 @@ class RecordWriter:
             fd, self._own = self._fifo_fd, True
         else:
             assert self.path is not None
-            fd, self._own = open_locked(self.path, "output"), True
+            flags = os.O_RDWR if self.append else os.O_WRONLY  # (appending reads its last line)
+            fd, self._own = open_locked(self.path, "output", flags, truncate=not self.append), True
         mode = os.fstat(fd).st_mode
+        if self.append and stat.S_ISREG(mode):
+            self._offset = self.handed = cut_partial_line(fd)
+            os.lseek(fd, self._offset, os.SEEK_SET)
         self._regular = stat.S_ISREG(mode)
         if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
             # Non-blocking, so a reader that never reads cannot hold the scan's exit hostage
@@ -358,6 +391,10 @@ class RecordWriter:
 
     def write_lines(self, blob: bytes, count: int) -> None:
         """`count` records already encoded as JSON lines; returns at once unless HARD_CAP is queued."""
+        if self.filter is not None:
+            blob, count = self.filter(blob, count)
+            if not count:
+                return
         with self._cv:
             while self._queued >= HARD_CAP and self.error is None and not self._abandon.is_set():
                 self._cv.wait(_POLL_S)
@@ -368,7 +405,21 @@ class RecordWriter:
                 return
             self._queue.append((blob, count))
             self._queued += len(blob)
+            self.handed += len(blob)
+            self.handed_lines += count
             self._cv.notify_all()
+
+    @property
+    def fd(self) -> int | None:
+        return self._fd
+
+    def sync(self) -> int:
+        """fsync a regular file: every byte before the returned offset is on disk."""
+        done = self._offset
+        fd = self._fd
+        if fd is not None and self._regular:
+            os.fsync(fd)
+        return done
 
     def behind(self) -> bool:
         """More output queued than the high-water mark: new probes should wait."""

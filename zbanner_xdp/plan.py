@@ -236,7 +236,14 @@ class ProbePlan:
         """
         first = ports == self.first_port
         out: list[Segment | KernelSyns] = []
-        for i, probe in enumerate(self.probes):
+        # The tarpit check first: its verdict must be in before a multi-step probe's answers decide
+        # whether to step on (lzr stops at a tarpit), and a batch can take seconds at a low rate.
+        order = list(range(len(self.probes)))
+        if self.tarpit_index >= 0:
+            order.remove(self.tarpit_index)
+            order.insert(0, self.tarpit_index)
+        for i in order:
+            probe = self.probes[i]
             variant = i + self.P * attempt
             if self.step_of[i]:
                 continue  # a later step: started by the answer to the one before (steps.py)

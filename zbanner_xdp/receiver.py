@@ -214,6 +214,9 @@ class Receiver:
         self._icmp_probe_mask = np.array([p.transport == "icmp" for p in self.probes])
         self._parsed: dict[tuple[int, bytes], tuple[bytes, bytes, bytes, bool, dict[str, Any]]] = {}
         self._dotted = [f for f in writer.fields if "." in f]  # a probe's parsed field (-f http.server)
+        # Called with the time a poll started whenever it drained both rings (--checkpoint's marks:
+        # every event that arrived before then has been handed to the writer).
+        self.on_drained: Callable[[float], None] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="receiver", daemon=True)
         # bpf_ktime_get_ns() is CLOCK_MONOTONIC: one offset maps it to wall time.
@@ -272,6 +275,7 @@ class Receiver:
             self.replies.settle()  # held in-kernel answers, once proven or refused
             if self.steps is not None:
                 self.steps.sweep()  # steps whose answer did not come in time
+        t0 = time.monotonic()
         hdr, big = self.reader.poll(timeout_ms)
         if len(hdr):
             self._handle_small(hdr)
@@ -279,6 +283,8 @@ class Receiver:
             self._handle_big(big)
         if self.steps is not None and len(big) < _BANNER_BATCH:
             self.steps.release()  # the banner ring read to its end: answers without data now count
+        if self.on_drained is not None and len(hdr) < _EVENT_BATCH and len(big) < _BANNER_BATCH:
+            self.on_drained(t0)
         return len(hdr) + len(big)
 
     # -- validation user space adds ----------------------------------------
@@ -401,12 +407,13 @@ class Receiver:
         entry = self._entries(ev)
         keep &= (ev["kind"] != Kind.FIN) & ~self._later[entry]
         if self.steps is not None:
-            mine = self._multi[entry]
-            if mine.any():
-                self.steps.events(ev[mine])
+            # Tarpit verdicts first: an answer in the same batch must already know its host is one.
             tarpit = (entry == self.plan.tarpit_index) & (ev["kind"] == Kind.SYNACK)
             if tarpit.any():
                 self.steps.tarpit(ev["saddr"][tarpit])
+            mine = self._multi[entry]
+            if mine.any():
+                self.steps.events(ev[mine])
         icmp = ev["kind"] == Kind.ICMP
         if icmp.any():
             valid = np.ones(len(ev), dtype=bool)

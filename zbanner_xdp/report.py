@@ -686,17 +686,22 @@ def write_png(rep: dict[str, Any], path: str) -> None:
             ax.text(0.5, 0.5, "no active targets", ha="center", va="center")
             ax.set_axis_off()
         ax.set_title("Cross-protocol liveness")
-        fig.tight_layout()
-        try:
-            if path == "-":
-                fig.savefig(sys.stdout.buffer, dpi=150, format="png")
-                sys.stdout.buffer.flush()
-            else:
-                fig.savefig(path, dpi=150)
-        except OSError as exc:
-            raise ReportError(f"cannot write '{path}': {exc.strerror or exc}") from None
+        save_png(fig, path)
     finally:
         plt.close(fig)
+
+
+def save_png(fig: Any, path: str) -> None:
+    """A figure as PNG to `path` ('-': stdout)."""
+    fig.tight_layout()
+    try:
+        if path == "-":
+            fig.savefig(sys.stdout.buffer, dpi=150, format="png")
+            sys.stdout.buffer.flush()
+        else:
+            fig.savefig(path, dpi=150)
+    except OSError as exc:
+        raise ReportError(f"cannot write '{path}': {exc.strerror or exc}") from None
 
 
 # -- command ------------------------------------------------------------------
@@ -769,7 +774,8 @@ def _check_records(path: str, line: bytes) -> None:
         )
 
 
-def read_report(path: str) -> dict[str, Any]:
+def feed(path: str) -> ReportBuilder:
+    """A ReportBuilder fed every line of a results file (`report --blocks` reads its per-target state)."""
     builder = ReportBuilder()
     with open_results(path) as fh:
         try:
@@ -787,7 +793,11 @@ def read_report(path: str) -> dict[str, Any]:
             raise
         except OSError as exc:
             raise ReportError(f"cannot read '{path}': {exc.strerror or exc}") from None
-    return builder.finish()
+    return builder
+
+
+def read_report(path: str) -> dict[str, Any]:
+    return feed(path).finish()
 
 
 # A scan summary is ~5 kB; this bounds what --metadata reads of a wrong file.
@@ -833,9 +843,13 @@ def read_metadata(path: str) -> dict[str, Any]:
     }
 
 
-def run_report(path: str, json_out: str | None, png_out: str | None, metadata: str | None = None) -> int:
-    """`zbanner-xdp report PATH [--json OUT] [--png OUT] [--metadata FILE]`: text on stdout (or JSON with
-    --json -); with the scan's summary, every count also as a share of the targets scanned."""
+def run_report(
+    path: str, json_out: str | None, png_out: str | None, metadata: str | None = None, blocks: bool = False
+) -> int:
+    """`zbanner-xdp report PATH [--json OUT] [--png OUT] [--metadata FILE] [--blocks]`: text on stdout (or
+    JSON with --json -); with the scan's summary, every count also as a share of the targets scanned.
+
+    --blocks: the /24 blocks view (blocks.py) instead of the liveness taxonomy, in the same three forms."""
     if png_out == "-" and json_out == "-":
         raise ReportError("--json - and --png - would share stdout: give one of them a file")
     scan = read_metadata(metadata) if metadata is not None else None
@@ -844,17 +858,23 @@ def run_report(path: str, json_out: str | None, png_out: str | None, metadata: s
         _check_writable(png_out)
     if json_out is not None:
         _check_writable(json_out)
-    rep = read_report(path)
-    if scan is not None:
-        rep["scan"] = scan
-        for entry in rep["per_key"].values():
-            entry["scanned"] = scan["targets_per_key"]
+    if blocks:
+        from . import blocks as blocks_mod
+
+        rep = blocks_mod.blocks_of(feed(path))
+        text, png = blocks_mod.format_blocks, blocks_mod.write_png
+    else:
+        rep, text, png = read_report(path), format_report, write_png
+        if scan is not None:
+            rep["scan"] = scan
+            for entry in rep["per_key"].values():
+                entry["scanned"] = scan["targets_per_key"]
     blob = orjson.dumps(rep, option=orjson.OPT_INDENT_2) + b"\n"
     if json_out == "-":
         sys.stdout.buffer.write(blob)
         sys.stdout.buffer.flush()
     elif png_out != "-":  # (stdout is the PNG's: the text would corrupt it)
-        sys.stdout.write(format_report(rep))
+        sys.stdout.write(text(rep))
         sys.stdout.flush()
     if json_out not in (None, "-"):
         try:
@@ -863,5 +883,5 @@ def run_report(path: str, json_out: str | None, png_out: str | None, metadata: s
         except OSError as exc:
             raise ReportError(f"cannot write '{json_out}': {exc.strerror or exc}") from None
     if png_out is not None:
-        write_png(rep, png_out)
+        png(rep, png_out)
     return 0

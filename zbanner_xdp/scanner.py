@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, cookie, fastfmt, packets, targets
+from . import __version__, checkpoint, cookie, fastfmt, packets, targets
 from .bpfprog import BpfSetupError, ProgParams, RecvProgram
 from .config import ScanConfig
 from .events import Counter
@@ -44,6 +44,7 @@ from .output import (
     same_file,
     select_fields,
 )
+from .pcap import PcapWriter, snap_bytes
 from .plan import KernelSyns, PlanError, ProbePlan, Segment, split_variant
 from .receiver import Receiver, RingReader
 from .replies import Replies, ReplyQueue
@@ -145,22 +146,33 @@ class RetransmitQueue:
         self.delay = delay
         self.limit = limit
         self.pairs = 0
-        self._q: collections.deque[tuple[float, int, np.ndarray, np.ndarray]] = collections.deque()
+        # (due, attempt, addrs, ports, tag): the tag is --checkpoint's name for the batch (checkpoint.Tag).
+        self._q: collections.deque[tuple[float, int, np.ndarray, np.ndarray, Any]] = collections.deque()
 
-    def add(self, addrs: np.ndarray, ports: np.ndarray, now: float) -> None:
+    def add(self, addrs: np.ndarray, ports: np.ndarray, now: float, tag: Any = None) -> None:
         if self.extra > 0:
-            self._q.append((now + self.delay, 1, addrs, ports))
+            self._q.append((now + self.delay, 1, addrs, ports, tag))
             self.pairs += len(addrs)
 
-    def due(self, now: float) -> tuple[int, np.ndarray, np.ndarray] | None:
+    def due(self, now: float) -> tuple[int, np.ndarray, np.ndarray, Any] | None:
         if not self._q or self._q[0][0] > now:
             return None
-        when, attempt, addrs, ports = self._q.popleft()
+        when, attempt, addrs, ports, tag = self._q.popleft()
         self.pairs -= len(addrs)
         if attempt < self.extra:
-            self._q.append((now + self.delay, attempt + 1, addrs, ports))
+            self._q.append((now + self.delay, attempt + 1, addrs, ports, tag))
             self.pairs += len(addrs)
-        return attempt, addrs, ports
+        return attempt, addrs, ports, tag
+
+    def entries(self) -> list[tuple[float, int, Any]]:
+        """(due, attempt, tag) of every queued batch, in order."""
+        return [(due, attempt, tag) for due, attempt, _, _, tag in self._q]
+
+    def restore(self, items: list[tuple[float, int, np.ndarray, np.ndarray, Any]]) -> None:
+        """A resumed scan's queue (checkpoint.Resume.restore)."""
+        for item in items:
+            self._q.append(item)
+            self.pairs += len(item[2])
 
     def full(self) -> bool:
         return self.pairs >= self.limit
@@ -170,7 +182,7 @@ class RetransmitQueue:
 
 
 class Scanner:
-    def __init__(self, cfg: ScanConfig, probes: list[Any]):
+    def __init__(self, cfg: ScanConfig, probes: list[Any], resume: checkpoint.Resume | None = None):
         if not cfg.dry_run and os.geteuid() != 0:  # before any work: the first thing a user must fix
             raise ScanError("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")
         self.cfg = cfg
@@ -180,6 +192,13 @@ class Scanner:
         self.error: str | None = None
         self.seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
         self.key = cookie.new_key()
+        # --checkpoint / resume (checkpoint.py): a resumed scan is the same scan, same order and cookies.
+        self.resume = resume
+        if resume is not None:
+            self.seed, self.key = resume.seed, resume.key
+        self.checkpointer: checkpoint.Checkpointer | None = None
+        self.progress: checkpoint.Progress | None = None
+        self._final_xdp: dict[str, int] | None = None
         try:
             # No ports (-p) in a scan of UDP and ICMP probes: each goes once per address, to its own
             # port; the space's one port is only a place for them in the permutation.
@@ -204,6 +223,13 @@ class Scanner:
             )
         except (targets.TargetError, PlanError, OSError) as exc:
             raise ScanError(str(exc)) from None
+        try:
+            if resume is not None:
+                resume.check_space(self.space)
+            if not cfg.dry_run:
+                checkpoint.check_scan(cfg)
+        except checkpoint.CheckpointError as exc:
+            raise ScanError(str(exc)) from None
         self.probes = self.plan.probes
         self.probe_fields = list(dict.fromkeys(p.name for p in self.plan.user_probes if p.kind.parses))
         self.parsed_fields = {p.name: tuple(p.fields) for p in self.plan.user_probes if p.kind.parses}
@@ -216,8 +242,26 @@ class Scanner:
             raise ScanError(f"-o and --metadata name the same file '{cfg.metadata}'")
         if cfg.metadata == "-" and cfg.output in (None, "-"):
             raise ScanError("--metadata - and the results would share stdout: give -o a file")
+        # --pcap (pcap.py): the frames of every recorded reply, copied by the XDP program.
+        self.pcap = PcapWriter(cfg.pcap, cfg.pcap_snaplen) if cfg.pcap else None
+        self.pcap_summary: dict[str, Any] | None = None
+        if cfg.pcap and any(same_file(cfg.pcap, o) for o in (cfg.output, cfg.metadata, cfg.checkpoint)):
+            raise ScanError(f"--pcap and another option name the same file '{cfg.pcap}'")
+        # In-kernel replies, unless --pcap: the program rewrites a SYN-ACK into its answer in place,
+        # before its frame could be copied whole; user space answers then, and says so.
+        self.kernel_replies = cfg.kernel_replies and not cfg.pcap
+        self.kernel_replies_note = (
+            "--pcap: user space answered (the XDP program would rewrite a SYN-ACK into its answer "
+            "before its frame is copied)"
+            if cfg.kernel_replies and cfg.pcap
+            else None
+        )
         self.pairs = targets.expected_count(self.space, cfg.shards, cfg.shard, cfg.max_targets)
         self.total = self.plan.expected_probes(self.pairs, self.space.n_ports)
+        # Pairs per batch the send loop takes; a resumed scan keeps its first part's.
+        self.gen_size = 65536 if cfg.rate == 0 else int(min(65536, max(256, cfg.rate // 10)))
+        if resume is not None:
+            self.gen_size = int(resume.doc["batch"])
         self.sent_probes = 0
         self.sent_replies = 0
         self.sent_retransmits = 0
@@ -351,9 +395,10 @@ class Scanner:
                 dedup_entries=cfg.dedup_entries,
                 emit_repeats=cfg.output_repeats,
                 generator=cfg.tx != "packet",
-                kernel_replies=cfg.kernel_replies,
+                kernel_replies=self.kernel_replies,
                 ttl=cfg.ttl,
                 ack_window=cfg.ack_window,
+                pcap_snap=snap_bytes(cfg.pcap_snaplen) if cfg.pcap else 0,
             )
             self.prog = RecvProgram(
                 params,
@@ -388,8 +433,10 @@ class Scanner:
                     self.receiver.tally_result,
                 )
                 self.receiver.steps = self.steps
-            if cfg.kernel_replies:
+            if self.kernel_replies:
                 self.kreplies = KernelReplies(self.prog, self.replies, self.net.iface)
+            if self.checkpointer is not None:
+                self.receiver.on_drained = self.checkpointer.mark
             self.receiver.start()
             self._send_loop(link)
         except OutputError as exc:
@@ -423,13 +470,20 @@ class Scanner:
         """Everything about -o and --metadata that can fail, before anything is attached or opened."""
         cfg = self.cfg
         self.writer = RecordWriter(
-            cfg.output, self.probe_fields, cfg.output_fields, self.parsed_fields, cfg.output_format
+            cfg.output,
+            self.probe_fields,
+            cfg.output_fields,
+            self.parsed_fields,
+            cfg.output_format,
+            append=self.resume is not None,
         )
         try:
             self.writer.check(self.stop)  # a FIFO: waits here for its reader
             if cfg.metadata:
                 self.metadata = MetadataFile(cfg.metadata)
                 self.metadata.check()
+            if self.pcap is not None:
+                self.pcap.check()
         except OutputError as exc:
             self.writer.close()
             raise ScanError(str(exc)) from None
@@ -442,7 +496,14 @@ class Scanner:
                 running = {"version": __version__, "reason": "running", "start": self.started}
                 self.metadata.open({**running, "options": self.cfg.as_dict()})
             self.writer.open()
-        except OutputError as exc:
+            if self.pcap is not None:
+                assert self.prog is not None
+                self.pcap.open(self.prog, self.prog.params.pcap_pages)
+            if self.resume is not None:
+                self.resume.attach(self.writer)
+            if self.cfg.checkpoint:
+                self.checkpointer = checkpoint.Checkpointer(self, self.resume)
+        except (OutputError, checkpoint.CheckpointError) as exc:
             if self.metadata is not None:
                 self.metadata.close()
                 self.metadata = None
@@ -584,6 +645,49 @@ class Scanner:
         if self.reply_tx is not None:
             self.reply_queue.send_directly(self.reply_tx, self.limiter)
 
+    def _positioned(self) -> Any:
+        """This shard's batches with their place in the permutation (--checkpoint), from where a
+        resumed scan stood."""
+        start = self.resume.start.cursor if self.resume is not None else None
+        cfg = self.cfg
+        return checkpoint.positioned_batches(
+            self.space, self.seed, cfg.shards, cfg.shard, self.gen_size, cfg.max_targets, start
+        )
+
+    def _start_progress(
+        self, link: packets.LinkParams, retrans: RetransmitQueue, pending: collections.deque
+    ) -> checkpoint.Progress | None:
+        """--checkpoint: the position tracker, the batch in flight and the retransmission queue of a
+        resumed scan put back, the first checkpoint written and its thread started."""
+        ck = self.checkpointer
+        if ck is None:
+            return None
+        assert self.writer is not None
+        res = self.resume
+        prog = self.progress = checkpoint.Progress(res.start if res is not None else None, self.writer)
+        if res is not None:
+
+            def segments(a: np.ndarray, p: np.ndarray, attempt: int) -> list:
+                return self.plan.segments(link, self.key, a, p, attempt, self.kgen is not None)
+
+            restored, queue = res.restore(self.space, self.cfg.shards, segments)
+            pending.extend(restored)
+            retrans.restore(queue)
+            prog.item = res.start.item if restored else None
+            self.sent_probes = res.start.probes
+        prog.note(time.monotonic(), retrans, self.sent_probes, force=True)
+        ck.write()
+        ck.start()
+        return prog
+
+    def live_drops(self) -> dict[str, int]:
+        """The drops so far (for checkpoints, from their thread)."""
+        xdp = self._final_xdp
+        if xdp is None:
+            counters = self.prog.counters() if self.prog is not None else None
+            xdp = {c.name.lower(): int(counters[c]) for c in Counter} if counters is not None else {}
+        return self._drop_counts(xdp)
+
     def _send_loop(self, link: packets.LinkParams) -> None:
         cfg = self.cfg
         limiter = self.limiter = RateLimiter(cfg.rate)
@@ -591,10 +695,10 @@ class Scanner:
             self._replies_from_receiver()
         self.status = StatusLine(self.total, cfg.quiet)
         next_status = time.monotonic() + 1.0
-        gen_size = 65536 if cfg.rate == 0 else int(min(65536, max(256, cfg.rate // 10)))
-        batches = self._batches(gen_size)
         retrans = RetransmitQueue(1 + cfg.retransmit, cfg.retransmit_delay, cfg.retransmit_queue)
         pending: collections.deque[Segment | KernelSyns] = collections.deque()
+        prog = self._start_progress(link, retrans, pending)
+        batches = self._batches(self.gen_size) if prog is None else prog.batches(self._positioned())
         # --max-runtime counts from the first packet, not from the BPF compile.
         t0 = self.send_start = time.monotonic()
         generating = True
@@ -615,6 +719,8 @@ class Scanner:
                 generating = False
                 pending.clear()
                 retrans = RetransmitQueue(1, 0, 0)
+                if prog is not None:
+                    prog.item = None
             if not generating and not pending and not len(retrans) and cool_base is None:
                 cool_base = cool_until = now + cfg.cooldown
                 self.send_end = now
@@ -649,10 +755,12 @@ class Scanner:
             if not pending:
                 item = retrans.due(now)
                 if item is not None:
-                    attempt, addrs, ports = item
+                    attempt, addrs, ports, tag = item
                     pending.extend(
                         self.plan.segments(link, self.key, addrs, ports, attempt, self.kgen is not None)
                     )
+                    if prog is not None:
+                        prog.took(tag, attempt)
                 elif generating and not retrans.full():
                     try:
                         addrs, ports = next(batches)
@@ -662,7 +770,10 @@ class Scanner:
                         pending.extend(
                             self.plan.segments(link, self.key, addrs, ports, 0, self.kgen is not None)
                         )
-                        retrans.add(addrs, ports, now)
+                        tag = prog.last if prog is not None else None
+                        retrans.add(addrs, ports, now, tag)
+                        if prog is not None:
+                            prog.took(tag, 0)
             while pending and budget > 0:
                 seg = pending[0]
                 k = min(budget, len(seg))
@@ -674,6 +785,10 @@ class Scanner:
                 budget -= k
                 self.sent_probes += k
                 self.last_probe = time.monotonic()
+                if prog is not None:
+                    prog.sent(k, not pending)
+            if prog is not None:
+                prog.note(time.monotonic(), retrans, self.sent_probes)
             if budget > 0 and not pending and generating and cfg.rate:
                 # The batch ran out inside this grant: the next batch gets the rest. Without
                 # this, every 64k-probe batch lost half a grant and --rate 1M sent 967k.
@@ -685,8 +800,12 @@ class Scanner:
     def _shutdown(self, t0: float) -> dict:
         rcv, prog = self.receiver, self.prog
         err = self.error
+        if self.checkpointer is not None:
+            self.checkpointer.stop()  # its thread reads what is closed below; the last one comes at the end
         if prog is not None:
             prog.detach()  # no new events: from here the host kernel sees replies again
+        detached = time.monotonic()
+        oldest_row: float | None = None
         if self.kreplies is not None:
             self.kreplies.close()
         if rcv is not None:
@@ -694,6 +813,8 @@ class Scanner:
             if self.steps is not None:
                 self.steps.closing = True  # XDP detached: no step starts any more
             rcv.stop(self.abandon)  # to the ring's last record, unless abandoned or failed
+            if self.steps is not None and self.steps.rows:
+                oldest_row = next(iter(self.steps.rows.values())).opened
             if self.steps is not None and rcv.error is None:
                 self.steps.flush()  # the rows left, written incomplete (the receiver has stopped)
             if isinstance(rcv.error, OutputError) and err is None:
@@ -704,6 +825,8 @@ class Scanner:
                 self.reason = "error"
             self.unread = rcv.count_unread()
             rcv.reader.close()
+        if self.pcap is not None and self.pcap._thread is not None:
+            self.pcap_summary = self.pcap.close(prog)
         counters = prog.counters() if prog is not None else None
         if prog is not None:
             prog.close()
@@ -726,7 +849,11 @@ class Scanner:
                 err = str(self.writer.error)
                 self.reason = "output-error"
         self._show_status("done", counters)
+        if self.checkpointer is not None:
+            err = self._last_checkpoint(counters, detached, oldest_row) or err
         summary = self.summary(t0, counters, err)
+        if self.checkpointer is not None:
+            checkpoint.combine(summary, self)
         if self.metadata is not None:
             try:
                 self.metadata.write(summary)
@@ -734,6 +861,24 @@ class Scanner:
                 summary["error"] = summary["error"] or str(exc)
                 summary["reason"] = "output-error"
         return summary
+
+    def _last_checkpoint(
+        self, counters: np.ndarray | None, detached: float, oldest_row: float | None
+    ) -> str | None:
+        """The checkpoint at exit: finished, or (interrupted, failed) where a resumed scan starts."""
+        ck = self.checkpointer
+        assert ck is not None and self.writer is not None
+        self._final_xdp = {c.name.lower(): int(counters[c]) for c in Counter} if counters is not None else {}
+        w, rcv = self.writer, self.receiver
+        end = None
+        if rcv is not None and w.error is None and not w.lost and not self.unread and rcv.error is None:
+            # Everything received until XDP was detached is written: a mark at the detach.
+            end = checkpoint.Mark(
+                detached, w.handed, w.handed_lines, dict(rcv.by_class), rcv.hits, oldest_row
+            )
+        if self.progress is not None and self.progress.first is not None:
+            ck.write(self.reason, end)
+        return ck.error
 
     def _send_rate(self) -> float:
         if self.send_start is None:
@@ -790,8 +935,13 @@ class Scanner:
             "tx_mode": (self.tx_mode if self.tx_mode == "xdp" else self.tx.mode) if self.tx else None,
             "tx_note": self.tx_note,
             "tx_generator": self.gen_stats,
-            "kernel_replies": self.kreplies.summary() if self.kreplies else None,
+            "kernel_replies": self.kreplies.summary()
+            if self.kreplies
+            else (
+                {"mode": "user space", "note": self.kernel_replies_note} if self.kernel_replies_note else None
+            ),
             "steps": self.steps.summary() if self.steps else None,
+            "pcap": self.pcap_summary,
             "record_formatter": "c" if fastfmt.load() is not None else "numpy",
             "packets_sent": {
                 "probes": self.sent_probes,

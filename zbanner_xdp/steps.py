@@ -59,6 +59,7 @@ class Row:
     parts: list[Any] = field(default_factory=list)
     # The answer the record shows as its banner/data: the probe's choice of first or last data.
     shown: tuple[bytes, int, dict[str, int]] | None = None  # (data, payload_len, header values)
+    opened: float = 0.0  # time.monotonic() of step 0's SYN-ACK (a checkpoint never passes an open row)
 
 
 class StepTable:
@@ -223,7 +224,7 @@ class StepTable:
             self.evicted += 1
             self._finish(old_k, old, complete=False)
         self._gen += 1
-        row = Row(group=group, step=0, gen=self._gen, synack=False, dport=dport)
+        row = Row(group=group, step=0, gen=self._gen, synack=False, dport=dport, opened=now)
         self.rows[k] = row
         self.peak = max(self.peak, len(self.rows))
         return row

@@ -39,6 +39,7 @@ from tests.integration.conftest import NO_DROPS, REPLY_ARGS, run_scanner
 from tests.skip_policy import missing_feature
 from zbanner_xdp import lab
 from zbanner_xdp.lab import impair
+from zbanner_xdp.lab.network import QUEUE_LIMIT
 
 pytestmark = pytest.mark.privileged
 
@@ -116,14 +117,15 @@ def fault(backend: str, spec: str) -> Iterator[dict[str, Any]]:
         added: list[str] = []
         try:
             for dev in devs.values():
-                _tc("qdisc", "add", "dev", dev, "root", "netem", *args)
+                _tc("qdisc", "replace", "dev", dev, "root", "netem", *args)
                 added.append(dev)
             yield out
             qstats = {d: _netem_stats(dev) for d, dev in devs.items()}
         finally:
             for dev in added:
                 with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
-                    _tc("qdisc", "del", "dev", dev, "root")
+                    # Back to the wire's own queue (lab/network.py).
+                    _tc("qdisc", "replace", "dev", dev, "root", "pfifo", "limit", str(QUEUE_LIMIT))
     for d in devs:
         rel, q = st[d], qstats[d]
         into = rel["forwarded"]  # what the relay handed to netem

@@ -23,6 +23,8 @@ from .topology import (
     SCAN_NS,
     TARGET_NS,
     WIRE_NS,
+    WIRE_ROUTER_IF,
+    WIRE_SCAN_IF,
     interfaces,
     namespaces,
     veth_pairs,
@@ -152,6 +154,12 @@ def build(wire: bool) -> None:
         # ENOBUFS. With a queue the veth stops and restarts it instead (kernel
         # >= 6.16), which is what a real NIC's driver and qdisc do.
         ipr.tc("replace", "pfifo", ipr.link_lookup(ifname=SCAN_IF)[0], limit=QUEUE_LIMIT)
+    if wire:
+        # The relay's sends too: a burst (the kernel generator sends 64 SYNs at once) into a peer
+        # whose XDP ring is full would otherwise be lost as ENOBUFS, a loss no fault asked for.
+        with step("giving the wire's ends a transmit queue"), IPRoute(netns=WIRE_NS, flags=0) as ipr:
+            for ifname in (WIRE_SCAN_IF, WIRE_ROUTER_IF):
+                ipr.tc("replace", "pfifo", ipr.link_lookup(ifname=ifname)[0], limit=QUEUE_LIMIT)
 
 
 QUEUE_LIMIT = 10_000
