@@ -19,6 +19,17 @@ plan entry (probe and step, plan.py). Here, in the receiver's thread:
 
 Events of a row's earlier steps (a FIN after a banner already taken, a late
 RST) are ignored: only the current step's answer counts.
+
+"No answer within step_timeout" must be what the server did, not what the
+network lost, or a complete result would be wrong (a JARM of zeros, an LZR
+"unknown"). So a step's time runs from its SYN-ACK (the server has our
+request from then on), and on evidence that our request or the server's
+answer was lost it runs again, for at least LOSS_WAIT: a retransmitted
+SYN-ACK (the server never got our ACK with the request; answered again, see
+ZB_REANSWER_NS) or a FIN whose sequence number shows that data before it was
+lost. After a retransmitted SYN-ACK a server's first retransmission timeout
+is 3 s (RFC 6298 5.7, Linux's TCP_TIMEOUT_FALLBACK), then 6 s: LOSS_WAIT
+covers a lost answer and its lost first retransmission.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .events import Kind, addr_text, host_addrs
+from .events import REPEAT_RETRANSMIT, Kind, addr_text, host_addrs
 from .output import fill_dotted
 from .plan import KernelSyns, split_variant
 from .probes import StepOutcome
@@ -46,6 +57,9 @@ _OUTCOME_BY_KIND = {
     Kind.FIN: StepOutcome.CLOSED,
     Kind.ZEROWIN: StepOutcome.ZEROWIN,
 }
+
+
+_Deadline = tuple[float, tuple[int, int, int], int]  # (time.monotonic(), row key, the row's gen)
 
 
 @dataclass
@@ -60,6 +74,7 @@ class Row:
     # The answer the record shows as its banner/data: the probe's choice of first or last data.
     shown: tuple[bytes, int, dict[str, int]] | None = None  # (data, payload_len, header values)
     opened: float = 0.0  # time.monotonic() of step 0's SYN-ACK (a checkpoint never passes an open row)
+    deadline: float = 0.0  # when the current step's answer is TIMEOUT (queued deadlines before it are stale)
 
 
 class StepTable:
@@ -81,8 +96,9 @@ class StepTable:
         self.writer = writer
         self.limit = limit
         self.rows: collections.OrderedDict[tuple[int, int, int], Row] = collections.OrderedDict()
-        # Deadlines in the order they were set, one queue per probe (one timeout each, so each is sorted).
-        self._deadlines: dict[int, collections.deque[tuple[float, tuple[int, int, int], int]]] = {}
+        # Deadlines in the order they were set, one queue per probe and kind of wait (the step's timeout,
+        # or the longer wait after a loss: one length each, so each queue is in time order).
+        self._deadlines: dict[tuple[int, bool], collections.deque[_Deadline]] = {}
         self._pending_syns: list[tuple[int, int, int]] = []  # (saddr raw, port, entry)
         self._deferred: list[tuple[int, int, Any]] = []  # (ts_ns, entry, event): answers without data
         self.tarpits: set[int] = set()  # raw addresses that SYN-ACKed the --tarpit-check port
@@ -94,6 +110,7 @@ class StepTable:
         self.followups = 0  # SYNs of later steps sent
         self.unanswered = 0  # rows cut short: a follow-up SYN got no SYN-ACK within the step's time
         self.unordered = 0  # rows cut short: the first data seen was not the stream's first bytes
+        self.loss_waits = 0  # steps that waited longer for an answer after evidence of loss
         self.last_followup = 0.0  # time.monotonic() of the last one
         self.closing = False  # the scan is ending (XDP detached): no step starts any more
         self._gen = 0
@@ -110,9 +127,11 @@ class StepTable:
         entry = split_variant(ev["variant"].astype(np.int64), self.plan.P)[0]
         for i in range(len(ev)):
             e = ev[i]
-            if e["repeat"]:
-                continue
             kind = int(e["kind"])
+            if e["repeat"]:
+                if e["repeat"] == REPEAT_RETRANSMIT and kind == Kind.SYNACK:
+                    self._request_lost(int(entry[i]), e, now)
+                continue
             if kind in (Kind.SYNACK, Kind.BANNER):
                 self._event(int(entry[i]), e, kind, data[i] if data is not None else b"", now)
             elif kind in _OUTCOME_BY_KIND:
@@ -150,12 +169,16 @@ class StepTable:
         if kind == Kind.SYNACK:
             if not row.synack:
                 row.synack, row.isn = True, int(e["seq"])
-                self._arm(k, row, now)  # the step's time runs from its handshake
+                self._arm(k, row, now + self._timeout(row))  # the step's time runs from its handshake
             return
         if kind == Kind.RST and not row.synack and step == 0:
             return
         if kind == Kind.FIN and (row.isn < 0 or int(e["seq"]) != (row.isn + 1) & 0xFFFFFFFF):
-            return  # data came before this FIN and was lost: the server sends it again
+            # Data came before this FIN and was lost: the server sends it again (we have not
+            # acknowledged it), up to seconds later. Its answer, not a timeout.
+            if row.synack:
+                self._extend(k, row, now)
+            return
         if kind == Kind.BANNER and row.synack and int(e["seq"]) != (row.isn + 1) & 0xFFFFFFFF:
             # Not the stream's first bytes (a later segment overtook the first on the way): what this
             # step would decide on is unknown, and a guess could be wrong. Written as it stands.
@@ -164,15 +187,32 @@ class StepTable:
             return
         self._answer(k, row, _OUTCOME_BY_KIND[Kind(kind)], data, e, now)
 
+    def _request_lost(self, ent: int, e: Any, now: float) -> None:
+        """A retransmitted SYN-ACK of a row's current step: the server never got our request (the
+        program answered it again), so the step's time starts again."""
+        group, step = self.plan.group_of[ent], self.plan.step_of[ent]
+        k = (int(e["saddr"]), int(e["sport"]), group)
+        row = self.rows.get(k)
+        if row is not None and step == row.step and row.synack:
+            self._extend(k, row, now)
+
+    LOSS_WAIT = 10.0  # seconds a step waits after evidence of loss (see the module docstring)
+
+    def _extend(self, k: tuple[int, int, int], row: Row, now: float) -> None:
+        until = now + max(self._timeout(row), self.LOSS_WAIT)
+        if until > row.deadline:
+            self.loss_waits += 1
+            self._arm(k, row, until, after_loss=True)
+
     def sweep(self, now: float | None = None) -> None:
         """Steps whose time is up: their answer is TIMEOUT."""
         now = time.monotonic() if now is None else now
         for q in self._deadlines.values():
             while q and q[0][0] <= now:
-                _, k, gen = q.popleft()
+                t, k, gen = q.popleft()
                 row = self.rows.get(k)
-                if row is None or row.gen != gen:
-                    continue
+                if row is None or row.gen != gen or t < row.deadline:
+                    continue  # a finished row, an earlier step, or a deadline moved later since
                 if not row.synack:
                     # A follow-up SYN never answered: its connection was never made (the SYN or the
                     # SYN-ACKs were lost), so "no answer" is not what the server said. As it stands.
@@ -198,8 +238,9 @@ class StepTable:
 
     def wait_until(self, cool_base: float) -> float:
         """When the scan's cooldown may end: at cool_base, or once every row still pending has had its
-        current step's time. A step's deadline runs from its SYN-ACK (step 0) or its SYN (later steps),
-        so a row whose first answer is slow holds the cooldown as a follow-up does."""
+        current step's time. A step's deadline runs from its SYN (later steps, until their SYN-ACK),
+        from its SYN-ACK, and again after evidence of loss, so a row whose answer is slow or lost
+        holds the cooldown as a follow-up does."""
         if not self.rows:
             return cool_base
         latest = max((q[-1][0] for q in self._deadlines.values() if q), default=0.0)
@@ -215,6 +256,7 @@ class StepTable:
             "followup_syns": self.followups,
             "unanswered_followups": self.unanswered,
             "out_of_order_answers": self.unordered,
+            "loss_waits": self.loss_waits,
         }
 
     # -- the table ----------------------------------------------------------------------------------------
@@ -232,10 +274,14 @@ class StepTable:
     def _probe(self, row: Row) -> Any:
         return self.plan.user_probe_of[row.group]
 
-    def _arm(self, k: tuple[int, int, int], row: Row, now: float) -> None:
-        probe = self._probe(row)
-        q = self._deadlines.setdefault(row.group, collections.deque())
-        q.append((now + float(probe.step_timeout), k, row.gen))
+    def _timeout(self, row: Row) -> float:
+        return float(self._probe(row).step_timeout)
+
+    def _arm(self, k: tuple[int, int, int], row: Row, until: float, after_loss: bool = False) -> None:
+        """The current step's answer is TIMEOUT at `until` (moves the deadline: one queued earlier for
+        the same step is then stale)."""
+        row.deadline = until
+        self._deadlines.setdefault((row.group, after_loss), collections.deque()).append((until, k, row.gen))
 
     def _answer(
         self, k: tuple[int, int, int], row: Row, outcome: StepOutcome, data: bytes, e: Any, now: float
@@ -258,7 +304,7 @@ class StepTable:
             return
         self._gen += 1
         row.step, row.gen, row.synack, row.isn = int(nxt), self._gen, False, -1
-        self._arm(k, row, now)  # no SYN-ACK at all within the timeout: TIMEOUT as well
+        self._arm(k, row, now + self._timeout(row))  # no SYN-ACK within the timeout: cut short (sweep)
         self._pending_syns.append((k[0], k[1], self.plan.entry(row.group, row.step)))
 
     def _cut_short(self, k: tuple[int, int, int], row: Row) -> None:

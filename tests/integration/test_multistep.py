@@ -291,7 +291,8 @@ def test_faults_leave_results_right_or_incomplete(
     # a lost follow-up SYN (never retransmitted) or a first segment overtaken by the next (a lost or
     # delayed first segment of a multi-segment answer) cuts the row short, so JARM (ten connections,
     # each a multi-segment TLS answer) is cut short far more often than LZR (mostly one or two
-    # connections, one-segment answers). Seen: loss 5 %: lzr 95-97 % complete, jarm 3-7 of 16;
-    # reorder 25 %: lzr 99 %, jarm 7 of 16. What matters here is above: none of them is wrong.
+    # connections, one-segment answers). Seen: loss 5 %: lzr 89-97 % complete, jarm 3-11 of 16;
+    # reorder 25 %: lzr 99-100 %, jarm 4-7 of 16. What matters here is above: none of them is wrong
+    # (a step whose answer was lost waits for its retransmission rather than time out: steps.py).
     assert tally["lzr complete"] >= 0.8 * len(clean["lzr"]), (spec, tally)
     print(f"\n{spec}: {dict(tally)}")

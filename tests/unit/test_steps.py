@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from tests.unit.test_jarm import ANSWERS, REFERENCE
 from zbanner_xdp import packets
-from zbanner_xdp.events import EVENT_DTYPE, REPEAT_DUP, Kind
+from zbanner_xdp.events import EVENT_DTYPE, REPEAT_DUP, REPEAT_RETRANSMIT, Kind
 from zbanner_xdp.plan import ProbePlan, split_variant
 from zbanner_xdp.probes import get_probe, lzr
 from zbanner_xdp.replies import ReplyQueue
@@ -293,3 +293,71 @@ def test_result_never_raises_and_keeps_the_fields(name: str) -> None:
         for complete in (True, False):
             out = probe.result("198.18.0.5", 443, parts, complete)
             assert list(out) == list(probe.fields)
+
+
+# --------------------------------------------------------------------------- time, and loss
+# A step's TIMEOUT must be the server's silence, never the network's loss: a complete result built on a
+# lost answer would be wrong (seen in the lab under 5 % loss: a JARM of zeros, an LZR "unknown").
+
+
+def test_a_follow_up_steps_time_runs_from_its_synack() -> None:
+    # Step 1's SYN-ACK came a second late (the first was lost; the server retransmits it after 1 s):
+    # its answer may take the step's whole time (5 s) from then, not from the SYN.
+    table, plan, writer, queue, _ = _table(("lzr",))
+    t0 = time.monotonic()
+    table.events(_ev(Kind.SYNACK, 0, ts=1), now=t0)
+    table.events(_ev(Kind.FIN, 0, ts=2), now=t0)
+    table.release(now=t0)  # http: closed without data; step 1's SYN leaves at t0
+    assert _sent_syns(queue, plan) == [("198.18.0.5", 443, 1)]
+    table.events(_ev(Kind.SYNACK, 1, ts=3), now=t0 + 1)
+    table.sweep(now=t0 + 5.5)  # past the SYN's 5 s, within the SYN-ACK's
+    assert writer.records == [] and _sent_syns(queue, plan) == []
+    table.events(_ev(Kind.BANNER, 1, ts=4), [b"SSH-2.0-OpenSSH_9.2p1\r\n"], now=t0 + 5.7)
+    table.release(now=t0 + 5.7)
+    (rec,) = writer.records
+    assert rec["incomplete"] is False and rec["lzr"]["fingerprint"] == "ssh" and rec["lzr"]["handshakes"] == 2
+
+
+def test_a_retransmitted_synack_means_our_request_was_lost_and_the_step_waits() -> None:
+    # The server retransmits its SYN-ACK: it never got our ACK with the request (the program answers
+    # again). Its answer comes after that, and if lost once more, 3 s later still (its RTO after a
+    # retransmitted SYN-ACK): the step waits LOSS_WAIT from the retransmission.
+    table, plan, writer, queue, _ = _table(("lzr",))
+    t0 = time.monotonic()
+    table.events(_ev(Kind.SYNACK, 0, ts=1), now=t0)
+    table.events(_ev(Kind.SYNACK, 0, ts=2, repeat=REPEAT_RETRANSMIT), now=t0 + 3)
+    table.sweep(now=t0 + 3 + StepTable.LOSS_WAIT - 0.1)
+    assert writer.records == [] and _sent_syns(queue, plan) == []  # not TIMEOUT: no next handshake
+    table.events(_ev(Kind.BANNER, 0, ts=3), [b"SSH-2.0-OpenSSH_9.2p1\r\n"], now=t0 + 12)
+    table.release(now=t0 + 12)
+    (rec,) = writer.records
+    assert rec["incomplete"] is False and rec["lzr"]["handshakes"] == 1 and rec["lzr"]["fingerprint"] == "ssh"
+    assert table.summary()["loss_waits"] == 1
+
+
+def test_a_fin_after_lost_data_makes_the_step_wait_for_the_retransmission() -> None:
+    # JARM: the server's answer (data, then FIN) lost its data; the FIN shows it (seq past ISN + 1). The
+    # retransmission comes after the server's RTO: the step waits for it instead of ending the target
+    # with the reference's all-zero "timeout" JARM.
+    table, plan, writer, queue, _ = _table(("jarm",))
+    t0 = time.monotonic()
+    table.events(_ev(Kind.SYNACK, 0, ts=1), now=t0)
+    table.events(_ev(Kind.FIN, 0, ts=2, seq=ISN + 1 + 1400), now=t0)
+    table.release(now=t0)
+    table.sweep(now=t0 + 9)  # past the 5 s timeout
+    assert writer.records == [] and table.pending == 1
+    table.events(_ev(Kind.BANNER, 0, ts=3), [bytes.fromhex(ANSWERS["nginx_443"][0])], now=t0 + 9.5)
+    table.release(now=t0 + 9.5)
+    assert _sent_syns(queue, plan) == [("198.18.0.5", 443, 1)]  # TLS: on to hello 2
+
+
+def test_silence_after_the_wait_is_still_a_timeout() -> None:
+    # Loss makes a step wait longer, not forever: a server silent all along is still "no answer".
+    table, plan, writer, queue, _ = _table(("lzr",), handshakes="1")
+    t0 = time.monotonic()
+    table.events(_ev(Kind.SYNACK, 0, ts=1), now=t0)
+    table.events(_ev(Kind.SYNACK, 0, ts=2, repeat=REPEAT_RETRANSMIT), now=t0 + 1)
+    table.sweep(now=t0 + 1 + StepTable.LOSS_WAIT + 0.1)
+    (rec,) = writer.records
+    assert rec["incomplete"] is False and rec["lzr"]["fingerprint"] == "unknown"
+    assert table.wait_until(0.0) == 0.0  # nothing pending holds the cooldown
