@@ -115,7 +115,7 @@ FIELDS: tuple[Field, ...] = (
         "incomplete",
         T.BOOL,
         S.STEPS,
-        "not every step the probe wanted came back: the scan ended (cooldown) or the table was full",
+        "not every step the probe wanted came back: the scan ended, the table was full, a fault hid one",
         required=False,
     ),
 )
