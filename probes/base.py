@@ -241,8 +241,22 @@ class Probe:
     # and written as one record, with combine()'s fields under the probe's name.
 
     steps: ClassVar[int] = 1
-    # Seconds a step may go without an answer (after its SYN, or its SYN-ACK) before it counts as TIMEOUT.
+    # Seconds a step may go without an answer (after its SYN-ACK; after its SYN while there is none)
+    # before it counts as TIMEOUT; longer after evidence of loss (zbanner_xdp/steps.py).
     step_timeout: ClassVar[float] = 3.0
+
+    def _step_timeout_arg(self, args: dict[str, str]) -> None:
+        """`--probe-args timeout=S`: the step time, 0.1-120 seconds."""
+        if "timeout" not in args:
+            return
+        try:
+            self.step_timeout = float(args["timeout"])
+        except ValueError:
+            self.step_timeout = -1.0
+        if not 0.1 <= self.step_timeout <= 120:
+            got = args["timeout"]
+            raise ProbeArgError(f"probe {self.name!r}: timeout must be 0.1-120 seconds, got {got!r}")
+
     # Which step's data the record shows as its banner/data: the "first" data, or the "last".
     record_data: ClassVar[str] = "first"
     # Which of the scan's ports get this probe (--probe auto sets it on the instance): ("only", ports),

@@ -481,13 +481,7 @@ class JarmProbe(Probe):
             self.seed = bytes.fromhex(args["seed"]) if "seed" in args else os.urandom(16)
         except ValueError:
             raise ProbeArgError(f"probe 'jarm': seed must be hex bytes, got {args['seed']!r}") from None
-        if "timeout" in args:
-            try:
-                self.step_timeout = float(args["timeout"])
-            except ValueError:
-                self.step_timeout = -1.0
-            if not 0.1 <= self.step_timeout <= 120:
-                raise ProbeArgError(f"probe 'jarm': timeout must be 0.1-120 seconds, got {args['timeout']!r}")
+        self._step_timeout_arg(args)
 
     def _payload_varies(self) -> bool:
         return True  # the SNI is the target's address

@@ -621,13 +621,7 @@ class LzrProbe(Probe):
             if not raw.isdigit() or not 1 <= int(raw) <= len(HANDSHAKES):
                 raise ProbeArgError(f"probe 'lzr': handshakes must be 1-{len(HANDSHAKES)}, got {raw!r}")
             self.max_handshakes = int(raw)
-        if "timeout" in args:
-            try:
-                self.step_timeout = float(args["timeout"])
-            except ValueError:
-                self.step_timeout = -1.0
-            if not 0.1 <= self.step_timeout <= 120:
-                raise ProbeArgError(f"probe 'lzr': timeout must be 0.1-120 seconds, got {args['timeout']!r}")
+        self._step_timeout_arg(args)
 
     def payload(self, ip: str, port: int) -> bytes:
         return HANDSHAKES[0].payload

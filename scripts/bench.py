@@ -208,7 +208,7 @@ def net_addrs(net: str) -> list[str]:
 
 def emu_expected_open(net: str, ports: range, permil: int) -> int:
     """How many (address, port) pairs the emulator treats as open: its own keyed hash, vectorised."""
-    from zbanner_xdp import emulator
+    from zbanner_xdp.lab import emulator
     from zbanner_xdp.cookie import cookies
 
     if permil >= 1000:
