@@ -208,8 +208,8 @@ def net_addrs(net: str) -> list[str]:
 
 def emu_expected_open(net: str, ports: range, permil: int) -> int:
     """How many (address, port) pairs the emulator treats as open: its own keyed hash, vectorised."""
-    from zbanner_xdp.lab import emulator
     from zbanner_xdp.cookie import cookies
+    from zbanner_xdp.lab import emulator
 
     if permil >= 1000:
         return ipaddress.ip_network(net).num_addresses * len(ports)
