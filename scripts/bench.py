@@ -803,17 +803,17 @@ def scenario_syn_sink(runs: int, tmp: Path) -> dict[str, Any]:
 def scenario_syn_emu(runs: int, tmp: Path) -> dict[str, Any]:
     print("syn-emu: 1,048,576 (and 4,194,304) targets answered by the XDP emulator, 50 % open", flush=True)
     few = ["-f", "saddr,sport,classification"]  # ZMap's default output is saddr alone
-    kr = ["--kernel-replies"]  # the default; said in the labels as the earlier tables did
-    us = ["--no-kernel-replies"]  # replies built in user space
+    kr = ["--kernel-replies"]
+    us = ["--no-kernel-replies"]  # the default, said explicitly
     cases = [
         (
-            "1M targets, AF_PACKET, `--no-kernel-replies`, `--rate 0`",
+            "1M targets, AF_PACKET, `--rate 0`",
             ["--tx", "packet", "--rate", "0"],
             us,
             range(1, 17),
         ),  # fmt: skip
         (
-            "1M targets, kernel generator, `--no-kernel-replies`, `--rate 0`",
+            "1M targets, kernel generator, `--rate 0`",
             ["--tx", "xdp", "--rate", "0"],
             us,
             range(1, 17),
@@ -869,8 +869,8 @@ def scenario_banner(runs: int, tmp: Path) -> dict[str, Any]:
     for pct in (0, 10, 50, 100):
         expected = emu_expected_open(EMU_NET, range(22, 23), pct * 10)
         for label, extra in (
-            ("zbanner-xdp `--no-kernel-replies`", ["--no-kernel-replies"]),
-            ("zbanner-xdp `--kernel-replies` (the default)", ["--kernel-replies"]),
+            ("zbanner-xdp", ["--no-kernel-replies"]),
+            ("zbanner-xdp `--kernel-replies`", ["--kernel-replies"]),
         ):
 
             def one(pct: int = pct, extra: list[str] = extra) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def lab_up() -> Iterator[lab.LabInfo]:
 
 # The two reply paths (README: --kernel-replies): the XDP program answers, or user space does. Tests of
 # results take `replies` and pass REPLY_ARGS[replies] to the scanner: the same results both ways.
-REPLY_ARGS = {"kernel": (), "user": ("--no-kernel-replies",)}
+REPLY_ARGS = {"kernel": ("--kernel-replies",), "user": ("--no-kernel-replies",)}
 
 
 @pytest.fixture(params=sorted(REPLY_ARGS))

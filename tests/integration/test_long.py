@@ -254,6 +254,7 @@ def test_pcap_frames_equal_the_records(lab_up, empty_blocklist: str, tmp_path: P
         empty_blocklist,
         *("-o", str(out), "--metadata", str(meta)),
         *("scan", *cidrs, "-p", "80", "--probe", "http,icmp-echo,udp-dns", "--pcap", str(pcap)),
+        "--kernel-replies",  # asked for: --pcap turns them off and says so
     )
     records = read_records(out)
     by_key = {(x["saddr"], x["sport"], x["classification"]): x for x in records}
@@ -284,7 +285,7 @@ def test_pcap_frames_equal_the_records(lab_up, empty_blocklist: str, tmp_path: P
     }
     m = orjson.loads(meta.read_bytes())
     assert m["pcap"] == {"path": str(pcap), "snaplen": 1514, "frames": len(records), "lost": 0, "error": None}
-    # In-kernel replies (the default) give way to user space's with --pcap, and the scan says so.
+    # In-kernel replies give way to user space's with --pcap, and the scan says so.
     kr = m["kernel_replies"]
     assert kr["mode"] == "user space" and kr["note"].startswith("--pcap: user space answered")
     assert m["packets_sent"]["replies_in_kernel"] == 0

@@ -409,7 +409,7 @@ def test_help_shows_global_options_under_scan_and_cuts_nothing_short() -> None:
     for opt in ("--rate", "--ttl", "--shards", "--shard", "--seed", "-o, --output", "--metadata", "-I,"):
         assert opt in glob, opt
     rate = " ".join(glob[glob.index("--rate") : glob.index("-S, --source-ip")].split())
-    assert "probes, and the replies that complete handshakes" in rate and "--no-kernel-replies" in rate
+    assert "probes, and the replies that complete handshakes" in rate and "--kernel-replies" in rate
     lab = _zb("lab", "--help").stdout
     assert "--prefix" in lab and "ZBANNER_LAB_PREFIX" in lab and "--force" in lab
     for sub in ("up", "down", "status"):
