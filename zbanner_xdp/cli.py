@@ -69,9 +69,9 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     show_default=True,
     callback=_rate,
     help="Packets per second: probes, and the replies that complete handshakes (ACK with the payload, "
-    "RST) when user space sends them (the default; with --kernel-replies the XDP program's own replies "
-    "follow the targets' answers, where XDP transmits are delivered). K/M suffixes, fractions down to 0.01 "
-    "(0.5 = one every 2 s); 0 = unlimited, as fast as possible.",
+    "RST), whether user space or the XDP program (--kernel-replies) sends them. K/M suffixes, fractions "
+    "down to 0.01 (0.5 = one every 2 s); 0 = unlimited: as fast as the next hop takes them (the kernel "
+    "generator slows down when the driver refuses its frames).",
 )
 @click.option("--source-ip", "-S", callback=_ipv4, help="Source address (default: from the route).")
 @click.option("--gateway-mac", "-G", callback=_mac, help="Next-hop MAC (default: from the neighbour table).")
@@ -307,7 +307,8 @@ scan, and --metadata gets the whole summary. Exit status: 0 done, 1 internal err
     help="Answer SYN-ACKs (ACK + the probe's payload, completed per target) and banners (RST) inside "
     "the XDP program; verified against the driver's counters, user space takes over where XDP "
     "transmits are not delivered (the metadata's kernel_replies says which ran). Faster on the emulator; "
-    "against real servers at full rate it lost answers in the lab (README), so not the default.",
+    "against the lab's real servers at --rate 0 it still loses a few SYNs beyond the next hop (README), "
+    "so not the default.",
 )
 @click.option(
     "--tarpit-check",
@@ -486,6 +487,9 @@ def summary_line(r: dict) -> str:
         tail += "; handshakes without an answer: " + ", ".join(
             f"{name} {n} of {total}" for name, (n, total) in quiet.items()
         )
+    refused = (r.get("kernel_replies") or {}).get("refused", 0)
+    if refused and not r["drops"].get("tx_refused"):
+        tail += f"; {refused} in-kernel answers refused by the driver, answered again on retransmission"
     if r["drops"].get("output_lost"):
         tail += " (output_lost: records received but not written)"
     if r.get("output_cut_line"):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import bpfsys, events, packets
-from .ethstats import XdpTxStats
+from .ethstats import XDP_TX_ERRORS, XDP_TX_SENT, XdpTxStats
 
 if TYPE_CHECKING:
     from .bpfprog import RecvProgram
@@ -89,13 +89,29 @@ class KernelGenerator:
     MIN_CHUNK = 64
     START_CHUNK = 256
     MAX_CHUNK = 16384
-    RESEND_TRIES = 6
+    RESEND_TRIES = 10  # with pauses 0.2 ms doubling: ~200 ms for a next hop to catch up
     # Frames the kernel runs between two flushes, after each of which the
     # softirq that drains the peer's ring gets to run. veth's XDP ring holds
     # 256 frames: to a sink, batches of 256 in short runs overflowed it once
     # in ~70 frames; batches of 64 (the NAPI weight) not once in 7M frames,
     # with or without two CPU hogs.
     BATCH = 64
+    # Pacing after a refusal (see send()): the gap between frames doubles at most once every
+    # CUT_S, halves every HALF_LIFE_S without a refusal, and is dropped below MIN_GAP_NS
+    # (3M frames/s, what the generator sends to a sink unpaced). While paced, a run holds at
+    # most PACED_RUN_S of frames, so that the pace is also the burst's.
+    FIRST_GAP_NS = 1_000
+    MAX_GAP_NS = 1_000_000
+    MIN_GAP_NS = 300
+    CUT_S = 0.01
+    HALF_LIFE_S = 1.0
+    # Slow start, with in-kernel replies (watch_replies()): the first run is paced at
+    # START_GAP_NS and, until the first refusal, the gap halves every START_HALF_LIFE_S (full
+    # speed after ~100 ms). Their answers leave at the rate the servers answer, a burst of SYNs
+    # before the first refusal is a burst of answers after it.
+    START_GAP_NS = 20_000
+    START_HALF_LIFE_S = 0.02
+    PACED_RUN_S = 0.001
 
     @classmethod
     def batch_size(cls) -> int:
@@ -135,6 +151,45 @@ class KernelGenerator:
         self.resent = 0  # frames sent again after a transmit ring overflowed
         self.xmit_errors = 0  # frames the driver refused (ring full), over all attempts
         self.lost = 0  # frames still refused after every retry
+        self.gap_ns = 0.0  # pacing between frames after refusals; 0: none (see send())
+        # --rate's spacing: the rate limiter grants ~5 ms of frames at a time, a burst that
+        # overflows a next hop's XDP ring (256 frames on a veth) from a few tens of thousands
+        # of frames a second; spread over its 5 ms it does not.
+        self.min_gap_ns = 0.0
+        self._next_run = 0.0
+        self._last_cut: float | None = None
+        self._last_run: float | None = None
+        self.paced_s = 0.0  # time spent waiting for the pace
+        self.reply_errors = 0  # the receive program's XDP_TX answers the driver refused meanwhile
+        self.reply_stats: XdpTxStats | None = None
+
+    def watch_replies(self, ifname: str) -> None:
+        """With in-kernel replies: the program's answers share the next hop's ring with the SYNs,
+        and every answer refused costs a server retransmission, so their refusals slow the SYNs too."""
+        stats = XdpTxStats(ifname, XDP_TX_SENT, XDP_TX_ERRORS)
+        if stats.available:
+            self.reply_stats = stats
+        else:
+            stats.close()
+        if self._last_cut is None:
+            self.gap_ns = float(self.START_GAP_NS)
+
+    def _refusals(self) -> tuple[int, int]:
+        """(generator's, replies') refusals counted by the driver so far."""
+        gen = self.stats.read() if self.stats is not None else None
+        rep = self.reply_stats.read() if self.reply_stats is not None else None
+        return (gen[1] if gen else 0, rep[1] if rep else 0)
+
+    def _pace(self, frames: int, gap_ns: float) -> None:
+        """Wait until a run of `frames` may start at `gap_ns` between frames."""
+        if not gap_ns:
+            return
+        now = time.monotonic()
+        if self._next_run > now:
+            time.sleep(self._next_run - now)
+            self.paced_s += self._next_run - now
+            now = self._next_run
+        self._next_run = max(now, self._next_run) + frames * gap_ns * 1e-9
 
     def _set_state(self, nxt: int, end: int) -> None:
         self.prog.obj.update("gen_state", 0, events.pack(events.GEN_STATE_DTYPE, next=nxt, end=end))
@@ -193,20 +248,43 @@ class KernelGenerator:
         t["dport_raw"][idx] = ports.astype(np.uint16).byteswap()
         t["variant"][idx] = variants
         todo = [(base, n, 0)]  # (first index, count, tries so far), a stack
+        watched = self.stats is not None or self.reply_stats is not None
         while todo:
             start, count, tries = todo.pop()
             c = min(self.chunk, count)
+            gap = max(self.gap_ns, self.min_gap_ns)
+            if gap:
+                c = min(c, max(self.MIN_CHUNK, int(self.PACED_RUN_S * 1e9 / gap)))
             if c < count:
                 todo.append((start + c, count - c, 0))
-            before = self.stats.read() if self.stats is not None else None
+            self._pace(c, gap)
+            before = self._refusals() if watched else (0, 0)
             self._run(start, c)
-            after = self.stats.read() if before is not None else None
-            errs = after[1] - before[1] if before is not None and after is not None else 0
-            if errs <= 0:
+            after = self._refusals() if watched else (0, 0)
+            errs, reply_errs = after[0] - before[0], after[1] - before[1]
+            self.reply_errors += reply_errs
+            now = time.monotonic()
+            since = now - self._last_run if self._last_run is not None else 0.0
+            self._last_run = now
+            if errs <= 0 and reply_errs <= 0:
                 self.chunk = min(self.MAX_CHUNK, self.chunk + max(64, self.chunk // 8))
+                if self.gap_ns:
+                    half = self.HALF_LIFE_S if self._last_cut is not None else self.START_HALF_LIFE_S
+                    self.gap_ns *= 0.5 ** (min(since, 1.0) / half)
+                    if self.gap_ns < self.MIN_GAP_NS:
+                        self.gap_ns = 0.0
                 continue
-            self.xmit_errors += errs
+            # The next hop is behind (its ring full): what it refused is the loss we can see;
+            # behind it, queues we cannot see overflow at the same moment. Slow down (the gap
+            # between frames, cut like TCP's window: once per round of refusals) rather than
+            # only resend.
+            if self._last_cut is None or now - self._last_cut >= self.CUT_S:
+                self._last_cut = now
+                self.gap_ns = min(self.MAX_GAP_NS, max(self.FIRST_GAP_NS, self.gap_ns * 2))
             self.chunk = max(self.MIN_CHUNK, self.chunk // 2)
+            if errs <= 0:
+                continue  # only answers refused: the servers retransmit, the program answers again
+            self.xmit_errors += errs
             if tries + 1 >= self.RESEND_TRIES:
                 self.lost += errs
                 continue
@@ -219,9 +297,10 @@ class KernelGenerator:
 
     def close(self) -> None:
         self.anchor.close()
-        if self.stats is not None:
-            self.stats.close()
-            self.stats = None
+        for stats in (self.stats, self.reply_stats):
+            if stats is not None:
+                stats.close()
+        self.stats = self.reply_stats = None
         self.targets = None  # type: ignore[assignment]
         try:
             self._mm.close()

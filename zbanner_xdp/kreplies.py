@@ -55,6 +55,7 @@ class KernelReplies:
         self.early_refusals = 0  # refused while unproven: their events were held, then answered
         self._next_poll = 0.0
         self._answered_before = 0
+        self._charged = 0  # answers already charged to the rate (answered_since_last)
         self.stats: XdpTxStats | None = XdpTxStats(ifname, XDP_TX_SENT, XDP_TX_ERRORS)
         if not self.stats.available:
             self._fall_back(f"the driver of '{ifname}' has no XDP_TX counters to verify them by")
@@ -103,6 +104,12 @@ class KernelReplies:
                 f"{self._answered_before} XDP transmits on '{self.ifname}' neither sent nor counted as errors"
             )
         self._answered_before = answered
+
+    def answered_since_last(self) -> int:
+        """Answers the program made since the last call (one map read)."""
+        answered = self.prog.counter(Counter.KERNEL_REPLIES)
+        new, self._charged = answered - self._charged, answered
+        return new
 
     def close(self) -> None:
         self.poll(force=True)

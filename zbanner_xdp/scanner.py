@@ -435,6 +435,8 @@ class Scanner:
                 self.receiver.steps = self.steps
             if self.kernel_replies:
                 self.kreplies = KernelReplies(self.prog, self.replies, self.net.iface)
+                if self.kgen is not None:
+                    self.kgen.watch_replies(self.net.iface)
             if self.checkpointer is not None:
                 self.receiver.on_drained = self.checkpointer.mark
             self.receiver.start()
@@ -528,6 +530,8 @@ class Scanner:
         try:
             gen = KernelGenerator(self.prog, self.net.iface, link, params.gen_slots)
             gen.probe()
+            if self.cfg.rate >= 1000:  # below, the limiter grants a frame or two at a time
+                gen.min_gap_ns = 1e9 / self.cfg.rate
         except (KernelGenError, OSError) as exc:
             if self.cfg.tx == "xdp":
                 raise ScanError(f"--tx xdp: {exc}") from None
@@ -712,6 +716,10 @@ class Scanner:
             self._check_receiver()
             if self.kreplies is not None:
                 self.kreplies.poll(now)
+                if cfg.rate:
+                    # --rate counts every packet we send: the program's answers as well as user
+                    # space's (charged as they are sent, replies.py).
+                    limiter.charge(self.kreplies.answered_since_last())
             if self.stop.is_set():
                 break
             if generating and cfg.max_runtime is not None and now - t0 >= cfg.max_runtime:
@@ -837,6 +845,8 @@ class Scanner:
                 "resent": g.resent,
                 "xmit_errors": g.xmit_errors,
                 "lost": g.lost,
+                "reply_errors": g.reply_errors,
+                "paced_ms": round(g.paced_s * 1000),
             }
             g.close()
         if self.tx is not None:
@@ -897,10 +907,13 @@ class Scanner:
             "ringbuf_full": int(xdp.get("ringbuf_full", 0)),
             "reply_queue": self.reply_queue.dropped,
             "tx_ring_full": self.gen_stats["lost"] if self.gen_stats else 0,
-            # AF_PACKET flushes a queue-less device refused (ENOBUFS), a frame each at most.
-            # and in-kernel replies the driver refused once they were trusted (see kreplies.py).
+            # AF_PACKET flushes a queue-less device refused (ENOBUFS), a frame each at most (a SYN
+            # or an answer: not told apart). In-kernel answers the driver refused once trusted
+            # (kreplies.py) only when never answered again (--reanswer-after 0): otherwise the
+            # server retransmits what it sent, the program answers again, and an answer that
+            # never got through shows as a handshake without an answer (`handshakes`).
             "tx_refused": sum(t.busy for t in (self.tx, self.reply_tx) if t is not None)
-            + (self.kreplies.refused if self.kreplies else 0),
+            + (self.kreplies.refused if self.kreplies and not self.cfg.reanswer_after else 0),
             # Taken from the network, not written: a full disk, a closed pipe, an abandoned drain.
             "output_lost": (self.writer.lost if self.writer else 0) + self.unread,
         }

@@ -175,7 +175,10 @@ def test_kernel_generator_sends_again_what_the_ring_refused(
     # counters and send those runs again until all are in.
     monkeypatch.setenv("ZBANNER_GEN_BATCH", "256")
     _, m, _ = _kgen_scan("198.19.4.0/22", tmp_path, empty_blocklist)
-    assert m["tx_generator"]["xmit_errors"] > 0 and m["tx_generator"]["resent"] > 0  # it happened
+    gen = m["tx_generator"]
+    assert gen["xmit_errors"] > 0 and gen["resent"] > 0  # it happened
+    # and the generator slowed down rather than only sending again (the old one never waited)
+    assert gen["paced_ms"] > 0, gen
 
 
 def test_auto_uses_the_kernel_generator_where_it_delivers(
@@ -248,6 +251,25 @@ def test_kernel_replies_complete_handshakes_in_xdp(lab_up, tmp_path: Path, empty
     assert m["packets_sent"]["replies"] == m["packets_sent"]["replies_in_kernel"] == kr["sent"]
     assert kr["answered_late"] == 0
     assert counters["banner"] == len(truth)
+
+
+def test_rate_counts_the_programs_answers(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
+    # --rate is every packet we send. 256 nginx at --rate 2K: a SYN, then the program's ACK with the
+    # request and its RST after the banner: 768 packets, at least ~0.38 s of sending once the
+    # answers are charged as they are made. The old scanner did not count them (its SYNs left in
+    # 0.128 s, three times the rate on the wire).
+    out, meta = tmp_path / "out.jsonl", tmp_path / "meta.json"
+    r = run_scanner(
+        *("--blocklist", empty_blocklist, "--rate", "2K", "--cooldown", "2", "-q", "-o", str(out)),
+        *("--metadata", str(meta), "scan", lab.OPEN_NET, "-p", "80", "--probe", "http", "--kernel-replies"),
+    )
+    assert r.returncode == 0, r.stderr
+    m = orjson.loads(meta.read_bytes())
+    assert m["kernel_replies"]["mode"] == "kernel", m["kernel_replies"]
+    assert m["responses"].get("banner") == 256 and m["packets_sent"]["replies_in_kernel"] == 512
+    # Answers charged as the limiter sees them (its batches of 10 at 2K): the 256th SYN waits for
+    # ~2 × 255 answers before it, 0.38 s; a margin for the answers still in flight at the end.
+    assert m["sending_s"] >= 0.3, (m["sending_s"], m["packets_sent"])
 
 
 def test_kernel_replies_where_the_driver_refuses_them(lab_up, tmp_path: Path, empty_blocklist: str) -> None:

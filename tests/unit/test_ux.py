@@ -17,7 +17,7 @@ import pytest
 from zbanner_xdp import output
 from zbanner_xdp.cli import summary_line
 from zbanner_xdp.output import MetadataFile, OutputError, RecordWriter
-from zbanner_xdp.scanner import DROP_KEYS, unanswered_warning
+from zbanner_xdp.scanner import DROP_KEYS, exit_status, unanswered_warning
 
 
 def _summary(**over: object) -> dict:
@@ -40,6 +40,21 @@ def test_the_summary_line_is_plain_words_and_numbers() -> None:
     assert "{" not in line and "'" not in line, line
     assert "(responses: synack 256, banner 133)" in line
     assert "handshakes without an answer: ssh 123 of 256" in line
+
+
+def test_refused_in_kernel_answers_are_named_but_are_not_losses_when_answered_again() -> None:
+    # The servers retransmit what went unanswered and the program answers again (--reanswer-after):
+    # a refused answer costs a retransmission; one that never got through shows as unanswered.
+    kr = {"mode": "kernel", "refused": 89}
+    done = {"http": {"completed": 65024, "answered": 65024, "unanswered": 0}}
+    r = _summary(kernel_replies=kr, handshakes=done)
+    line = summary_line(r)
+    assert "nothing lost" in line and "89 in-kernel answers refused by the driver" in line, line
+    assert exit_status(r) == 0
+    # Never answered again (--reanswer-after 0), the scanner counts them in drops.tx_refused.
+    lost = _summary(kernel_replies=kr, drops={**dict.fromkeys(DROP_KEYS, 0), "tx_refused": 89})
+    assert "LOST: tx_refused 89" in summary_line(lost) and "answered again" not in summary_line(lost)
+    assert exit_status(lost) == 3
 
 
 def test_many_handshakes_without_an_answer_warn_with_advice() -> None:
