@@ -18,6 +18,7 @@ probe the program would answer wrongly is answered by user space instead.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,12 +76,17 @@ def render(v: Variant, seed: int, ip: str, port: int) -> bytes:
     return bytes(data)
 
 
-def _samples(length: int, rng: random.Random) -> list[str]:
+def _samples(length: int, rng: random.Random, n: int = 6) -> list[str]:
+    """`n` random addresses whose dotted text is `length` characters (7-15) long, built octet by
+    octet: a split of the length into four digit counts, then an octet of each count. (Drawing
+    random addresses until one has the length took 1.5 s of start-up for length 7, which about
+    one address in 430,000 has.)"""
+    splits = [c for c in itertools.product((1, 2, 3), repeat=4) if sum(c) == length - 3]
+    lows = {1: 0, 2: 10, 3: 100}
     out = []
-    while len(out) < 6:
-        ip = str(ipaddress.IPv4Address(rng.getrandbits(32)))
-        if len(ip) == length:
-            out.append(ip)
+    for _ in range(n):
+        digits = rng.choice(splits)
+        out.append(".".join(str(rng.randint(lows[d], min(10**d - 1, 255))) for d in digits))
     return out
 
 
