@@ -16,6 +16,8 @@ Scenarios (--only; all by default):
   open-ratio       the ZBanner paper's section 5.4 (Figs. 10, 11): --targets N addresses, 0..100 %
                    of them nginx, the rest silent; zbanner-xdp, masscan --banners, ZMap then nmap
   rss              zbanner-xdp's peak RSS by target count and open ratio
+  profile          where an SSH banner's time goes: BPF run time per program, the machine's CPU
+                   by kind, the scanner's own CPU, perf's busiest symbols (one extra run)
 
 Results go to --out (default bench-results/, git-ignored; `make bench` writes docs/bench/, which
 is committed): one <scenario>.json each (open-ratio: open-ratio.json, the list of rows, and
@@ -77,7 +79,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_tables as tables  # noqa: E402
 
-from zbanner_xdp import lab  # noqa: E402
+from zbanner_xdp import bpfsys, lab  # noqa: E402
 
 PY = str(ROOT / ".venv" / "bin" / "python")
 ZB = str(ROOT / ".venv" / "bin" / "zbanner-xdp")
@@ -297,6 +299,7 @@ class Meter:
         self.wall_s = 0.0
         self.largest_kib = 0  # GNU time's %M, the largest single process
         self.tree_kib = 0  # sampled sum of the RSS of every process in the cgroup
+        self.user_s = self.system_s = 0.0
 
     def run(
         self, argv: list[str], timeout: float, stdout: Any = subprocess.PIPE
@@ -305,7 +308,7 @@ class Meter:
         with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
             t0 = time.monotonic()
             proc = subprocess.Popen(
-                ["/usr/bin/time", "-f", "%M", "-o", tf.name, *argv],
+                ["/usr/bin/time", "-f", "%M %U %S", "-o", tf.name, *argv],
                 stdout=stdout,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -335,13 +338,19 @@ class Meter:
                 sampler.join()
             self.wall_s += time.monotonic() - t0
             with contextlib.suppress(ValueError, IndexError):
-                self.largest_kib = max(self.largest_kib, int(tf.read().strip().splitlines()[-1]))
+                rss, user, system = tf.read().strip().splitlines()[-1].split()
+                self.largest_kib = max(self.largest_kib, int(rss))
+                self.user_s += float(user)
+                self.system_s += float(system)
         return subprocess.CompletedProcess(argv, proc.returncode, out, err), killed
 
     def result(self) -> dict[str, Any]:
         peak = self.cg.peak_kib()
         self.cg.close()
         return {
+            # GNU time's user and system CPU of every stage (each process and what it waited for)
+            "cpu_user_ms": round(self.user_s * 1000),
+            "cpu_system_ms": round(self.system_s * 1000),
             "wall_s": round(self.wall_s, 3),
             "peak_rss_kib": max(self.largest_kib, self.tree_kib),
             "largest_process_rss_kib": self.largest_kib,
@@ -682,6 +691,21 @@ ROW_KEYS = (
     "request_sent",
     "response_on_wire",
     "nginx_warnings",
+    # profile
+    "cpu_user_ms",
+    "cpu_system_ms",
+    "machine_busy_ns_per_banner",
+    "machine_user_ns_per_banner",
+    "machine_system_ns_per_banner",
+    "machine_softirq_ns_per_banner",
+    "scanner_user_ns_per_banner",
+    "scanner_system_ns_per_banner",
+    "recv_ns_per_run",
+    "recv_ns_per_banner",
+    "gen_ns_per_run",
+    "gen_ns_per_banner",
+    "emu_ns_per_run",
+    "emu_ns_per_banner",
 )
 
 
@@ -1295,6 +1319,199 @@ def scenario_open_ratio(n: int, runs: int, tmp: Path) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- profile (issue 17)
+
+PROFILE_PROGS = ("xdp_recv", "xdp_gen", "xdp_responder")  # the scanner's two, the emulator's
+_PROC_STAT_KINDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def _cpu_kinds() -> dict[str, int]:
+    """Jiffies by kind, all CPUs (/proc/stat's first line)."""
+    vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return dict(zip(_PROC_STAT_KINDS, vals, strict=True))
+
+
+class ProgWatcher:
+    """BPF programs' run time (kernel.bpf_stats_enabled) while a scan runs, read every 20 ms.
+
+    The scanner's programs are loaded during the run and unloaded at its end, taking their
+    statistics with them: the last reading before the unload is what counts (the scan's last
+    20 ms are its cooldown, where they run next to nothing). Programs already loaded when the
+    watcher starts count from their reading then. A name seen under two new ids means another
+    scanner ran meanwhile: the run is flagged.
+    """
+
+    def __init__(self, names: tuple[str, ...] = PROFILE_PROGS) -> None:
+        self.names = names
+        self.base: dict[int, tuple[str, int, int]] = {}
+        self.last: dict[int, tuple[str, int, int]] = {}
+        self.ignored: set[int] = set()
+        self._stop = threading.Event()
+        self._read(self.base)
+        self.last.update(self.base)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _read(self, into: dict[int, tuple[str, int, int]]) -> None:
+        for pid in bpfsys.prog_ids():
+            if pid in self.ignored:
+                continue
+            try:
+                fd = bpfsys.prog_fd_by_id(pid)
+            except OSError:
+                continue  # unloaded meanwhile
+            try:
+                st = bpfsys.prog_stats(fd)
+            finally:
+                os.close(fd)
+            if st[0] in self.names:
+                into[pid] = st
+            else:
+                self.ignored.add(pid)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.02):
+            self._read(self.last)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        out: dict[str, Any] = {}
+        for pid, (name, ns, cnt) in self.last.items():
+            _, ns0, cnt0 = self.base.get(pid, (name, 0, 0))
+            p = out.setdefault(name, {"run_ns": 0, "runs": 0, "ids": 0})
+            p["run_ns"] += ns - ns0
+            p["runs"] += cnt - cnt0
+            p["ids"] += pid not in self.base
+        return out
+
+
+@contextlib.contextmanager
+def bpf_stats() -> Iterator[None]:
+    """kernel.bpf_stats_enabled=1 for the duration (it costs every program two clock reads a run)."""
+    path = Path("/proc/sys/kernel/bpf_stats_enabled")
+    old = path.read_text().strip()
+    path.write_text("1")
+    try:
+        yield
+    finally:
+        path.write_text(old)
+
+
+def perf_top(seconds: float, tmp: Path) -> subprocess.Popen[str]:
+    """perf record of every CPU for `seconds` (started just before a scan)."""
+    return subprocess.Popen(
+        ["perf", "record", "-a", "-F", "999", "-q", "-o", str(tmp / "perf.data")]
+        + ["--", "sleep", str(seconds)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def perf_report(tmp: Path, limit: float = 1.5) -> list[dict[str, Any]]:
+    """The symbols with at least `limit` % of the samples: share, process, symbol."""
+    r = sh(
+        ["perf", "report", "-i", str(tmp / "perf.data"), "--stdio", "--sort", "comm,sym",
+         "--percent-limit", str(limit), "-q"],
+        timeout=300,
+    )
+    top = []
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(.+?)\s*$", line)
+        if m:
+            top.append({"pct": float(m.group(1)), "comm": m.group(2), "symbol": m.group(3)})
+    return top
+
+
+PY_SPY = str(Path(sys.executable).parent / "py-spy")
+
+
+def py_spy_top(args: list[str], tmp: Path, limit: int = 12) -> list[dict[str, Any]]:
+    """One scan under py-spy (200 samples a second, threads on CPU only): the share of samples in
+    each of the project's functions, as the deepest project frame of each sample."""
+    raw = tmp / "py-spy.txt"
+    raw.unlink(missing_ok=True)
+    argv = [PY_SPY, "record", "-r", "200", "-f", "raw", "-o", str(raw), "--nonblocking", "--"]
+    argv += [ZB, "--blocklist", str(tmp / "empty"), "-q", "-o", str(tmp / "out.jsonl"), *args]
+    r = sh(in_scan(argv), timeout=300)
+    if not raw.exists():
+        return [{"error": r.stderr.strip()[-300:]}]
+    counts: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        total += int(n)
+        ours = [f for f in stack.split(";") if "zbanner_xdp/" in f or "/probes/" in f]
+        key = ours[-1] if ours else "(outside the project: interpreter start-up, libraries)"
+        key = re.sub(r" \((?:.*/)?((?:zbanner_xdp|probes)/[^:]+):\d+\)", r" (\1)", key)
+        counts[key] = counts.get(key, 0) + int(n)
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+    return [{"pct": round(100 * n / max(total, 1), 1), "function": k} for k, n in top]
+
+
+def scenario_profile(runs: int, tmp: Path) -> dict[str, Any]:
+    """Where an SSH banner's time goes, default options and --kernel-replies."""
+    print("profile: SSH banners from the emulator, 65,536 targets, 100 % open, --rate 0", flush=True)
+    targets = ipaddress.ip_network(EMU_NET).num_addresses
+    rows = []
+    perf: dict[str, list[dict[str, Any]]] = {}
+    spy: dict[str, list[dict[str, Any]]] = {}
+    for label, extra in (("default", ["--no-kernel-replies"]), ("`--kernel-replies`", ["--kernel-replies"])):
+        args = ["--rate", "0", "--cooldown", "2", "scan", EMU_NET, "-p", "22", "--probe", "ssh", *extra]
+
+        def one(args: list[str] = args) -> dict[str, Any]:
+            warm_up(args, tmp)
+            with emulator(EMU_NET, open_permil=1000), bpf_stats():
+                watcher = ProgWatcher()
+                cpu0 = _cpu_kinds()
+                r = zb(args, tmp)
+                cpu1 = _cpu_kinds()
+                progs = watcher.stop()
+            r.pop("_synack"), r.pop("_banner")
+            banners = r["responses"].get("banner", 0)
+            if any(progs.get(n, {}).get("ids", 0) > 1 for n in ("xdp_recv", "xdp_gen")):
+                raise RuntimeError("another scanner's programs ran during the run")
+            jiffy_ns = 1e9 / os.sysconf("SC_CLK_TCK")
+            per = max(banners, 1)
+            out = {**r, "banners": banners, "progs": progs}
+            for name, key in (("xdp_recv", "recv"), ("xdp_gen", "gen"), ("xdp_responder", "emu")):
+                p = progs.get(name)
+                if p and p["runs"]:
+                    out[f"{key}_ns_per_run"] = round(p["run_ns"] / p["runs"], 1)
+                    out[f"{key}_ns_per_banner"] = round(p["run_ns"] / per, 1)
+            for kind in ("user", "system", "softirq"):
+                out[f"machine_{kind}_ns_per_banner"] = round((cpu1[kind] - cpu0[kind]) * jiffy_ns / per)
+            busy = sum(cpu1[k] - cpu0[k] for k in _PROC_STAT_KINDS if k not in ("idle", "iowait"))
+            out["machine_busy_ns_per_banner"] = round(busy * jiffy_ns / per)
+            if r.get("cpu_user_ms") is not None:
+                out["scanner_user_ns_per_banner"] = round(r["cpu_user_ms"] * 1e6 / per)
+                out["scanner_system_ns_per_banner"] = round(r["cpu_system_ms"] * 1e6 / per)
+            return out
+
+        rows.append(row(label, repeat(runs, label, one), expected_banners=targets))
+        # One more run under perf (not among the figures: sampling perturbs them).
+        if shutil.which("perf"):
+            warm_up(args, tmp)
+            with emulator(EMU_NET, open_permil=1000):
+                rec = perf_top(6, tmp)
+                time.sleep(0.2)
+                zb(args, tmp, parse=False)
+                _, err = rec.communicate(timeout=60)
+            perf[label] = perf_report(tmp) if rec.returncode == 0 else [{"error": err.strip()[-300:]}]
+        if Path(PY_SPY).exists():
+            with emulator(EMU_NET, open_permil=1000):
+                spy[label] = py_spy_top(args, tmp)
+    return {
+        "ground_truth": {"targets": targets, "emulator_seed": EMU_SEED, "open_permil": 1000},
+        "perf_top": perf,
+        "py_spy_top": spy,
+        "rows": rows,
+    }
+
+
 def scenario_rss(runs: int, tmp: Path) -> dict[str, Any]:
     print("rss: peak RSS by target count and open ratio", flush=True)
     rows = []
@@ -1366,6 +1583,7 @@ def main() -> int:
                     "masscan-explain": lambda: scenario_masscan_explain(args.runs, tmp),
                     "open-ratio": lambda: scenario_open_ratio(args.targets, args.runs, tmp),
                     "rss": lambda: scenario_rss(args.runs, tmp),
+                    "profile": lambda: scenario_profile(args.runs, tmp),
                 }
                 before = load_snapshot()
                 t0 = time.monotonic()

@@ -37,6 +37,7 @@ SCENARIOS = (
     "masscan-explain",
     "open-ratio",
     "rss",
+    "profile",
 )
 TOOLS_OPEN_RATIO = ("zbanner-xdp", "masscan", "zmap+nmap")
 
@@ -350,6 +351,61 @@ def table_rss(res: dict[str, Any]) -> list[str]:
     return _table(["zbanner-xdp, --rate 0", "peak RSS MiB"], rows)
 
 
+def table_profile(res: dict[str, Any]) -> list[str]:
+    n = res["ground_truth"]["targets"]
+
+    def ns(summary: dict[str, Any], key: str) -> str:
+        return cell(summary, key, lambda x: f"{x:,.0f}")
+
+    rows = []
+    for r in _rows(res):
+        s = r["summary"]
+        rows.append(
+            [
+                r["label"],
+                cell(s, "banners_per_s", _rate),
+                ns(s, "machine_busy_ns_per_banner"),
+                ns(s, "machine_user_ns_per_banner"),
+                ns(s, "machine_system_ns_per_banner"),
+                ns(s, "machine_softirq_ns_per_banner"),
+                ns(s, "scanner_user_ns_per_banner"),
+                ns(s, "scanner_system_ns_per_banner"),
+                f"{ns(s, 'recv_ns_per_banner')} ({ns(s, 'recv_ns_per_run')} a run)",
+                f"{ns(s, 'gen_ns_per_banner')} ({ns(s, 'gen_ns_per_run')} a SYN)",
+                ns(s, "emu_ns_per_banner"),
+            ]
+        )
+    lines = _table(
+        [
+            f"SSH banners, emulator, {n:,} targets, 100 % open, `--rate 0`; ns per banner",
+            "banners/s",
+            "CPU, both cores",
+            "user",
+            "system",
+            "softirq",
+            "scanner user",
+            "scanner system",
+            "`xdp_recv`",
+            "`xdp_gen`",
+            "emulator (target side)",
+        ],
+        rows,
+    )
+    for label, top in (res.get("perf_top") or {}).items():
+        shown = [t for t in top if "pct" in t][:8]
+        if shown:
+            lines += ["", f"perf, {label} (one more run, every CPU): " + "; ".join(
+                f"{t['pct']:.1f} % {t['comm']} `{t['symbol']}`" for t in shown
+            )]
+    for label, top in (res.get("py_spy_top") or {}).items():
+        shown = [t for t in top if "pct" in t][:8]
+        if shown:
+            lines += ["", f"py-spy, {label} (one more run, the scanner's threads on CPU): " + "; ".join(
+                f"{t['pct']:.1f} % `{t['function']}`" for t in shown
+            )]
+    return lines
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "syn-real": table_syn_real,
     "syn-sink": table_syn_sink,
@@ -359,6 +415,7 @@ TABLES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "masscan-explain": table_masscan_explain,
     "open-ratio": table_open_ratio,
     "rss": table_rss,
+    "profile": table_profile,
 }
 
 

@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import struct
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280, "ppc64le": 361, "s390x": 351}
 
@@ -24,6 +25,7 @@ BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
+BPF_PROG_GET_NEXT_ID = 11
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_PROG_TYPE_XDP = 6
@@ -275,6 +277,34 @@ def prog_name(fd: int) -> str:
     buf = ctypes.create_string_buffer(_PROG_INFO_NAME + 16)
     _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=len(buf), info=ctypes.addressof(buf)))
     return buf.raw[_PROG_INFO_NAME : _PROG_INFO_NAME + 16].split(b"\0", 1)[0].decode(errors="replace")
+
+
+# struct bpf_prog_info: offsets of run_time_ns and run_cnt (both __u64), counted only while
+# kernel.bpf_stats_enabled is 1.
+_PROG_INFO_RUN_TIME = 192
+_PROG_INFO_SIZE = 224
+
+
+def prog_ids() -> list[int]:
+    """The ids of every loaded BPF program."""
+    ids, cur = [], 0
+    while True:
+        attr = _GetByIdAttr(id=cur)
+        try:
+            _bpf(BPF_PROG_GET_NEXT_ID, attr)
+        except BpfError:
+            return ids  # ENOENT: no more
+        cur = attr.next_id
+        ids.append(cur)
+
+
+def prog_stats(fd: int) -> tuple[str, int, int]:
+    """(name, run_time_ns, run_cnt) of a loaded program."""
+    buf = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=len(buf), info=ctypes.addressof(buf)))
+    name = buf.raw[_PROG_INFO_NAME : _PROG_INFO_NAME + 16].split(b"\0", 1)[0].decode(errors="replace")
+    run_ns, runs = struct.unpack_from("<QQ", buf.raw, _PROG_INFO_RUN_TIME)
+    return name, run_ns, runs
 
 
 def possible_cpus() -> int:
