@@ -488,8 +488,11 @@ def summary_line(r: dict) -> str:
             f"{name} {n} of {total}" for name, (n, total) in quiet.items()
         )
     refused = (r.get("kernel_replies") or {}).get("refused", 0)
-    if refused and not r["drops"].get("tx_refused"):
-        tail += f"; {refused} in-kernel answers refused by the driver, answered again on retransmission"
+    if refused and (r.get("options") or {}).get("reanswer_after", 1):
+        tail += (
+            f"; {refused} in-kernel answers refused by the driver (answered again if the server "
+            "retransmitted in time; if not, a handshake without an answer)"
+        )
     if r["drops"].get("output_lost"):
         tail += " (output_lost: records received but not written)"
     if r.get("output_cut_line"):

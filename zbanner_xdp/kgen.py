@@ -89,7 +89,7 @@ class KernelGenerator:
     MIN_CHUNK = 64
     START_CHUNK = 256
     MAX_CHUNK = 16384
-    RESEND_TRIES = 10  # with pauses 0.2 ms doubling: ~200 ms for a next hop to catch up
+    RESEND_TRIES = 10  # with pauses from 0.2 ms, doubling: ~100 ms for a next hop to catch up
     # Frames the kernel runs between two flushes, after each of which the
     # softirq that drains the peer's ring gets to run. veth's XDP ring holds
     # 256 frames: to a sink, batches of 256 in short runs overflowed it once
@@ -162,6 +162,7 @@ class KernelGenerator:
         self.paced_s = 0.0  # time spent waiting for the pace
         self.reply_errors = 0  # the receive program's XDP_TX answers the driver refused meanwhile
         self.reply_stats: XdpTxStats | None = None
+        self._reply_seen: int | None = None
 
     def watch_replies(self, ifname: str) -> None:
         """With in-kernel replies: the program's answers share the next hop's ring with the SYNs,
@@ -174,11 +175,32 @@ class KernelGenerator:
         if self._last_cut is None:
             self.gap_ns = float(self.START_GAP_NS)
 
-    def _refusals(self) -> tuple[int, int]:
-        """(generator's, replies') refusals counted by the driver so far."""
-        gen = self.stats.read() if self.stats is not None else None
-        rep = self.reply_stats.read() if self.reply_stats is not None else None
-        return (gen[1] if gen else 0, rep[1] if rep else 0)
+    def _own_refusals(self) -> int | None:
+        """The driver's count of the generator's refused frames so far; None if unreadable."""
+        cur = self.stats.read() if self.stats is not None else None
+        return cur[1] if cur is not None else None
+
+    def _new_reply_refusals(self) -> int:
+        """The program's answers the driver refused since the last call. They happen all the time
+        (answers leave as the targets' replies come), not only during the generator's runs: a
+        running baseline, so those made while it waited between runs count too."""
+        cur = self.reply_stats.read() if self.reply_stats is not None else None
+        if cur is None:
+            return 0
+        if self._reply_seen is None:
+            self._reply_seen = cur[1]
+        new, self._reply_seen = cur[1] - self._reply_seen, cur[1]
+        return max(0, new)
+
+    def gap(self) -> float:
+        """The current spacing between frames in ns (0: none)."""
+        return max(self.gap_ns, self.min_gap_ns)
+
+    def frames_within(self, seconds: float) -> int:
+        """How many frames the current pace sends in `seconds` (a call to send() should not hold
+        its caller much longer: the caller sends user space's replies and watches for signals)."""
+        gap = self.gap()
+        return max(self.MIN_CHUNK, int(seconds * 1e9 / gap)) if gap else 1 << 30
 
     def _pace(self, frames: int, gap_ns: float) -> None:
         """Wait until a run of `frames` may start at `gap_ns` between frames."""
@@ -248,20 +270,20 @@ class KernelGenerator:
         t["dport_raw"][idx] = ports.astype(np.uint16).byteswap()
         t["variant"][idx] = variants
         todo = [(base, n, 0)]  # (first index, count, tries so far), a stack
-        watched = self.stats is not None or self.reply_stats is not None
         while todo:
             start, count, tries = todo.pop()
             c = min(self.chunk, count)
-            gap = max(self.gap_ns, self.min_gap_ns)
+            gap = self.gap()
             if gap:
                 c = min(c, max(self.MIN_CHUNK, int(self.PACED_RUN_S * 1e9 / gap)))
             if c < count:
                 todo.append((start + c, count - c, 0))
             self._pace(c, gap)
-            before = self._refusals() if watched else (0, 0)
+            before = self._own_refusals()
             self._run(start, c)
-            after = self._refusals() if watched else (0, 0)
-            errs, reply_errs = after[0] - before[0], after[1] - before[1]
+            after = self._own_refusals() if before is not None else None
+            errs = after - before if before is not None and after is not None else 0
+            reply_errs = self._new_reply_refusals()
             self.reply_errors += reply_errs
             now = time.monotonic()
             since = now - self._last_run if self._last_run is not None else 0.0
@@ -280,7 +302,9 @@ class KernelGenerator:
             # only resend.
             if self._last_cut is None or now - self._last_cut >= self.CUT_S:
                 self._last_cut = now
-                self.gap_ns = min(self.MAX_GAP_NS, max(self.FIRST_GAP_NS, self.gap_ns * 2))
+                # From the gap in force (--rate's spacing included), so the first cut slows.
+                top = max(self.MAX_GAP_NS, 8 * self.min_gap_ns)
+                self.gap_ns = min(top, max(self.FIRST_GAP_NS, 2 * self.gap()))
             self.chunk = max(self.MIN_CHUNK, self.chunk // 2)
             if errs <= 0:
                 continue  # only answers refused: the servers retransmit, the program answers again

@@ -77,6 +77,9 @@ DROP_KEYS = ("ringbuf_full", "reply_queue", "tx_ring_full", "tx_refused", "outpu
 # CDN, a lab) overwhelmed by the rate accepts connections it then drops (MEASURED: 256 addresses of one
 # OpenSSH at 10K pps gave ~133 banners, 251 at 2K).
 UNANSWERED_WARN_SHARE = 0.05
+
+# The longest the sending thread hands the kernel generator at once (see _send_loop).
+SEND_SLICE_S = 0.01
 UNANSWERED_WARN_MIN = 5
 
 
@@ -435,7 +438,7 @@ class Scanner:
                 self.receiver.steps = self.steps
             if self.kernel_replies:
                 self.kreplies = KernelReplies(self.prog, self.replies, self.net.iface)
-                if self.kgen is not None:
+                if self.kgen is not None and self.kreplies.mode != "user space":
                     self.kgen.watch_replies(self.net.iface)
             if self.checkpointer is not None:
                 self.receiver.on_drained = self.checkpointer.mark
@@ -747,6 +750,14 @@ class Scanner:
             budget = limiter.budget(self.stop, deadline)
             if budget == 0:
                 continue
+            if self.kgen is not None:
+                # Paced after refusals, a grant could take the generator seconds: no more than
+                # SEND_SLICE_S of it at a time, so replies, signals and --max-runtime are seen.
+                excess = budget - self.kgen.frames_within(SEND_SLICE_S)
+                if excess > 0:
+                    budget -= excess
+                    if cfg.rate:
+                        limiter.refund(excess)
             # Replies first. Unlimited (--rate 0), they do not eat into the SYNs' share:
             # each round sends every reply due and then a full batch of SYNs.
             for rf, rl in self.reply_queue.take(budget if cfg.rate else self.reply_queue.pending):

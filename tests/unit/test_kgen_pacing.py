@@ -1,0 +1,128 @@
+"""The kernel generator's pacing (kgen.KernelGenerator.send), on a simulated next hop.
+
+No BPF here: the program run, the driver's counters and the clock are stand-ins, so what is
+checked is the arithmetic of the pace — the lab tests (tests/integration/test_fast_paths.py)
+check it on real veths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zbanner_xdp import kgen
+from zbanner_xdp.kgen import KernelGenerator
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += max(0.0, s)
+
+
+class FakeGen(KernelGenerator):
+    """A generator whose next hop takes `capacity` frames a second and refuses the rest."""
+
+    def __init__(self, clock: Clock, capacity: float, reply_refusals_per_s: float = 0.0):
+        self.clock = clock
+        self.capacity = capacity
+        self.reply_rate = reply_refusals_per_s
+        self.slots = 1 << 16
+        self.targets = np.zeros(self.slots, dtype=kgen.TARGET_DTYPE)
+        self.written = 0
+        self.chunk = self.START_CHUNK
+        self.runs = self.resent = self.xmit_errors = self.lost = 0
+        self.gap_ns = 0.0
+        self.min_gap_ns = 0.0
+        self._next_run = 0.0
+        self._last_cut = None
+        self._last_run = None
+        self.paced_s = 0.0
+        self.reply_errors = 0
+        self.reply_stats = None
+        self._reply_seen = None
+        self.stats = None
+        self.refused = 0  # the driver's error counter
+        self.reply_refused = 0.0
+        self.last_t = clock.t
+        self.queue = 0.0
+        self.read_fails = False
+
+    RING = 256  # a veth's XDP ring
+
+    def _run(self, start: int, count: int) -> None:
+        # A run leaves at line rate into the hop's ring, which drains at `capacity`; what does not
+        # fit is refused.
+        self.queue = max(0.0, self.queue - (self.clock.t - self.last_t) * self.capacity)
+        taken = min(count, int(self.RING - self.queue))
+        self.refused += count - taken
+        self.queue += taken
+        self.last_t = self.clock.t
+        self.clock.t += count * 300e-9
+
+    def _own_refusals(self) -> int | None:
+        return None if self.read_fails else self.refused
+
+    def _new_reply_refusals(self) -> int:
+        # Answers refused at a steady rate, whether or not the generator is running.
+        total = self.reply_rate * (self.clock.t - 1000.0)
+        new = int(total - self.reply_refused)
+        self.reply_refused += new
+        return new
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(kgen.time, "monotonic", c.monotonic)
+    monkeypatch.setattr(kgen.time, "sleep", c.sleep)
+    return c
+
+
+def _send(g: FakeGen, n: int) -> None:
+    g.send(np.arange(n, dtype=np.uint32), np.full(n, 80), 0)
+
+
+def test_a_refusal_at_a_set_rate_slows_below_that_rate(clock: Clock) -> None:
+    # --rate 50K spaces frames 20 µs apart; a hop taking 20k/s refuses. The first cut must slow
+    # the generator below the rate's spacing (the old cut started from its own gap, 1 µs).
+    g = FakeGen(clock, capacity=20_000)
+    g.min_gap_ns = 20_000
+    for _ in range(100):
+        _send(g, 250)  # one grant of the limiter at 50K
+        if g.xmit_errors:
+            break
+    assert g.xmit_errors > 0
+    assert g.gap() > 20_000, g.gap_ns
+
+
+def test_answers_refused_between_runs_slow_the_generator(clock: Clock) -> None:
+    # The program's answers are refused while the generator waits for its pace: they count.
+    g = FakeGen(clock, capacity=1e9, reply_refusals_per_s=2_000)
+    g.reply_stats = object()  # watched
+    g.gap_ns = g.START_GAP_NS
+    for _ in range(50):
+        _send(g, 256)
+    assert g.reply_errors > 0 and g._last_cut is not None
+
+
+def test_a_failed_counter_read_is_no_refusal(clock: Clock) -> None:
+    g = FakeGen(clock, capacity=1e9)
+    g.refused = 10**9  # the driver's counter since boot
+    g.read_fails = True
+    _send(g, 4096)
+    assert g.xmit_errors == 0 and g.resent == 0 and g.lost == 0
+
+
+def test_a_slice_of_sending_is_short_whatever_the_pace() -> None:
+    g = FakeGen(Clock(), capacity=1e9)
+    assert g.frames_within(0.01) >= 1 << 20  # unpaced: whatever the grant is
+    g.gap_ns = g.MAX_GAP_NS
+    assert g.frames_within(0.01) == g.MIN_CHUNK  # 64 frames at 1 ms: 64 ms at most
+    g.gap_ns, g.min_gap_ns = 0.0, 20_000
+    assert g.frames_within(0.01) == 500
