@@ -35,9 +35,10 @@ FIN = 0x01
 _MOD = 1 << 32
 _HALF = 1 << 31
 # Seconds without a new in-order byte (or, before any, since the SYN-ACK) before a connection is
-# given up: past several of a server's retransmission timeouts (200 ms, doubling) and its
-# retransmitted handshakes (1 s, 3 s), so only a dead connection waits it out.
-IDLE_S = 6.0
+# given up. A server whose SYN-ACK had to be retransmitted starts its data retransmissions at 3 s
+# (RFC 6298 5.7, as Linux does), then 6 s: two lost in a row still fit; only a dead connection waits
+# it out.
+IDLE_S = 10.0
 # Ends, as counted in the metadata.
 ENDS = ("complete", "fin", "limit", "timeout", "evicted", "reset", "scan_end")
 
@@ -105,7 +106,11 @@ class SegmentTable:
         for row, p in zip(ev, probe_i.tolist(), strict=True):
             key = self._key(row)
             if key in self.conns:
-                continue  # a retransmitted SYN-ACK: the connection is the same
+                # A retransmitted SYN-ACK (our ACK and probe were lost, and answered again): the same
+                # connection, alive; its data is still to come.
+                self.conns[key].touched = now
+                self.conns.move_to_end(key)
+                continue
             while len(self.conns) >= self.max_conns:
                 self._evict()
             self.conns[key] = _Conn(next_seq=(int(row["seq"]) + 1) % _MOD, probe_i=p, touched=now)
