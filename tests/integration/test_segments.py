@@ -61,10 +61,12 @@ def without_date(response: bytes) -> bytes:
     return b"\r\n".join(ln for ln in response.split(b"\r\n") if not ln.lower().startswith(b"date:"))
 
 
-def scan(tmp_path: Path, blocklist: str, *args: str, net: str = NET) -> tuple[list[dict], dict]:
+def scan(
+    tmp_path: Path, blocklist: str, *args: str, net: str = NET, rate: str = "500"
+) -> tuple[list[dict], dict]:
     out, meta = tmp_path / "out.jsonl", tmp_path / "meta.json"
     r = run_scanner(
-        *("--blocklist", blocklist, "--rate", "500", "--cooldown", "3", "-o", str(out)),
+        *("--blocklist", blocklist, "--rate", rate, "--cooldown", "3", "-o", str(out)),
         *("--metadata", str(meta), "scan", net, "--no-kernel-replies", *args),
     )
     assert r.returncode == 0, r.stderr
@@ -223,3 +225,28 @@ def test_tls_three_certificate_chain_over_many_segments(
     seg = meta["segments"]
     assert seg["ends"]["complete"] == 4 and seg["segments_taken"] >= 4 * 5
     assert meta["drops"] == NO_DROPS
+
+
+def test_table_cap_honoured_and_evictions_counted(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
+    # 64 handshakes within 13 ms, each answer ~10 segments long, for a table of 4 connections.
+    path = f"path={lab.BIG_PAGE}"
+    recs, meta = scan(
+        *(tmp_path, empty_blocklist, "-p", "80", "--probe", "http", "--probe-args", path),
+        *("--banner-bytes", "16K", "--banner-table", "4"),
+        net="198.18.0.0/26",
+        rate="5K",
+    )
+    truth = without_date(stateful_response(TARGETS[0], 80, path))
+    got = banners(recs)
+    seg = meta["segments"]
+    assert seg["max_connections"] == 4 and seg["peak_connections"] == 4
+    assert seg["evicted"] > 0 and seg["ends"]["evicted"] == seg["evicted"]
+    cut = [x for x in got.values() if x["truncated"]]
+    assert len(cut) == seg["truncated"] == seg["evicted"] + seg["ends"]["timeout"] + seg["ends"]["scan_end"]
+    for addr, rec in got.items():
+        data = without_date(base64.b64decode(rec["data"]))
+        assert truth.startswith(data) if rec["truncated"] else data == truth, addr
+    # Every handshake ends as a record, or evicted before its first byte (and its data then reset).
+    synacks = meta["responses"]["synack"]
+    assert len(got) + seg["dropped_without_data"] == synacks == 64
+    print(f"\ntable of 4: {len(got)} records, {len(cut)} truncated, {seg}")
