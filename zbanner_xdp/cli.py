@@ -258,7 +258,7 @@ scan, and --metadata gets the whole summary. Exit status: 0 done, 1 internal err
     "--banner-bytes",
     default=None,
     callback=lambda _c, _p, v: 0 if v is None else _count(v, "--banner-bytes", 1, 65536),
-    help="Read each banner past its first segment, up to this many bytes (at most 64K): every in-order "
+    help="Read each banner past its first segment, up to this many bytes (1-65536): every in-order "
     "segment is acknowledged until N bytes, a FIN, or the probe's answer is complete (HTTP: the head "
     "and title; TLS: the certificate, with --probe-args max_version=1.2). Default: the first segment.",
 )
