@@ -16,6 +16,8 @@ Scenarios (--only; all by default):
   open-ratio       the ZBanner paper's section 5.4 (Figs. 10, 11): --targets N addresses, 0..100 %
                    of them nginx, the rest silent; zbanner-xdp, masscan --banners, ZMap then nmap
   rss              zbanner-xdp's peak RSS by target count and open ratio
+(Separate entry points: --only multistep, the multi-connection probes; --only certs, TLS
+certificates with --banner-bytes against real nginx.)
 
 Results go to --out (default bench-results/, git-ignored; `make bench` writes docs/bench/, which
 is committed): one <scenario>.json each (open-ratio: open-ratio.json, the list of rows, and
@@ -1413,12 +1415,12 @@ MULTISTEP_AUTO_PORTS = (22, 80, 443)
 MULTISTEP_LZR_HOSTS = ("198.18.0.9", "198.18.77.7")
 
 
-def _multistep_records(tmp: Path) -> list[dict]:
+def _records(tmp: Path) -> list[dict]:
     with open(tmp / "out.jsonl", "rb") as fh:
         return [json.loads(line) for line in fh]
 
 
-def _multistep_spread(values: list[float]) -> dict:
+def _spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
 
@@ -1433,13 +1435,13 @@ def multistep_auto(runs: int, tmp: Path) -> dict:
         )  # fmt: skip
         got = {
             (x["saddr"], x["sport"])
-            for x in _multistep_records(tmp)
+            for x in _records(tmp)
             if x["classification"] == "banner" and x["success"]
         }
         shares.append(round(100.0 * len(got) / want, 2))
         walls.append(r["wall_s"])
         print(f"  auto: {len(got)}/{want} banners, {r['wall_s']} s", flush=True)
-    return {"banners_pct": _multistep_spread(shares), "wall_s": _multistep_spread(walls), "targets": want}
+    return {"banners_pct": _spread(shares), "wall_s": _spread(walls), "targets": want}
 
 
 def multistep_lzr(runs: int, tmp: Path) -> dict:
@@ -1452,7 +1454,7 @@ def multistep_lzr(runs: int, tmp: Path) -> dict:
              "--probe-args", "timeout=2"],
             tmp,
         )  # fmt: skip
-        res = [x for x in _multistep_records(tmp) if x["classification"] == "banner" and x["lzr"]]
+        res = [x for x in _records(tmp) if x["classification"] == "banner" and x["lzr"]]
         right = [x for x in res if not x["incomplete"] and x["lzr"]["fingerprint"] == lab.service(
             x["saddr"], x["sport"])]  # fmt: skip
         for x in right:
@@ -1463,9 +1465,9 @@ def multistep_lzr(runs: int, tmp: Path) -> dict:
         print(f"  lzr: {len(right)}/{len(res)} identified, {used} connections, {r['wall_s']} s", flush=True)
     return {
         "services": len(MULTISTEP_LZR_HOSTS) * len(lab.TCP_SERVICES),
-        "connections_per_service": _multistep_spread(per_service),
+        "connections_per_service": _spread(per_service),
         "connections_by_protocol": {k: sorted(v) for k, v in sorted(per_proto.items())},
-        "wall_s": _multistep_spread(walls),
+        "wall_s": _spread(walls),
     }
 
 
@@ -1492,7 +1494,7 @@ def multistep_markdown(res: dict) -> str:
 
 
 @contextlib.contextmanager
-def _multistep_lab() -> Iterator[Path]:
+def _fresh_lab() -> Iterator[Path]:
     """A fresh lab and a work directory with an empty blocklist; the lab removed afterwards."""
     lab.down()
     try:
@@ -1514,7 +1516,7 @@ def multistep_main(argv: list[str]) -> int:
         sys.exit("bench: needs root (sudo make bench)")
     OUT.mkdir(exist_ok=True)
     res: dict = {"runs": args.runs, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with _multistep_lab() as tmp:
+    with _fresh_lab() as tmp:
         res["auto"] = multistep_auto(args.runs, tmp)
         res["lzr"] = multistep_lzr(args.runs, tmp)
     (OUT / "multistep.json").write_text(json.dumps(res, indent=2))
@@ -1526,5 +1528,90 @@ def multistep_main(argv: list[str]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- certs (issue 13)
+#
+# `bench.py --only certs [--runs N] [--out DIR]`: TLS certificates with --banner-bytes from the lab's
+# real nginx (TLS 1.2 ClientHello, max_version=1.2), against the same scan of the first segment only
+# (the ServerHello, no certificate): certificates per second (records with tls.certificate, over the
+# scan's wall time, start-up included) and peak RSS. Self-contained, like multistep.
+
+CERTS_NET = "198.18.0.0/22"  # 1,024 nginx addresses
+CERTS_RATE = "2K"  # nginx's TLS handshakes (RSA signatures) on the lab's 2 cores are the bound
+CERTS_ARGS = ["scan", CERTS_NET, "-p", "443", "--probe", "tls", "--probe-args", "max_version=1.2"]
+
+
+def certs_run(runs: int, tmp: Path, extra: list[str]) -> dict:
+    got, per_s, rss, walls = [], [], [], []
+    for _ in range(runs):
+        r = zb(["--rate", CERTS_RATE, "--cooldown", "2", *CERTS_ARGS, *extra], tmp, parse=False)
+        # With --banner-bytes a result is a certificate; without, a banner (a ServerHello).
+        recs = [x for x in _records(tmp) if x["classification"] == "banner"]
+        got.append(sum(1 for x in recs if x["tls"].get("certificate")) if extra else len(recs))
+        per_s.append(round(got[-1] / r["wall_s"], 1))
+        rss.append(round(r["peak_rss_kib"] / 1024, 1))
+        walls.append(r["wall_s"])
+        print(f"  {extra or 'first segment'}: {got[-1]} results, {r['wall_s']} s, {rss[-1]} MiB", flush=True)
+    return {
+        "results": _spread(got),
+        "per_s": _spread(per_s),
+        "peak_rss_mib": _spread(rss),
+        "wall_s": _spread(walls),
+    }
+
+
+def certs_markdown(res: dict) -> str:
+    def spread(d: dict) -> str:
+        return f"{d['median']} ({d['min']}-{d['max']})"
+
+    a, b = res["certs"], res["first_segment"]
+    return (
+        "\n".join(
+            [
+                f"## TLS certificates from nginx (median (min-max) of {res['runs']} runs)",
+                "",
+                f"`zbanner-xdp --rate {CERTS_RATE} --cooldown 2 {' '.join(CERTS_ARGS)} [--banner-bytes 16K]`, "
+                f"{res['targets']} addresses",
+                "",
+                "| scan | results | per second (wall) | peak RSS MiB | wall s |",
+                "|---|---|---|---|---|",
+                f"| --banner-bytes 16K: certificates | {spread(a['results'])} | {spread(a['per_s'])} | "
+                f"{spread(a['peak_rss_mib'])} | {spread(a['wall_s'])} |",
+                f"| first segment: ServerHellos | {spread(b['results'])} | {spread(b['per_s'])} | "
+                f"{spread(b['peak_rss_mib'])} | {spread(b['wall_s'])} |",
+            ]
+        )
+        + "\n"
+    )
+
+
+def certs_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description="TLS certificates with --banner-bytes (issue 13)")
+    ap.add_argument("--only", nargs="+", choices=["certs"], required=True)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (sudo make bench)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    res: dict = {
+        "runs": args.runs,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count()},
+        "targets": len(net_addrs(CERTS_NET)),
+    }
+    with _fresh_lab() as tmp:
+        res["certs"] = certs_run(args.runs, tmp, ["--banner-bytes", "16K"])
+        res["first_segment"] = certs_run(args.runs, tmp, [])
+    (args.out / "certs.json").write_text(json.dumps(res, indent=2) + "\n")
+    md = certs_markdown(res)
+    (args.out / "certs.md").write_text(md)
+    print()
+    print(md)
+    print(f"written: {args.out / 'certs.json'}, {args.out / 'certs.md'}")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(multistep_main(sys.argv[1:]) if "multistep" in sys.argv[1:] else main())
+    if "multistep" in sys.argv[1:]:
+        sys.exit(multistep_main(sys.argv[1:]))
+    sys.exit(certs_main(sys.argv[1:]) if "certs" in sys.argv[1:] else main())

@@ -14,7 +14,6 @@ import base64
 import ipaddress
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.conftest import NO_DROPS, read_records, run_scanner
+from tests.integration.conftest import NO_DROPS, python_in_scan_ns, read_records, run_scanner
 from zbanner_xdp import lab
 
 pytestmark = pytest.mark.privileged
@@ -46,15 +45,7 @@ sys.stdout.write(data.hex())
 
 
 def stateful_response(addr: str, port: int, *args: str) -> bytes:
-    r = subprocess.run(
-        lab.ns_exec_argv(lab.SCAN_NS, [sys.executable, "-c", FULL_RESPONSE, addr, str(port), *args]),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(Path(__file__).resolve().parents[2]),
-    )
-    assert r.returncode == 0, r.stderr
-    return bytes.fromhex(r.stdout)
+    return bytes.fromhex(python_in_scan_ns(FULL_RESPONSE, addr, str(port), *args, timeout=60))
 
 
 def without_date(response: bytes) -> bytes:
