@@ -1569,8 +1569,8 @@ def certs_markdown(res: dict) -> str:
             [
                 f"## TLS certificates from nginx (median (min-max) of {res['runs']} runs)",
                 "",
-                f"`zbanner-xdp --rate {CERTS_RATE} --cooldown 2 {' '.join(CERTS_ARGS)} [--banner-bytes 16K]`, "
-                f"{res['targets']} addresses",
+                f"`zbanner-xdp --rate {CERTS_RATE} --cooldown 2 {' '.join(CERTS_ARGS)} "
+                f"[--banner-bytes 16K]`, {res['targets']} addresses",
                 "",
                 "| scan | results | per second (wall) | peak RSS MiB | wall s |",
                 "|---|---|---|---|---|",
