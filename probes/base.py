@@ -332,8 +332,12 @@ class Probe:
         self.fields = (*type(self).fields, *self.segment_fields)
 
     def _complete(self, data: bytes) -> bool:
-        """Whether `data` (the answer so far, in order) holds all the probe wants of it."""
-        return False
+        """Whether `data` (the answer so far, in order) holds all the probe wants of it.
+
+        By default an answer is complete at the end of a line: the greetings and replies of the
+        line protocols (ssh, ftp, smtp, pop3, imap, redis, ...) end there, and a segment boundary
+        inside a line is what reading on is for. Probes that know better override it."""
+        return data.endswith(b"\n")
 
     def complete(self, data: bytes) -> bool:
         """_complete(), never raising (an error counts as not complete: more bytes, or the limit)."""

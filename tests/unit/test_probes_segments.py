@@ -139,3 +139,9 @@ def test_http_complete_at_head_and_title() -> None:
     assert p.complete(b"\x00\x01binary")
     assert not p.complete(b"HTT")
     assert get_probe("http", {"method": "HEAD"}).complete(head + b"\r\n")
+
+
+def test_line_protocols_complete_at_the_end_of_a_line() -> None:
+    p = get_probe("ssh")
+    assert not p.complete(b"SSH-2.0-OpenSSH_9.2p1 Deb")
+    assert p.complete(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
