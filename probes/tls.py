@@ -1,5 +1,9 @@
 """TLS probe: sends a modern ClientHello (TLS 1.3 + 1.2) and parses the ServerHello or alert that comes back.
 
+With max_version=1.2 the hello offers TLS 1.2 at most, so the server's Certificate message comes in clear;
+with --banner-bytes (zbanner_xdp/segments.py) the answer is read on until that message is whole, and the
+leaf certificate is parsed with `cryptography` (tls.certificate, tls.chain_length).
+
 The handshake is never completed, so the "random" values only need to look random to the server; they are
 derived from sha256 of the target so that payload(ip, port) is deterministic (reproducible scans, and the
 same bytes on a retransmission).

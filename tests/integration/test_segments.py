@@ -241,3 +241,16 @@ def test_table_cap_honoured_and_evictions_counted(lab_up, tmp_path: Path, empty_
     synacks = meta["responses"]["synack"]
     assert len(got) + seg["dropped_without_data"] == synacks == 64
     print(f"\ntable of 4: {len(got)} records, {len(cut)} truncated, {seg}")
+
+
+def test_server_first_greeting_complete_at_its_line_end(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
+    # sshd speaks first; its version line ends the answer (it then waits for ours): no timeout.
+    recs, meta = scan(
+        tmp_path, empty_blocklist, "-p", "22", "--probe", "ssh", "--banner-bytes", "4K", net="198.18.0.0/30"
+    )
+    got = banners(recs)
+    assert len(got) == 4
+    for rec in got.values():
+        assert rec["banner"].startswith("SSH-2.0-OpenSSH") and rec["banner"].endswith("\r\n")
+        assert rec["truncated"] is False and rec["ssh"]["software"].startswith("OpenSSH")
+    assert meta["segments"]["ends"]["complete"] == 4 and meta["duration_s"] < 8
