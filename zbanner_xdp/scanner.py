@@ -309,6 +309,9 @@ class Scanner:
             raise ScanError("--banner-bytes: not with --kernel-replies (user space sends its ACKs)")
         if cfg.checkpoint:
             raise ScanError("--banner-bytes: not with --checkpoint (answers in reassembly would be lost)")
+        if cfg.retransmit:
+            # A probe's copies are connections of their own; their data is not deduplicated in XDP here.
+            raise ScanError("--banner-bytes: not with --retransmit (each copy would give its own record)")
         self.segmented = np.array([p.kind is ProbeKind.BANNER for p in self.probes], bool)
         if not self.segmented.any():
             raise ScanError("--banner-bytes: the probe grabs no banner (it needs a TCP banner probe)")

@@ -76,6 +76,22 @@ def run(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]
             "--banner-bytes: not with --kernel-replies",
         ),
         (
+            [
+                "--dry-run",
+                "scan",
+                "1.2.3.4",
+                "-p",
+                "80",
+                "--probe",
+                "http",
+                "--banner-bytes",
+                "4K",
+                "--retransmit",
+                "1",
+            ],
+            "--banner-bytes: not with --retransmit",
+        ),
+        (
             ["scan", "1.2.3.4", "-p", "443", "--probe", "tls", "--probe-args", "max_version=1.0"],
             "max_version must be 1.2 or 1.3",
         ),
