@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import ZB
 
 NET = ["--iface", "lo", "--source-ip", "10.0.0.1", "--gateway-mac", "02:00:00:00:00:02"]
+HTTP_4K = ["--dry-run", "scan", "1.2.3.4", "-p", "80", "--probe", "http", "--banner-bytes", "4K"]
 
 
 def run(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]:
@@ -60,37 +61,8 @@ def run(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]
             ["--dry-run", "scan", "1.2.3.4", "-p", "443", "--probe", "jarm", "--banner-bytes", "4K"],
             "--banner-bytes: not with multi-connection probes",
         ),
-        (
-            [
-                "--dry-run",
-                "scan",
-                "1.2.3.4",
-                "-p",
-                "80",
-                "--probe",
-                "http",
-                "--banner-bytes",
-                "4K",
-                "--kernel-replies",
-            ],
-            "--banner-bytes: not with --kernel-replies",
-        ),
-        (
-            [
-                "--dry-run",
-                "scan",
-                "1.2.3.4",
-                "-p",
-                "80",
-                "--probe",
-                "http",
-                "--banner-bytes",
-                "4K",
-                "--retransmit",
-                "1",
-            ],
-            "--banner-bytes: not with --retransmit",
-        ),
+        ([*HTTP_4K, "--kernel-replies"], "--banner-bytes: not with --kernel-replies"),
+        ([*HTTP_4K, "--retransmit", "1"], "--banner-bytes: not with --retransmit"),
         (
             ["scan", "1.2.3.4", "-p", "443", "--probe", "tls", "--probe-args", "max_version=1.0"],
             "max_version must be 1.2 or 1.3",
