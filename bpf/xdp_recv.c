@@ -19,6 +19,9 @@
  *                       LO + variant + VARIANTS * (cookie(us, them, 0, their port) % SLOTS)
  *   ZB_ICMP_VARIANT     the icmp-echo probe's index, or -1
  *   ZB_BANNERS          1: expect data segments acking our probe payload
+ *   ZB_SEGMENTS         1 (--banner-bytes): every data segment and FIN acking our probe goes up,
+ *                       never deduplicated here: user space reassembles them in sequence order,
+ *                       and it alone knows which bytes are new (zbanner_xdp/segments.py)
  *   ZB_DEDUP_BUCKETS    buckets of the duplicate filter (ZB_DEDUP_WAYS replies each),
  *                       a power of two
  *   ZB_DEDUP_WINDOW_NS  a repeat older than this is new again (0: never)
@@ -333,6 +336,11 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 	int answerable = r->kind == ZB_KIND_SYNACK || r->kind == ZB_KIND_ZEROWIN || r->kind == ZB_KIND_BANNER;
 	__u32 now_t = (__u32)(now >> ZB_DEDUP_SHIFT);
 	struct zb_dedup_bucket *bucket = dedup_bucket(&key);
+	/* With ZB_SEGMENTS a banner's later segments share the first one's key: the filter would
+	 * take them for repeats. User space orders them by sequence number instead. */
+	int segment = ZB_SEGMENTS && (r->kind == ZB_KIND_BANNER || r->kind == ZB_KIND_FIN);
+	if (segment)
+		bucket = 0;
 	__u8 repeat = classify_repeat(bucket, &key, now_t, answerable);
 	int answer = answerable && repeat != ZB_REPEAT_DUP;
 	int verdict = answer && r->kernel_answer ? ZB_ANSWER : XDP_DROP;

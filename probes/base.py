@@ -322,6 +322,30 @@ class Probe:
             # A parser bug on some odd banner must cost one result, not the scan.
             return self.empty_result()
 
+    # -- answers past the first segment (--banner-bytes, zbanner_xdp/segments.py) ----------------------
+    # Fields the probe fills only from an answer reassembled past its first segment: records carry them
+    # only in such scans (capture_segments), so a default scan's records stay as they were.
+    segment_fields: ClassVar[tuple[str, ...]] = ()
+
+    def capture_segments(self) -> None:
+        """The scan reassembles answers past the first segment: parse() fills segment_fields too."""
+        self.fields = (*type(self).fields, *self.segment_fields)
+
+    def _complete(self, data: bytes) -> bool:
+        """Whether `data` (the answer so far, in order) holds all the probe wants of it.
+
+        By default an answer is complete at the end of a line: the greetings and replies of the
+        line protocols (ssh, ftp, smtp, pop3, imap, redis, ...) end there, and a segment boundary
+        inside a line is what reading on is for. Probes that know better override it."""
+        return data.endswith(b"\n")
+
+    def complete(self, data: bytes) -> bool:
+        """_complete(), never raising (an error counts as not complete: more bytes, or the limit)."""
+        try:
+            return bool(self._complete(bytes(data[:MAX_PARSE_BYTES])))
+        except Exception:
+            return False
+
     def matches(self, parsed: dict[str, Any]) -> bool:
         """True when the parsed response shows this protocol is alive on the port."""
         try:

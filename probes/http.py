@@ -1,4 +1,5 @@
-"""HTTP/1.1 GET probe: parses the status line, headers and the page title of the first response segment."""
+"""HTTP/1.1 GET probe: parses the status line, headers and the page title of the response's first segment
+(or, with --banner-bytes, of as much of it as that allows: the whole header block, the title within it)."""
 
 from __future__ import annotations
 
@@ -145,6 +146,29 @@ class HttpProbe(Probe):
             if tm:
                 out["title"] = " ".join(html.unescape(tm.group(1)).split())
         return out
+
+    def _complete(self, data: bytes) -> bool:
+        # The whole header block, and the title when the page has one: done at the end of the head
+        # (or the title), the end of the body, or a body that is no HTML page at all.
+        buf = data.lstrip(b"\r\n")
+        if not b"HTTP/".startswith(buf[:5]):
+            return True  # not HTTP: more of it would add nothing the parse reads
+        ends = [(i, len(sep)) for sep in (b"\r\n\r\n", b"\n\n") if (i := buf.find(sep)) >= 0]
+        if not ends:
+            return False
+        idx, seplen = min(ends)
+        body = buf[idx + seplen :]
+        if self.method == "HEAD":
+            return True
+        parsed = self._parse("", 0, data)
+        headers = parsed.get("headers") or {}
+        length = headers.get("content-length", "")
+        if length.isdigit() and len(body) >= int(length):
+            return True
+        if "html" not in (headers.get("content-type") or "").lower():
+            return True
+        lower = body.lower()
+        return b"</title" in lower or b"</head" in lower
 
     def _matches(self, parsed: dict[str, Any]) -> bool:
         return parsed.get("status_code") is not None

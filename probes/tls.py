@@ -1,5 +1,9 @@
 """TLS probe: sends a modern ClientHello (TLS 1.3 + 1.2) and parses the ServerHello or alert that comes back.
 
+With max_version=1.2 the hello offers TLS 1.2 at most, so the server's Certificate message comes in clear;
+with --banner-bytes (zbanner_xdp/segments.py) the answer is read on until that message is whole, and the
+leaf certificate is parsed with `cryptography` (tls.certificate, tls.chain_length).
+
 The handshake is never completed, so the "random" values only need to look random to the server; they are
 derived from sha256 of the target so that payload(ip, port) is deterministic (reproducible scans, and the
 same bytes on a retransmission).
@@ -270,7 +274,11 @@ class TlsProbe(Probe):
         "sni": "server_name to send (default: no SNI extension)",
         "alpn": "comma-separated ALPN protocols, empty to omit the extension (default: h2,http/1.1)",
         "fixed": "1 = same random/session id/key share for all targets, so the payload is fixed (default: 0)",
+        "max_version": "1.2 = offer TLS 1.2 at most, so the server's certificates come in clear "
+        "(read them with --banner-bytes); 1.3 = the default hello",
     }
+    # With --banner-bytes (a TLS 1.2 handshake: max_version=1.2): the leaf certificate and the chain.
+    segment_fields: ClassVar[tuple[str, ...]] = ("certificate", "chain_length")
 
     def _configure(self, args: dict[str, str]) -> None:
         sni = args.get("sni")
@@ -288,6 +296,10 @@ class TlsProbe(Probe):
         fixed = args.get("fixed", "0").strip().lower()
         if fixed not in ("0", "1", "true", "false", "yes", "no"):
             raise ProbeArgError(f"tls: fixed must be 0 or 1, got {fixed!r}")
+        max_version = args.get("max_version", "1.3").strip()
+        if max_version not in ("1.2", "1.3"):
+            raise ProbeArgError(f"tls: max_version must be 1.2 or 1.3, got {max_version!r}")
+        self.tls13 = max_version == "1.3"
         self.sni: str | None = sni
         self.alpn: list[str] = alpn
         self.fixed = fixed in ("1", "true", "yes")
@@ -309,7 +321,7 @@ class TlsProbe(Probe):
             return None
         marks = [bytes([0xA0 + i]) * 32 for i in range(3)]
         hello = self._hello(*marks)
-        return _RANGE_SEED, [(hello.index(m), 32) for m in marks]
+        return _RANGE_SEED, [(hello.index(m), 32) for m in marks if m in hello]  # no key share in 1.2
 
     def _hello(self, random: bytes, session_id: bytes, key_share: bytes) -> bytes:
 
@@ -328,16 +340,20 @@ class TlsProbe(Probe):
         exts.append(_ext(EXT_SIGNATURE_ALGORITHMS, _vec16(b"".join(_u16(s) for s in SIGNATURE_ALGORITHMS))))
         # A TLS 1.3 server only negotiates 1.3 when it sees supported_versions and a usable key_share;
         # without the key share it would have to send a HelloRetryRequest.
-        exts.append(_ext(EXT_SUPPORTED_VERSIONS, _vec8(_u16(0x0304) + _u16(0x0303))))
-        exts.append(_ext(EXT_PSK_KEY_EXCHANGE_MODES, _vec8(b"\x01")))  # psk_dhe_ke
-        exts.append(_ext(EXT_KEY_SHARE, _vec16(_u16(GROUP_X25519) + _vec16(key_share))))
+        # max_version=1.2: a TLS 1.2 hello (no supported_versions, no key share, no 1.3 suites), so
+        # the server's Certificate is not encrypted.
+        ciphers = OFFERED_CIPHERS if self.tls13 else tuple(c for c in OFFERED_CIPHERS if c >> 8 != 0x13)
+        if self.tls13:
+            exts.append(_ext(EXT_SUPPORTED_VERSIONS, _vec8(_u16(0x0304) + _u16(0x0303))))
+            exts.append(_ext(EXT_PSK_KEY_EXCHANGE_MODES, _vec8(b"\x01")))  # psk_dhe_ke
+            exts.append(_ext(EXT_KEY_SHARE, _vec16(_u16(GROUP_X25519) + _vec16(key_share))))
 
         def body(extensions: list[bytes]) -> bytes:
             return (
                 _u16(0x0303)
                 + random
                 + _vec8(session_id)
-                + _vec16(b"".join(_u16(c) for c in OFFERED_CIPHERS))
+                + _vec16(b"".join(_u16(c) for c in ciphers))
                 + _vec8(b"\x00")  # null compression only
                 + _vec16(b"".join(extensions))
             )
@@ -409,6 +425,8 @@ class TlsProbe(Probe):
             assert htype is not None and hlen is not None
             messages.append(HANDSHAKE_TYPES.get(htype, str(htype)))
             body = r.take(hlen)
+            if htype == 11 and body is not None and "certificate" in self.fields:
+                _parse_certificates(body, out)
             if len(messages) == 1:
                 out["handshake_type"] = messages[0]
                 if htype == 2:
@@ -482,3 +500,119 @@ class TlsProbe(Probe):
 
     def _matches(self, parsed: dict[str, Any]) -> bool:
         return parsed.get("content_type") in ("handshake", "alert")
+
+    def _complete(self, data: bytes) -> bool:
+        """Done once nothing more comes in clear: ServerHelloDone, or the whole Certificate message, or
+        a TLS 1.3 ServerHello (the rest is encrypted), an alert, a record that is not a handshake."""
+        r = _Reader(data)
+        hs = b""
+        while r.remaining() >= 5:
+            ctype, ver, length = r.uint(1), r.uint(2), r.uint(2)
+            assert ctype is not None and ver is not None and length is not None
+            if ctype != 22 or ver >> 8 != 3:
+                return True
+            frag = r.take(length)
+            if frag is None:
+                hs += data[r.pos :]
+                break
+            hs += frag
+        h = _Reader(hs)
+        while h.remaining() >= 4:
+            htype, hlen = h.uint(1), h.uint(3)
+            assert htype is not None and hlen is not None
+            body = h.take(hlen)
+            if body is None:
+                return False
+            if htype in (11, 14):  # certificate, server_hello_done
+                return True
+            if htype == 2:
+                out: dict[str, Any] = {}
+                self._parse_server_hello(body, False, out)
+                if out.get("version") == "TLSv1.3" or out.get("hello_retry_request"):
+                    return True
+        return False
+
+
+def _parse_certificates(body: bytes, out: dict[str, Any]) -> None:
+    """A TLS 1.2 Certificate message: the chain's length and the leaf certificate."""
+    r = _Reader(body)
+    total = r.uint(3)
+    if total is None:
+        return
+    chain = _Reader(body[3 : 3 + total])
+    ders: list[bytes] = []
+    while chain.remaining() >= 3:
+        n = chain.uint(3)
+        der = chain.take(n) if n is not None else None
+        if der is None:
+            break
+        ders.append(der)
+    out["chain_length"] = len(ders)
+    if ders:
+        out["certificate"] = describe_certificate(ders[0])
+
+
+def _attempt(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception:  # a field the library cannot read in this certificate: null, not the rest
+        return None
+
+
+def _name(name: Any) -> str:
+    return name.rfc4514_string()
+
+
+def _utc(dt: Any) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")  # cryptography gives naive UTC datetimes
+
+
+def _public_key(cert: Any) -> tuple[str | None, int | None]:
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+    key = cert.public_key()
+    sized = ((rsa.RSAPublicKey, "rsa"), (ec.EllipticCurvePublicKey, "ec"), (dsa.DSAPublicKey, "dsa"))
+    for cls, kind in sized:
+        if isinstance(key, cls):
+            return kind, int(key.key_size)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "ed25519", 256
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "ed448", 456
+    return type(key).__name__, None
+
+
+def _sans(cert: Any) -> list[str] | None:
+    from cryptography import x509
+
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return [str(getattr(v, "value", v)) for v in ext.value]
+
+
+def describe_certificate(der: bytes) -> dict[str, Any]:
+    """A certificate's fields (cryptography parses it); sha256 is of the DER as sent, even unparsable."""
+    out: dict[str, Any] = {"sha256": hashlib.sha256(der).hexdigest(), "parsed": False}
+    try:
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(der)
+    except Exception:
+        return out
+    kind_bits = _attempt(lambda: _public_key(cert)) or (None, None)
+    oid = _attempt(lambda: cert.signature_algorithm_oid)
+    out.update(
+        parsed=True,
+        subject=_attempt(lambda: _name(cert.subject)),
+        issuer=_attempt(lambda: _name(cert.issuer)),
+        serial=_attempt(lambda: format(cert.serial_number, "x")),
+        not_before=_attempt(lambda: _utc(cert.not_valid_before)),
+        not_after=_attempt(lambda: _utc(cert.not_valid_after)),
+        subject_alt_names=_attempt(lambda: _sans(cert)),
+        public_key_type=kind_bits[0],
+        public_key_bits=kind_bits[1],
+        signature_algorithm=None if oid is None else getattr(oid, "_name", None) or oid.dotted_string,
+    )
+    return out

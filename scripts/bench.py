@@ -18,6 +18,8 @@ Scenarios (--only; all by default):
   rss              zbanner-xdp's peak RSS by target count and open ratio
   profile          where an SSH banner's time goes: BPF run time per program, the machine's CPU
                    by kind, the scanner's own CPU, perf's busiest symbols (one extra run)
+(Separate entry points: --only multistep, the multi-connection probes; --only certs, TLS
+certificates with --banner-bytes against real nginx.)
 
 Results go to --out (default bench-results/, git-ignored; `make bench` writes docs/bench/, which
 is committed): one <scenario>.json each (open-ratio: open-ratio.json, the list of rows, and
@@ -1631,12 +1633,12 @@ MULTISTEP_AUTO_PORTS = (22, 80, 443)
 MULTISTEP_LZR_HOSTS = ("198.18.0.9", "198.18.77.7")
 
 
-def _multistep_records(tmp: Path) -> list[dict]:
+def _records(tmp: Path) -> list[dict]:
     with open(tmp / "out.jsonl", "rb") as fh:
         return [json.loads(line) for line in fh]
 
 
-def _multistep_spread(values: list[float]) -> dict:
+def _spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
 
@@ -1651,13 +1653,13 @@ def multistep_auto(runs: int, tmp: Path) -> dict:
         )  # fmt: skip
         got = {
             (x["saddr"], x["sport"])
-            for x in _multistep_records(tmp)
+            for x in _records(tmp)
             if x["classification"] == "banner" and x["success"]
         }
         shares.append(round(100.0 * len(got) / want, 2))
         walls.append(r["wall_s"])
         print(f"  auto: {len(got)}/{want} banners, {r['wall_s']} s", flush=True)
-    return {"banners_pct": _multistep_spread(shares), "wall_s": _multistep_spread(walls), "targets": want}
+    return {"banners_pct": _spread(shares), "wall_s": _spread(walls), "targets": want}
 
 
 def multistep_lzr(runs: int, tmp: Path) -> dict:
@@ -1670,7 +1672,7 @@ def multistep_lzr(runs: int, tmp: Path) -> dict:
              "--probe-args", "timeout=2"],
             tmp,
         )  # fmt: skip
-        res = [x for x in _multistep_records(tmp) if x["classification"] == "banner" and x["lzr"]]
+        res = [x for x in _records(tmp) if x["classification"] == "banner" and x["lzr"]]
         right = [x for x in res if not x["incomplete"] and x["lzr"]["fingerprint"] == lab.service(
             x["saddr"], x["sport"])]  # fmt: skip
         for x in right:
@@ -1681,9 +1683,9 @@ def multistep_lzr(runs: int, tmp: Path) -> dict:
         print(f"  lzr: {len(right)}/{len(res)} identified, {used} connections, {r['wall_s']} s", flush=True)
     return {
         "services": len(MULTISTEP_LZR_HOSTS) * len(lab.TCP_SERVICES),
-        "connections_per_service": _multistep_spread(per_service),
+        "connections_per_service": _spread(per_service),
         "connections_by_protocol": {k: sorted(v) for k, v in sorted(per_proto.items())},
-        "wall_s": _multistep_spread(walls),
+        "wall_s": _spread(walls),
     }
 
 
@@ -1710,7 +1712,7 @@ def multistep_markdown(res: dict) -> str:
 
 
 @contextlib.contextmanager
-def _multistep_lab() -> Iterator[Path]:
+def _fresh_lab() -> Iterator[Path]:
     """A fresh lab and a work directory with an empty blocklist; the lab removed afterwards."""
     lab.down()
     try:
@@ -1732,7 +1734,7 @@ def multistep_main(argv: list[str]) -> int:
         sys.exit("bench: needs root (sudo make bench)")
     OUT.mkdir(exist_ok=True)
     res: dict = {"runs": args.runs, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with _multistep_lab() as tmp:
+    with _fresh_lab() as tmp:
         res["auto"] = multistep_auto(args.runs, tmp)
         res["lzr"] = multistep_lzr(args.runs, tmp)
     (OUT / "multistep.json").write_text(json.dumps(res, indent=2))
@@ -1744,5 +1746,94 @@ def multistep_main(argv: list[str]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- certs (issue 13)
+#
+# `bench.py --only certs [--runs N] [--out DIR]`: TLS certificates with --banner-bytes from the lab's
+# real nginx (TLS 1.2 ClientHello, max_version=1.2), against the same scan of the first segment only
+# (the ServerHello, no certificate): certificates per second (records with tls.certificate, over the
+# scan's wall time, start-up included) and peak RSS. Self-contained, like multistep.
+
+CERTS_NET = "198.18.0.0/20"  # 4,096 addresses, 3,584 of them nginx (lab.expected)
+CERTS_RATE = "5K"  # nginx's TLS handshakes (RSA signatures) on the lab's 2 cores are the bound
+CERTS_ARGS = ["scan", CERTS_NET, "-p", "443", "--probe", "tls", "--probe-args", "max_version=1.2"]
+
+
+def certs_run(runs: int, tmp: Path, extra: list[str]) -> dict:
+    got, per_s, flow, rss, walls = [], [], [], [], []
+    for _ in range(runs):
+        r = zb(["--rate", CERTS_RATE, "--cooldown", "2", *CERTS_ARGS, *extra], tmp)
+        # With --banner-bytes a result is a certificate; without, a banner (a ServerHello).
+        recs = [x for x in _records(tmp) if x["classification"] == "banner"]
+        got.append(sum(1 for x in recs if x["tls"].get("certificate")) if extra else len(recs))
+        per_s.append(round(got[-1] / r["wall_s"], 1))
+        flow.append(r.get("banners_per_s", 0))  # first to last record, by their timestamps
+        rss.append(round(r["peak_rss_kib"] / 1024, 1))
+        walls.append(r["wall_s"])
+        print(f"  {extra or 'first segment'}: {got[-1]} results, {r['wall_s']} s, {rss[-1]} MiB", flush=True)
+    return {
+        "results": _spread(got),
+        "per_s": _spread(per_s),
+        "per_s_records": _spread(flow),
+        "peak_rss_mib": _spread(rss),
+        "wall_s": _spread(walls),
+    }
+
+
+def certs_markdown(res: dict) -> str:
+    def spread(d: dict) -> str:
+        return f"{d['median']} ({d['min']}-{d['max']})"
+
+    rows = (
+        ("--banner-bytes 16K: certificates", res["certs"]),
+        ("first segment: ServerHellos", res["first_segment"]),
+    )
+    lines = [
+        f"## TLS certificates from nginx (median (min-max) of {res['runs']} runs)",
+        "",
+        f"`zbanner-xdp --rate {CERTS_RATE} --cooldown 2 {' '.join(CERTS_ARGS)} [--banner-bytes 16K]`: "
+        f"{res['targets']} addresses, {res['open']} of them nginx on 443. Per second: over the scan's wall "
+        "time (start-up and cooldown included), and from the first record to the last.",
+        "",
+        "| scan | results | per second (wall) | per second (records) | peak RSS MiB | wall s |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {label} | {spread(d['results'])} | {spread(d['per_s'])} | {spread(d['per_s_records'])} | "
+            f"{spread(d['peak_rss_mib'])} | {spread(d['wall_s'])} |"
+            for label, d in rows
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def certs_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description="TLS certificates with --banner-bytes (issue 13)")
+    ap.add_argument("--only", nargs="+", choices=["certs"], required=True)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (sudo make bench)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    res: dict = {
+        "runs": args.runs,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count()},
+        "targets": len(net_addrs(CERTS_NET)),
+        "open": len(expected_set(net_addrs(CERTS_NET), 443)),
+    }
+    with _fresh_lab() as tmp:
+        res["certs"] = certs_run(args.runs, tmp, ["--banner-bytes", "16K"])
+        res["first_segment"] = certs_run(args.runs, tmp, [])
+    (args.out / "certs.json").write_text(json.dumps(res, indent=2) + "\n")
+    md = certs_markdown(res)
+    (args.out / "certs.md").write_text(md)
+    print()
+    print(md)
+    print(f"written: {args.out / 'certs.json'}, {args.out / 'certs.md'}")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(multistep_main(sys.argv[1:]) if "multistep" in sys.argv[1:] else main())
+    if "multistep" in sys.argv[1:]:
+        sys.exit(multistep_main(sys.argv[1:]))
+    sys.exit(certs_main(sys.argv[1:]) if "certs" in sys.argv[1:] else main())

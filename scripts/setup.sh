@@ -19,7 +19,8 @@ pkgs=(python3-bpfcc python3-venv python3-pip iproute2 nftables tcpdump openssl
       nginx-light openssh-server vsftpd redis-server dnsmasq chrony
       postgresql mariadb-server memcached mosquitto exim4-daemon-light dovecot-imapd dovecot-pop3d
       ethtool vagrant  # vagrant: only to validate vagrant/Vagrantfile in the tests
-      gcc libc6-dev)   # the record formatter (zbanner_xdp/zbfmt.c), compiled once, loaded by ctypes
+      gcc libc6-dev    # the record formatter (zbanner_xdp/zbfmt.c), compiled once, loaded by ctypes
+      python3-cryptography)  # tls certificates (--banner-bytes); the venv sees Debian's, like bcc
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -35,6 +35,8 @@ class ProgParams:
     slots: int = 0  # 0: (port_hi - port_lo + 1) // variants
     icmp_variant: int = -1
     banners: bool = False
+    # --banner-bytes: every data segment goes up, undeduplicated (bpf/xdp_recv.c, ZB_SEGMENTS).
+    segments: bool = False
     dedup_entries: int = 1 << 20
     dedup_window_s: float = 0.0
     emit_repeats: bool = False
@@ -72,6 +74,7 @@ class ProgParams:
             f"-DZB_SLOTS={self.slots or (self.port_hi - self.port_lo + 1) // max(1, self.variants)}U",
             f"-DZB_ICMP_VARIANT={self.icmp_variant}",
             f"-DZB_BANNERS={int(self.banners)}",
+            f"-DZB_SEGMENTS={int(self.segments)}",
             f"-DZB_DEDUP_BUCKETS={self.dedup_buckets}",
             f"-DZB_DEDUP_WINDOW_NS={int(self.dedup_window_s * 1e9)}ULL",
             f"-DZB_EMIT_REPEATS={int(self.emit_repeats)}",

@@ -255,6 +255,22 @@ scan, and --metadata gets the whole summary. Exit status: 0 done, 1 internal err
     help="Receive window on our ACK: bounds the banner to one segment.",
 )
 @click.option(
+    "--banner-bytes",
+    default=None,
+    callback=lambda _c, _p, v: 0 if v is None else _count(v, "--banner-bytes", 1, 65536),
+    help="Read each banner past its first segment, up to this many bytes (1-65536): every in-order "
+    "segment is acknowledged until N bytes, a FIN, or the probe's answer is complete (HTTP: the head "
+    "and title; TLS: the certificate, with --probe-args max_version=1.2). Default: the first segment.",
+)
+@click.option(
+    "--banner-table",
+    default=str(ScanConfig.banner_table),
+    show_default=True,
+    callback=lambda _c, _p, v: _count(v, "--banner-table", 1, 1 << 24),
+    help="With --banner-bytes: connections reassembled at once (and 256 MiB of data at most); past it "
+    "the least recently active is written as it stands, marked truncated.",
+)
+@click.option(
     "--dedup-window",
     default=0.0,
     show_default=True,
@@ -335,6 +351,8 @@ def scan(
     probe: str,
     probe_args: str,
     ack_window: int,
+    banner_bytes: int,
+    banner_table: int,
     dedup_window: float,
     reanswer_after: float,
     dedup_entries: int,
@@ -386,6 +404,8 @@ def scan(
         dry_run=obj["dry_run"],
         quiet=obj["quiet"],
         ack_window=ack_window,
+        banner_bytes=banner_bytes,
+        banner_table=banner_table,
         dedup_window=dedup_window,
         reanswer_after=reanswer_after,
         dedup_entries=dedup_entries,

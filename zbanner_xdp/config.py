@@ -38,6 +38,9 @@ class ScanConfig:
     dry_run: bool = False
     quiet: bool = False
     ack_window: int = 1024
+    # --banner-bytes: reassemble answers up to this many bytes (segments.py); 0: the first segment only.
+    banner_bytes: int = 0
+    banner_table: int = 1 << 16  # connections reassembled at once (--banner-bytes)
     dedup_window: float = 0.0
     step_table: int = 256 * 1024  # rows of multi-connection probes' results in progress (steps.py)
     reanswer_after: float = 0.15  # seconds; 0: never answer a retransmitted SYN-ACK or banner again

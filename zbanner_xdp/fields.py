@@ -91,14 +91,22 @@ FIELDS: tuple[Field, ...] = (
     Field(
         "icmp_responder", T.IPV4, S.ICMP, "who sent the ICMP error: the target, or a router", "icmp_responder"
     ),
-    Field("banner", T.TEXT, S.DATA, "the first segment or datagram as text, undecodable bytes escaped"),
-    Field("data", T.TEXT, S.DATA, "base64 of the raw first segment or datagram"),
+    Field(
+        "banner",
+        T.TEXT,
+        S.DATA,
+        "the first segment (with --banner-bytes: the answer, reassembled) or datagram as text, "
+        "undecodable bytes escaped",
+    ),
+    Field("data", T.TEXT, S.DATA, "base64 of the raw first segment (--banner-bytes: answer) or datagram"),
     Field(
         "truncated",
         T.BOOL,
         S.DATA,
         f"the segment was longer than the {DATA_MAX:,} bytes a record keeps (possible with a large "
-        "--ack-window)",
+        "--ack-window); with --banner-bytes, the answer ended before it was complete (the limit, the "
+        "table's cap, a quiet connection, the scan's end): what it holds is still the server's bytes, "
+        "in order",
         required=False,
     ),
     Field("validated", T.BOOL, S.SCAN, "false for a bare RST, matched only by its port", required=False),
@@ -128,7 +136,11 @@ _BY_NAME = {f.name: f for f in FIELDS}
 
 def probe_field(probe: Any) -> Field:
     """The field a probe that parses its answers adds: its parsed fields, under its name."""
-    return Field(probe.name, FieldType.OBJECT, Source.PROBE, ", ".join(probe.fields), required=False)
+    text = ", ".join(probe.fields)
+    extra = [f for f in getattr(probe, "segment_fields", ()) if f not in probe.fields]
+    if extra:
+        text += f"; with --banner-bytes also {', '.join(extra)}"
+    return Field(probe.name, FieldType.OBJECT, Source.PROBE, text, required=False)
 
 
 def field(name: str) -> Field:

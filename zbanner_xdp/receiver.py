@@ -42,6 +42,7 @@ from .probes import ProbeKind
 
 if TYPE_CHECKING:
     from .replies import Replies
+    from .segments import SegmentTable
     from .steps import StepTable
 
 
@@ -191,6 +192,8 @@ class Receiver:
         self.output_repeats = output_repeats
         # Multi-connection probes' steps (steps.py), when the scan has any; set by the scanner.
         self.steps: StepTable | None = None
+        # --banner-bytes: banner probes' answers reassembled past their first segment; set by the scanner.
+        self.segments: SegmentTable | None = None
         self._multi = np.asarray(plan.multi, bool)
         self._later = np.asarray(plan.later_step, bool)
         self.by_class: Tally[str] = Tally()
@@ -275,6 +278,8 @@ class Receiver:
             self.replies.settle()  # held in-kernel answers, once proven or refused
             if self.steps is not None:
                 self.steps.sweep()  # steps whose answer did not come in time
+            if self.segments is not None:
+                self.segments.sweep()  # answers that stopped coming
         t0 = time.monotonic()
         hdr, big = self.reader.poll(timeout_ms)
         if len(hdr):
@@ -414,6 +419,8 @@ class Receiver:
             mine = self._multi[entry]
             if mine.any():
                 self.steps.events(ev[mine])
+        if self.segments is not None:
+            self._segment_events(ev, entry)
         icmp = ev["kind"] == Kind.ICMP
         if icmp.any():
             valid = np.ones(len(ev), dtype=bool)
@@ -424,41 +431,56 @@ class Receiver:
         if len(kept):
             self.writer.write_lines(self._lines(kept), len(kept))
 
+    def _segment_events(self, ev: np.ndarray, entry: np.ndarray) -> None:
+        """SYN-ACKs, FINs and RSTs of the connections the segment table reassembles."""
+        table = self.segments
+        assert table is not None
+        table.answering = not self._draining
+        mine = ev[self.replies.segmented[entry]] if self.replies.segmented is not None else ev[:0]
+        kind = mine["kind"]
+        for k, handle in ((Kind.SYNACK, table.synacks), (Kind.FIN, table.fins), (Kind.RST, table.resets)):
+            sel = kind == k
+            if k == Kind.RST:
+                sel &= (mine["flags"] & EV_UNVALIDATED) == 0  # a bare RST proves nothing
+            if sel.any():
+                handle(mine[sel])
+
     def _handle_big(self, big: np.ndarray) -> None:
         hdr = big["h"]
         if not self._draining:
             self.replies.answer(hdr)
+        if self.segments is not None:
+            seg = self.replies.segmented[self._entries(hdr)]  # type: ignore[index]
+            if seg.any():
+                sub = big[seg]
+                self.segments.answering = not self._draining
+                self.segments.segments(sub["h"], _row_bytes(sub))
+                big, hdr = big[~seg], hdr[~seg]
         steps = self._multi[self._entries(hdr)]
         if steps.any():
             # A multi-connection probe's answers go to its step table, not to records of their own.
             if self.steps is not None:
                 sub = big[steps]
-                data = [
-                    row[:n].tobytes()
-                    for row, n in zip(sub["data"], sub["h"]["data_len"].tolist(), strict=True)
-                ]
-                self.steps.events(sub["h"], data)
+                self.steps.events(sub["h"], _row_bytes(sub))
             big, hdr = big[~steps], hdr[~steps]
         rows = big[self._recorded(hdr)]
         if len(rows) == 0:
             return
         h = rows["h"]
-        probe_i = split_variant(h["variant"], self.plan.P)[0].tolist()
-        parts = [
-            self._banner_parts(p, row[:n].tobytes(), ip, port)
-            for p, row, n, ip, port in zip(
-                probe_i,
-                rows["data"],
-                h["data_len"].tolist(),
-                h["saddr"].tolist(),
-                h["sport"].tolist(),
-                strict=True,
-            )
-        ]
-        banner, data, parsed, match, values = zip(*parts, strict=True)
         # The record keeps DATA_MAX bytes of a segment: a longer one is marked, never passed off as whole.
         cut = h["payload_len"] > h["data_len"]
         self.truncated += int((cut & (h["repeat"] == 0)).sum())
+        self.write_banners(h, _row_bytes(rows), cut)
+
+    def write_banners(self, h: np.ndarray, datas: list[bytes], cut: np.ndarray) -> None:
+        """Banner records: event headers, the data each carries, and whether that data is cut short
+        (a segment longer than its record; with --banner-bytes, an answer that ended before it was whole)."""
+        probe_i = split_variant(h["variant"], self.plan.P)[0].tolist()
+        parts = [
+            self._banner_parts(p, d, ip, port)
+            for p, d, ip, port in zip(probe_i, datas, h["saddr"].tolist(), h["sport"].tolist(), strict=True)
+        ]
+        banner, data, parsed, match, values = zip(*parts, strict=True)
         carried: dict[str, Callable[[], Any]] = {
             "banner": lambda: banner,
             "data": lambda: data,
@@ -474,7 +496,7 @@ class Receiver:
             carried[dotted] = lambda name=name, sub=sub: [
                 orjson.dumps(v.get(sub)) if n == name else b"null" for v, n in zip(values, names, strict=True)
             ]
-        self.writer.write_lines(self._lines(h, carried), len(rows))
+        self.writer.write_lines(self._lines(h, carried), len(h))
 
     def _banner_parts(
         self, probe_index: int, data: bytes, ip_raw: int, port: int
@@ -498,12 +520,18 @@ class Receiver:
             probe.matches(parsed),
             parsed,
         )
-        if probe.parse_uses_target:
+        if probe.parse_uses_target or len(data) > DATA_MAX:
+            # (Reassembled answers, --banner-bytes, are not kept: the memo's bound is in entries.)
             return parts
         if len(self._parsed) >= _PARSE_MEMO:
             self._parsed.clear()
         self._parsed[key] = parts
         return parts
+
+
+def _row_bytes(big: np.ndarray) -> list[bytes]:
+    """The bytes each banner record holds."""
+    return [row[:n].tobytes() for row, n in zip(big["data"], big["h"]["data_len"].tolist(), strict=True)]
 
 
 def _banner_text(data: bytes) -> str:

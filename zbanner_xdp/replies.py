@@ -109,12 +109,18 @@ class Replies:
         self._held: list[np.ndarray] = []  # copies of events the program answered while unproven
         self._held_n = 0
         self.answered_late = 0  # held events user space answered once the kernel's were refused
+        # --banner-bytes, per probe index: its banners are answered by the segment table (segments.py),
+        # an ACK per segment until the answer is whole, not a RST here.
+        self.segmented: np.ndarray | None = None
 
     HOLD_MAX = 1 << 16  # held events while unproven; past it they are answered at once (twice)
 
     def answer(self, ev: np.ndarray) -> None:
         """Answer what a batch of events (small records or banner headers) needs answered."""
         wanted = ev[np.isin(ev["kind"], _ANSWERED_KINDS) & (ev["repeat"] != REPEAT_DUP)]
+        if self.segmented is not None and len(wanted):
+            probe_idx, _ = split_variant(wanted["variant"], self.plan.P)
+            wanted = wanted[~((wanted["kind"] == Kind.BANNER) & self.segmented[probe_idx])]
         if len(wanted):
             # Retransmissions answered again, by the program or by us.
             self.reanswered += int((wanted["repeat"] == REPEAT_RETRANSMIT).sum())
@@ -164,6 +170,21 @@ class Replies:
             return
         frames, lens = packets.tcp_frames(
             self.link, host_addrs(ev["saddr"]), ev["sport"], ev["dport"], ev["ack"], 0, packets.RST, 0
+        )
+        self.queue.put(frames, lens)
+
+    def rst(self, ev: np.ndarray) -> None:
+        """RSTs closing the connections of these events (the segment table's ends)."""
+        self._rst(ev)
+
+    def ack(self, ev: np.ndarray, acks: np.ndarray, windows: np.ndarray) -> None:
+        """Pure ACKs of data segments (the segment table's): ack and window per event. Our sequence
+        number is the event's ack, the end of our probe payload, as on every packet after it."""
+        if len(ev) == 0:
+            return
+        daddr = host_addrs(ev["saddr"])
+        frames, lens = packets.tcp_frames(
+            self.link, daddr, ev["sport"], ev["dport"], ev["ack"], acks, packets.ACK, windows
         )
         self.queue.put(frames, lens)
 

@@ -46,8 +46,10 @@ from .output import (
 )
 from .pcap import PcapWriter, snap_bytes
 from .plan import KernelSyns, PlanError, ProbePlan, Segment, split_variant
+from .probes import ProbeKind
 from .receiver import Receiver, RingReader
 from .replies import Replies, ReplyQueue
+from .segments import SegmentTable
 from .sender import RateLimiter, SendError, TxRing
 from .status import StatusLine
 from .steps import StepTable
@@ -234,6 +236,7 @@ class Scanner:
         except checkpoint.CheckpointError as exc:
             raise ScanError(str(exc)) from None
         self.probes = self.plan.probes
+        self._check_banner_bytes()
         self.probe_fields = list(dict.fromkeys(p.name for p in self.plan.user_probes if p.kind.parses))
         self.parsed_fields = {p.name: tuple(p.fields) for p in self.plan.user_probes if p.kind.parses}
         try:
@@ -283,6 +286,7 @@ class Scanner:
         self.kgen: KernelGenerator | None = None
         self.kreplies: KernelReplies | None = None  # --kernel-replies, verified against the driver
         self.steps: StepTable | None = None  # multi-connection probes' rows (steps.py)
+        self.segtable: SegmentTable | None = None  # --banner-bytes: answers in reassembly (segments.py)
         self.throttled = 0
         # time.monotonic() of the first probe, of the end of sending, of the last probe sent.
         self.send_start: float | None = None
@@ -296,6 +300,28 @@ class Scanner:
         self.gen_stats: dict[str, int] | None = None
 
     # -- set-up ----------------------------------------------------------
+    def _check_banner_bytes(self) -> None:
+        """--banner-bytes: what it cannot be combined with, said before anything starts."""
+        cfg = self.cfg
+        self.segmented = np.zeros(len(self.probes), bool)  # per probe: answers reassembled (segments.py)
+        if not cfg.banner_bytes:
+            return
+        if self.plan.multi.any():
+            raise ScanError("--banner-bytes: not with multi-connection probes (jarm, lzr, auto)")
+        if cfg.kernel_replies:
+            raise ScanError("--banner-bytes: not with --kernel-replies (user space sends its ACKs)")
+        if cfg.checkpoint:
+            raise ScanError("--banner-bytes: not with --checkpoint (answers in reassembly would be lost)")
+        if cfg.retransmit:
+            # A probe's copies are connections of their own; their data is not deduplicated in XDP here.
+            raise ScanError("--banner-bytes: not with --retransmit (each copy would give its own record)")
+        self.segmented = np.array([p.kind is ProbeKind.BANNER for p in self.probes], bool)
+        if not self.segmented.any():
+            raise ScanError("--banner-bytes: the probe grabs no banner (it needs a TCP banner probe)")
+        for p in self.probes:
+            if p.kind is ProbeKind.BANNER:
+                p.capture_segments()
+
     def _first_target(self) -> str:
         first = int(self.space.addrs_at(np.array([0], dtype=np.uint64))[0])
         return str(ipaddress.IPv4Address(first))
@@ -393,6 +419,7 @@ class Scanner:
                 slots=self.plan.slots,
                 icmp_variant=self.plan.icmp_index,
                 banners=any(p.handshake for p in self.probes),
+                segments=bool(self.segmented.any()),
                 dedup_window_s=cfg.dedup_window,
                 reanswer_s=cfg.reanswer_after,
                 dedup_entries=cfg.dedup_entries,
@@ -436,6 +463,17 @@ class Scanner:
                     self.receiver.tally_result,
                 )
                 self.receiver.steps = self.steps
+            if self.segmented.any():
+                self.segtable = SegmentTable(
+                    self.plan,
+                    cfg.banner_bytes,
+                    self.receiver.write_banners,
+                    self.replies.ack,
+                    self.replies.rst,
+                    max_conns=cfg.banner_table,
+                )
+                self.receiver.segments = self.segtable
+                self.replies.segmented = self.segmented
             if self.kernel_replies:
                 self.kreplies = KernelReplies(self.prog, self.replies, self.net.iface)
                 if self.kgen is not None and self.kreplies.mode != "user space":
@@ -836,6 +874,8 @@ class Scanner:
                 oldest_row = next(iter(self.steps.rows.values())).opened
             if self.steps is not None and rcv.error is None:
                 self.steps.flush()  # the rows left, written incomplete (the receiver has stopped)
+            if self.segtable is not None and rcv.error is None:
+                self.segtable.flush()  # the answers left, written truncated
             if isinstance(rcv.error, OutputError) and err is None:
                 err = str(rcv.error)
                 self.reason = "output-error"
@@ -965,6 +1005,7 @@ class Scanner:
                 {"mode": "user space", "note": self.kernel_replies_note} if self.kernel_replies_note else None
             ),
             "steps": self.steps.summary() if self.steps else None,
+            **({"segments": self.segtable.summary()} if self.segtable else {}),
             "pcap": self.pcap_summary,
             "record_formatter": "c" if fastfmt.load() is not None else "numpy",
             "packets_sent": {

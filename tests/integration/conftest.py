@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,6 +58,19 @@ def scanner_argv(*args: str) -> list[str]:
 
 def run_scanner(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(scanner_argv(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def python_in_scan_ns(code: str, *args: str, timeout: float = 120) -> str:
+    """A Python client (`python -c code args…`) in the scan namespace, from the repository; its stdout."""
+    r = subprocess.run(
+        lab.ns_exec_argv(lab.SCAN_NS, [sys.executable, "-c", code, *args]),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout
 
 
 def signal_scanner(

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.integration.conftest import NO_DROPS, REPLY_ARGS, Capture, pcap_tcp, read_records, run_scanner
+from tests.integration.conftest import (
+    NO_DROPS,
+    REPLY_ARGS,
+    Capture,
+    pcap_tcp,
+    python_in_scan_ns,
+    read_records,
+    run_scanner,
+)
 from zbanner_xdp import lab
 
 pytestmark = pytest.mark.privileged
@@ -83,15 +89,7 @@ print(json.dumps(out))
 
 
 def stateful_view(probe: str, port: int, addrs: list[str]) -> dict:
-    r = subprocess.run(
-        lab.ns_exec_argv(lab.SCAN_NS, [sys.executable, "-c", STATEFUL_CLIENT, probe, str(port), *addrs]),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(Path(__file__).resolve().parents[2]),
-    )
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+    return json.loads(python_in_scan_ns(STATEFUL_CLIENT, probe, str(port), *addrs))
 
 
 @pytest.mark.parametrize(("probe", "port", "net", "rate"), CASES, ids=[c[0] for c in CASES])

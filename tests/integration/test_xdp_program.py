@@ -32,7 +32,7 @@ PROBE_INFO = {"base": len(PAYLOAD), "proto": socket.IPPROTO_TCP}  # one TCP prob
 
 
 class Prog:
-    def __init__(self, banners: bool) -> None:
+    def __init__(self, banners: bool, segments: bool = False) -> None:
         from zbanner_xdp.bpfprog import ProgParams, RecvProgram
 
         params = ProgParams(
@@ -40,6 +40,7 @@ class Prog:
             port_lo=LO,
             port_hi=HI,
             banners=banners,
+            segments=segments,
             dedup_entries=1024,
             ringbuf_pages=64,
             banner_pages=64,
@@ -167,6 +168,33 @@ def test_banner_segment(banprog: Prog) -> None:
     # Data acking anything but the whole probe is not a banner of ours.
     assert banprog.run(frame(0x18, c + 1 + len(PAYLOAD) + 1, sport=40050, payload=b"x")) == XDP_PASS
     assert banprog.drain() == []
+
+
+def test_later_segments_are_repeats_by_default_every_one_goes_up_with_segments(banprog: Prog) -> None:
+    segprog = Prog(banners=True, segments=True)
+    try:
+        ack = cookie(sport=40060) + 1 + len(PAYLOAD)
+        # Two segments, the first one again (a network duplicate, or a resend), then a FIN twice.
+        frames = [
+            frame(0x18, ack, seq=1000 + o, sport=40060, payload=d)
+            for o, d in ((0, b"a" * 10), (10, b"b" * 5))
+        ]
+        frames += [
+            frames[0],
+            frame(0x11, ack, seq=1015, sport=40060),
+            frame(0x11, ack, seq=1015, sport=40060),
+        ]
+        for prog in (banprog, segprog):
+            assert [prog.run(f) for f in frames] == [XDP_DROP] * 5
+        first = [np.frombuffer(e[:EVENT_SIZE], EVENT_DTYPE)[0] for e in banprog.drain()]
+        # By default: the first segment only, and the first FIN (a multi-step probe's answer).
+        assert sorted((int(e["kind"]), int(e["seq"])) for e in first) == [(4, 1000), (8, 1015)]
+        evs = [np.frombuffer(e[:EVENT_SIZE], EVENT_DTYPE)[0] for e in segprog.drain()]
+        got = sorted((int(e["kind"]), int(e["seq"]), int(e["repeat"])) for e in evs)
+        assert got == [(4, 1000, 0), (4, 1000, 0), (4, 1010, 0), (8, 1015, 0), (8, 1015, 0)]
+    finally:
+        segprog.ring.close()
+        segprog.p.close()
 
 
 def _plan_prog(names: list[tuple[str, dict[str, str]]], port: int, **extra: object):

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import ZB
 
 NET = ["--iface", "lo", "--source-ip", "10.0.0.1", "--gateway-mac", "02:00:00:00:00:02"]
+HTTP_4K = ["--dry-run", "scan", "1.2.3.4", "-p", "80", "--probe", "http", "--banner-bytes", "4K"]
 
 
 def run(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]:
@@ -49,6 +50,23 @@ def run(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]
         ),
         (["-f", "saddr,http", "--dry-run", "scan", "1.2.3.4", "-p", "80"], "--output-fields: http"),
         (["--dry-run", "scan", "198.18.0.1", "-p", "80"], "no targets left after allow/block lists"),
+        (["scan", "1.2.3.4", "-p", "80", "--banner-bytes", "0"], "invalid --banner-bytes '0'"),
+        (["scan", "1.2.3.4", "-p", "80", "--banner-bytes", "65537"], "invalid --banner-bytes '65537'"),
+        (["scan", "1.2.3.4", "-p", "80", "--banner-table", "0"], "invalid --banner-table '0'"),
+        (
+            ["--dry-run", "scan", "1.2.3.4", "-p", "80", "--banner-bytes", "4K"],
+            "--banner-bytes: the probe grabs no banner",
+        ),
+        (
+            ["--dry-run", "scan", "1.2.3.4", "-p", "443", "--probe", "jarm", "--banner-bytes", "4K"],
+            "--banner-bytes: not with multi-connection probes",
+        ),
+        ([*HTTP_4K, "--kernel-replies"], "--banner-bytes: not with --kernel-replies"),
+        ([*HTTP_4K, "--retransmit", "1"], "--banner-bytes: not with --retransmit"),
+        (
+            ["scan", "1.2.3.4", "-p", "443", "--probe", "tls", "--probe-args", "max_version=1.0"],
+            "max_version must be 1.2 or 1.3",
+        ),
         (
             ["--blocklist", "/nonexistent/list", "--dry-run", "scan", "1.2.3.4", "-p", "80"],
             "/nonexistent/list",
