@@ -71,7 +71,8 @@ def test_not_root() -> None:
     assert r.returncode == 2
     assert (
         r.stderr.strip()
-        == "zbanner-xdp: error: scanning needs root (raw sockets and XDP); try sudo, or --dry-run"
+        == "zbanner-xdp: error: scanning needs root, or the capabilities "
+        "cap_net_admin,cap_net_raw,cap_bpf,cap_perfmon; try sudo, or --dry-run"
     )
 
 
