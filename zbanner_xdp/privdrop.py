@@ -28,6 +28,8 @@ import ctypes
 import errno
 import os
 import pwd
+import threading
+import time
 from dataclasses import dataclass
 
 # linux/capability.h
@@ -61,15 +63,27 @@ NAMES = {
 # nothing, and the scan keeps no capability at all. kept() finds out which, by trying.
 MAYBE_KEPT = frozenset({CAP_BPF})
 
-# Needed to start a scan (README "Privileges"): each was removed in turn in the lab.
+# Needed to start a scan (README "Privileges"): without any one of them it does not start (tried).
 TO_START = {
     CAP_NET_ADMIN: "attach the XDP program; the kernel generator's private veth",
     CAP_NET_RAW: "AF_PACKET sockets (the TX rings)",
-    CAP_BPF: "create the maps, load the programs; every bpf(2) call on this kernel",
+    CAP_BPF: "create the maps, load the programs",
     CAP_PERFMON: "the verifier's pointer checks for the receive program",
 }
-# Only to change user (started as root): setgroups/setresgid, setresuid. CAP_SETPCAP: to cut the bounding set.
-TO_CHANGE_USER = (CAP_SETGID, CAP_SETUID)
+# Used where given: without them the scan starts and does less.
+OPTIONAL = {
+    CAP_SYS_ADMIN: "the kernel generator's network namespace (unshare): --tx auto uses AF_PACKET without",
+    CAP_SETPCAP: "cut the bounding set at the drop (no_new_privs holds without it)",
+}
+# Started as root (sudo, a container's uid 0): to become --user (setgroups, setresgid, setresuid).
+TO_CHANGE_USER = {CAP_SETGID: "setgroups, setresgid", CAP_SETUID: "setresuid"}
+
+
+def container_caps() -> list[str]:
+    """A root container's capabilities (deploy/k8s/scan-job.yaml adds exactly these), as Kubernetes
+    names them: NET_ADMIN, …"""
+    return [NAMES[c].removeprefix("cap_").upper() for c in (*TO_START, *OPTIONAL, *TO_CHANGE_USER)]
+
 
 _PR_SET_KEEPCAPS = 8
 _BPF_MAP_TYPE_ARRAY = 2
@@ -194,10 +208,18 @@ def target(user: str | None) -> Target | None:
 
 
 def _threads() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return 1
+    """The process's threads, once those already joined have gone: Thread.join() returns when the
+    thread's Python state is released, a moment before the kernel's task ends (the kernel generator's
+    set-up thread was seen still there)."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            n = len(os.listdir("/proc/self/task"))
+        except OSError:
+            return 1
+        if n == 1 or threading.active_count() > 1 or time.monotonic() > deadline:
+            return n
+        time.sleep(0.001)
 
 
 def drop(to: Target | None, keep: frozenset[int] | None = None) -> str:

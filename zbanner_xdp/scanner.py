@@ -192,6 +192,8 @@ class Scanner:
             except privdrop.PrivDropError as exc:
                 raise ScanError(str(exc)) from None
             missing = privdrop.missing_to_start(self.become is not None)
+            if missing and os.geteuid() == 0:  # root without them: a container's limited set
+                raise ScanError(f"scanning as root needs the capabilities {','.join(missing)} as well")
             if missing:
                 raise ScanError(
                     f"scanning needs root, or the capabilities {','.join(missing)}; try sudo, or --dry-run"

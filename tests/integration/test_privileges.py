@@ -17,13 +17,13 @@ import pytest
 
 from tests.conftest import ZB
 from tests.integration.conftest import NO_DROPS, read_records, scanner_argv
-from zbanner_xdp import lab
+from zbanner_xdp import lab, privdrop
 
 pytestmark = pytest.mark.privileged
 
 NOBODY = 65534
 CAP_BPF = 39
-# What a non-root scan is given to start (README "Privileges"; deploy/k8s/scan-job.yaml adds the same).
+# What a non-root scan is given to start (README "Privileges"): privdrop's list, but for changing user.
 START_CAPS = ("net_admin", "net_raw", "bpf", "perfmon", "sys_admin")
 OPEN, RST = "198.18.0.0/24", "198.18.1.0/24"  # lab ground truth: port 80 open / RST on every address
 
@@ -162,6 +162,7 @@ def test_scan_without_root_with_only_the_start_capabilities(lab_up, nobody_dir: 
         assert (t["CapEff"], t["CapPrm"], t["CapInh"], t["CapAmb"]) == (kept, kept, "0" * 16, "0" * 16), t
         assert t["NoNewPrivs"] == "1", t
     doc = check_scan(out, meta)
+    assert doc["tx_mode"] == "xdp"  # the kernel generator, with cap_sys_admin for its namespace
     assert doc["privileges"].startswith(f"uid {NOBODY} (nobody), capabilities ")
     assert out.stat().st_uid == meta.stat().st_uid == NOBODY  # made by the scan, never root
 
@@ -218,3 +219,33 @@ def test_a_cached_file_others_can_write_is_refused(
     r = _refused(tmp_path, env, empty_blocklist)
     assert r.stderr.startswith(f"zbanner-xdp: error: refusing the cached file {entries[0].parent}/"), r.stderr
     assert "writable by others (mode 666)" in r.stderr
+
+
+def test_a_root_container_with_only_its_capabilities(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
+    """uid 0 with exactly deploy/k8s's capabilities (privdrop.container_caps) scans and drops to nobody;
+    without cap_setuid it refuses in one line."""
+    out, meta = tmp_path / "out.jsonl", tmp_path / "meta.json"
+
+    def run(caps: list[str]) -> subprocess.CompletedProcess[str]:
+        bounding = ",".join(f"+{c.lower()}" for c in caps)
+        argv = lab.ns_exec_argv(
+            lab.SCAN_NS,
+            ["setpriv", f"--bounding-set=-all,{bounding}", "--inh-caps=-all", "--", ZB]
+            + ["--blocklist", empty_blocklist, "--rate", "2K", "--cooldown", "1", "-q"]
+            + ["-o", str(out), "--metadata", str(meta), "scan", OPEN, RST, "-p", "80"],
+        )
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+    caps = privdrop.container_caps()
+    assert {c.lower() for c in START_CAPS} <= {c.lower() for c in caps}
+    r = run(caps)
+    assert r.returncode == 0, r.stderr
+    doc = check_scan(out, meta)
+    assert doc["tx_mode"] == "xdp" and doc["privileges"].startswith(f"uid {NOBODY} (nobody)")
+    out.unlink()
+    r = run([c for c in caps if c != "SETUID"])
+    assert r.returncode == 2
+    assert (
+        r.stderr.strip() == "zbanner-xdp: error: scanning as root needs the capabilities cap_setuid as well"
+    )
+    assert not out.exists()

@@ -70,6 +70,16 @@ import os, sys, threading
 from zbanner_xdp import privdrop
 if sys.argv[1] == "thread":
     threading.Thread(target=threading.Event().wait, daemon=True).start()
+if sys.argv[1] == "ending":
+    # A thread on its way out (as one just joined: Thread.join() returns a moment before the kernel's
+    # task ends): a bare pthread running usleep(100 ms), then gone.
+    import ctypes
+    libc = ctypes.CDLL(None)
+    tid = ctypes.c_ulong()
+    usleep = ctypes.cast(libc.usleep, ctypes.c_void_p)
+    assert libc.pthread_create(ctypes.byref(tid), None, usleep, ctypes.c_void_p(100_000)) == 0
+    libc.pthread_detach(tid)
+    assert len(os.listdir("/proc/self/task")) == 2
 try:
     print(privdrop.drop(privdrop.target("nobody")))
 except privdrop.PrivDropError as exc:
@@ -84,8 +94,9 @@ def _status(text: str) -> dict[str, str]:
 
 
 @pytest.mark.privileged
-def test_drop_from_root() -> None:
-    r = subprocess.run([sys.executable, "-c", DROP, "-"], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("before", ["-", "ending"])
+def test_drop_from_root(before: str) -> None:
+    r = subprocess.run([sys.executable, "-c", DROP, before], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     first, rest = r.stdout.split("\n", 1)
     st = _status(rest)
