@@ -224,7 +224,12 @@ def _threads() -> int:
 
 def drop(to: Target | None, keep: frozenset[int] | None = None) -> str:
     """Become `to` (if any) keeping only `keep` (kept()); verified. Returns a line for the metadata."""
-    keep = kept() if keep is None else keep
+    try:
+        keep = kept() if keep is None else keep
+    except OSError as exc:
+        raise PrivDropError(
+            f"cannot find out which capabilities the scan still needs: {exc.strerror}"
+        ) from None
     if _threads() != 1:
         # Another thread would keep every capability it has (they are per thread).
         comms = []
@@ -252,7 +257,11 @@ def drop(to: Target | None, keep: frozenset[int] | None = None) -> str:
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     _verify(to, keep)
     uid = os.getuid()
-    return f"uid {uid} ({to.name if to else pwd.getpwuid(uid).pw_name}), capabilities {names(current()[0])}"
+    try:
+        name = to.name if to else pwd.getpwuid(uid).pw_name
+    except KeyError:  # a container's uid without a passwd entry
+        name = "?"
+    return f"uid {uid} ({name}), capabilities {names(current()[0])}"
 
 
 def _verify(to: Target | None, keep: frozenset[int]) -> None:

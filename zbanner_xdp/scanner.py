@@ -191,7 +191,7 @@ class Scanner:
                 self.become = privdrop.target(cfg.user)
             except privdrop.PrivDropError as exc:
                 raise ScanError(str(exc)) from None
-            missing = privdrop.missing_to_start(self.become is not None)
+            missing = privdrop.missing_to_start(self.changes_user())
             if missing and os.geteuid() == 0:  # root without them: a container's limited set
                 raise ScanError(f"scanning as root needs the capabilities {','.join(missing)} as well")
             if missing:
@@ -525,10 +525,13 @@ class Scanner:
                 self.metadata = None
             raise BpfSetupError(str(exc)) from None
 
+    def changes_user(self) -> bool:
+        return self.become is not None and self.become.uid != os.geteuid()
+
     def _drop_privileges(self) -> None:
         """Everything privileged is done: from here on no root (privdrop.py); then the threads start."""
         assert self.writer is not None
-        if self.checkpointer is not None and self.become is not None:
+        if self.checkpointer is not None and self.changes_user():
             # The checkpoint's directory is rarely nobody's: a helper keeps root to replace that file only.
             self.ck_broker = filebroker.Broker(self.checkpointer.path)
             self.checkpointer.replace = self.ck_broker.replace

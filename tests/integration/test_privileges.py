@@ -62,6 +62,20 @@ def watch_dropped(proc: subprocess.Popen, uid: int) -> list[dict[str, str]]:
     raise AssertionError(f"never saw the scan as uid {uid}: exit {proc.returncode}, {err[-2000:]}")
 
 
+def scan_watching(argv: list[str], env: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """Run a scan to its end (exit 0); its threads' status lines, read while it scanned as nobody."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        tasks = watch_dropped(proc, NOBODY)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    return tasks
+
+
 def check_scan(out: Path, meta: Path) -> dict:
     """Everything the scan found, recorded: port 80 open on OPEN, RST on RST; no drops."""
     doc = orjson.loads(meta.read_bytes())
@@ -87,15 +101,7 @@ def test_scan_as_root_parses_as_nobody_without_capabilities(
         *("-o", str(out), "--metadata", str(meta), "--tx", tx),
         *("scan", OPEN, RST, "-p", "80", "--checkpoint", str(ck), "--pcap", str(pcap)),
     )
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        tasks = watch_dropped(proc, NOBODY)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
+    tasks = scan_watching(argv)
     kept = f"{expected_kept():016x}"
     for t in tasks:
         assert t["Gid"].split() == [str(NOBODY)] * 4 and t["Groups"].strip() == "", t
@@ -148,15 +154,7 @@ def test_scan_without_root_with_only_the_start_capabilities(lab_up, nobody_dir: 
         [*setpriv, ZB, "--blocklist", str(bl), "--rate", "400", "--cooldown", "2", "-q"]
         + ["-o", str(out), "--metadata", str(meta), "scan", OPEN, RST, "-p", "80"],
     )
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        tasks = watch_dropped(proc, NOBODY)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
+    tasks = scan_watching(argv, env)
     kept = f"{expected_kept():016x}"
     for t in tasks:
         assert (t["CapEff"], t["CapPrm"], t["CapInh"], t["CapAmb"]) == (kept, kept, "0" * 16, "0" * 16), t
