@@ -64,7 +64,9 @@ class Broker:
     def __init__(self, path: str):
         self.path = path
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "zbanner_xdp.filebroker", path],
+            # -I: it keeps root, so no module from the working directory (`-m` would put it first on
+            # the path) and no PYTHON* variable may reach it.
+            [sys.executable, "-I", "-m", "zbanner_xdp.filebroker", path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
