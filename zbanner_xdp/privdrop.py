@@ -1,25 +1,24 @@
 """Least privilege: once everything privileged is set up, stop being root (README "Privileges").
 
-Design: one process that drops, not a privileged/unprivileged pair. What parses
-the Internet's bytes (the receiver, the step table, the replies stage) and what
-sends (the kernel generator's BPF_PROG_TEST_RUN, the map counters, the duplicate
-filter) share BPF maps and rings at a million records a second, and on this
-kernel (6.1, kernel.unprivileged_bpf_disabled != 0) every bpf(2) command, a map
-lookup included, needs CAP_BPF. A split would either keep CAP_BPF in the parser
-anyway or ship every batch across processes. So after the maps and programs are
-loaded and attached, the sockets and rings open and the output files opened, the
-scanner becomes `--user` (default `nobody` when started as root), with no
-supplementary groups, keeping only what kept() finds it needs (README lists why),
-with the bounding set cut down to the same and no_new_privs set: nothing it
-executes afterwards can gain anything back.
+Design: one process that drops, not a privileged/unprivileged pair. Once set up, the only privilege
+the scan still uses is bpf(2), for the counters and status line (map lookups) and the kernel
+generator (map updates, BPF_PROG_TEST_RUN), and only on kernels before 6.5 with
+kernel.unprivileged_bpf_disabled set, where bpf(2) refuses every command without CAP_BPF. From 6.5 on
+the dropped process keeps no capability, and a split would have nothing to separate; before, it would
+confine CAP_BPF to the sending side, at the price of moving the receiver's hand-offs to the sender
+(replies, backpressure, multi-step follow-ups, batch by batch) across processes. So after the maps and
+programs are loaded and attached, the sockets and rings open and the output files opened, the
+scanner becomes `--user` (default `nobody` when started as root), with no supplementary groups,
+keeping only what kept() finds it needs (README "Privileges"), with the bounding set cut down to the
+same and no_new_privs set: nothing it executes afterwards can gain anything back.
 
 Capabilities are per thread in the kernel (glibc only synchronises the uids and
 gids across threads), so `drop()` refuses to run while any other thread exists:
 the scanner starts its threads after it.
 
-No maintained Python binding for capset(2) is packaged by Debian (PyPI's
-python-prctl is a C extension last released in 2020), so this uses libc through
-ctypes: capset, prctl.
+Debian has python3-prctl (last released in 2020) and python3-cap-ng (libcap-ng's bindings); what is
+needed here is capget/capset and three prctl calls, so this uses libc through ctypes rather than add
+a package to set-up, the image and the venv.
 """
 
 from __future__ import annotations
@@ -58,9 +57,9 @@ NAMES = {
 # PERFMON (only the verifier needs it, at load) or SYS_ADMIN (the generator's namespace is made) is.
 # CAP_BPF is, where bpf(2) refuses every command without it: kernels before 6.5 with
 # kernel.unprivileged_bpf_disabled set (Debian 12's 6.1). Then the counters and status line (map
-# lookups), the kernel generator (BPF_PROG_TEST_RUN), the step table and in-kernel replies (map
-# updates) keep using it to the end. From 6.5 on, bpf(2) on a map or program fd already held needs
-# nothing, and the scan keeps no capability at all. kept() finds out which, by trying.
+# lookups) and the kernel generator (map updates, BPF_PROG_TEST_RUN) keep using it to the end. From
+# 6.5 on, bpf(2) on a map or program fd already held needs nothing, and the scan keeps no capability
+# at all. kept() finds out which, by trying.
 MAYBE_KEPT = frozenset({CAP_BPF})
 
 # Needed to start a scan (README "Privileges"): without any one of them it does not start (tried).
