@@ -229,6 +229,7 @@ def load(source_path: Path, cflags: list[str], progs: list[str], log_path: str) 
     path = os.path.join(cdir, f"{key}.json") if cdir else None
     if path is not None:
         try:
+            kheaders.check_cached_file(path)  # (a missing one: OSError, compiled below)
             with open(path) as fh:
                 entry = json.load(fh)
             if entry.get("format") == FORMAT and set(entry["progs"]) == set(progs):
@@ -250,7 +251,8 @@ def load(source_path: Path, cflags: list[str], progs: list[str], log_path: str) 
 def _save(path: str, entry: dict) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w") as fh:
+        # 0600 whatever the umask: an entry others could write would be refused (check_cached_file).
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as fh:
             json.dump(entry, fh)
         os.replace(tmp, path)  # atomic: a concurrent scan reads all of it or nothing
     except OSError:

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import __version__, targets
+from . import __version__, filebroker, targets
 from .config import ScanConfig
 from .merge import RECORD_KEY, record_key
 
@@ -262,26 +262,15 @@ def _digest(doc: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def write_atomic(path: str, doc: dict[str, Any]) -> None:
-    """Write, fsync, rename, fsync the directory: the file is the old one or the new one, never half."""
+def encode(doc: dict[str, Any]) -> bytes:
+    """The file's bytes: the document with its own digest."""
     body = {k: v for k, v in doc.items() if k != "sha256"}
-    data = orjson.dumps({**body, "sha256": _digest(body)}, option=orjson.OPT_INDENT_2) + b"\n"
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    return orjson.dumps({**body, "sha256": _digest(body)}, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def write_atomic(path: str, doc: dict[str, Any]) -> None:
+    """The file is the old one or the new one, never half (filebroker.replace)."""
+    filebroker.replace(path, encode(doc))
 
 
 _REQUIRED = {
@@ -572,6 +561,8 @@ class Checkpointer:
         self.written = 0
         self.error: str | None = None
         self.write_s = 0.0  # time spent writing checkpoints (fsyncs included)
+        # Puts the file in place; after a change of user, a filebroker.Broker's, which can.
+        self.replace: Callable[[str, bytes], None] = filebroker.replace
         self.part_start = scanner.started
         # A resumed part also reads back what the part before wrote since its durable position, until
         # its own durable position has passed everything that part can have sent: it died within
@@ -631,7 +622,7 @@ class Checkpointer:
                 return
             finished = final_reason in ("completed", "max-runtime")
             doc = self._doc(snap, mark, final_reason, finished)
-            write_atomic(self.path, doc)
+            self.replace(self.path, encode(doc))
             self.written += 1
         except (OSError, CheckpointError) as exc:
             self.error = f"cannot write checkpoint '{self.path}': {getattr(exc, 'strerror', None) or exc}"

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from .config import ScanConfig, parse_port_range, parse_rate
+from .kheaders import UnsafeCacheError
 
 EXIT_USAGE = 2
 _SNAP = "Bytes of each frame kept in the pcap (longer frames are cut, as tcpdump -s does)."
@@ -169,6 +170,12 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     help="SYN path: kernel-side XDP generator, AF_PACKET, or the generator where it works.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the packets that would be sent; send nothing.")
+@click.option(
+    "--user",
+    metavar="NAME",
+    help="Once set up, scan as this user, with no capability it no longer needs [default: nobody when "
+    "started as root].",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No status line.")
 @click.version_option(package_name="zbanner-xdp")
 @click.pass_context
@@ -419,6 +426,7 @@ def scan(
         checkpoint=checkpoint,
         pcap=pcap,
         pcap_snaplen=pcap_snaplen,
+        user=obj["user"],
     )
     _run_scan(cfg, probe_objs)
 
@@ -602,6 +610,7 @@ def resume_cmd(obj: dict, checkpoint_file: str, quiet_resume: bool) -> None:
         quiet=cfg.quiet or quiet_resume or obj["quiet"],
         dry_run=False,
         checkpoint=os.path.abspath(checkpoint_file),  # where it is now, if it was moved
+        user=obj["user"] or cfg.user,
     )
     probe_objs = _probe_objects(cfg.probe, dict(cfg.probe_args), "", cfg.ports, cfg.tarpit_check)
     _run_scan(cfg, probe_objs, checkpoint.Resume(os.path.abspath(checkpoint_file), doc))
@@ -837,6 +846,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(1)
+    except UnsafeCacheError as exc:  # a cached artefact another user could have written (kheaders.py)
+        _fail(str(exc))
     except Exception as exc:
         # A bug, not a user error: what was scanned is already flushed and the summary
         # written (the scanner's finally), so one line, and the traceback on request.

@@ -58,6 +58,8 @@ class ScanConfig:
     checkpoint: str | None = None  # --checkpoint FILE (checkpoint.py)
     pcap: str | None = None  # --pcap FILE (pcap.py)
     pcap_snaplen: int = 1514
+    # --user: whom the scan becomes once set up (privdrop.py); None: nobody if started as root.
+    user: str | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from . import cchecks
-from .kheaders import cache_dirs, private_dir
+from .kheaders import cache_dirs, check_cached_file, private_dir
 
 SOURCE = Path(__file__).with_name("zbfmt.c")
 
@@ -63,6 +63,7 @@ def _compile(src: bytes, target: Path) -> bool:
         )
         if r.returncode != 0:
             return False
+        os.chmod(tmp, 0o755)  # whatever the umask: one others could write would be refused
         os.replace(tmp, target)  # atomic: a concurrent scanner sees all of it or nothing
         return True
     except (OSError, subprocess.TimeoutExpired):
@@ -92,6 +93,7 @@ def load() -> ctypes.CDLL | None:
         try:
             if not path.exists() and not _compile(src, path):
                 continue
+            check_cached_file(str(path))  # before dlopen: its constructors would run with privileges
             lib = ctypes.CDLL(str(path))
         except OSError:
             continue

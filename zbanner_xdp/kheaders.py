@@ -16,6 +16,7 @@ import glob
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -27,19 +28,56 @@ class HeadersError(RuntimeError):
     pass
 
 
+class UnsafeCacheError(RuntimeError):
+    """A cache path someone else could have written: refused, never loaded (one line)."""
+
+
 def cache_dirs() -> list[str]:
-    """Where compiled artefacts (record formatter, BPF bytecode) are kept, best first."""
+    """Where compiled artefacts (record formatter, BPF bytecode) are kept, best first.
+
+    ZBANNER_CACHE_DIR replaces them all (tests; a read-only install's own place).
+    """
+    override = os.environ.get("ZBANNER_CACHE_DIR")
+    if override:
+        return [override]
     return [CACHE_DIR, os.path.join(tempfile.gettempdir(), f"zbanner-xdp-{os.getuid()}")]
 
 
+def _unsafe(st: os.stat_result) -> str | None:
+    """Why a cache path's owner or mode would let another user change what we load, or None."""
+    if st.st_uid not in (0, os.getuid()):
+        return f"owned by uid {st.st_uid}, neither root nor us"
+    if st.st_mode & 0o022:
+        return f"writable by {'others' if st.st_mode & 0o002 else 'its group'} (mode {st.st_mode & 0o7777:o})"
+    return None
+
+
 def private_dir(d: str) -> bool:
-    """A directory only we can write to: we load code from it, as root."""
+    """A cache directory we may load code from, as root: created if missing (only ours); False where it
+    cannot be made. One another user could write to is refused: UnsafeCacheError."""
     try:
         os.makedirs(d, mode=0o700, exist_ok=True)
         st = os.stat(d)
     except OSError:
         return False
-    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+    why = _unsafe(st)
+    if why:
+        raise UnsafeCacheError(
+            f"refusing the cache directory {d}: {why}; it holds code loaded with privileges "
+            f"(fix: chown root {d} && chmod go-w {d}, or remove it)"
+        )
+    return True
+
+
+def check_cached_file(path: str) -> None:
+    """Before loading a cached artefact (in a private_dir): a regular file, not a symlink, that no other
+    user could have written; UnsafeCacheError otherwise."""
+    st = os.lstat(path)
+    why = "not a regular file" if not stat.S_ISREG(st.st_mode) else _unsafe(st)
+    if why:
+        raise UnsafeCacheError(
+            f"refusing the cached file {path}: {why}; it is code loaded with privileges (fix: remove it)"
+        )
 
 
 def _running_build_dir() -> str | None:

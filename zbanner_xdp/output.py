@@ -350,7 +350,8 @@ class RecordWriter:
         if fifo:
             self._fifo_fd = open_fifo(self.path, stop)
 
-    def open(self) -> None:
+    def open(self, start: bool = True) -> None:
+        """Open (or take) the file; `start=False`: its thread waits for start() (after privileges go)."""
         if _is_stdout(self.path):
             fd = sys.stdout.fileno()
             try:
@@ -378,6 +379,10 @@ class RecordWriter:
         self._fd = fd
         if self.format == "csv":
             self._queue.append((csv_header(self.fields), 0))  # a header, as ZMap's: no record
+        if start:
+            self.start()
+
+    def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
 

@@ -93,7 +93,8 @@ class PcapWriter:
     def check(self) -> None:
         check_path(self.path, "pcap")
 
-    def open(self, prog: Any, pages: int) -> None:
+    def open(self, prog: Any, pages: int, start: bool = True) -> None:
+        """Open the file and the frames' ring; `start=False`: the thread waits for start()."""
         self._fd = open_locked(self.path, "pcap")
         self._write(global_header(self.snaplen))
         fd = prog.map_fd("frames")
@@ -102,6 +103,10 @@ class PcapWriter:
         )
         self._ep = select.epoll()
         self._ep.register(fd, select.EPOLLIN)
+        if start:
+            self.start()
+
+    def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="pcap", daemon=True)
         self._thread.start()
 

@@ -28,11 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, checkpoint, cookie, fastfmt, packets, targets
+from . import __version__, checkpoint, cookie, fastfmt, filebroker, packets, privdrop, targets
 from .bpfprog import BpfSetupError, ProgParams, RecvProgram
 from .config import ScanConfig
 from .events import Counter
 from .kgen import KernelGenerator, KernelGenError
+from .kheaders import UnsafeCacheError
 from .kreplies import KernelReplies
 from .netinfo import NetParams, resolve
 from .output import (
@@ -188,8 +189,22 @@ class RetransmitQueue:
 
 class Scanner:
     def __init__(self, cfg: ScanConfig, probes: list[Any], resume: checkpoint.Resume | None = None):
-        if not cfg.dry_run and os.geteuid() != 0:  # before any work: the first thing a user must fix
-            raise ScanError("scanning needs root (raw sockets and XDP); try sudo, or --dry-run")
+        # Before any work: the first thing a user must fix. Root, or the capabilities (privdrop.py).
+        self.become: privdrop.Target | None = None
+        if not cfg.dry_run:
+            try:
+                self.become = privdrop.target(cfg.user)
+            except privdrop.PrivDropError as exc:
+                raise ScanError(str(exc)) from None
+            missing = privdrop.missing_to_start(self.changes_user())
+            if missing and os.geteuid() == 0:  # root without them: a container's limited set
+                raise ScanError(f"scanning as root needs the capabilities {','.join(missing)} as well")
+            if missing:
+                raise ScanError(
+                    f"scanning needs root, or the capabilities {','.join(missing)}; try sudo, or --dry-run"
+                )
+        self.privileges: str | None = None  # what the scan ran as, once dropped (the metadata's)
+        self.ck_broker: filebroker.Broker | None = None
         self.cfg = cfg
         self.stop = threading.Event()
         self.abandon = threading.Event()  # second signal: stop draining, count the rest as lost
@@ -441,6 +456,7 @@ class Scanner:
             self.reply_tx = TxRing(self.net.iface)
             self.kgen = self._kernel_generator(link, params)
             self._open_outputs()
+            self._drop_privileges()
             started = True
             self.replies = Replies(link, self.plan, cfg.ack_window, self.reply_queue)
             self.receiver = Receiver(
@@ -485,7 +501,7 @@ class Scanner:
         except OutputError as exc:
             self.reason = "output-error"
             self.error = str(exc)
-        except (BpfSetupError, SendError, KernelGenError, ScanError) as exc:
+        except (BpfSetupError, SendError, KernelGenError, ScanError, UnsafeCacheError) as exc:
             self.reason = "error"
             self.error = str(exc)
         except BaseException:
@@ -538,10 +554,10 @@ class Scanner:
             if self.metadata is not None:
                 running = {"version": __version__, "reason": "running", "start": self.started}
                 self.metadata.open({**running, "options": self.cfg.as_dict()})
-            self.writer.open()
+            self.writer.open(start=False)
             if self.pcap is not None:
                 assert self.prog is not None
-                self.pcap.open(self.prog, self.prog.params.pcap_pages)
+                self.pcap.open(self.prog, self.prog.params.pcap_pages, start=False)
             if self.resume is not None:
                 self.resume.attach(self.writer)
             if self.cfg.checkpoint:
@@ -552,9 +568,27 @@ class Scanner:
                 self.metadata = None
             raise BpfSetupError(str(exc)) from None
 
+    def changes_user(self) -> bool:
+        return self.become is not None and self.become.uid != os.geteuid()
+
+    def _drop_privileges(self) -> None:
+        """Everything privileged is done: from here on no root (privdrop.py); then the threads start."""
+        assert self.writer is not None
+        if self.checkpointer is not None and self.changes_user():
+            # The checkpoint's directory is rarely nobody's: a helper keeps root to replace that file only.
+            self.ck_broker = filebroker.Broker(self.checkpointer.path)
+            self.checkpointer.replace = self.ck_broker.replace
+        try:
+            self.privileges = privdrop.drop(self.become)
+        except privdrop.PrivDropError as exc:
+            raise ScanError(str(exc)) from None
+        self.writer.start()
+        if self.pcap is not None:
+            self.pcap.start()
+
     def _teardown(self) -> None:
         """Release what a scan that never started holds (no records, no metadata)."""
-        for closer in (self.kgen, self.tx, self.reply_tx, self.prog):
+        for closer in (self.kgen, self.tx, self.reply_tx, self.prog, self.ck_broker):
             if closer is not None:
                 try:
                     closer.close()
@@ -912,6 +946,8 @@ class Scanner:
         self._show_status("done", counters)
         if self.checkpointer is not None:
             err = self._last_checkpoint(counters, detached, oldest_row) or err
+        if self.ck_broker is not None:
+            self.ck_broker.close()
         summary = self.summary(t0, counters, err)
         if self.checkpointer is not None:
             checkpoint.combine(summary, self)
@@ -1008,6 +1044,7 @@ class Scanner:
             **({"segments": self.segtable.summary()} if self.segtable else {}),
             "pcap": self.pcap_summary,
             "record_formatter": "c" if fastfmt.load() is not None else "numpy",
+            "privileges": self.privileges,
             "packets_sent": {
                 "probes": self.sent_probes,
                 "replies": self.replies_sent(),

@@ -88,8 +88,8 @@ def test_not_root() -> None:
     r = run(*NET, "scan", "198.18.0.1", "-p", "80", user=65534)
     assert r.returncode == 2
     assert (
-        r.stderr.strip()
-        == "zbanner-xdp: error: scanning needs root (raw sockets and XDP); try sudo, or --dry-run"
+        r.stderr.strip() == "zbanner-xdp: error: scanning needs root, or the capabilities "
+        "cap_net_admin,cap_net_raw,cap_bpf,cap_perfmon; try sudo, or --dry-run"
     )
 
 
