@@ -605,8 +605,7 @@ class Scanner:
         try:
             gen = KernelGenerator(self.prog, self.net.iface, link, params.gen_slots)
             gen.probe()
-            if self.cfg.rate >= 1000:  # below, the limiter grants a frame or two at a time
-                gen.min_gap_ns = 1e9 / self.cfg.rate
+            gen.spread_for(self.cfg.rate)
         except (KernelGenError, OSError) as exc:
             if self.cfg.tx == "xdp":
                 raise ScanError(f"--tx xdp: {exc}") from None

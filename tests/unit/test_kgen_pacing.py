@@ -126,3 +126,13 @@ def test_a_slice_of_sending_is_short_whatever_the_pace() -> None:
     assert g.frames_within(0.01) == g.MIN_CHUNK  # 64 frames at 1 ms: 64 ms at most
     g.gap_ns, g.min_gap_ns = 0.0, 20_000
     assert g.frames_within(0.01) == 500
+
+
+def test_a_rate_spreads_its_grants_over_most_of_their_period() -> None:
+    g = FakeGen(Clock(), capacity=1e9)
+    g.spread_for(50_000)
+    assert g.min_gap_ns == pytest.approx(16_000)  # 80 % of 20 µs: late runs can catch up
+    g.spread_for(3_000_000)
+    assert g.min_gap_ns == 0.0  # faster than the generator's own spacing
+    g.spread_for(500)
+    assert g.min_gap_ns == 0.0  # the limiter grants a frame or two at a time
