@@ -394,7 +394,7 @@ def table_profile(res: dict[str, Any]) -> list[str]:
     for label, top in (res.get("perf_top") or {}).items():
         shown = [t for t in top if "pct" in t][:8]
         if shown:
-            lines += ["", f"perf, {label} (one more run, every CPU): " + "; ".join(
+            lines += ["", f"perf, {label} (one more run, every CPU, share of the busy samples): " + "; ".join(
                 f"{t['pct']:.1f} % {t['comm']} `{t['symbol']}`" for t in shown
             )]
     for label, top in (res.get("py_spy_top") or {}).items():
