@@ -19,7 +19,8 @@ Scenarios (--only; all by default):
   profile          where an SSH banner's time goes: BPF run time per program, the machine's CPU
                    by kind, the scanner's own CPU, perf's busiest symbols (one extra run)
 (Separate entry points: --only multistep, the multi-connection probes; --only certs, TLS
-certificates with --banner-bytes against real nginx.)
+certificates with --banner-bytes against real nginx; --only certs-emu, the same against the XDP
+emulator's canned multi-segment TLS response at growing target counts.)
 
 Results go to --out (default bench-results/, git-ignored; `make bench` writes docs/bench/, which
 is committed): one <scenario>.json each (open-ratio: open-ratio.json, the list of rows, and
@@ -53,7 +54,9 @@ cache and kernel memory such as BPF maps) is kept as cgroup_peak_kib.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
@@ -372,21 +375,33 @@ def emulator(
     sink: bool = False,
     ns: str | None = None,
     iface: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[dict[str, Any]]:
     """The XDP emulator on the router's scanner-facing veth; yields its counters after exit.
 
-    It takes the place of the lab's next-hop pass program (one XDP program per interface)."""
-    with lab.next_hop_xdp_released(), _emulator(net, open_permil, banner, server_first, sink, ns, iface) as r:
+    It takes the place of the lab's next-hop pass program (one XDP program per interface). `extra`:
+    more of its options (a canned response: --response-file, --segment-bytes)."""
+    with (
+        lab.next_hop_xdp_released(),
+        _emulator(net, open_permil, banner, server_first, sink, ns, iface, extra) as r,
+    ):
         yield r
 
 
 @contextlib.contextmanager
 def _emulator(
-    net: str, open_permil: int, banner: str, server_first: bool, sink: bool, ns: str | None, iface: str | None
+    net: str,
+    open_permil: int,
+    banner: str,
+    server_first: bool,
+    sink: bool,
+    ns: str | None,
+    iface: str | None,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[dict[str, Any]]:
     argv = [PY, "-m", "zbanner_xdp.lab.emulator", "--iface", iface or lab.ROUTER_IF, "--net", net]
     argv += ["--open-permil", str(open_permil), "--banner", banner, "--seconds", "900"]
-    argv += ["--seed", str(EMU_SEED)]
+    argv += ["--seed", str(EMU_SEED), *extra]
     if server_first:
         argv.append("--server-first")
     if sink:
@@ -400,9 +415,14 @@ def _emulator(
     )
     result: dict[str, Any] = {}
     try:
-        time.sleep(3.0)  # compile + attach
-        if proc.poll() is not None:
-            raise RuntimeError(f"emulator failed: {proc.stderr.read().strip()[-300:] if proc.stderr else ''}")
+        # Until it says it is attached (compile, maps, attach): a fixed 3 s was sometimes too short
+        # (a canned response's 329 KB map), and the first SYNs then went past it to the router.
+        seen = ""
+        while proc.stderr is not None and "attached to" not in seen:
+            line = proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"emulator failed: {seen.strip()[-300:]}")
+            seen += line
         yield result
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -1808,15 +1828,33 @@ def certs_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def certs_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description="TLS certificates with --banner-bytes (issue 13)")
-    ap.add_argument("--only", nargs="+", choices=["certs"], required=True)
+def side_parser(only: str, description: str) -> argparse.ArgumentParser:
+    """The options of a separate entry point (--only certs, certs-emu): --runs, --out."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--only", nargs="+", choices=[only], required=True)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=OUT)
+    return ap
+
+
+def side_start(ap: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("bench: needs root (sudo make bench)")
     args.out.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def side_save(out: Path, name: str, res: dict, md: str) -> None:
+    (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    (out / f"{name}.md").write_text(md)
+    print()
+    print(md)
+    print(f"written: {out / f'{name}.json'}, {out / f'{name}.md'}")
+
+
+def certs_main(argv: list[str]) -> int:
+    args = side_start(side_parser("certs", "TLS certificates with --banner-bytes (issue 13)"), argv)
     res: dict = {
         "runs": args.runs,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -1827,16 +1865,175 @@ def certs_main(argv: list[str]) -> int:
     with _fresh_lab() as tmp:
         res["certs"] = certs_run(args.runs, tmp, ["--banner-bytes", "16K"])
         res["first_segment"] = certs_run(args.runs, tmp, [])
-    (args.out / "certs.json").write_text(json.dumps(res, indent=2) + "\n")
-    md = certs_markdown(res)
-    (args.out / "certs.md").write_text(md)
-    print()
-    print(md)
-    print(f"written: {args.out / 'certs.json'}, {args.out / 'certs.md'}")
+    side_save(args.out, "certs", res, certs_markdown(res))
+    return 0
+
+
+# --------------------------------------------------------------------------- certs-emu (issue 13)
+#
+# `bench.py --only certs-emu [--runs N] [--out DIR] [--rate R | --sweep R,R,...]`: --banner-bytes
+# scans of the XDP emulator answering every target (100 % open) with a canned TLS 1.2 answer
+# (ServerHello, Certificate, ServerHelloDone: tests/data/probes' sample, 685 bytes) in segments,
+# statelessly, one per ACK of ours: the scanner's reassembly alone, without a server's handshake
+# cost. At 4,096, 16,384 and 65,536 targets: results per second (first record to last), complete
+# results against the ground truth (every target: the whole answer, byte for byte, and its
+# certificate), peak RSS (bounded by --banner-table and 256 MiB of answer data: flat?). The rate is
+# the highest of a short sweep (--sweep, one run each at 65,536 targets) that loses nothing.
+
+CERTS_EMU_SAMPLE = ROOT / "tests" / "data" / "probes" / "tls__tls12_certificates.bin"
+# The largest segment that fits the router veth's buffer after a bare ACK (the emulator would
+# halve a larger one: more segments, irregular): 685 bytes in 5 segments.
+CERTS_EMU_SEG = 160
+CERTS_EMU_CASES = (  # targets, range, ports
+    (4096, "198.19.0.0/20", "443"),
+    (16384, "198.19.0.0/18", "443"),
+    (65536, EMU_NET, "443"),
+)
+# Losses in early runs were the emulator attaching after the first SYNs (fixed in _emulator), not
+# the path: at 10K every target was complete.
+CERTS_EMU_SWEEP = ("1K", "2K", "4K")
+# --tx packet: one send path for every run (auto picked the kernel generator in one run, AF_PACKET in another)
+CERTS_EMU_SCAN = ["--probe", "tls", "--probe-args", "max_version=1.2", "--banner-bytes", "16K"]
+CERTS_EMU_TX = ["--tx", "packet"]
+# --rate counts every packet sent: per result a SYN, the probe, 4 ACKs and a RST (7), so results come
+# at rate/7 and the probes queue behind the SYNs; 10 s of cooldown leaves room for that queue.
+CERTS_EMU_COOLDOWN = "10"
+CERTS_EMU_KEYS = ("complete", "complete_pct", "results_per_s", "peak_rss_mib", "wall_s", "truncated")
+
+
+def _leaf_sha256(response: bytes) -> str:
+    """The canned answer's leaf certificate, hashed: the truth a record's tls.certificate must give."""
+    from cryptography import x509
+
+    hs, i = b"", 0
+    while i < len(response):
+        n = int.from_bytes(response[i + 3 : i + 5], "big")
+        hs += response[i + 5 : i + 5 + n]
+        i += 5 + n
+    j = 0
+    while hs[j] != 11:
+        j += 4 + int.from_bytes(hs[j + 1 : j + 4], "big")
+    der = hs[j + 10 : j + 10 + int.from_bytes(hs[j + 7 : j + 10], "big")]
+    x509.load_der_x509_certificate(der)  # a real certificate
+    return hashlib.sha256(der).hexdigest()
+
+
+def certs_emu_one(net: str, ports: str, rate: str, tmp: Path) -> dict[str, Any]:
+    """One --banner-bytes scan of the emulator's canned answer, scored against every target."""
+    sample = CERTS_EMU_SAMPLE.read_bytes()
+    want_data, want_sha = base64.b64encode(sample).decode(), _leaf_sha256(sample)
+    emu = ("--response-file", str(CERTS_EMU_SAMPLE), "--segment-bytes", str(CERTS_EMU_SEG))
+    with emulator(net, server_first=False, extra=emu) as counters:
+        args = [*CERTS_EMU_TX, "--rate", rate, "--cooldown", CERTS_EMU_COOLDOWN, "scan", net, "-p", ports]
+        args += CERTS_EMU_SCAN
+        r = zb(args, tmp)
+    r.pop("_synack"), r.pop("_banner")
+    lo, hi = ports.partition("-")[::2]
+    targets = ipaddress.ip_network(net).num_addresses * (int(hi or lo) - int(lo) + 1)
+    complete: set[tuple[str, int]] = set()
+    results = truncated = 0
+    with open(tmp / "out.jsonl", "rb") as fh:  # streamed: 262,144 records do not fit as dicts
+        for line in fh:
+            rec = orjson.loads(line)
+            if rec["classification"] != "banner":
+                continue
+            results += 1
+            truncated += bool(rec["truncated"])
+            cert = (rec.get("tls") or {}).get("certificate") or {}
+            if rec["data"] == want_data and cert.get("sha256") == want_sha and not rec["truncated"]:
+                complete.add((rec["saddr"], rec["sport"]))
+    meta = json.loads((tmp / "meta.json").read_text())
+    return {
+        **r,
+        "targets": targets,
+        "results": results,
+        "complete": len(complete),
+        "complete_pct": round(100 * len(complete) / targets, 3),
+        "truncated": truncated,
+        "results_per_s": r.get("banners_per_s"),
+        "peak_rss_mib": round(r["peak_rss_kib"] / 1024, 1),
+        "segments": meta.get("segments"),
+        "emulator": dict(counters),
+    }
+
+
+def certs_emu_markdown(res: dict) -> str:
+    def spread(s: dict) -> str:
+        if s["median"] is None:
+            return "–"
+        return f"{s['median']:,} ({s['min']:,}-{s['max']:,})"
+
+    lines = [
+        "## --banner-bytes against the emulator's canned TLS answer "
+        f"(median (min-max) of {res['runs']} runs)",
+        "",
+        f"`zbanner-xdp {' '.join(CERTS_EMU_TX)} --rate {res['rate']} --cooldown {CERTS_EMU_COOLDOWN} "
+        f"scan NET -p PORTS {' '.join(CERTS_EMU_SCAN)}`; the "
+        f"emulator answers every target with {res['response_bytes']} bytes (ServerHello, Certificate, "
+        f"ServerHelloDone) in segments of {CERTS_EMU_SEG} bytes, one per ACK. Complete: the whole answer "
+        "byte for byte and its certificate, against every target. Per second: first record to last.",
+        "",
+        "| targets | complete | per second (records) | peak RSS MiB | wall s |",
+        "|---|---|---|---|---|",
+    ]
+    for rw in res["rows"]:
+        sm = rw["summary"]
+        lines.append(
+            f"| {rw['targets']:,} | {spread(sm['complete'])} | {spread(sm['results_per_s'])} | "
+            f"{spread(sm['peak_rss_mib'])} | {spread(sm['wall_s'])} |"
+        )
+    if res.get("sweep"):
+        lines += ["", f"Rate sweep at {CERTS_EMU_CASES[1][0]:,} targets (one run each): " + ", ".join(
+            f"{s['rate']}: {s.get('complete', 'error')} complete" for s in res["sweep"]) + "."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def certs_emu_main(argv: list[str]) -> int:
+    ap = side_parser("certs-emu", "--banner-bytes against the emulator's canned answer (issue 13)")
+    ap.add_argument("--rate", default=None, help="this rate, no sweep")
+    ap.add_argument("--sweep", default=",".join(CERTS_EMU_SWEEP), help="rates to try (default %(default)s)")
+    args = side_start(ap, argv)
+    res: dict = {
+        "runs": args.runs,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count()},
+        "response_bytes": len(CERTS_EMU_SAMPLE.read_bytes()),
+        "segment_bytes": CERTS_EMU_SEG,
+        "sweep": [],
+    }
+    with _fresh_lab() as tmp:
+        rate = args.rate
+        if rate is None:
+            _, net, ports = CERTS_EMU_CASES[1]  # 16,384 targets
+            for cand in args.sweep.split(","):
+                quiesce()
+                try:
+                    one = certs_emu_one(net, ports, cand, tmp)
+                except Exception as exc:  # a failed run is reported, not fatal
+                    one = {"error": str(exc)[-500:]}
+                keys = ("complete", "complete_pct", "results_per_s", "send_pps", "truncated")
+                keys += ("drops", "segments", "error")
+                res["sweep"].append({"rate": cand, **{k: one[k] for k in keys if k in one}})
+                print(f"  sweep {cand}: {summary_line(one)}", flush=True)
+                if one.get("complete") != one.get("targets"):
+                    break
+                rate = cand
+            if rate is None:
+                sys.exit("bench: certs-emu: even the sweep's lowest rate lost results")
+        res["rate"] = rate
+        res["rows"] = []
+        for targets, net, ports in CERTS_EMU_CASES:
+            label = f"{targets:,} targets"
+            runs = repeat(args.runs, label, lambda net=net, ports=ports: certs_emu_one(net, ports, rate, tmp))
+            res["rows"].append({"label": label, "targets": targets, "net": net, "ports": ports,
+                                "summary": tables.summarize(runs, CERTS_EMU_KEYS), "runs": runs})  # fmt: skip
+    side_save(args.out, "certs-emu", res, certs_emu_markdown(res))
     return 0
 
 
 if __name__ == "__main__":
     if "multistep" in sys.argv[1:]:
         sys.exit(multistep_main(sys.argv[1:]))
+    if "certs-emu" in sys.argv[1:]:
+        sys.exit(certs_emu_main(sys.argv[1:]))
     sys.exit(certs_main(sys.argv[1:]) if "certs" in sys.argv[1:] else main())

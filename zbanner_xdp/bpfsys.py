@@ -92,7 +92,7 @@ class _TestRunAttr(ctypes.Structure):
 def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1) -> tuple[int, bytes]:
     """Run a program once on `frame`; returns (XDP action, output frame)."""
     inbuf = ctypes.create_string_buffer(frame, len(frame))
-    outbuf = ctypes.create_string_buffer(len(frame) + 512)
+    outbuf = ctypes.create_string_buffer(len(frame) + 2048)  # room for a reply grown by a whole segment
     attr = _TestRunAttr(
         prog_fd=prog_fd,
         data_size_in=len(frame),

@@ -38,6 +38,8 @@ from zbanner_xdp.lab.emulator import (
     Emulator,
     EmulatorParams,
     PeerPass,
+    canned_response,
+    segment,
 )
 
 pytestmark = pytest.mark.privileged
@@ -156,6 +158,7 @@ def frame(
     opts: bytes = b"",
     payload: bytes = b"",
     proto_udp: bool = False,
+    win: int = 64240,
 ) -> bytes:
     """An Ethernet/IPv4/TCP frame as the client would send it, checksums filled in by dpkt."""
     if proto_udp:
@@ -163,7 +166,7 @@ def frame(
         l4.ulen = 8 + len(payload)
         proto = dpkt.ip.IP_PROTO_UDP
     else:
-        l4 = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags, win=64240, opts=opts)
+        l4 = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags, win=win, opts=opts)
         l4.off = (20 + len(opts)) // 4
         l4.data = payload
         proto = dpkt.ip.IP_PROTO_TCP
@@ -272,16 +275,20 @@ def lab() -> Iterator[Lab]:
         _teardown()
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
+def _compiled(params: EmulatorParams) -> Iterator[Emulator]:
     reason = privileged_reason()
     if reason:
         pytest.skip(f"privileged test: {reason}")
-    e = Emulator(PARAMS)
+    e = Emulator(params)
     try:
         yield e
     finally:
         e.close()
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[Emulator]:
+    yield from _compiled(PARAMS)
 
 
 @contextlib.contextmanager
@@ -459,6 +466,95 @@ def test_a_drift_of_the_mirrored_constants_fails_the_build(monkeypatch: pytest.M
     monkeypatch.setattr(emulator, "COUNTERS", swapped)
     with pytest.raises(EmulatorError, match="cannot build the emulator"):
         Emulator(EmulatorParams(net=NET))
+
+
+# --------------------------------------------------------------------------- canned response
+
+RESPONSE = canned_response(500)
+SEG = 160
+RESP_PARAMS = EmulatorParams(
+    net=NET, open_permil=500, ports=frozenset({22, 80, 443}), response=RESPONSE, segment=SEG, seed=0x5EED
+)
+
+
+@pytest.fixture(scope="module")
+def emu_resp() -> Iterator[Emulator]:
+    yield from _compiled(RESP_PARAMS)
+
+
+def _resp_ack(k: int, win: int = 1024, payload: bytes = b"", dst: int = OPEN_IP) -> bytes:
+    """The client's ACK of k bytes of the response (seq past a probe of 7 bytes)."""
+    isn = RESP_PARAMS.isn(dst, C_IP, 22, 40000)
+    flags = dpkt.tcp.TH_ACK | (dpkt.tcp.TH_PUSH if payload else 0)
+    ack = (isn + 1 + k) & 0xFFFFFFFF
+    return frame(flags, dst=dst, seq=1001 if payload else 1008, ack=ack, payload=payload, win=win)
+
+
+def test_response_first_segment_answers_the_probe(emu_resp: Emulator) -> None:
+    isn = RESP_PARAMS.isn(OPEN_IP, C_IP, 22, 40000)
+    before = emu_resp.counters()
+    ret, out = emu_resp.test_run(_resp_ack(0, payload=b"hello\r\n"))
+    assert ret == XDP_TX
+    ip, tcp = checked_reply(out)
+    assert tcp.data == RESPONSE[:SEG] and ip.len == 40 + SEG
+    assert tcp.flags == dpkt.tcp.TH_ACK  # more to come: no PSH, no FIN
+    assert (tcp.seq, tcp.ack, tcp.win) == (isn + 1, 1008, 65535)
+    assert delta(before, emu_resp.counters()) == {"banner": 1}
+
+
+def test_response_segments_follow_the_acks_statelessly(emu_resp: Emulator) -> None:
+    # Every byte the client may acknowledge, odd offsets included (the checksum then comes from
+    # byte-swapped prefix sums: checked_reply recomputes it), under windows large and small.
+    isn = RESP_PARAMS.isn(OPEN_IP, C_IP, 22, 40000)
+    before = emu_resp.counters()
+    sent = 0
+    for k in range(1, len(RESPONSE)):
+        win = (1024, 100, 1, 333)[k % 4]
+        ret, out = emu_resp.test_run(_resp_ack(k, win=win))
+        assert ret == XDP_TX, k
+        ip, tcp = checked_reply(out)
+        want, fin = segment(RESPONSE, k, win, SEG)  # type: ignore[misc]
+        assert tcp.data == want, (k, win)
+        last = dpkt.tcp.TH_PUSH | dpkt.tcp.TH_FIN if fin else 0
+        assert tcp.flags == dpkt.tcp.TH_ACK | last, k
+        assert (tcp.seq, tcp.ack) == ((isn + 1 + k) & 0xFFFFFFFF, 1008)
+        sent += 1
+    assert delta(before, emu_resp.counters()) == {"segment": sent}
+
+
+@pytest.mark.parametrize(
+    ("make", "counter"),
+    [
+        (lambda: _resp_ack(0), "dropped"),  # the bare ACK of the handshake: client-first, silence
+        (lambda: _resp_ack(len(RESPONSE)), "dropped"),  # all of it acked
+        (lambda: _resp_ack(len(RESPONSE) + 1), "dropped"),  # its FIN acked too
+        (lambda: _resp_ack(len(RESPONSE) + 2), "bad_ack"),
+        (lambda: _resp_ack(-1), "bad_ack"),
+        (lambda: _resp_ack(10, win=0), "dropped"),  # a zero window: nothing until it opens
+        (lambda: _resp_ack(10, dst=CLOSED_IP), "dropped"),
+    ],
+    ids=["bare-ack", "all-acked", "fin-acked", "past-fin", "before-isn", "zero-window", "closed"],
+)
+def test_response_silent_cases(emu_resp: Emulator, make: Callable[[], bytes], counter: str) -> None:
+    before = emu_resp.counters()
+    ret, _ = emu_resp.test_run(make())
+    assert ret == XDP_DROP
+    assert delta(before, emu_resp.counters()) == {counter: 1}
+
+
+def test_response_server_first_and_syn_unchanged() -> None:
+    if privileged_reason():
+        pytest.skip("privileged")
+    params = EmulatorParams(net=NET, server_first=True, response=b"x" * 3000, seed=3)  # 1460-byte segments
+    with Emulator(params) as e:
+        ret, out = e.test_run(frame(dpkt.tcp.TH_SYN, dport=2121, opts=LINUX_SYN_OPTS))
+        ip, tcp = checked_reply(out)
+        assert ret == XDP_TX and tcp.flags == dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK and ip.len == 44
+        isn = params.isn(OPEN_IP, C_IP, 2121, 40000)
+        for k, n in ((0, 1460), (1460, 1460), (2920, 80)):
+            ret, out = e.test_run(frame(dpkt.tcp.TH_ACK, dport=2121, seq=1001, ack=isn + 1 + k))
+            ip, tcp = checked_reply(out)
+            assert ret == XDP_TX and tcp.data == b"x" * n and tcp.seq == isn + 1 + k
 
 
 # --------------------------------------------------------------------------- end to end

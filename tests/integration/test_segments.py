@@ -11,6 +11,7 @@ evicts (counted) and never holds more.
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import os
 import subprocess
@@ -21,8 +22,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.conftest import ROOT
 from tests.integration.conftest import NO_DROPS, python_in_scan_ns, read_records, run_scanner
+from tests.integration.test_fast_paths import emulated
 from zbanner_xdp import lab
+from zbanner_xdp.lab import emulator as emu_mod
 
 pytestmark = pytest.mark.privileged
 
@@ -254,3 +258,77 @@ def test_server_first_greeting_complete_at_its_line_end(lab_up, tmp_path: Path, 
         assert rec["banner"].startswith("SSH-2.0-OpenSSH") and rec["banner"].endswith("\r\n")
         assert rec["truncated"] is False and rec["ssh"]["software"].startswith("OpenSSH")
     assert meta["segments"]["ends"]["complete"] == 4 and meta["duration_s"] < 8
+
+
+# --------------------------------------------------------------------------- the emulator's canned response
+# The XDP emulator on the router's veth answers EMU_NET with a canned response, statelessly, one segment
+# per ACK of ours (what the bench's certs-emu measures): every open target's record is that response,
+# byte for byte.
+
+EMU_NET = "198.19.7.0/28"
+EMU_TARGETS = [str(a) for a in ipaddress.ip_network(EMU_NET)]
+TLS_SAMPLE = ROOT / "tests" / "data" / "probes" / "tls__tls12_certificates.bin"
+
+
+def leaf_sha256(response: bytes) -> str:
+    """The first certificate of a TLS 1.2 answer's Certificate message, hashed: read here by hand."""
+    hs, i = b"", 0
+    while i < len(response):  # handshake records' bodies, joined (a message may span records)
+        n = int.from_bytes(response[i + 3 : i + 5], "big")
+        hs += response[i + 5 : i + 5 + n]
+        i += 5 + n
+    j = 0
+    while hs[j] != 11:  # to the Certificate message
+        j += 4 + int.from_bytes(hs[j + 1 : j + 4], "big")
+    der_len = int.from_bytes(hs[j + 7 : j + 10], "big")
+    return hashlib.sha256(hs[j + 10 : j + 10 + der_len]).hexdigest()
+
+
+def test_emulator_canned_tls_response_whole(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
+    sample = TLS_SAMPLE.read_bytes()
+    tls_args = ("-p", "443", "--probe", "tls", "--probe-args", "max_version=1.2")
+    emu = ("--response-file", str(TLS_SAMPLE), "--segment-bytes", "128")  # 685 bytes: 6 segments
+    with emulated(EMU_NET, *emu) as counters:
+        recs, meta = scan(tmp_path, empty_blocklist, *tls_args, "--banner-bytes", "16K", net=EMU_NET)
+    got = banners(recs)
+    assert sorted(got) == sorted(EMU_TARGETS)  # 100 % open
+    want = leaf_sha256(sample)
+    for addr, rec in got.items():
+        assert base64.b64decode(rec["data"]) == sample, addr
+        assert rec["truncated"] is False
+        assert rec["tls"]["handshake_messages"][:2] == ["server_hello", "certificate"]
+        assert rec["tls"]["chain_length"] == 2 and rec["tls"]["certificate"]["sha256"] == want
+    seg = meta["segments"]
+    assert seg["ends"]["complete"] == len(EMU_TARGETS) and seg["truncated"] == 0
+    assert seg["segments_taken"] == 6 * len(EMU_TARGETS) and seg["out_of_order_segments"] == 0
+    assert meta["drops"] == NO_DROPS
+    # One first segment and five more per target, each answering one ACK of ours.
+    assert (counters["banner"], counters["segment"]) == (len(EMU_TARGETS), 5 * len(EMU_TARGETS))
+    assert counters["no_room"] == counters["bad_ack"] == 0
+
+    # Without --banner-bytes the scan is what it was: the first segment, then a RST.
+    with emulated(EMU_NET, *emu) as counters:
+        recs, meta = scan(tmp_path, empty_blocklist, *tls_args, net=EMU_NET)
+    got = banners(recs)
+    assert sorted(got) == sorted(EMU_TARGETS)
+    for addr, rec in got.items():
+        assert base64.b64decode(rec["data"]) == sample[:128], addr
+        assert rec["tls"]["version"] == "TLSv1.2" and "certificate" not in rec["tls"]
+    assert meta.get("segments") is None and meta["drops"] == NO_DROPS
+    assert (counters["banner"], counters["segment"]) == (len(EMU_TARGETS), 0)
+
+
+def test_emulator_segments_halved_to_fit_a_veth(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
+    # 1,460-byte segments do not fit a veth's buffer after a bare ACK: the emulator halves them until
+    # they do; the answer is the same bytes however it was cut.
+    canned = emu_mod.canned_response(3000)
+    with emulated(EMU_NET, "--response-bytes", "3000", "--server-first") as counters:
+        recs, meta = scan(
+            tmp_path, empty_blocklist, "-p", "22", "--probe", "ssh", "--banner-bytes", "4K", net=EMU_NET
+        )
+    got = banners(recs)
+    assert sorted(got) == sorted(EMU_TARGETS)
+    for addr, rec in got.items():
+        assert base64.b64decode(rec["data"]) == canned and rec["truncated"] is False, addr
+    assert meta["segments"]["ends"]["complete"] == len(EMU_TARGETS)
+    assert counters["segment"] >= 3000 // 184 * len(EMU_TARGETS) and counters["no_room"] == 0

@@ -42,6 +42,18 @@ Run it in a lab namespace::
     ip netns exec zbe-t python -m zbanner_xdp.lab.emulator --iface zbe-t0 \\
         --net 198.18.3.0/24 --window 0 --open-permil 1000 --banner 'SSH-2.0-x\\r\\n'
 
+A canned multi-segment response instead of the banner (for --banner-bytes
+scans): ``--response-file FILE`` or ``--response-bytes N`` (a deterministic
+text of N bytes, see `canned_response`), in segments of at most
+``--segment-bytes`` (default 1460). Still without state: an ACK of byte k
+(ack = ISN + 1 + k) gets the segment starting at k, as long as the ACK's
+window allows, PSH|FIN on the last one; a segment that does not fit the
+frame's buffer is halved until it does (on a veth: ~180 bytes). `segment()`
+is the same function in Python::
+
+    ip netns exec zbe-t python -m zbanner_xdp.lab.emulator --iface zbe-t0 \\
+        --net 198.18.3.0/24 --response-file tests/data/probes/tls__tls12_certificates.bin
+
 It stays in the foreground until SIGINT/SIGTERM or --seconds, always
 detaching, and prints its counters as one JSON line when it ends; with
 --persistent it attaches and exits.
@@ -66,6 +78,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
+
 from .. import bpfsys, cchecks, kheaders
 from ..bpfload import stderr_to as _stderr_to
 from ..bpfprog import BPF_DIR, BpfSetupError
@@ -78,9 +92,11 @@ SOURCE = Path(__file__).with_name("xdp_responder.c")  # includes cookie.h and pa
 FUNC = "xdp_responder"
 
 BANNER_MAX = 1024  # ZE_BANNER_MAX: the map value's banner buffer
+RESPONSE_MAX = 65536  # ZE_RESP_MAX: the canned response's buffer
+SEGMENT_MAX = 1460  # ZE_SEG_MAX: a response segment's largest payload
 DEFAULT_BANNER = b"SSH-2.0-zbanner-emulator\r\n"
 # In enum ze_counter order (the build asserts it, see _check_flags).
-COUNTERS = ("syn_open", "syn_closed", "banner", "dropped", "bad_ack", "passed", "no_room")
+COUNTERS = ("syn_open", "syn_closed", "banner", "dropped", "bad_ack", "passed", "no_room", "segment")
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX = 0, 1, 2, 3
@@ -102,6 +118,52 @@ def _open_key(seed: int) -> bytes:
 
 def _isn_key(seed: int) -> bytes:
     return struct.pack("<QQ", seed & _M64, _ISN_TWEAK)
+
+
+def canned_response(n: int) -> bytes:
+    """N deterministic bytes of text, every 32-byte piece numbered by its offset, one line:
+    only the last two bytes are CRLF, so a line probe's answer is complete exactly at the end."""
+    if n < 1:
+        raise EmulatorError(f"response must be 1..{RESPONSE_MAX} bytes, not {n}")
+    body = b"".join(b"zbanner-emulator-resp %09d " % off for off in range(0, n + 32, 32))
+    return body[: max(0, n - 2)] + b"\r\n"[-min(n, 2) :]
+
+
+def prefix_sums(data: bytes) -> np.ndarray:
+    """psum[i]: the unfolded native 16-bit word sum of data[:i] (odd i: its last byte zero-padded),
+    as the response map holds it; a segment's sum is psum[k + n] - psum[k], see segment_sum()."""
+    padded = data + b"\0" * (len(data) % 2)
+    words = np.frombuffer(padded, dtype="=u2").astype(np.uint64)
+    full = np.concatenate(([0], np.cumsum(words)))  # full[j]: the first j words
+    out = np.empty(len(data) + 1, np.uint64)
+    out[0::2] = full[: len(data) // 2 + 1]
+    odd = np.arange(1, len(data) + 1, 2)
+    if len(odd):
+        last = np.frombuffer(bytes(x for b in data[0::2] for x in (b, 0)), dtype="=u2")
+        out[1::2] = full[(odd - 1) // 2] + last[: len(odd)]
+    return out.astype(np.uint32)
+
+
+def _fold16(total: int) -> int:
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def segment_sum(psum: np.ndarray, k: int, n: int) -> int:
+    """The folded native word sum of data[k:k+n] placed at an even offset (xdp_responder.c's)."""
+    part = _fold16(int(psum[k + n]) - int(psum[k]))
+    return ((part & 0xFF) << 8) | (part >> 8) if k & 1 else part
+
+
+def segment(response: bytes, ack_k: int, window: int, seg: int) -> tuple[bytes, bool] | None:
+    """The emulator's answer to an ACK of ack_k bytes: (payload, FIN), or None for none.
+
+    Before halving for room (a veth): the program may send a shorter prefix of this payload."""
+    if ack_k >= len(response) or window <= 0:
+        return None
+    data = response[ack_k : ack_k + min(seg, window)]
+    return data, ack_k + len(data) == len(response)
 
 
 def is_open(ip: int, port: int, open_permil: int, seed: int) -> bool:
@@ -129,6 +191,8 @@ class EmulatorParams:
     sink: bool = False  # drop everything to the range: a silent network that counts arrivals
     mss: int = 1460  # 0: SYN-ACKs without options
     seed: int = 0
+    response: bytes | None = None  # a canned response in segments instead of the banner
+    segment: int = SEGMENT_MAX  # a response segment's largest payload
 
     def __post_init__(self) -> None:
         try:
@@ -145,6 +209,10 @@ class EmulatorParams:
             raise EmulatorError(f"banner is {len(self.banner)} bytes, at most {BANNER_MAX} fit")
         if self.ports is not None and any(not 0 <= p <= 65535 for p in self.ports):
             raise EmulatorError("ports must be 0..65535")
+        if self.response is not None and not 1 <= len(self.response) <= RESPONSE_MAX:
+            raise EmulatorError(f"response is {len(self.response)} bytes, it must be 1..{RESPONSE_MAX}")
+        if not 1 <= self.segment <= SEGMENT_MAX:
+            raise EmulatorError(f"segment bytes must be 1..{SEGMENT_MAX}, not {self.segment}")
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -175,6 +243,8 @@ class EmulatorParams:
             f"-DZE_MSS={self.mss}",
             f"-DZE_SERVER_FIRST={int(self.server_first)}",
             f"-DZE_SINK={int(self.sink)}",
+            f"-DZE_RESPONSE={int(self.response is not None)}",
+            f"-DZE_SEG={self.segment}",
             *_check_flags(),
         ]
 
@@ -182,6 +252,7 @@ class EmulatorParams:
 def _check_flags() -> list[str]:
     """-DZE_CHECKS: xdp_responder.c asserts BANNER_MAX and COUNTERS are its own."""
     expected = {"ZE_BANNER_MAX": BANNER_MAX, "ZE_CNT_MAX": len(COUNTERS)}
+    expected |= {"ZE_RESP_MAX": RESPONSE_MAX, "ZE_SEG_MAX": SEGMENT_MAX}
     expected |= {f"ZE_CNT_{name.upper()}": i for i, name in enumerate(COUNTERS)}
     return [cchecks.define("ZE_CHECKS", cchecks.values(expected, "emulator.py"))]
 
@@ -300,6 +371,14 @@ class Emulator:
             for port in p.ports:
                 bits.bits[port >> 3] |= 1 << (port & 7)
             ports[ctypes.c_int(0)] = bits
+        if p.response is not None:
+            resp = self.bpf[b"response"]
+            value = resp.Leaf()
+            value.len = len(p.response)
+            psum = prefix_sums(p.response)
+            ctypes.memmove(value.psum, psum.ctypes.data, psum.nbytes)
+            ctypes.memmove(value.bytes, p.response, len(p.response))
+            resp[ctypes.c_int(0)] = value
 
     @property
     def prog_fd(self) -> int:
@@ -424,6 +503,35 @@ def _banner(text: str) -> bytes:
         raise argparse.ArgumentTypeError(f"invalid banner escape: {exc}") from None
 
 
+def _response_file(text: str) -> bytes:
+    try:
+        data = Path(text).read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read response file '{text}': {exc.strerror}") from None
+    if not 1 <= len(data) <= RESPONSE_MAX:
+        size = len(data)
+        raise argparse.ArgumentTypeError(f"response file '{text}' is {size} bytes, must be 1..{RESPONSE_MAX}")
+    return data
+
+
+def _int_in(text: str, what: str, top: int) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid {what} '{text}'") from None
+    if not 1 <= n <= top:
+        raise argparse.ArgumentTypeError(f"{what} must be 1..{top}, not {n}")
+    return n
+
+
+def _response_bytes(text: str) -> bytes:
+    return canned_response(_int_in(text, "response size", RESPONSE_MAX))
+
+
+def _segment_bytes(text: str) -> int:
+    return _int_in(text, "segment size", SEGMENT_MAX)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m zbanner_xdp.lab.emulator", description="Stateless XDP TCP target emulator.")
     p.add_argument("--iface", required=True, help="interface in the current network namespace")
@@ -435,6 +543,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--banner", type=_banner, default=DEFAULT_BANNER, help=r"banner, escapes allowed: 'x\r\n'")
     p.add_argument("--server-first", action="store_true", help="send the banner right after the handshake")
     p.add_argument("--sink", action="store_true", help="answer nothing: drop and count every frame to --net")
+    resp = p.add_mutually_exclusive_group()
+    resp.add_argument(
+        "--response-file", dest="response", type=_response_file, default=None,
+        help="answer with this file's bytes, in segments, instead of the banner",
+    )  # fmt: skip
+    resp.add_argument(
+        "--response-bytes", dest="response", type=_response_bytes, default=None,
+        help="answer with N canned bytes of text, in segments, instead of the banner",
+    )  # fmt: skip
+    p.add_argument(
+        "--segment-bytes", type=_segment_bytes, default=SEGMENT_MAX,
+        help="a response segment's largest payload (default %(default)s)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="key of the open/closed hash and the ISNs")
     p.add_argument("--persistent", action="store_true", help="attach through netlink and exit")
     p.add_argument("--detach", action="store_true", help="remove a persistent emulator from --iface")
@@ -476,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sink=args.sink,
             mss=args.mss,
             seed=args.seed,
+            response=args.response,
+            segment=args.segment_bytes,
         )
         emu = Emulator(params)
         try:
