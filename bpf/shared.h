@@ -23,6 +23,7 @@ enum zb_kind {
 	ZB_KIND_UDP = 6,
 	ZB_KIND_ECHOREPLY = 7,
 	ZB_KIND_FIN = 8, /* a FIN without data acking our whole probe: the server closed (multi-step probes) */
+	ZB_KIND_ACKED = 9, /* a pure ACK of our whole probe: the server has our request (multi-step probes) */
 };
 
 /* Per-CPU counters, one slot per outcome of the XDP program. */
@@ -44,7 +45,8 @@ enum zb_counter {
 	ZB_CNT_KERNEL_REPLIES,  /* answers the program sent itself */
 	ZB_CNT_NO_ROOM,         /* an answer that did not fit the frame's buffer */
 	ZB_CNT_FIN,             /* FIN without data acking our whole probe */
-	ZB_CNT_MAX = 17,
+	ZB_CNT_ACKED,           /* pure ACK of our whole probe, reported (multi-step probes) */
+	ZB_CNT_MAX = 18,
 };
 
 /* Host byte order unless the name says raw (raw = network order as it sits
@@ -138,13 +140,20 @@ struct zb_probe_info {
 	__u8 plus_ip_strlen;
 	__u8 proto;             /* IPPROTO_TCP / IPPROTO_UDP / IPPROTO_ICMP */
 	__u8 cookie_len;        /* 0, 2 or 4 bytes echoed in a UDP reply */
-	__u8 pad;
+	__u8 flags;             /* ZB_PROBE_* */
 	__u16 reply_cookie_off; /* offset of those bytes in the UDP reply payload */
 	__u16 udp_len;          /* UDP probes: length of our datagram (header included) */
 	__u32 udp_tmpl_sum;     /* its payload's 16-bit word sum, cookie bytes zeroed */
 	__u16 cookie_off;       /* where our datagram carries the cookie (even) */
 	__u16 pad3;
 };
+
+/* zb_probe_info.flags. ZB_PROBE_ACKS: report a pure ACK of the whole probe
+ * (ZB_KIND_ACKED). A multi-step probe's "no answer" counts only once the
+ * server is known to have our request; a lost request is no answer. Only for
+ * those probes: most servers ACK a request before answering it, and a banner
+ * scan has no use for one more event per connection. */
+#define ZB_PROBE_ACKS 0x01
 
 /* Retransmitted copies of a probe use another attempt's source port; the
  * key folds them back (port - probes * attempt) so their replies dedup. */

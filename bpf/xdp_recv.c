@@ -754,6 +754,16 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 		r.kind = ZB_KIND_FIN;
 		return emit(ctx, &r);
 	}
+	/* A pure ACK of our whole probe: the server has the request (a multi-step probe's proof that
+	 * a step without answer is the server's silence, not a request lost on the way). */
+	if (ZB_BANNERS && payload_len == 0 && ack == cookie + 1 + plen && plen) {
+		struct zb_probe_info *pi = get_probe(zb_split_variant(variant).probe);
+		if (pi && (pi->flags & ZB_PROBE_ACKS)) {
+			count(ZB_CNT_ACKED);
+			r.kind = ZB_KIND_ACKED;
+			return emit(ctx, &r);
+		}
+	}
 	count(ZB_CNT_IGNORED);
 	return XDP_DROP;
 }

@@ -29,6 +29,7 @@ class Kind(enum.IntEnum):
     UDP = 6
     ECHOREPLY = 7
     FIN = 8  # multi-step probes: the server closed without answering (not a record of its own)
+    ACKED = 9  # multi-step probes: the server acknowledged our whole request (not a record of its own)
 
 
 CLASSIFICATION = {
@@ -59,9 +60,12 @@ class Counter(enum.IntEnum):
     KERNEL_REPLIES = 14
     NO_ROOM = 15
     FIN = 16
+    ACKED = 17
 
 
-N_COUNTERS = 17
+N_COUNTERS = 18
+# zb_probe_info.flags
+PROBE_ACKS = 0x01  # report a pure ACK of the whole probe (Kind.ACKED): multi-step probes (steps.py)
 EV_UNVALIDATED = 0x01
 EV_ANSWERED = 0x02
 
@@ -126,7 +130,7 @@ PROBE_INFO_DTYPE = np.dtype(
         ("plus_ip_strlen", "u1"),
         ("proto", "u1"),
         ("cookie_len", "u1"),
-        ("pad", "u1"),
+        ("flags", "u1"),
         ("reply_cookie_off", "<u2"),
         ("udp_len", "<u2"),
         ("udp_tmpl_sum", "<u4"),
@@ -202,6 +206,7 @@ def shared_constants() -> dict[str, int]:
         "ZB_REPEAT_RETRANSMIT": REPEAT_RETRANSMIT,
         "ZB_EV_UNVALIDATED": EV_UNVALIDATED,
         "ZB_EV_ANSWERED": EV_ANSWERED,
+        "ZB_PROBE_ACKS": PROBE_ACKS,
         "ZB_DATA_MAX": DATA_MAX,
         "ZB_KPAYLOAD_MAX": KPAYLOAD_MAX,
         "ZB_KP_VARIANTS": KP_VARIANTS,

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import cookie, packets
+from . import cookie, events, packets
 
 TARPIT_PORT_LO = 10000  # the tarpit check's random port lies in [10000, 65535]
 
@@ -321,7 +321,7 @@ class ProbePlan:
         """Per probe, the members of its zb_probe_info (events.PROBE_INFO_DTYPE) the program reads:
         TCP, how long our payload is; UDP, where the cookie goes and the datagram's checksum parts."""
         out = []
-        for p in self.probes:
+        for i, p in enumerate(self.probes):
             if p.transport == "udp":
                 tmpl = bytearray(p.udp_template())
                 tmpl[p.cookie_offset : p.cookie_offset + p.cookie_len] = bytes(p.cookie_len)
@@ -341,6 +341,9 @@ class ProbePlan:
             else:
                 base, plus = payload_len_rule(p)
                 info = {"proto": socket.IPPROTO_TCP, "base": base, "plus_ip_strlen": plus}
+                if self.multi[i]:
+                    # A step's "no answer" counts only once the server has acknowledged our request.
+                    info["flags"] = events.PROBE_ACKS
             out.append(info)
         return out
 

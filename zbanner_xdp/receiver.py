@@ -155,6 +155,13 @@ class RingReader:
 
 _SUCCESS = (Kind.SYNACK, Kind.BANNER, Kind.UDP, Kind.ECHOREPLY)
 _TCP_KINDS = (Kind.SYNACK, Kind.ZEROWIN, Kind.RST, Kind.BANNER)
+
+
+def _not_step_evidence(ev: np.ndarray) -> np.ndarray:
+    """Events that may be records: not a FIN or an ACK, which only a multi-step probe's step table uses."""
+    return (ev["kind"] != Kind.FIN) & (ev["kind"] != Kind.ACKED)
+
+
 # Classifications as codes into one vocabulary, so a batch is classified by indexing.
 CLASS_VOCAB = sorted({*CLASSIFICATION.values(), *ICMP_CLASSES.values(), "unknown", "icmp-other"})
 _CLASS_CODE = {c: i for i, c in enumerate(CLASS_VOCAB)}
@@ -270,7 +277,7 @@ class Receiver:
                 if len(ev) == 0:
                     break
                 hdr = ev["h"] if ev.dtype.names and "h" in ev.dtype.names else ev
-                n += int(self._recorded(hdr).sum())
+                n += int((self._recorded(hdr) & _not_step_evidence(hdr)).sum())
         return n
 
     def drain_once(self, timeout_ms: int) -> int:
@@ -407,10 +414,11 @@ class Receiver:
         if not self._draining:
             self.replies.answer(ev)
         keep = self._recorded(ev)
-        # Never records of their own: a FIN (an answer only to a step), and any event of a later
-        # step of a multi-connection probe (its result is one record, written by the step table).
+        # Never records of their own: a FIN (an answer only to a step), an ACK (a step's proof that the
+        # server has our request), and any event of a later step of a multi-connection probe (its
+        # result is one record, written by the step table).
         entry = self._entries(ev)
-        keep &= (ev["kind"] != Kind.FIN) & ~self._later[entry]
+        keep &= _not_step_evidence(ev) & ~self._later[entry]
         if self.steps is not None:
             # Tarpit verdicts first: an answer in the same batch must already know its host is one.
             tarpit = (entry == self.plan.tarpit_index) & (ev["kind"] == Kind.SYNACK)

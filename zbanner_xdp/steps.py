@@ -22,14 +22,18 @@ RST) are ignored: only the current step's answer counts.
 
 "No answer within step_timeout" must be what the server did, not what the
 network lost, or a complete result would be wrong (a JARM of zeros, an LZR
-"unknown"). So a step's time runs from its SYN-ACK (the server has our
-request from then on), and on evidence that our request or the server's
-answer was lost it runs again, for at least LOSS_WAIT: a retransmitted
-SYN-ACK (the server never got our ACK with the request; answered again, see
-ZB_REANSWER_NS) or a FIN whose sequence number shows that data before it was
-lost. After a retransmitted SYN-ACK a server's first retransmission timeout
-is 3 s (RFC 6298 5.7, Linux's TCP_TIMEOUT_FALLBACK), then 6 s: LOSS_WAIT
-covers a lost answer and its lost first retransmission.
+"unknown"). So a step's time runs from its SYN-ACK, and on evidence that our
+request or the server's answer was lost it runs again, for at least
+LOSS_WAIT: a retransmitted SYN-ACK (the server never got our ACK with the
+request; answered again, see ZB_REANSWER_NS) or a FIN whose sequence number
+shows that data before it was lost. After a retransmitted SYN-ACK a server's
+first retransmission timeout is 3 s (RFC 6298 5.7, Linux's
+TCP_TIMEOUT_FALLBACK), then 6 s: LOSS_WAIT covers a lost answer and its lost
+first retransmission. And a step without answer is the server's silence only
+if the server acknowledged our request (Kind.ACKED, a pure ACK of the whole
+probe, reported for multi-step probes only: ZB_PROBE_ACKS): when our request
+and every SYN-ACK the server retransmitted for it were lost, nothing says
+so but the missing ACK, and the row is written as it stands, incomplete.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class Row:
     shown: tuple[bytes, int, dict[str, int]] | None = None  # (data, payload_len, header values)
     opened: float = 0.0  # time.monotonic() of step 0's SYN-ACK (a checkpoint never passes an open row)
     deadline: float = 0.0  # when the current step's answer is TIMEOUT (queued deadlines before it are stale)
+    acked: bool = False  # the server acknowledged the current step's request: its silence is an answer
 
 
 class StepTable:
@@ -110,6 +115,7 @@ class StepTable:
         self.followups = 0  # SYNs of later steps sent
         self.unanswered = 0  # rows cut short: a follow-up SYN got no SYN-ACK within the step's time
         self.unordered = 0  # rows cut short: the first data seen was not the stream's first bytes
+        self.unacknowledged = 0  # rows cut short: a step's request was never acknowledged, nor answered
         self.loss_waits = 0  # steps that waited longer for an answer after evidence of loss
         self.last_followup = 0.0  # time.monotonic() of the last one
         self.closing = False  # the scan is ending (XDP detached): no step starts any more
@@ -132,7 +138,7 @@ class StepTable:
                 if e["repeat"] == REPEAT_RETRANSMIT and kind == Kind.SYNACK:
                     self._request_lost(int(entry[i]), e, now)
                 continue
-            if kind in (Kind.SYNACK, Kind.BANNER):
+            if kind in (Kind.SYNACK, Kind.BANNER, Kind.ACKED):
                 self._event(int(entry[i]), e, kind, data[i] if data is not None else b"", now)
             elif kind in _OUTCOME_BY_KIND:
                 self._deferred.append((int(e["ts_ns"]), int(entry[i]), e.copy()))
@@ -166,6 +172,9 @@ class StepTable:
             row = self._open(k, group, int(e["dport"]), now)
         if step != row.step:
             return  # an earlier step's straggler
+        if kind == Kind.ACKED:
+            row.acked = True
+            return
         if kind == Kind.SYNACK:
             if not row.synack:
                 row.synack, row.isn = True, int(e["seq"])
@@ -177,6 +186,7 @@ class StepTable:
             # Data came before this FIN and was lost: the server sends it again (we have not
             # acknowledged it), up to seconds later. Its answer, not a timeout.
             if row.synack:
+                row.acked = True  # the FIN acknowledges our whole request
                 self._extend(k, row, now)
             return
         if kind == Kind.BANNER and row.synack and int(e["seq"]) != (row.isn + 1) & 0xFFFFFFFF:
@@ -218,6 +228,11 @@ class StepTable:
                     # SYN-ACKs were lost), so "no answer" is not what the server said. As it stands.
                     self.unanswered += 1
                     self._cut_short(k, row)
+                elif not row.acked:
+                    # The server never acknowledged our request: it may never have had it (the request
+                    # and the SYN-ACKs it retransmitted lost), so its silence says nothing. As it stands.
+                    self.unacknowledged += 1
+                    self._cut_short(k, row)
                 else:
                     self._answer(k, row, StepOutcome.TIMEOUT, b"", None, now)
         self._flush_out()
@@ -256,6 +271,7 @@ class StepTable:
             "followup_syns": self.followups,
             "unanswered_followups": self.unanswered,
             "out_of_order_answers": self.unordered,
+            "unacknowledged_requests": self.unacknowledged,
             "loss_waits": self.loss_waits,
         }
 
@@ -303,7 +319,7 @@ class StepTable:
             self._finish(k, row, complete=nxt is None)
             return
         self._gen += 1
-        row.step, row.gen, row.synack, row.isn = int(nxt), self._gen, False, -1
+        row.step, row.gen, row.synack, row.isn, row.acked = int(nxt), self._gen, False, -1, False
         self._arm(k, row, now + self._timeout(row))  # no SYN-ACK within the timeout: cut short (sweep)
         self._pending_syns.append((k[0], k[1], self.plan.entry(row.group, row.step)))
 

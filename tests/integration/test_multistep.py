@@ -14,9 +14,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
+import subprocess
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +212,64 @@ def test_jarm_not_tls_is_zero_after_one_connection(
         assert r["incomplete"] is False and r["jarm"]["fingerprint"] == jarm.ZERO_FINGERPRINT, r
         assert r["app_match"] is False
     assert meta["steps"]["followup_syns"] == 0  # the other nine hellos never sent
+
+
+LOST_REQUESTS = "198.18.0.10"  # an OPEN_NET address of its own: the router drops what reaches it below
+JARM_2S = ("--probe-args", "timeout=2")
+
+
+@contextlib.contextmanager
+def requests_lost(addr: str, port: int) -> Iterator[Callable[[], dict[str, int]]]:
+    """In the router: every segment with data to addr:port is lost (our requests), and every SYN-ACK
+    from it after the first (the server's retransmissions, which would tell us our request was lost).
+    What a lossy path does to a step now and then, every time. Yields a reader of the drop counters."""
+    table = f"{lab.NFT_TABLE}loss"
+    rules = f"""
+table ip {table} {{
+    chain forward {{
+        type filter hook forward priority -10; policy accept;
+        ip daddr {addr} tcp dport {port} ip length > 80 counter name requests drop
+        ip saddr {addr} tcp sport {port} tcp flags & (syn | ack) == syn | ack \\
+            limit rate over 1/hour burst 1 packets counter name synacks drop
+    }}
+    counter requests {{ }}
+    counter synacks {{ }}
+}}
+"""
+    nft = lab.ns_exec_argv(lab.ROUTER_NS, ["nft"])
+    subprocess.run([*nft, "-f", "-"], input=rules, text=True, check=True, capture_output=True)
+
+    def dropped() -> dict[str, int]:
+        out = subprocess.run([*nft, "-j", "list", "counters", "table", "ip", table], text=True, check=True,
+                             capture_output=True).stdout  # fmt: skip
+        return {c["counter"]["name"]: c["counter"]["packets"] for c in orjson.loads(out)["nftables"]
+                if "counter" in c}  # fmt: skip
+
+    try:
+        yield dropped
+    finally:
+        subprocess.run([*nft, "delete", "table", "ip", table], capture_output=True)
+
+
+def test_a_step_whose_request_was_lost_is_incomplete_never_a_timeout(
+    lab_up: lab.LabInfo, tmp_path: Path, empty_blocklist: str
+) -> None:
+    # Our hello and every SYN-ACK nginx retransmits for it are lost: the step sees a SYN-ACK, then
+    # nothing, as from a server that stays silent. But nginx never had the hello, never acknowledged
+    # it: the row is incomplete. (It was written complete, the reference's all-zero "timeout" JARM:
+    # CI under 5 % loss, 2026-12-05.)
+    port = lab.PORTS["https"]
+    with requests_lost(LOST_REQUESTS, port) as dropped:
+        recs, meta = scan(tmp_path, empty_blocklist, [LOST_REQUESTS], str(port), "jarm", *JARM_2S)
+        lost = dropped()
+    assert lost["requests"] >= 1 and lost["synacks"] >= 1, lost  # the path did what the test says
+    (r,) = results(recs, "jarm").values()
+    assert r["incomplete"] is True and r["jarm"]["fingerprint"] is None, r
+    assert meta["steps"]["unacknowledged_requests"] == 1, meta["steps"]
+    # The same address and path without the drops: nginx's JARM, complete (the lab is as it was).
+    recs, meta = scan(tmp_path, empty_blocklist, [LOST_REQUESTS], str(port), "jarm", *JARM_2S)
+    (r,) = results(recs, "jarm").values()
+    assert r["incomplete"] is False and r["jarm"]["fingerprint"] == REFERENCE[port], r
 
 
 # --------------------------------------------------------------------------- auto

@@ -428,3 +428,25 @@ def test_templated_payloads_equal_user_space_byte_for_byte(tprog, them: int, por
     want_eth = dpkt_ethernet(want[0, : n[0]].tobytes())
     assert bytes(got_tcp.data) == payload, (probe.name, ip_text)
     assert got_tcp.sum == want_eth.data.data.sum and got_ip.len == want_eth.data.len
+
+
+def test_a_pure_ack_of_a_multi_step_request_goes_up_and_no_other() -> None:
+    """Kind.ACKED: a pure ACK of a multi-step probe's whole request (proof the server has it, steps.py);
+    for a one-connection probe, or acking less than the request, nothing goes up."""
+    prog, ring, plan = _plan_prog([("jarm", {"seed": "00ff"}), ("http", {})], 443)
+    try:
+        ip_text = ".".join(str(b) for b in THEM.to_bytes(4, "big"))
+        got = {}
+        for entry in (0, 1, plan.P - 1):  # JARM's hellos 1 and 2, http
+            sport = int(plan.source_ports(KEY, US, np.array([THEM], np.uint32), 443, entry)[0])
+            whole = cookie(sport=sport, dport=443) + 1 + len(plan.probes[entry].payload(ip_text, 443))
+            for ack in (whole - 1, whole):  # part of the request, then all of it
+                ret, _ = bpfsys.prog_test_run(prog.prog_fd, frame(0x10, ack, sport=sport, dport=443))
+                assert ret == XDP_DROP  # ours either way: the kernel must not RST it
+            small, _ = ring.poll(0)
+            got[entry] = [(int(e["kind"]), int(e["dport"]), int(e["ack"]) == whole % 2**32) for e in small]
+            assert got[entry] == ([] if entry == plan.P - 1 else [(9, sport, True)]), (entry, got)
+        assert prog.counter(Counter.ACKED) == 2
+    finally:
+        ring.close()
+        prog.close()

@@ -119,8 +119,9 @@ def test_a_follow_up_answered_but_silent_is_a_timeout() -> None:
     table.events(_event(Kind.SYNACK, 0, 1000), now=10.0)
     table.events(_event(Kind.FIN, 0, 1001), now=10.01)
     table.release(now=10.01)
-    table.events(_event(Kind.SYNACK, 1, 5000), now=10.02)  # the second connection is made
-    table.sweep(now=12.5)  # and stays silent: the server's answer is "nothing", the third goes out
+    table.events(_event(Kind.SYNACK, 1, 5000), now=10.02)  # the second connection is made,
+    table.events(_event(Kind.ACKED, 1, 5001), now=10.03)  # the request acknowledged,
+    table.sweep(now=12.5)  # and it stays silent: the server's answer is "nothing", the third goes out
     assert table.pending == 1 and len(sent) == 2 and not writer.records
 
 
