@@ -64,6 +64,12 @@ def _kill_lab_processes(removed: list[str]) -> None:
     pid = relay.relay_pid()
     if pid is not None and pid != os.getpid():
         victims.setdefault(pid, f"process {pid} (relay) from {STATE_DIR}")
+    # What this process started and has not reaped: a server started a moment before a failed up()
+    # may not have entered its namespace yet, nor become what its pid file says (`ip netns exec`
+    # still running); neither search above finds it, and it would outlive the lab.
+    for pid, child in list(procs.CHILDREN.items()):
+        if child.poll() is None:
+            victims.setdefault(pid, f"process {pid} ({procs.comm(pid) or '?'}) started for the lab")
     if not victims:
         procs.reap(list(procs.CHILDREN))
         return
