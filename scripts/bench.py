@@ -850,16 +850,16 @@ def scenario_syn_emu(runs: int, tmp: Path) -> dict[str, Any]:
     print("syn-emu: 1,048,576 (and 4,194,304) targets answered by the XDP emulator, 50 % open", flush=True)
     few = ["-f", "saddr,sport,classification"]  # ZMap's default output is saddr alone
     kr = ["--kernel-replies"]
-    us = ["--no-kernel-replies"]  # the default, said explicitly
+    us = ["--no-kernel-replies"]  # user space's replies (the default until 2026-12-05)
     cases = [
         (
-            "1M targets, AF_PACKET, `--rate 0`",
+            "1M targets, AF_PACKET, `--no-kernel-replies`, `--rate 0`",
             ["--tx", "packet", "--rate", "0"],
             us,
             range(1, 17),
         ),  # fmt: skip
         (
-            "1M targets, kernel generator, `--rate 0`",
+            "1M targets, kernel generator, `--no-kernel-replies`, `--rate 0`",
             ["--tx", "xdp", "--rate", "0"],
             us,
             range(1, 17),
@@ -915,8 +915,8 @@ def scenario_banner(runs: int, tmp: Path) -> dict[str, Any]:
     for pct in (0, 10, 50, 100):
         expected = emu_expected_open(EMU_NET, range(22, 23), pct * 10)
         for label, extra in (
-            ("zbanner-xdp", ["--no-kernel-replies"]),
-            ("zbanner-xdp `--kernel-replies`", ["--kernel-replies"]),
+            ("zbanner-xdp `--no-kernel-replies`", ["--no-kernel-replies"]),
+            ("zbanner-xdp (default: in-kernel replies)", ["--kernel-replies"]),
         ):
 
             def one(pct: int = pct, extra: list[str] = extra) -> dict[str, Any]:
@@ -1484,7 +1484,10 @@ def scenario_profile(runs: int, tmp: Path) -> dict[str, Any]:
     rows = []
     perf: dict[str, list[dict[str, Any]]] = {}
     spy: dict[str, list[dict[str, Any]]] = {}
-    for label, extra in (("default", ["--no-kernel-replies"]), ("`--kernel-replies`", ["--kernel-replies"])):
+    for label, extra in (
+        ("`--no-kernel-replies`", ["--no-kernel-replies"]),
+        ("default (in-kernel replies)", ["--kernel-replies"]),
+    ):
         args = ["--rate", "0", "--cooldown", "2", "scan", EMU_NET, "-p", "22", "--probe", "ssh", *extra]
 
         def one(args: list[str] = args) -> dict[str, Any]:

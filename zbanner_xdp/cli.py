@@ -325,13 +325,12 @@ scan, and --metadata gets the whole summary. Exit status: 0 done, 1 internal err
 )
 @click.option(
     "--kernel-replies/--no-kernel-replies",
-    default=False,
-    show_default=True,
+    default=None,
     help="Answer SYN-ACKs (ACK + the probe's payload, completed per target) and banners (RST) inside "
     "the XDP program; verified against the driver's counters, user space takes over where XDP "
-    "transmits are not delivered (the metadata's kernel_replies says which ran). Faster on the emulator; "
-    "against the lab's real servers at --rate 0 it still loses a few SYNs beyond the next hop (README), "
-    "so not the default.",
+    "transmits are not delivered (the metadata's kernel_replies says which ran). Default: wherever the "
+    "scan allows (not with --pcap or --banner-bytes, where user space answers); --no-kernel-replies: "
+    "always user space (slower, and its pace slows the SYNs at --rate 0).",
 )
 @click.option(
     "--tarpit-check",
@@ -368,7 +367,7 @@ def scan(
     retransmit: int,
     retransmit_delay: float,
     tarpit_check: bool,
-    kernel_replies: bool,
+    kernel_replies: bool | None,
     checkpoint: str | None,
     pcap: str | None,
     pcap_snaplen: int,

@@ -51,10 +51,9 @@ class ScanConfig:
     retransmit_queue: int = 1 << 20
     tarpit_check: bool = False
     tx: str = "auto"
-    # Answered in XDP where the driver delivers (kreplies.py). Off by default: with the kernel
-    # generator at full rate, its SYNs and the program's answers overflow the next hop's XDP ring
-    # (README, "In-kernel replies"); user space's replies pace the SYNs and lose nothing.
-    kernel_replies: bool = False
+    # Answered in XDP where the driver delivers (kreplies.py): None (the default) wherever the scan
+    # allows it, True asked for (refused where it cannot be), False never (user space answers).
+    kernel_replies: bool | None = None
     checkpoint: str | None = None  # --checkpoint FILE (checkpoint.py)
     pcap: str | None = None  # --pcap FILE (pcap.py)
     pcap_snaplen: int = 1514

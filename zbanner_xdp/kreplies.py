@@ -121,6 +121,7 @@ class KernelReplies:
         return {
             "mode": self.mode,
             "note": self.note,
+            "why": self.note,  # why user space answered, if it did
             "sent": self.sent,
             "refused": self.refused,
             "early_refusals": self.early_refusals,

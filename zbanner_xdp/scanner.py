@@ -268,15 +268,21 @@ class Scanner:
         self.pcap_summary: dict[str, Any] | None = None
         if cfg.pcap and any(same_file(cfg.pcap, o) for o in (cfg.output, cfg.metadata, cfg.checkpoint)):
             raise ScanError(f"--pcap and another option name the same file '{cfg.pcap}'")
-        # In-kernel replies, unless --pcap: the program rewrites a SYN-ACK into its answer in place,
-        # before its frame could be copied whole; user space answers then, and says so.
-        self.kernel_replies = cfg.kernel_replies and not cfg.pcap
-        self.kernel_replies_note = (
+        # In-kernel replies wherever the scan allows them (cfg.kernel_replies None) or asked for (True).
+        # Not with --pcap: the program rewrites a SYN-ACK into its answer in place, before its frame
+        # could be copied whole; nor with --banner-bytes, whose ACKs user space sends (segments.py).
+        # User space answers then: asked for, a note says so; by default, the metadata's `why`.
+        why_not = (
             "--pcap: user space answered (the XDP program would rewrite a SYN-ACK into its answer "
             "before its frame is copied)"
-            if cfg.kernel_replies and cfg.pcap
+            if cfg.pcap
+            else "--banner-bytes: user space answered (it sends every ACK of the reassembly)"
+            if cfg.banner_bytes
             else None
         )
+        self.kernel_replies = cfg.kernel_replies is not False and why_not is None
+        self.kernel_replies_note = why_not if cfg.kernel_replies and why_not else None
+        self.kernel_replies_why = "--no-kernel-replies" if cfg.kernel_replies is False else why_not
         self.pairs = targets.expected_count(self.space, cfg.shards, cfg.shard, cfg.max_targets)
         self.total = self.plan.expected_probes(self.pairs, self.space.n_ports)
         # Pairs per batch the send loop takes; a resumed scan keeps its first part's.
@@ -323,7 +329,7 @@ class Scanner:
             return
         if self.plan.multi.any():
             raise ScanError("--banner-bytes: not with multi-connection probes (jarm, lzr, auto)")
-        if cfg.kernel_replies:
+        if cfg.kernel_replies:  # asked for (the default leaves them to user space here)
             raise ScanError("--banner-bytes: not with --kernel-replies (user space sends its ACKs)")
         if cfg.checkpoint:
             raise ScanError("--banner-bytes: not with --checkpoint (answers in reassembly would be lost)")
@@ -1036,9 +1042,11 @@ class Scanner:
             "tx_generator": self.gen_stats,
             "kernel_replies": self.kreplies.summary()
             if self.kreplies
-            else (
-                {"mode": "user space", "note": self.kernel_replies_note} if self.kernel_replies_note else None
-            ),
+            else {
+                "mode": "user space",
+                "note": self.kernel_replies_note,
+                "why": self.kernel_replies_note or self.kernel_replies_why,
+            },
             "steps": self.steps.summary() if self.steps else None,
             **({"segments": self.segtable.summary()} if self.segtable else {}),
             "pcap": self.pcap_summary,

@@ -312,3 +312,35 @@ def test_sigterm_while_the_kernel_generator_runs(lab_up, tmp_path: Path, empty_b
     m = orjson.loads(meta.read_bytes())
     assert m["reason"] == "terminated" and m["tx_mode"] == "xdp"
     assert 0 < m["packets_sent"]["probes"] < 1024 * 65536
+
+
+@pytest.mark.parametrize(
+    ("extra", "mode", "why"),
+    [
+        ((), "kernel", None),
+        (("--no-kernel-replies",), "user space", "--no-kernel-replies"),
+        (("--pcap", "PCAP"), "user space", "--pcap: user space answered"),
+        (("--banner-bytes", "4096"), "user space", "--banner-bytes: user space answered"),
+    ],
+)
+def test_in_kernel_replies_are_the_default_where_the_scan_allows_them(
+    lab_up, tmp_path: Path, empty_blocklist: str, extra: tuple[str, ...], mode: str, why: str | None
+) -> None:
+    # Issue 17: the program answers by default; user space where the scan needs it to (--pcap copies
+    # frames the program would rewrite, --banner-bytes sends every ACK of its reassembly) or where
+    # asked to. The metadata says which path ran and why; no stderr note for a choice not asked for.
+    out, meta = tmp_path / "out.jsonl", tmp_path / "meta.json"
+    extra = tuple(str(tmp_path / "p.pcap") if x == "PCAP" else x for x in extra)
+    targets = [str(a) for a in ipaddress.ip_network(lab.OPEN_NET)][:16]
+    r = run_scanner(
+        *("--blocklist", empty_blocklist, "--rate", "2K", "--cooldown", "2", "-o", str(out)),
+        *("--metadata", str(meta), "scan", *targets, "-p", "80", "--probe", "http", *extra),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "note:" not in r.stderr, r.stderr
+    m = orjson.loads(meta.read_bytes())
+    kr = m["kernel_replies"]
+    assert kr["mode"] == mode and kr["note"] is None, kr
+    assert (kr["why"] or "").startswith(why or "") and (why is None) == (kr["why"] is None), kr
+    assert (m["packets_sent"]["replies_in_kernel"] > 0) == (mode == "kernel"), m["packets_sent"]
+    assert len([x for x in read_records(out) if x["classification"] == "banner"]) == 16
