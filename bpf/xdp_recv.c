@@ -350,9 +350,9 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 			return XDP_DROP;
 	}
 #if ZB_PCAP_SNAP
-	/* What user space records: not a FIN (only a multi-step probe's step answer), not a repeat
-	 * passed up only to be answered again (unless --output-repeats records repeats). */
-	if (r->kind != ZB_KIND_FIN && (!repeat || ZB_EMIT_REPEATS))
+	/* What user space records: not a FIN or an ACK (only a multi-step probe's step evidence), not a
+	 * repeat passed up only to be answered again (unless --output-repeats records repeats). */
+	if (r->kind != ZB_KIND_FIN && r->kind != ZB_KIND_ACKED && (!repeat || ZB_EMIT_REPEATS))
 		pcap_copy(ctx, now);
 #endif
 

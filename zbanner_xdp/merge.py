@@ -46,6 +46,7 @@ LOCAL_OPTIONS = frozenset(
         "checkpoint",
         "pcap",
         "pcap_snaplen",
+        "kernel_replies",  # who answers (the program or user space): the same results either way
     }
 )
 # targets.* values that are per shard.

@@ -177,6 +177,11 @@ class Replies:
         """RSTs closing the connections of these events (the segment table's ends)."""
         self._rst(ev)
 
+    def resend(self, synacks: np.ndarray) -> None:
+        """Our request again, from user space whoever answered first: the step table's steps whose
+        request the server never acknowledged (steps.py). As a TCP stack would retransmit it."""
+        self._answer(synacks)
+
     def ack(self, ev: np.ndarray, acks: np.ndarray, windows: np.ndarray) -> None:
         """Pure ACKs of data segments (the segment table's): ack and window per event. Our sequence
         number is the event's ack, the end of our probe payload, as on every packet after it."""

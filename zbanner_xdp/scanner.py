@@ -694,6 +694,15 @@ class Scanner:
         transmits, read once a second while the scan runs)."""
         return self.sent_replies + self.reply_queue.sent_direct + self._kernel_replies_sent()
 
+    def _kreplies_summary(self) -> dict[str, Any]:
+        """The in-kernel replies' summary; its stderr note only if they were asked for (by default the
+        fallback to user space is said in the metadata's `why`, results being the same)."""
+        assert self.kreplies is not None
+        out = self.kreplies.summary()
+        if self.cfg.kernel_replies is not True:
+            out["note"] = None
+        return out
+
     def _kernel_replies_sent(self) -> int:
         return self.kreplies.sent if self.kreplies is not None else 0
 
@@ -1040,7 +1049,7 @@ class Scanner:
             "tx_mode": (self.tx_mode if self.tx_mode == "xdp" else self.tx.mode) if self.tx else None,
             "tx_note": self.tx_note,
             "tx_generator": self.gen_stats,
-            "kernel_replies": self.kreplies.summary()
+            "kernel_replies": self._kreplies_summary()
             if self.kreplies
             else {
                 "mode": "user space",

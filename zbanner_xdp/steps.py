@@ -31,9 +31,13 @@ first retransmission timeout is 3 s (RFC 6298 5.7, Linux's
 TCP_TIMEOUT_FALLBACK), then 6 s: LOSS_WAIT covers a lost answer and its lost
 first retransmission. And a step without answer is the server's silence only
 if the server acknowledged our request (Kind.ACKED, a pure ACK of the whole
-probe, reported for multi-step probes only: ZB_PROBE_ACKS): when our request
-and every SYN-ACK the server retransmitted for it were lost, nothing says
-so but the missing ACK, and the row is written as it stands, incomplete.
+probe, reported for multi-step probes only: ZB_PROBE_ACKS; a step that sends
+nothing, LZR's "wait", has nothing to acknowledge): when our request and
+every SYN-ACK the server retransmitted for it were lost, nothing says so but
+the missing ACK. So at the step's deadline, without an ACK, the request is
+sent once more (as TCP would retransmit it; the server answers it, or, if it
+had it, acknowledges it again at once) and the step gets its time again;
+still nothing, and the row is written as it stands, incomplete.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ import orjson
 
 from .events import REPEAT_RETRANSMIT, Kind, addr_text, host_addrs
 from .output import fill_dotted
-from .plan import KernelSyns, split_variant
+from .plan import KernelSyns, payload_len_rule, split_variant
 from .probes import StepOutcome
 
 _OUTCOME_BY_KIND = {
@@ -80,6 +84,8 @@ class Row:
     opened: float = 0.0  # time.monotonic() of step 0's SYN-ACK (a checkpoint never passes an open row)
     deadline: float = 0.0  # when the current step's answer is TIMEOUT (queued deadlines before it are stale)
     acked: bool = False  # the server acknowledged the current step's request: its silence is an answer
+    synack_ev: Any = None  # the current step's SYN-ACK event: to send its request again
+    resent: bool = False  # the current step's request was sent again (once)
 
 
 class StepTable:
@@ -116,6 +122,9 @@ class StepTable:
         self.unanswered = 0  # rows cut short: a follow-up SYN got no SYN-ACK within the step's time
         self.unordered = 0  # rows cut short: the first data seen was not the stream's first bytes
         self.unacknowledged = 0  # rows cut short: a step's request was never acknowledged, nor answered
+        self.resent = 0  # requests sent again: unacknowledged at their step's deadline
+        # Per entry: its step sends no request (LZR's "wait"): nothing to acknowledge, silence is the answer.
+        self._no_request = [payload_len_rule(p) == (0, 0) for p in getattr(plan, "probes", [])]
         self.loss_waits = 0  # steps that waited longer for an answer after evidence of loss
         self.last_followup = 0.0  # time.monotonic() of the last one
         self.closing = False  # the scan is ending (XDP detached): no step starts any more
@@ -177,7 +186,8 @@ class StepTable:
             return
         if kind == Kind.SYNACK:
             if not row.synack:
-                row.synack, row.isn = True, int(e["seq"])
+                row.synack, row.isn, row.synack_ev = True, int(e["seq"]), e.copy()
+                row.acked = ent < len(self._no_request) and self._no_request[ent]
                 self._arm(k, row, now + self._timeout(row))  # the step's time runs from its handshake
             return
         if kind == Kind.RST and not row.synack and step == 0:
@@ -217,6 +227,7 @@ class StepTable:
     def sweep(self, now: float | None = None) -> None:
         """Steps whose time is up: their answer is TIMEOUT."""
         now = time.monotonic() if now is None else now
+        again: list[tuple[tuple[int, int, int], Row]] = []  # requests sent again: their time, after the loop
         for q in self._deadlines.values():
             while q and q[0][0] <= now:
                 t, k, gen = q.popleft()
@@ -228,14 +239,30 @@ class StepTable:
                     # SYN-ACKs were lost), so "no answer" is not what the server said. As it stands.
                     self.unanswered += 1
                     self._cut_short(k, row)
+                elif not row.acked and not row.resent and self._resend(row):
+                    again.append((k, row))
                 elif not row.acked:
-                    # The server never acknowledged our request: it may never have had it (the request
-                    # and the SYN-ACKs it retransmitted lost), so its silence says nothing. As it stands.
+                    # The server never acknowledged our request, sent twice: it may never have had it (the
+                    # requests and the SYN-ACKs it retransmitted lost), so its silence says nothing.
                     self.unacknowledged += 1
                     self._cut_short(k, row)
                 else:
                     self._answer(k, row, StepOutcome.TIMEOUT, b"", None, now)
+        for k, row in again:
+            self._arm(k, row, now + self._timeout(row))
         self._flush_out()
+
+    def _resend(self, row: Row) -> bool:
+        """The current step's request once more (its SYN-ACK answered again, from user space)."""
+        resend = getattr(self.replies, "resend", None)
+        if row.synack_ev is None or resend is None or self.closing:
+            return False
+        ev = np.array([row.synack_ev], dtype=row.synack_ev.dtype)
+        ev["repeat"] = 0
+        resend(ev)
+        row.resent = True
+        self.resent += 1
+        return True
 
     def flush(self) -> None:
         """The end of the scan: every row left is written, incomplete."""
@@ -272,6 +299,7 @@ class StepTable:
             "unanswered_followups": self.unanswered,
             "out_of_order_answers": self.unordered,
             "unacknowledged_requests": self.unacknowledged,
+            "requests_resent": self.resent,
             "loss_waits": self.loss_waits,
         }
 
@@ -320,6 +348,7 @@ class StepTable:
             return
         self._gen += 1
         row.step, row.gen, row.synack, row.isn, row.acked = int(nxt), self._gen, False, -1, False
+        row.synack_ev, row.resent = None, False
         self._arm(k, row, now + self._timeout(row))  # no SYN-ACK within the timeout: cut short (sweep)
         self._pending_syns.append((k[0], k[1], self.plan.entry(row.group, row.step)))
 

@@ -216,6 +216,7 @@ def test_jarm_not_tls_is_zero_after_one_connection(
 
 LOST_REQUESTS = "198.18.0.10"  # an OPEN_NET address of its own: the router drops what reaches it below
 JARM_2S = ("--probe-args", "timeout=2")
+LZR_2S = ("--probe-args", LZR_ARGS)
 
 
 @contextlib.contextmanager
@@ -265,11 +266,65 @@ def test_a_step_whose_request_was_lost_is_incomplete_never_a_timeout(
     assert lost["requests"] >= 1 and lost["synacks"] >= 1, lost  # the path did what the test says
     (r,) = results(recs, "jarm").values()
     assert r["incomplete"] is True and r["jarm"]["fingerprint"] is None, r
-    assert meta["steps"]["unacknowledged_requests"] == 1, meta["steps"]
+    # The hello went twice (at the step's deadline, as TCP would resend it), lost both times.
+    assert (meta["steps"]["unacknowledged_requests"], meta["steps"]["requests_resent"]) == (1, 1), meta[
+        "steps"
+    ]
     # The same address and path without the drops: nginx's JARM, complete (the lab is as it was).
     recs, meta = scan(tmp_path, empty_blocklist, [LOST_REQUESTS], str(port), "jarm", *JARM_2S)
     (r,) = results(recs, "jarm").values()
     assert r["incomplete"] is False and r["jarm"]["fingerprint"] == REFERENCE[port], r
+
+
+@contextlib.contextmanager
+def first_ack_lost(addr: str, port: int) -> Iterator[Callable[[], int]]:
+    """In the router: the first pure ACK from addr:port is lost (a server acknowledging our request,
+    then staying silent). Yields a reader of how many were dropped (1 once it happened)."""
+    table = f"{lab.NFT_TABLE}ack"
+    rules = f"""
+table ip {table} {{
+    quota first {{ until 60 bytes }}  # one pure ACK (40 or 52 bytes), not two
+    chain forward {{
+        type filter hook forward priority -10; policy accept;
+        ip saddr {addr} tcp sport {port} tcp flags == ack ip length < 60 \\
+            quota name first counter name acks drop
+    }}
+    counter acks {{ }}
+}}
+"""
+    nft = lab.ns_exec_argv(lab.ROUTER_NS, ["nft"])
+    subprocess.run([*nft, "-f", "-"], input=rules, text=True, check=True, capture_output=True)
+
+    def dropped() -> int:
+        out = subprocess.run([*nft, "-j", "list", "counter", "ip", table, "acks"], text=True, check=True,
+                             capture_output=True).stdout  # fmt: skip
+        return next(c["counter"]["packets"] for c in orjson.loads(out)["nftables"] if "counter" in c)
+
+    try:
+        yield dropped
+    finally:
+        subprocess.run([*nft, "delete", "table", "ip", table], capture_output=True)
+
+
+def test_a_lost_ack_of_a_silent_step_costs_a_resend_not_the_result(
+    lab_up: lab.LabInfo, tmp_path: Path, empty_blocklist: str
+) -> None:
+    # dnsmasq acknowledges LZR's first handshakes and stays silent until its own (dns, the 5th). The
+    # first such ACK is lost: at the step's deadline the request goes again, the server acknowledges it
+    # again at once, and its silence is the answer after all: the same identification as without loss.
+    # (mosquitto closes instead: a FIN, which acknowledges the request too.)
+    port = lab.PORTS["dns"]
+    with first_ack_lost(LOST_REQUESTS, port) as dropped:
+        recs, meta = scan(
+            tmp_path, empty_blocklist, [LOST_REQUESTS], str(port), "lzr", "--probe-args", LZR_ARGS
+        )
+        lost = dropped()
+    assert lost == 1, lost  # the path did what the test says
+    (r,) = results(recs, "lzr").values()
+    check_lzr(r, LOST_REQUESTS, port)
+    assert meta["steps"]["requests_resent"] == 1 and meta["steps"]["unacknowledged_requests"] == 0, meta[
+        "steps"
+    ]
 
 
 # --------------------------------------------------------------------------- auto

@@ -47,7 +47,8 @@ class Writer:
 def _table(names: tuple[str, ...], limit: int = 1000, tarpit: bool = False, **args: str):
     probes = [get_probe(n, args if n == names[0] else {}) for n in names]
     plan = ProbePlan(probes, np.array([443]), 32768, 61000, tarpit_check=tarpit)
-    writer, replies = Writer(), types.SimpleNamespace(queue=ReplyQueue())
+    resent: list[np.ndarray] = []  # the SYN-ACK events whose request the table sent again
+    writer, replies = Writer(), types.SimpleNamespace(queue=ReplyQueue(), resend=resent.append, resent=resent)
     tally: list[tuple[str, bool]] = []
     table = StepTable(plan, LINK, KEY, replies, writer, limit, lambda c, h: tally.append((c, h)))
     return table, plan, writer, replies.queue, tally
@@ -372,14 +373,44 @@ def test_silence_after_the_wait_is_still_a_timeout() -> None:
 # loss, 2026-12-05).
 
 
-def test_a_request_never_acknowledged_is_incomplete_not_a_timeout() -> None:
+def test_a_request_never_acknowledged_is_sent_again_then_incomplete_not_a_timeout() -> None:
     table, plan, writer, queue, _ = _table(("jarm",))
     t0 = time.monotonic()
     table.events(_ev(Kind.SYNACK, 0, ts=1), now=t0)  # then nothing: no ACK of the hello, no answer
-    table.sweep(now=t0 + 60)
+    table.sweep(now=t0 + 5.1)  # the step's time: the hello once more, as TCP would send it again
+    (again,) = table.replies.resent
+    assert (int(again["kind"][0]), int(again["seq"][0])) == (Kind.SYNACK, ISN) and writer.records == []
+    table.sweep(now=t0 + 10.0)  # not yet: the step's time again, from the resend
+    assert writer.records == []
+    table.sweep(now=t0 + 10.2)
     (rec,) = writer.records
     assert rec["incomplete"] is True and rec["jarm"]["fingerprint"] is None, rec
-    assert table.summary()["unacknowledged_requests"] == 1 and _sent_syns(queue, plan) == []
+    s = table.summary()
+    assert (s["unacknowledged_requests"], s["requests_resent"]) == (1, 1) and _sent_syns(queue, plan) == []
+    assert len(table.replies.resent) == 1  # once only
+
+
+def test_a_request_sent_again_and_then_acknowledged_is_the_references_timeout() -> None:
+    # The server had the hello: its ACK was what got lost. Sent again, the hello draws a duplicate ACK
+    # at once; the server's silence is then its answer.
+    table, plan, writer, queue, _ = _table(("jarm",))
+    t0 = time.monotonic()
+    table.events(_ev(Kind.SYNACK, 0, ts=1), now=t0)
+    table.sweep(now=t0 + 5.1)
+    table.events(_ev(Kind.ACKED, 0, ts=2), now=t0 + 5.2)
+    table.sweep(now=t0 + 10.2)
+    (rec,) = writer.records
+    assert rec["incomplete"] is False and rec["jarm"]["fingerprint"] == "0" * 62, rec
+
+
+def test_a_request_sent_again_and_then_answered_goes_on() -> None:
+    table, plan, writer, queue, _ = _table(("jarm",))
+    t0 = time.monotonic()
+    table.events(_ev(Kind.SYNACK, 0, ts=1), now=t0)
+    table.sweep(now=t0 + 5.1)
+    table.events(_ev(Kind.BANNER, 0, ts=2), [bytes.fromhex(ANSWERS["nginx_443"][0])], now=t0 + 5.2)
+    table.release(now=t0 + 5.2)
+    assert _sent_syns(queue, plan) == [("198.18.0.5", 443, 1)] and writer.records == []
 
 
 def test_a_later_steps_request_never_acknowledged_is_incomplete() -> None:
@@ -388,9 +419,27 @@ def test_a_later_steps_request_never_acknowledged_is_incomplete() -> None:
     _step(table, 0, bytes.fromhex(ANSWERS["nginx_443"][0]), ts=1)
     assert _sent_syns(queue, plan) == [("198.18.0.5", 443, 1)]
     table.events(_ev(Kind.SYNACK, 1, ts=5), now=t0)
+    table.sweep(now=t0 + 5.1)
     table.sweep(now=t0 + 60)
     (rec,) = writer.records
     assert rec["incomplete"] is True and len(rec["jarm"]["parts"]) == 1, rec
+    assert [int(e["variant"][0]) for e in table.replies.resent] == [1]  # step 1's hello, sent again
+
+
+def test_a_port_silent_to_every_lzr_handshake_is_complete_unknown() -> None:
+    # Every handshake acknowledged and unanswered; the last ("wait") sends nothing, so there is nothing
+    # to acknowledge: its silence is the answer (the review of the first version found it cut short).
+    table, plan, writer, queue, _ = _table(("lzr",))
+    t = time.monotonic()
+    for step in range(len(lzr.HANDSHAKES)):
+        table.events(_ev(Kind.SYNACK, step, ts=step), now=t)
+        if plan.probes[step].payload("198.18.0.5", 443):
+            table.events(_ev(Kind.ACKED, step, ts=step), now=t)
+        t += 5.1
+        table.sweep(now=t)
+    (rec,) = writer.records
+    assert rec["incomplete"] is False and rec["lzr"]["fingerprint"] == "unknown", rec
+    assert rec["lzr"]["handshakes"] == len(lzr.HANDSHAKES) and table.replies.resent == []
 
 
 def test_an_acknowledged_request_without_answer_is_the_references_timeout() -> None:
@@ -410,6 +459,8 @@ def test_an_ack_of_another_step_or_a_repeat_proves_nothing() -> None:
     _step(table, 0, bytes.fromhex(ANSWERS["nginx_443"][0]), ts=1)
     table.events(_ev(Kind.SYNACK, 1, ts=5), now=t0)
     table.events(_ev(Kind.ACKED, 0, ts=6), now=t0)  # step 0's connection, late
+    table.events(_ev(Kind.ACKED, 1, ts=7, repeat=REPEAT_DUP), now=t0)  # a repeat: its first went unseen
+    table.sweep(now=t0 + 5.1)
     table.sweep(now=t0 + 60)
     (rec,) = writer.records
     assert rec["incomplete"] is True, rec
