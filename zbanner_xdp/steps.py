@@ -123,6 +123,10 @@ class StepTable:
         self.unordered = 0  # rows cut short: the first data seen was not the stream's first bytes
         self.unacknowledged = 0  # rows cut short: a step's request was never acknowledged, nor answered
         self.resent = 0  # requests sent again: unacknowledged at their step's deadline
+        # Step-0 banners read before their SYN-ACK (see events()), by row key, in arrival order.
+        self._orphans: dict[tuple[int, int, int], list[tuple[int, Any, bytes, float]]] = {}
+        self.orphans_adopted = 0  # such banners taken once their SYN-ACK was read
+        self.orphans_expired = 0  # such banners no SYN-ACK claimed within ORPHAN_WAIT
         # Per entry: its step sends no request (LZR's "wait"): nothing to acknowledge, silence is the answer.
         self._no_request = [payload_len_rule(p) == (0, 0) for p in getattr(plan, "probes", [])]
         self.loss_waits = 0  # steps that waited longer for an answer after evidence of loss
@@ -137,7 +141,12 @@ class StepTable:
 
         A banner and the FIN or RST that follows it travel in two rings (banners have their own), so
         the FIN can be read first. An answer without data therefore waits (deferred) until release()
-        says the banner ring has been read past it: only then is "closed without data" known."""
+        says the banner ring has been read past it: only then is "closed without data" known.
+
+        And a banner can be read before its SYN-ACK: the receiver reads the event ring, then the
+        banner ring, and with in-kernel replies a server's answer follows its SYN-ACK by a fraction of
+        a millisecond, so a banner that arrived between the two reads is seen first. A step-0 banner
+        without its row waits (an orphan) for the SYN-ACK that opens it."""
         now = time.monotonic() if now is None else now
         entry = split_variant(ev["variant"].astype(np.int64), self.plan.P)[0]
         for i in range(len(ev)):
@@ -176,9 +185,19 @@ class StepTable:
         k = (int(e["saddr"]), int(e["sport"]), group)
         row = self.rows.get(k)
         if row is None:
+            if step == 0 and kind == Kind.BANNER:
+                self._orphan(k, ent, e, data, now)  # its SYN-ACK not read yet (or a finished row's)
+                return
             if step != 0 or kind not in (Kind.SYNACK, Kind.ZEROWIN):
                 return  # step 0 refused (a RST record of its own), or a late event of a finished row
             row = self._open(k, group, int(e["dport"]), now)
+            orphans = self._orphans.pop(k, None)
+            if orphans is not None:
+                self._event(ent, e, kind, data, now)  # the SYN-ACK first, then what came before it
+                for o_ent, o_e, o_data, _ in orphans:
+                    self.orphans_adopted += 1
+                    self._event(o_ent, o_e, Kind.BANNER, o_data, now)
+                return
         if step != row.step:
             return  # an earlier step's straggler
         if kind == Kind.ACKED:
@@ -217,6 +236,23 @@ class StepTable:
             self._extend(k, row, now)
 
     LOSS_WAIT = 10.0  # seconds a step waits after evidence of loss (see the module docstring)
+    ORPHAN_WAIT = 5.0  # seconds a banner read before its SYN-ACK waits for it
+    ORPHANS_MAX = 1 << 16  # banners waiting at most; past it the oldest go (counted)
+
+    def _orphan(self, k: tuple[int, int, int], ent: int, e: Any, data: bytes, now: float) -> None:
+        if len(self._orphans) >= self.ORPHANS_MAX:
+            self._orphans.pop(next(iter(self._orphans)))
+            self.orphans_expired += 1
+        self._orphans.setdefault(k, []).append((ent, e.copy(), data, now))
+
+    def _expire_orphans(self, now: float) -> None:
+        """Banners whose SYN-ACK never came (a finished row's late first answer): forgotten, counted."""
+        while self._orphans:
+            k, items = next(iter(self._orphans.items()))
+            if items[0][3] + self.ORPHAN_WAIT > now:
+                break
+            del self._orphans[k]
+            self.orphans_expired += len(items)
 
     def _extend(self, k: tuple[int, int, int], row: Row, now: float) -> None:
         until = now + max(self._timeout(row), self.LOSS_WAIT)
@@ -227,6 +263,7 @@ class StepTable:
     def sweep(self, now: float | None = None) -> None:
         """Steps whose time is up: their answer is TIMEOUT."""
         now = time.monotonic() if now is None else now
+        self._expire_orphans(now)
         again: list[tuple[tuple[int, int, int], Row]] = []  # requests sent again: their time, after the loop
         for q in self._deadlines.values():
             while q and q[0][0] <= now:
@@ -267,6 +304,8 @@ class StepTable:
     def flush(self) -> None:
         """The end of the scan: every row left is written, incomplete."""
         self.release()
+        self.orphans_expired += sum(len(v) for v in self._orphans.values())
+        self._orphans.clear()
         while self.rows:
             k, row = self.rows.popitem(last=False)
             self._finish(k, row, complete=False)
@@ -300,6 +339,8 @@ class StepTable:
             "out_of_order_answers": self.unordered,
             "unacknowledged_requests": self.unacknowledged,
             "requests_resent": self.resent,
+            "answers_before_synack": self.orphans_adopted,
+            "answers_without_synack": self.orphans_expired,
             "loss_waits": self.loss_waits,
         }
 

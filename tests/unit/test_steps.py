@@ -464,3 +464,34 @@ def test_an_ack_of_another_step_or_a_repeat_proves_nothing() -> None:
     table.sweep(now=t0 + 60)
     (rec,) = writer.records
     assert rec["incomplete"] is True, rec
+
+
+# With in-kernel replies (the default) a server's answer follows its SYN-ACK by a fraction of a
+# millisecond, and the two travel in two rings: the receiver can read the banner first. It was dropped
+# (no row yet); the FIN after it then looked like the end of lost data, the step waited and timed out:
+# LZR went on to its next handshake and wrote a complete, wrong result (lab, clean wire, 2026-12-05).
+
+
+def test_a_banner_read_before_its_synack_is_the_steps_answer() -> None:
+    table, plan, writer, queue, _ = _table(("lzr",))
+    t0 = time.monotonic()
+    answer = b"HTTP/1.1 200 OK\r\nServer: nginx\r\n\r\n"
+    table.events(_ev(Kind.BANNER, 0, ts=3), [answer], now=t0)  # read first
+    table.events(_ev(Kind.SYNACK, 0, ts=1), now=t0)
+    table.events(_ev(Kind.FIN, 0, ts=4, seq=ISN + 1 + len(answer)), now=t0)
+    table.release(now=t0)
+    (rec,) = writer.records
+    assert rec["incomplete"] is False and (rec["lzr"]["fingerprint"], rec["lzr"]["handshakes"]) == ("http", 1)
+    assert table.summary()["answers_before_synack"] == 1 and _sent_syns(queue, plan) == []
+
+
+def test_a_banner_no_synack_claims_is_forgotten_and_counted() -> None:
+    table, plan, writer, queue, _ = _table(("lzr",))
+    t0 = time.monotonic()
+    table.events(_ev(Kind.BANNER, 0, ts=3), [b"late"], now=t0)
+    table.sweep(now=t0 + StepTable.ORPHAN_WAIT + 0.1)
+    table.events(_ev(Kind.SYNACK, 0, ts=9), now=t0 + 6)  # too late: a row of its own, unanswered
+    assert writer.records == [] and table.summary()["answers_without_synack"] == 1
+    table.flush()
+    (rec,) = writer.records
+    assert rec["incomplete"] is True and rec["banner"] is None
