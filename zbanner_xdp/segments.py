@@ -88,6 +88,10 @@ class SegmentTable:
         self.ends: dict[str, int] = dict.fromkeys(ENDS, 0)
         self.dropped_empty = 0  # connections given up or evicted before their first data
         self.untracked = 0  # data for a connection the table did not hold (evicted, or its SYN-ACK lost)
+        # Data for a connection the table finished moments ago: sent (or resent, our ACK being slow)
+        # before our RST reached the server. Not a loss: counted apart from untracked.
+        self.late = 0
+        self._finished: collections.OrderedDict[tuple[int, int, int], float] = collections.OrderedDict()
         self.out_of_order = 0  # segments not at the next wanted byte: duplicate ACK, server resends
         self.acks = 0
         self.taken = 0  # segments that brought new bytes, in order
@@ -113,6 +117,7 @@ class SegmentTable:
                 continue
             while len(self.conns) >= self.max_conns:
                 self._evict()
+            self._finished.pop(key, None)
             self.conns[key] = _Conn(next_seq=(int(row["seq"]) + 1) % _MOD, probe_i=p, touched=now)
             self.peak_conns = max(self.peak_conns, len(self.conns))
         self._flush()
@@ -126,7 +131,10 @@ class SegmentTable:
             key = self._key(row)
             c = self.conns.get(key)
             if c is None:
-                self.untracked += 1
+                if key in self._finished:
+                    self.late += 1
+                else:
+                    self.untracked += 1
                 rst.append(row)  # nothing to put it after: close rather than leave it open
                 continue
             ahead = (int(row["seq"]) - c.next_seq) % _MOD
@@ -224,8 +232,17 @@ class SegmentTable:
         key = next(iter(self.conns))
         self._finish(key, "evicted")
 
+    FINISHED_MAX = 1 << 16  # finished connections remembered (late segments), for at most IDLE_S
+
     def _finish(self, key: tuple[int, int, int], end: str) -> None:
         c = self.conns.pop(key)
+        now = self.clock()
+        self._finished[key] = now
+        self._finished.move_to_end(key)
+        while self._finished and (
+            len(self._finished) > self.FINISHED_MAX or now - next(iter(self._finished.values())) > IDLE_S
+        ):
+            self._finished.popitem(last=False)
         self.bytes -= c.size
         if c.first is None:
             self.dropped_empty += 1
@@ -255,6 +272,7 @@ class SegmentTable:
             "evicted": self.ends["evicted"],
             "dropped_without_data": self.dropped_empty,
             "untracked_segments": self.untracked,
+            "late_segments": self.late,
             "out_of_order_segments": self.out_of_order,
             "segments_taken": self.taken,
             "acks_sent": self.acks,

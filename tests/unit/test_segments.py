@@ -171,6 +171,24 @@ def test_data_of_a_connection_not_in_the_table_is_reset_and_counted() -> None:
     assert h.sent() == [("R", 0, 0)] and h.t.untracked == 1 and not h.records
 
 
+def test_a_segment_after_the_answer_is_whole_is_late_not_untracked() -> None:
+    # The server resends a segment (our ACK was slow) after the table wrote the answer and reset the
+    # connection: nothing is lost, and the metadata must not say so (untracked means a connection the
+    # table never held, or evicted). Under load the lab saw 7 such segments in 1 run of 11.
+    h = Harness(want=5, probe="redis")
+    h.open()
+    h.data(0, b"+PONG\r\n")  # the limit: written, reset
+    assert len(h.records) == 1 and h.sent()[-1][0] == "R"
+    h.data(0, b"+PONG\r\n")  # the server's retransmission
+    assert (h.t.untracked, h.t.late) == (0, 1) and h.sent() == [("R", 0, 0)] and len(h.records) == 1
+    h.clock.t += segments.IDLE_S + 1  # long after: remembered no more
+    h.open(port=40001)
+    h.data(0, b"+PONG\r\n", port=40001)
+    h.clock.t += segments.IDLE_S + 1
+    h.data(0, b"+PONG\r\n")
+    assert (h.t.untracked, h.t.late) == (1, 1)
+
+
 @pytest.mark.parametrize("window", [1, 100, 5000])
 def test_window_never_exceeds_a_record_or_what_is_wanted(window: int) -> None:
     h = Harness(want=window + 3, probe="redis")
