@@ -580,3 +580,35 @@ def test_scan_link_is_quiet(lab_up: lab.LabInfo, tmp_path: Path) -> None:
     with open(pcap, "rb") as fh:
         frames = [buf for _ts, buf in dpkt.pcap.Reader(fh)]
     assert frames == [], [dpkt.ethernet.Ethernet(f) for f in frames]
+
+
+# --------------------------------------------------------------------------- through the fault wire
+# Last in the module: it rebuilds the lab with the wire, and back.
+
+
+@pytest.mark.skipif(not lab.relay_available(), reason="zbanner_xdp.lab.impair is not there")
+def test_ipv6_crosses_the_fault_wire(lab_up: lab.LabInfo, tmp_path: Path) -> None:
+    """The wire's relay carries IPv6 frames (ND included) like any other: a banner, an echo and the
+    router's ICMPv6 errors arrive through it, and a 100 % loss on the probes' direction stops them."""
+    try:
+        assert lab.up(wire=True).wire
+        got = run_clients([(OPEN6, 22, "ssh"), (RST6, 80, "connect")])
+        assert bytes.fromhex(got[(OPEN6, 22, "ssh")]["data"]).startswith(b"SSH-2.0-OpenSSH"), got
+        assert got[(RST6, 80, "connect")]["outcome"] == "rst"
+        checks: list[Check] = [
+            (OPEN6, 0, "echo"),
+            (UNREACH6, 53, "dns"),
+            (TTL6, 0, "echo"),
+            (OPEN6, 9999, "udp"),
+        ]
+        results, icmp = probe6(checks, tmp_path)
+        assert results[(OPEN6, 0, "echo")]["outcome"] == "echoreply"
+        assert icmp[(UNREACH6, "udp", 53)] == [(GW6, 1, 3)]
+        assert icmp[(TTL6, "icmp", None)] == [(GW6, 3, 0)]
+        assert icmp[(OPEN6, "udp", 9999)] == [(OPEN6, 1, 4)]
+        with lab.impaired(a2b="loss 100%"):
+            lost = run_clients([(OPEN6, 80, "connect")], timeout=1.0)
+        assert lost[(OPEN6, 80, "connect")]["outcome"] == "timeout"
+    finally:
+        lab.up()  # the plain lab again, for whatever runs next
+    assert not lab.status()["wire"]
