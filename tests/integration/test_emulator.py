@@ -1,10 +1,11 @@
 """The XDP target emulator: hand-made frames through BPF_PROG_TEST_RUN, then a real
 Linux TCP client against it across a veth pair, then a flood to measure its rate.
 
-Its own two namespaces (zbe-c: client, zbe-t: emulator), never the lab's zbl-*::
+Its own two namespaces (zble-c: client, zble-t: emulator with the default lab prefix zbl-; the
+lab prefix's tag and "e-" in general), never the lab's zbl-*::
 
-    zbe-c                                        zbe-t
-    zbe-c0 10.88.0.1/24  <---- veth ---->  zbe-t0 10.88.0.2/24
+    zble-c                                        zble-t
+    zble-c0 10.88.0.1/24  <---- veth ---->  zble-t0 10.88.0.2/24
     route 198.18.0.0/15 via 10.88.0.2            emulator for 198.18.3.0/24
     PeerPass (XDP_PASS, see emulator.py)         a real server on 10.88.0.2:8022
 """
@@ -30,7 +31,7 @@ import pytest
 
 from tests.conftest import privileged_reason
 from zbanner_xdp import bpfsys, kheaders
-from zbanner_xdp.lab import netns
+from zbanner_xdp.lab import netns, topology
 from zbanner_xdp.lab.emulator import (
     XDP_DROP,
     XDP_PASS,
@@ -45,8 +46,11 @@ from zbanner_xdp.lab.emulator import (
 pytestmark = pytest.mark.privileged
 
 
-CLIENT_NS, TARGET_NS = "zbe-c", "zbe-t"
-CLIENT_IF, TARGET_IF = "zbe-c0", "zbe-t0"
+# Named after the lab prefix (ZBANNER_LAB_PREFIX), as every lab is: runs under other prefixes at the
+# same time (other users, other test runs) build and tear down namespaces of their own, not these.
+_TAG = f"{topology.PREFIX.rstrip('-')}e"
+CLIENT_NS, TARGET_NS = f"{_TAG}-c", f"{_TAG}-t"
+CLIENT_IF, TARGET_IF = f"{_TAG}-c0", f"{_TAG}-t0"
 CLIENT_IP, TARGET_IP = "10.88.0.1", "10.88.0.2"
 # Locally administered and fixed, so expected frames can hard-code them.
 CLIENT_MAC, TARGET_MAC = "02:7a:62:65:00:01", "02:7a:62:65:00:02"
@@ -264,7 +268,7 @@ def lab() -> Iterator[Lab]:
     reason = privileged_reason()
     if reason:
         pytest.skip(f"privileged test: {reason}")
-    _teardown()  # leftovers of a killed run: only our own zbe- names
+    _teardown()  # leftovers of a killed run: only our own names
     state = Lab()
     try:
         _build()
@@ -710,7 +714,7 @@ def test_e2e_persistent_server_first_cli(lab: Lab) -> None:
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--iface", "zbe-nope0"], "unknown interface"),
+        (["--iface", f"{_TAG}-nope0"], "unknown interface"),
         (["--iface", TARGET_IF, "--open-permil", "2000"], "open permil"),
         (["--iface", TARGET_IF, "--net", "198.18.3.0/99"], "invalid IPv4 range"),
         (["--iface", TARGET_IF, "--ports", "70000"], "invalid port range"),
@@ -730,11 +734,11 @@ def test_cli_errors_one_line_exit_2(lab: Lab, args: list[str], fragment: str) ->
 
 # Two helpers on the client veth for the flood: `gen` is never attached: run
 # through bpfsys.LiveRunner (BPF_F_TEST_XDP_LIVE_FRAMES) it transmits its frame
-# out of zbe-c0 at kernel speed. It writes the whole SYN from a template on
+# out of CLIENT_IF at kernel speed. It writes the whole SYN from a template on
 # every run, since a recycled page may still hold what the emulator made of
-# it in place. `sink` is attached to zbe-c0: it counts the SYN-ACKs coming
+# it in place. `sink` is attached to CLIENT_IF: it counts the SYN-ACKs coming
 # back and drops them (the client's kernel would RST every one), and, being an
-# XDP program, it is what lets zbe-c0 receive XDP_TX frames at all.
+# XDP program, it is what lets CLIENT_IF receive XDP_TX frames at all.
 BENCH_SRC = r"""
 struct tmpl { __u8 b[TMPL_LEN]; };
 BPF_ARRAY(template, struct tmpl, 1);
@@ -825,7 +829,7 @@ def test_flood_rate(lab: Lab, emu: Emulator) -> None:
         def received() -> int:
             return sum(int(x) for x in counter[ctypes.c_int(0)])
 
-        lab.peer_off()  # the sink takes PeerPass's place on zbe-c0
+        lab.peer_off()  # the sink takes PeerPass's place on CLIENT_IF
         link = in_netns(CLIENT_NS, lambda: bpfsys.xdp_link_create(sink.fd, socket.if_nametoindex(CLIENT_IF)))
         try:
             # BPF_ENABLE_STATS: run-time accounting only while this fd is open,
@@ -837,7 +841,7 @@ def test_flood_rate(lab: Lab, emu: Emulator) -> None:
                 gen0, emu0 = _xdp_tx_stats()
 
                 def flood() -> float:
-                    # In zbe-c: live mode resolves the ifindex in the caller's namespace.
+                    # In CLIENT_NS: live mode resolves the ifindex in the caller's namespace.
                     runner = bpfsys.LiveRunner(gen.fd, syn, socket.if_nametoindex(CLIENT_IF), batch_size=64)
                     t0 = time.perf_counter()
                     runner.run(FLOOD)
