@@ -243,6 +243,9 @@ class Scanner:
             )
         except (targets.TargetError, PlanError, OSError) as exc:
             raise ScanError(str(exc)) from None
+        self.family = self.space.family
+        if self.family == 6:
+            raise ScanError("IPv6 targets: scanning them is not in this build yet")
         try:
             if resume is not None:
                 resume.check_space(self.space)
