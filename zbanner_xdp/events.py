@@ -15,6 +15,7 @@ import socket
 import numpy as np
 
 from . import cchecks, packets
+from .targets import ADDR6_DTYPE
 
 # Bytes of a data segment a banner record keeps (ZB_DATA_MAX).
 DATA_MAX = 1024
@@ -106,6 +107,26 @@ BANNER_EVENT_SIZE = EVENT_SIZE + DATA_MAX
 
 assert EVENT_SIZE == 48, "zb_event must stay 8-byte aligned and packed"
 
+# An IPv6 scan's events (shared.h, ZB_IPV6): the same 48 bytes, then the whole addresses, in
+# network order as targets.ADDR6_DTYPE holds them (so ev["saddr6"] is a batch of targets).
+EVENT6_DTYPE = np.dtype(
+    [
+        *((n, EVENT_DTYPE.fields[n][0]) for n in EVENT_DTYPE.names),
+        ("saddr6", ADDR6_DTYPE),
+        ("icmp_responder6", ADDR6_DTYPE),
+    ]
+)
+assert EVENT6_DTYPE.itemsize == 80, "zb_event (IPv6) must stay 8-byte aligned and packed"
+
+
+def event_dtype(family: int) -> np.dtype:
+    """The ring records of a scan of this address family."""
+    return EVENT6_DTYPE if family == 6 else EVENT_DTYPE
+
+
+def banner_dtype(family: int) -> np.dtype:
+    return np.dtype([("h", event_dtype(family)), ("data", "u1", (DATA_MAX,))])
+
 
 # The longest fixed payload the program answers a SYN-ACK with itself (--kernel-replies).
 KPAYLOAD_MAX = 1024
@@ -156,6 +177,9 @@ GEN_STATE_DTYPE = np.dtype([("next", "<u8"), ("end", "<u8"), ("sent", "<u8")])
 DEDUP_WAYS = 8
 DEDUP_SLOT_DTYPE = np.dtype(
     [("saddr", "<u4"), ("ports", "<u4"), ("kind", "<u4"), ("first_t", "<u4"), ("answered_t", "<u4")]
+)
+DEDUP_SLOT6_DTYPE = np.dtype(
+    [*((n, DEDUP_SLOT_DTYPE.fields[n][0]) for n in DEDUP_SLOT_DTYPE.names), ("saddr_hi", "<u4", (3,))]
 )
 
 SHARED_STRUCTS = {
@@ -213,9 +237,13 @@ def shared_constants() -> dict[str, int]:
     }
 
 
-def bpf_check_cflags() -> list[str]:
-    """The -D flag that makes shared.h assert these layouts (sizes, every offset) and constants."""
-    checks = cchecks.values(shared_constants(), "events.py")
-    for struct, dt in SHARED_STRUCTS.items():
+def bpf_check_cflags(family: int = 4) -> list[str]:
+    """The -D flag that makes shared.h assert these layouts (sizes, every offset) and constants,
+    those of a program compiled for `family` (ZB_IPV6)."""
+    checks = cchecks.values({**shared_constants(), "ZB_IPV6": int(family == 6)}, "events.py")
+    structs = dict(SHARED_STRUCTS)
+    if family == 6:
+        structs.update(zb_event=EVENT6_DTYPE, zb_dedup_slot=DEDUP_SLOT6_DTYPE)
+    for struct, dt in structs.items():
         checks += cchecks.layout(struct, dt.itemsize, ((n, dt.fields[n][1]) for n in dt.names), "events.py")
     return [cchecks.define("ZB_SHARED_CHECKS", checks)]

@@ -23,15 +23,14 @@ import orjson
 
 from . import fields, packets
 from .events import (
-    BANNER_EVENT_SIZE,
     CLASSIFICATION,
     DATA_MAX,
     EV_UNVALIDATED,
-    EVENT_DTYPE,
-    EVENT_SIZE,
     ICMP_CLASSES,
     Kind,
     addr_text,
+    banner_dtype,
+    event_dtype,
     host_addrs,
 )
 from .fields import Source
@@ -121,7 +120,7 @@ class MmapRing:
                 pass
 
 
-BANNER_DTYPE = np.dtype([("h", EVENT_DTYPE), ("data", "u1", (DATA_MAX,))])
+BANNER_DTYPE = banner_dtype(4)
 
 
 class RingReader:
@@ -129,10 +128,11 @@ class RingReader:
 
     def __init__(self, prog: Any, ringbuf_pages: int, banner_pages: int | None = None):
         page = mmap.PAGESIZE
-        self.small = MmapRing(prog.map_fd("events"), ringbuf_pages * page, EVENT_SIZE, EVENT_DTYPE)
-        self.big = MmapRing(
-            prog.map_fd("banners"), (banner_pages or ringbuf_pages) * page, BANNER_EVENT_SIZE, BANNER_DTYPE
-        )
+        # An IPv6 scan's program records whole addresses after the IPv4 layout (events.EVENT6_DTYPE).
+        self.family = prog.params.family
+        small, big = event_dtype(self.family), banner_dtype(self.family)
+        self.small = MmapRing(prog.map_fd("events"), ringbuf_pages * page, small.itemsize, small)
+        self.big = MmapRing(prog.map_fd("banners"), (banner_pages or ringbuf_pages) * page, big.itemsize, big)
         self._ep = select.epoll()
         self._ep.register(self.small.fd, select.EPOLLIN)
         self._ep.register(self.big.fd, select.EPOLLIN)
