@@ -78,6 +78,10 @@ ICMP_CLASSES = {
     12: "icmp-paramprob",
 }
 
+# ICMPv6 errors (an IPv6 scan's icmp_type and icmp_code are ICMPv6's): the same classes where there is
+# one; packet too big (2) is icmp-other.
+ICMP6_CLASSES = {1: "icmp-unreach", 3: "icmp-timxceed", 4: "icmp-paramprob"}
+
 EVENT_DTYPE = np.dtype(
     [
         ("ts_ns", "<u8"),
@@ -197,6 +201,23 @@ SHARED_STRUCTS = {
 def host_addrs(raw: np.ndarray) -> np.ndarray:
     """Event addresses (raw: the packet's bytes read as a little-endian u32) as host-order numbers."""
     return raw.astype(np.uint32).byteswap()
+
+
+def event_targets(ev: np.ndarray) -> np.ndarray:
+    """A batch's targets as the frame builders and cookies take them: host-order u32 (IPv4), or
+    targets.ADDR6_DTYPE records (an IPv6 scan's events)."""
+    if ev.dtype.names is not None and "saddr6" in ev.dtype.names:
+        return np.ascontiguousarray(ev["saddr6"])
+    return host_addrs(ev["saddr"])
+
+
+def target_texts(ev: np.ndarray) -> list[str]:
+    """A batch's targets as text (dotted, or IPv6 as the records write it)."""
+    if ev.dtype.names is not None and "saddr6" in ev.dtype.names:
+        from .addrtext import ipv6_texts
+
+        return ipv6_texts(ev["saddr6"])
+    return [addr_text(a) for a in ev["saddr"].tolist()]
 
 
 def addr_text(raw: int) -> str:
