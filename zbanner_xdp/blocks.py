@@ -9,10 +9,15 @@ reports agree on every number. "any" is the union over the keys.
 
 Only blocks with at least one alive address exist in the results, so the
 distribution is over those blocks (1..256 alive addresses each).
+
+This module also holds the default IPv6 blocklist, DEFAULT_BLOCKLIST6 (the
+IANA IPv6 special-purpose registry; targets.default_blocklist6() reads it), the
+counterpart of targets.DEFAULT_BLOCKLIST for IPv4.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from typing import Any
 
@@ -132,3 +137,72 @@ def write_png(rep: dict[str, Any], path: str) -> None:
         save_png(fig, path)
     finally:
         plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the default IPv6 blocklist
+
+# The IANA IPv6 Special-Purpose Address Registry, https://www.iana.org/assignments/iana-ipv6-special-registry
+# (RFC 6890 as amended by RFC 8190), every entry as of 2025 (RFC 9637's 3fff::/20 and RFC 9602's 5f00::/16
+# came in 2024, RFC 9780's dummy prefix in 2025): (address block, name, RFC, globally reachable; None where
+# the registry says N/A).
+IPV6_SPECIAL_PURPOSE: tuple[tuple[str, str, str, bool | None], ...] = (
+    ("::1/128", "Loopback Address", "RFC 4291", False),
+    ("::/128", "Unspecified Address", "RFC 4291", False),
+    ("::ffff:0:0/96", "IPv4-mapped Address", "RFC 4291", False),
+    ("64:ff9b::/96", "IPv4-IPv6 Translat.", "RFC 6052", True),
+    ("64:ff9b:1::/48", "IPv4-IPv6 Translat.", "RFC 8215", False),
+    ("100::/64", "Discard-Only Address Block", "RFC 6666", False),
+    ("100:0:0:1::/64", "Dummy IPv6 Prefix", "RFC 9780", False),
+    ("2001::/23", "IETF Protocol Assignments", "RFC 2928", False),
+    ("2001::/32", "TEREDO", "RFC 4380, RFC 8190", None),
+    ("2001:1::1/128", "Port Control Protocol Anycast", "RFC 7723", True),
+    ("2001:1::2/128", "Traversal Using Relays around NAT Anycast", "RFC 8155", True),
+    ("2001:1::3/128", "DNS-SD Service Registration Protocol Anycast", "RFC 9665", True),
+    ("2001:2::/48", "Benchmarking", "RFC 5180, errata 1752", False),
+    ("2001:3::/32", "AMT", "RFC 7450", True),
+    ("2001:4:112::/48", "AS112-v6", "RFC 7535", True),
+    ("2001:10::/28", "Deprecated (previously ORCHID)", "RFC 4843", None),
+    ("2001:20::/28", "ORCHIDv2", "RFC 7343", True),
+    ("2001:30::/28", "Drone Remote ID Protocol Entity Tags (DETs) Prefix", "RFC 9374", True),
+    ("2001:db8::/32", "Documentation", "RFC 3849", False),
+    ("2002::/16", "6to4", "RFC 3056", None),
+    ("2620:4f:8000::/48", "Direct Delegation AS112 Service", "RFC 7534", True),
+    ("3fff::/20", "Documentation", "RFC 9637", False),
+    ("5f00::/16", "Segment Routing (SRv6) SIDs", "RFC 9602", False),
+    ("fc00::/7", "Unique-Local", "RFC 4193, RFC 8190", False),
+    ("fe80::/10", "Link-Local Unicast", "RFC 4291", False),
+)
+# Blocked besides the registry's rule (below), as the IPv4 list blocks 224.0.0.0/4 from outside its registry.
+IPV6_ALSO_BLOCKED: tuple[tuple[str, str], ...] = (
+    ("ff00::/8", "multicast (RFC 4291): never a unicast target"),
+    # Globally reachable, but each address embeds an IPv4 one: a scan there is an IPv4 scan through
+    # somebody's NAT64 translator, out of the IPv4 blocklist's reach.
+    ("64:ff9b::/96", "IPv4-IPv6 translation (RFC 6052): IPv4 addresses in disguise"),
+)
+
+
+def _default_blocklist6() -> tuple[str, ...]:
+    """Every registry block not globally reachable (False or N/A, as ZMap's IPv4 list leaves out the
+    globally reachable entries), minus the globally reachable blocks inside them (the registry's more
+    specific entry decides: 2001:3::/32 AMT is scannable though 2001::/23 is not), plus
+    IPV6_ALSO_BLOCKED; as disjoint CIDRs in address order."""
+    also = [ipaddress.IPv6Network(net) for net, _why in IPV6_ALSO_BLOCKED]
+    blocked = [
+        ipaddress.IPv6Network(net) for net, _n, _r, reachable in IPV6_SPECIAL_PURPOSE if reachable is not True
+    ]
+    reachable = [ipaddress.IPv6Network(net) for net, _n, _r, ok in IPV6_SPECIAL_PURPOSE if ok is True]
+    pieces = list(ipaddress.collapse_addresses(blocked))
+    for hole in reachable:
+        if hole in also:
+            continue
+        out: list[ipaddress.IPv6Network] = []
+        for piece in pieces:
+            if hole.subnet_of(piece):
+                out += piece.address_exclude(hole)
+            else:
+                out.append(piece)
+        pieces = out
+    return tuple(str(n) for n in ipaddress.collapse_addresses([*pieces, *also]))
+
+
+DEFAULT_BLOCKLIST6: tuple[str, ...] = _default_blocklist6()

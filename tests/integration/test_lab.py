@@ -761,7 +761,7 @@ def test_sysctls(lab_info: lab.LabInfo) -> None:
         assert sysctl(ns, "net.ipv4.icmp_msgs_burst") == "100000"
         assert sysctl(ns, "net.ipv4.conf.all.rp_filter") == "0"
     for ns in (lab.SCAN_NS, lab.ROUTER_NS, lab.TARGET_NS):
-        assert sysctl(ns, "net.ipv6.conf.all.disable_ipv6") == "1"
+        assert sysctl(ns, "net.ipv6.conf.all.disable_ipv6") == "0"  # IPv6 on (network.py: quiet)
 
 
 def test_tx_checksum_offload_off(lab_info: lab.LabInfo) -> None:

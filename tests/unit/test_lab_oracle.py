@@ -175,3 +175,109 @@ def test_service_table() -> None:
     assert lab.service(lab.TARPIT_IP, 81) == "http"  # the tarpit's other ports reach nginx
     assert lab.service("198.18.0.5", 123) is None  # NTP is UDP only
     assert len(lab.SERVERS) >= 12 and len(set(want.values())) >= 10
+
+
+# --------------------------------------------------------------------------- IPv6 (issue 16)
+
+V6_TWINS = {
+    "OPEN_NET": "OPEN_NET6", "RST_NET": "RST_NET6", "SILENT_NET": "SILENT_NET6", "NOECHO_NET": "NOECHO_NET6",
+    "TARPIT_IP": "TARPIT_IP6", "BIG_NET": "BIG_NET6", "UNREACH_NET": "UNREACH_NET6",
+    "PROHIBIT_NET": "PROHIBIT_NET6", "DROP_NET": "DROP_NET6", "TTL_NET": "TTL_NET6",
+    "BLACKHOLE_NET": "BLACKHOLE_NET6", "SCAN_ROUTE": "SCAN_ROUTE6", "READY_ADDR": "READY_ADDR6",
+}  # fmt: skip
+
+
+def test_v6_plan_is_the_v4_plan_twinned() -> None:
+    for v4, v6 in V6_TWINS.items():
+        assert lab.v6_twin(getattr(lab, v4)) == getattr(lab, v6), v4
+        assert v6 in lab.__all__
+    assert lab.v6_twin("198.18.1.5") == "2001:2::105"
+    assert lab.v6_twin("198.19.3.5") == "2001:2::1:305"
+    assert lab.v6_twin("198.18.255.255") == "2001:2::ffff"
+    assert lab.v6_twin("198.19.0.0/16") == "2001:2::1:0/112"
+    for bad in ("198.20.0.1", "10.77.0.1", "198.18.0.0/14", "2001:2::1", "8.8.8.8/32"):
+        with pytest.raises(ValueError):
+            lab.v6_twin(bad)
+    # Twinning keeps the plan's nesting and sizes: same count, same carve-outs inside BIG_NET.
+    for v4, v6 in V6_TWINS.items():
+        n4 = ipaddress.ip_network(getattr(lab, v4))
+        n6 = ipaddress.ip_network(getattr(lab, v6))
+        assert n4.num_addresses == n6.num_addresses, v4
+
+
+def test_v6_addresses_are_all_in_the_benchmark_block() -> None:
+    """Every IPv6 address the lab assigns or routes is in 2001:2::/48 (RFC 5180), nothing else."""
+    block = ipaddress.ip_network("2001:2::/48")
+    addrs = [*lab.ADDRESSES6.values(), lab.SCAN_IP6, lab.TARGET_GW6, lab.ROUTER_TARGET_IP6, lab.TARGET_IP6]
+    addrs += [lab.DNS_ANSWER6]
+    nets = [getattr(lab, v6) for v6 in V6_TWINS.values()]
+    for a in addrs:
+        assert ipaddress.ip_address(a) in block, a
+    for n in nets:
+        assert ipaddress.ip_network(n).subnet_of(block), n  # type: ignore[arg-type]
+    for _key, (_ns, dst, _kind, gw, _table) in lab.topology.ROUTES.items():
+        if ":" in dst and dst != "::/0":
+            assert ipaddress.ip_network(dst).subnet_of(block), dst  # type: ignore[arg-type]
+        if gw is not None and ":" in gw:
+            assert ipaddress.ip_address(gw) in block, gw
+    # The links are not targets: outside SCAN_ROUTE6, each its own /64.
+    route6 = ipaddress.ip_network(lab.SCAN_ROUTE6)
+    for a in lab.ADDRESSES6.values():
+        assert ipaddress.ip_address(a) not in route6
+    assert set(lab.ADDRESSES6) == set(lab.topology.ADDRESSES)
+    links = {ipaddress.ip_interface(f"{a}/{lab.LINK_PREFIXLEN6}").network for a in lab.ADDRESSES6.values()}
+    assert len(links) == 2
+    assert (
+        ipaddress.ip_interface(f"{lab.SCAN_IP6}/64").network
+        == ipaddress.ip_interface(f"{lab.TARGET_GW6}/64").network
+    )
+
+
+def test_v6_ground_truth_mirrors_v4() -> None:
+    """Every v4 answer has its twin over IPv6; ICMP errors in ICMPv6's words, from the v6 responders."""
+    icmp6 = {(3, 1): (1, 3), (3, 13): (1, 1), (11, 0): (3, 0), (3, 3): (1, 4)}
+    addrs = [
+        "198.18.0.5", "198.18.1.5", "198.18.2.5", "198.18.3.5", lab.TARPIT_IP, "198.18.4.6", "198.18.200.1",
+        "198.18.255.255", "198.19.0.9", "198.19.1.9", "198.19.2.9", "198.19.3.9", "198.19.77.9",
+    ]  # fmt: skip
+    for a4 in addrs:
+        a6 = lab.v6_twin(a4)
+        for proto, ports in (
+            ("tcp", [21, 22, 53, 80, 81, 123, 9022, 40000]),
+            ("udp", [53, 123, 9999]),
+            ("icmp", [None]),
+        ):
+            for port in ports:
+                assert lab.expected(a6, port, proto) == lab.expected(a4, port, proto), (a6, port, proto)
+                i4 = lab.expected_icmp(a4, port, proto)
+                assert lab.expected_icmp(a6, port, proto) == (None if i4 is None else icmp6[i4]), (
+                    a6,
+                    port,
+                    proto,
+                )
+                if proto == "tcp":
+                    assert lab.service(a6, port) == lab.service(a4, port)
+        r4 = lab.expected_icmp_responder(a4)
+        want = None if r4 is None else lab.TARGET_GW6 if r4 == lab.TARGET_GW else a6
+        assert lab.expected_icmp_responder(a6) == want, a6
+        assert lab.is_tarpit(a6) == lab.is_tarpit(a4)
+    # The router itself.
+    assert lab.expected(lab.TARGET_GW6, 22) == "rst"
+    assert lab.expected(lab.TARGET_GW6, 9999, "udp") == "icmp-unreach"
+    assert lab.expected_icmp(lab.TARGET_GW6, 9999, "udp") == (1, 4)
+    assert lab.expected(lab.TARGET_GW6, None, "icmp") == "echoreply"
+    assert lab.expected_icmp_responder(lab.TARGET_GW6) == lab.TARGET_GW6
+    # Outside the plan: silence, no responder (the links, other benchmark addresses, the Internet).
+    for a6 in (lab.SCAN_IP6, "2001:2::2:1", "2001:2:0:5::1", "2001:4860::8888"):
+        assert lab.expected(a6, 80) is None and lab.expected_icmp_responder(a6) is None, a6
+    assert lab.is_tarpit(lab.TARPIT_IP6) and not lab.is_tarpit("2001:2::406")
+
+
+def test_address_plan_names_the_v6_ranges() -> None:
+    text = "\n".join(lab.address_plan().values())
+    for v6 in V6_TWINS.values():
+        if v6 not in ("SCAN_ROUTE6", "READY_ADDR6"):
+            assert getattr(lab, v6) in text, v6
+    info = lab.LabInfo()
+    assert (info.scan_ip6, info.gateway_ip6, info.open_net6) == (lab.SCAN_IP6, lab.TARGET_GW6, lab.OPEN_NET6)
+    assert lab.LabInfo.from_dict(info.to_dict()) == info

@@ -18,6 +18,15 @@ names below are for the default prefix::
                               198.19.3.0/24 via 10.77.1.2 (*)
                               blackhole   198.19.0.0/16
 
+IPv6 alongside, the same shape (topology.py; every address in the RFC 5180
+benchmark block 2001:2::/48):
+
+    zbl-s0 2001:2:0:ff00::1/64 <--> zbl-r0 2001:2:0:ff00::2/64
+                                    zbl-r1 2001:2:0:ff01::1/64 <--> zbl-t0 2001:2:0:ff01::2/64
+    route 2001:2::/111              forwarding=1                    default via 2001:2:0:ff01::1
+      via 2001:2:0:ff00::2          2001:2::/112 via ff01::2        local 2001:2::/112 dev lo
+                                    unreachable/prohibit/blackhole/TTL: the twins below
+
 (*) nft table ip zbl in zbl-rtr, prerouting: "reject with icmp type
 host-unreachable" / "admin-prohibited" for the first two, "ip ttl set 1" for
 198.19.3.0/24 (so forwarding expires it). The reject rules answer before the
@@ -25,6 +34,9 @@ routes are consulted: ICMP errors from unreachable/prohibit routes go through
 ip_error(), which the kernel rate-limits per source (burst 5, then 1/s) with
 host-wide sysctls (net.ipv4.route.error_cost/error_burst) that a namespace
 cannot change; nft's reject is limited only by the namespace's icmp_* sysctls.
+nft table ip6 zbl does the same for IPv6: "reject with icmpv6 type
+addr-unreachable" (1/3) / "admin-prohibited" (1/1), "ip6 hoplimit set 1" (so
+forwarding answers hop limit exceeded, 3/0).
 
 With up(wire=True) a fault wire sits between scanner and router: zbl-s0 is
 paired with zbl-w0 in zbl-wire, and zbl-w1 (also in zbl-wire) with zbl-r0.
@@ -60,20 +72,33 @@ Address plan (all reached from zbl-scan through the gateway 10.77.0.2):
     10.77.0.2       gateway    the router itself: no servers, so TCP RST on every port,
                                ICMP port unreachable for UDP, echo replies
 
+IPv6 twins (topology.v6_twin: the low 17 bits are the v4 address's offset in
+198.18.0.0/15, in hex; 198.18.1.5 <-> 2001:2::105), the same answers, ICMPv6's
+types: address unreachable 1/3, admin prohibited 1/1, hop limit exceeded 3/0,
+port unreachable 1/4 (from the probed address, as over IPv4):
+
+    2001:2::/120         OPEN_NET6        2001:2::1:0/120     UNREACH_NET6 (1/3)
+    2001:2::100/120      RST_NET6         2001:2::1:100/120   PROHIBIT_NET6 (1/1)
+    2001:2::200/120      SILENT_NET6      2001:2::1:200/120   DROP_NET6
+    2001:2::300/120      NOECHO_NET6      2001:2::1:300/120   TTL_NET6 (3/0)
+    2001:2::405          TARPIT_IP6       2001:2::1:0/112     BLACKHOLE_NET6
+    2001:2::/112         BIG_NET6         2001:2::/111        SCAN_ROUTE6
+    2001:2:0:ff00::2     gateway (TARGET_GW6)
+
 expected(addr, port, proto) is this table as code, expected_icmp() gives the
 ICMP (type, code) and expected_icmp_responder() its source. The router and
 the target send ICMP errors without rate limits (icmp_ratelimit=0, 100,000
 msgs/s), so they are exact ground truth too.
 
 Servers (Debian's own binaries, run in the foreground inside zbl-tgt and
-listening on 0.0.0.0, so every local address above answers; configs and
-data in STATE_DIR):
+listening on 0.0.0.0 and ::, so every local address above answers, IPv4 and
+IPv6; configs and data in STATE_DIR):
 
     nginx      80 (http), 443 (https, self-signed RSA cert, TLSv1.2/1.3)
     sshd       22
     vsftpd     21
     redis      6379
-    dnsmasq    53 udp+tcp (zbanner.lab A 198.18.0.1, REFUSED for other names; TCP
+    dnsmasq    53 udp+tcp (zbanner.lab A 198.18.0.1, AAAA 2001:2::1, REFUSED for other names; TCP
                is DNATed to 10.77.1.2, the only kind of address it answers TCP on)
     chronyd    123 udp (NTP server, stratum 10 local clock; -x: never touches the clock)
     postgres   5432 (PostgreSQL; password auth, no role has one)
@@ -112,8 +137,11 @@ templates are in zbanner_xdp/lab/files/. Every veth end has tx checksum
 offload switched off: otherwise packets the target's kernel sends carry only a
 partial checksum across the veths, and anything reading raw frames on zbl-s0
 (the XDP program, tcpdump, pcap tests, the relay) would see bad TCP checksums
-that a real wire never shows. IPv6 is disabled in every namespace so the scan
-interface carries no DAD/MLD/RS chatter. Conntrack runs in the target
+that a real wire never shows. IPv6 runs in the scanner, router and target
+namespaces without chatter on the scan link (network.py: no DAD, no router
+solicitations, MLD reports only while the links come up) and with neighbour
+discovery as on any wire (no static entries); the wire namespace has no IPv6.
+Conntrack runs in the target
 namespace only where a DNAT needs it (the tarpit address, TCP 53, the
 unexpected ports); everything else is untracked, so big scans of the servers'
 own ports cannot fill the table.

@@ -4,19 +4,31 @@ Every veth end has tx checksum offload switched off: otherwise packets the
 target's kernel sends carry only a partial checksum across the veths, and
 anything reading raw frames on the scanner's veth (the XDP program, tcpdump,
 pcap tests, the relay) would see bad TCP checksums that a real wire never
-shows. IPv6 is disabled in every namespace so the scan interface carries no
-DAD/MLD/RS chatter.
+shows.
+
+IPv6 runs in the scanner, router and target namespaces (the wire has none: it
+carries frames, it sends none), without the chatter that would reach the scan
+interface unasked: no DAD probes (accept_dad=0, dad_transmits=0: addresses are
+usable at once), no router solicitations (router_solicitations=0, accept_ra=0:
+routes are the plan's only), and the unsolicited MLD reports every interface
+sends as it comes up squeezed into its first few milliseconds, while the lab is
+still being built (mld*_unsolicited_report_interval=10 ms; nothing in the lab
+sends MLD queries, so none follow). Neighbour discovery stays on: the scanner
+resolves its IPv6 gateway as a host would, with no static neighbour entries.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from . import netns
 from .procs import ns_exec_argv, run, step
 from .topology import (
     ADDRESSES,
+    ADDRESSES6,
     LINK_PREFIXLEN,
+    LINK_PREFIXLEN6,
     ROUTER_NS,
     ROUTES,
     SCAN_IF,
@@ -32,12 +44,28 @@ from .topology import (
 
 IFF_UP = 0x1
 IFF_PROMISC = 0x100
+IFA_F_NODAD = 0x02
 
+# IPv6 on, quiet (module docstring). "default" is what the veths inherit (set before they exist),
+# "all" covers lo and anything else already there.
+IPV6_SYSCTLS: dict[str, str] = {
+    f"net.ipv6.conf.{which}.{key}": value
+    for which in ("all", "default")
+    for key, value in (
+        ("disable_ipv6", "0"),
+        ("accept_ra", "0"),
+        ("autoconf", "0"),
+        ("router_solicitations", "0"),
+        ("accept_dad", "0"),
+        ("dad_transmits", "0"),
+        ("mldv1_unsolicited_report_interval", "10"),
+        ("mldv2_unsolicited_report_interval", "10"),
+    )
+}
 SCAN_SYSCTLS: dict[str, str] = {
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
-    "net.ipv6.conf.all.disable_ipv6": "1",
-    "net.ipv6.conf.default.disable_ipv6": "1",
+    **IPV6_SYSCTLS,
 }
 # The scanner's own namespace keeps its kernel sockets (test clients) out of
 # the scanner's default source-port range, 32768-61000, as one would on a
@@ -48,14 +76,20 @@ ICMP_SYSCTLS: dict[str, str] = {
     "net.ipv4.icmp_ratelimit": "0",
     "net.ipv4.icmp_msgs_per_sec": "100000",
     "net.ipv4.icmp_msgs_burst": "100000",
+    # ICMPv6 errors: the per-destination limit is this one (the global budget is the icmp_msgs_* above).
+    "net.ipv6.icmp.ratelimit": "0",
 }
 ROUTER_SYSCTLS: dict[str, str] = {
     "net.ipv4.ip_forward": "1",
     **SCAN_SYSCTLS,
+    "net.ipv6.conf.all.forwarding": "1",
+    "net.ipv6.conf.default.forwarding": "1",
     **ICMP_SYSCTLS,
     # No redirects: the only ICMP the router sends is the address plan's.
     "net.ipv4.conf.all.send_redirects": "0",
     "net.ipv4.conf.default.send_redirects": "0",
+    # ICMPv6 redirects have no sysctl to switch them off; the router never sends one because no
+    # packet leaves by the interface it came in on (the scanner's routes all point past the router).
 }
 TARGET_SYSCTLS: dict[str, str] = {
     **SCAN_SYSCTLS,
@@ -65,6 +99,10 @@ TARGET_SYSCTLS: dict[str, str] = {
     # Cookies only kick in once the (now large) SYN queue overflows, and then
     # they still answer with a SYN-ACK, which keeps expected() true.
     "net.ipv4.tcp_syncookies": "1",
+    # IPv6 has no AnyIP for sending: a socket may set a source (dnsmasq's UDP replies, through
+    # IPV6_PKTINFO) only if an interface holds that address, which the local route does not count.
+    # Non-local binds allowed, dnsmasq answers from the address asked, as over IPv4.
+    "net.ipv6.ip_nonlocal_bind": "1",
 }
 # The target's conntrack (files/target.nft): a packet that starts no connection (an untracked
 # connection's reply) creates no entry; DNATed connections are short, and a scanner's odd segments
@@ -94,14 +132,16 @@ def _add_routes(ipr: Any, ns: str) -> None:
     for _key, (rns, dst, kind, gw, table) in ROUTES.items():
         if rns != ns:
             continue
+        family = socket.AF_INET6 if ":" in dst else socket.AF_INET
         if kind == "local":
-            # == `ip route add local 198.18.0.0/16 dev lo`: AnyIP, every address is ours.
+            # == `ip route add local 198.18.0.0/16 dev lo` (or `ip -6 route add local 2001:2::/112
+            # dev lo`): AnyIP, every address is ours.
             lo = ipr.link_lookup(ifname="lo")[0]
-            ipr.route("add", dst=dst, type="local", oif=lo, table=table, scope="host")
+            ipr.route("add", dst=dst, type="local", oif=lo, table=table, scope="host", family=family)
         elif gw is not None:
-            ipr.route("add", dst=dst, gateway=gw)
+            ipr.route("add", dst=dst, gateway=gw, family=family)
         else:
-            ipr.route("add", dst=dst, type=kind)
+            ipr.route("add", dst=dst, type=kind, family=family)
 
 
 def build(wire: bool) -> None:
@@ -140,6 +180,11 @@ def build(wire: bool) -> None:
                 idx = ipr.link_lookup(ifname=ifname)[0]
                 if ifname in ADDRESSES:
                     ipr.addr("add", index=idx, address=ADDRESSES[ifname], prefixlen=LINK_PREFIXLEN)
+                    # nodad as well as accept_dad=0: the address is usable at once, whatever the sysctl.
+                    ipr.addr(
+                        "add", index=idx, address=ADDRESSES6[ifname], prefixlen=LINK_PREFIXLEN6,
+                        family=socket.AF_INET6, flags=IFA_F_NODAD,
+                    )  # fmt: skip
                     ipr.link("set", index=idx, state="up")
                 else:  # the wire: no address, takes every frame for the relay
                     both = IFF_UP | IFF_PROMISC

@@ -144,19 +144,22 @@ def pids_in_netns(ns: str) -> list[int]:
 
 
 def bound_ports(pid: int, proto: str) -> list[int]:
-    """IPv4 ports of pid's network namespace: listening TCP sockets, or unconnected bound UDP ones."""
+    """Ports of pid's network namespace, IPv4 and IPv6 sockets alike (a dual-stack socket on [::],
+    such as vsftpd's, serves both and shows only in the IPv6 table): listening TCP sockets, or
+    unconnected bound UDP ones."""
     state = {"tcp": "0A", "udp": "07"}[proto]  # TCP_LISTEN, TCP_CLOSE (an unconnected UDP socket)
     ports = set()
-    try:
-        with open(f"/proc/{pid}/net/{proto}") as f:
-            next(f)
-            for line in f:
-                cols = line.split()
-                port = int(cols[1].rsplit(":", 1)[1], 16)
-                if cols[3] == state and port:
-                    ports.add(port)
-    except (OSError, StopIteration):
-        return []
+    for table in (proto, f"{proto}6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    port = int(cols[1].rsplit(":", 1)[1], 16)
+                    if cols[3] == state and port:
+                        ports.add(port)
+        except (OSError, StopIteration):
+            continue
     return sorted(ports)
 
 

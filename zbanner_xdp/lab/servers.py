@@ -1,7 +1,8 @@
 """The target's real servers: configs, keys, start-up, and proof that each one answers.
 
 Debian's own binaries run in the foreground inside the target namespace,
-listening on 0.0.0.0, so every local (AnyIP) address answers. Configs are
+listening on 0.0.0.0 and ::, so every local (AnyIP) address answers, IPv4 and
+IPv6 alike. Configs are
 rendered from the templates in files/ into STATE_DIR; readiness is asked
 from the scanner's side, so it proves the veths, the router and the server.
 """
@@ -26,28 +27,39 @@ from . import netns, procs
 from .procs import CMD_TIMEOUT, log_path, log_tail, ns_exec_argv
 from .topology import (
     BIG_NET,
+    BIG_NET6,
     BIG_PAGE,
     DNS_ANSWER,
+    DNS_ANSWER6,
     DNS_NAME,
     NFT_TABLE,
     NOECHO_NET,
+    NOECHO_NET6,
     NTP_STRATUM,
     OPEN_TCP_PORTS,
     PORT_PROTOS,
     PORTS,
     PROHIBIT_NET,
+    PROHIBIT_NET6,
     READY_ADDR,
+    READY_ADDR6,
     RST_NET,
+    RST_NET6,
     SCAN_NS,
     SILENT_NET,
+    SILENT_NET6,
     STATE_DIR,
     TARGET_IP,
+    TARGET_IP6,
     TARGET_NS,
     TARPIT_IP,
+    TARPIT_IP6,
     TARPIT_PORT,
     TTL_NET,
+    TTL_NET6,
     UNEXPECTED,
     UNREACH_NET,
+    UNREACH_NET6,
 )
 
 # server name -> the PORTS keys it serves
@@ -114,6 +126,19 @@ def _render(template: str, dest: str, mode: int = 0o644) -> None:
         "NAT_PORTS": ", ".join(str(p) for p in sorted({PORTS["dns"], *UNEXPECTED})),
         "NAT_TARGET_PORTS": ", ".join(str(p) for p in sorted({PORTS[k] for k in UNEXPECTED.values()})),
         "UNEXPECTED_MAP": ", ".join(f"{p} : {TARGET_IP} . {PORTS[k]}" for p, k in sorted(UNEXPECTED.items())),
+        "UNEXPECTED_MAP6": ", ".join(
+            f"{p} : {TARGET_IP6} . {PORTS[k]}" for p, k in sorted(UNEXPECTED.items())
+        ),
+        "SILENT_NET6": SILENT_NET6,
+        "RST_NET6": RST_NET6,
+        "NOECHO_NET6": NOECHO_NET6,
+        "TARPIT_IP6": TARPIT_IP6,
+        "BIG_NET6": BIG_NET6,
+        "TARGET_IP6": TARGET_IP6,
+        "TTL_NET6": TTL_NET6,
+        "UNREACH_NET6": UNREACH_NET6,
+        "PROHIBIT_NET6": PROHIBIT_NET6,
+        "DNS_ANSWER6": DNS_ANSWER6,
         "TTL_NET": TTL_NET,
         "UNREACH_NET": UNREACH_NET,
         "PROHIBIT_NET": PROHIBIT_NET,
@@ -161,7 +186,8 @@ NTP_REQUEST = bytes([0x23]) + bytes(47)  # LI 0, version 4, mode 3 (client)
 
 
 def udp_exchange(addr: str, port: int, payload: bytes, timeout: float) -> bytes | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         try:
             s.connect((addr, port))
@@ -399,7 +425,7 @@ def server_argv(name: str) -> list[str]:
         return ["vsftpd", f"{s}/vsftpd.conf"]
     if name == "redis":
         return [
-            "redis-server", "--port", str(PORTS["redis"]), "--bind", "0.0.0.0",
+            "redis-server", "--port", str(PORTS["redis"]), "--bind", "0.0.0.0", "::",
             "--protected-mode", "no", "--save", "", "--appendonly", "no", "--daemonize", "no",
             "--dir", s, "--pidfile", f"{s}/run/redis.pid", "--tcp-backlog", "65535",
         ]  # fmt: skip
@@ -408,7 +434,7 @@ def server_argv(name: str) -> list[str]:
         return ["dnsmasq", "--keep-in-foreground", "-C", f"{s}/dnsmasq.conf"]
     if name == "chronyd":
         # -x: never adjust the clock; -u root: pid and drift files stay writable in STATE_DIR.
-        return ["chronyd", "-d", "-x", "-4", "-u", "root", "-f", f"{s}/chrony.conf"]
+        return ["chronyd", "-d", "-x", "-u", "root", "-f", f"{s}/chrony.conf"]
     if name == "postgres":
         # No Unix socket, no fsync (a throw-away copy); logs to stderr.
         return _as_user("postgres", [
@@ -420,11 +446,11 @@ def server_argv(name: str) -> list[str]:
     if name == "mariadb":
         # Starts as root, becomes mysql in place. No grant tables (a scanner from any address gets the
         # ordinary greeting, not "host not allowed"), no name lookups, no blocking of a host whose
-        # connections end before the handshake (a scanner's all do).
+        # connections end before the handshake (a scanner's all do). --bind-address=*: IPv4 and IPv6.
         d = datadir(name)
         return [
             "mariadbd", "--no-defaults", f"--datadir={d}", "--user=mysql", f"--port={PORTS['mysql']}",
-            "--bind-address=0.0.0.0", f"--socket={d}/mysqld.sock", f"--pid-file={d}/mariadbd.pid",
+            "--bind-address=*", f"--socket={d}/mysqld.sock", f"--pid-file={d}/mariadbd.pid",
             "--skip-name-resolve", "--skip-grant-tables", "--skip-log-bin", *_INNODB,
             "--max-connect-errors=4294967295", "--max-connections=1000", "--back-log=65535",
             "--innodb-fast-shutdown=2",  # a throw-away copy: lab down need not wait for a clean stop
@@ -432,7 +458,7 @@ def server_argv(name: str) -> list[str]:
     if name == "memcached":
         # -U 0: no UDP.
         return [
-            "memcached", "-u", "memcache", "-l", "0.0.0.0", "-p", str(PORTS["memcached"]), "-U", "0",
+            "memcached", "-u", "memcache", "-l", "0.0.0.0,[::]", "-p", str(PORTS["memcached"]), "-U", "0",
             "-c", "4096", "-b", "65535",
         ]  # fmt: skip
     if name == "mosquitto":
@@ -510,14 +536,17 @@ def wait_ready(
         # Ask from the scanner's side: proves the veths, the router, the
         # addresses and the server all work, not just that something is bound.
         names = sorted(pending)
-        pending -= netns.run_in(from_ns, lambda names=names: _answering(READY_ADDR, names))
+        # Over IPv4 and IPv6 both: a server answering one family only is not ready.
+        pending -= netns.run_in(
+            from_ns, lambda names=names: _answering(READY_ADDR, names) & _answering(READY_ADDR6, names)
+        )
         if not pending:
             return
         if time.monotonic() >= deadline:
             name = sorted(pending)[0]
             ports = [PORTS[k] for k in SERVERS[name]]
             raise RuntimeError(
-                f"lab: {name} did not answer on {READY_ADDR}:{ports} (asked from {from_ns}) "
-                f"within {timeout:.0f}s; see {log_path(name)}:\n{log_tail(name)}"
+                f"lab: {name} did not answer on {READY_ADDR} and [{READY_ADDR6}] {ports} "
+                f"(asked from {from_ns}) within {timeout:.0f}s; see {log_path(name)}:\n{log_tail(name)}"
             )
         time.sleep(0.05)

@@ -15,7 +15,9 @@ from .network import IFF_PROMISC, IFF_UP
 from .procs import CMD_TIMEOUT, ns_exec_argv
 from .topology import (
     ADDRESSES,
+    ADDRESSES6,
     LINK_PREFIXLEN,
+    LINK_PREFIXLEN6,
     NFT_TABLE,
     PASS_PROG_NAME,
     PORTS,
@@ -24,9 +26,11 @@ from .topology import (
     ROUTER_NS,
     ROUTES,
     SCAN_IP,
+    SCAN_IP6,
     SCAN_NS,
     STATE_DIR,
     TARGET_GW,
+    TARGET_GW6,
     TARGET_NS,
     TCP_PORTS,
     UDP_PORTS,
@@ -51,6 +55,12 @@ def _link_status(ns: str, ifname: str) -> dict[str, Any] | None:
             f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
             for a in ipr.get_addr(index=idx[0], family=socket.AF_INET)
         ]
+        # Global IPv6 addresses only: the kernel's own link-local fe80:: one is not the plan's.
+        addrs6 = [
+            f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+            for a in ipr.get_addr(index=idx[0], family=socket.AF_INET6)
+            if not a.get_attr("IFA_ADDRESS", "").startswith("fe80:")
+        ]
         xdp = link.get_attr("IFLA_XDP")
         prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") if xdp is not None else None
         return {
@@ -60,6 +70,7 @@ def _link_status(ns: str, ifname: str) -> dict[str, Any] | None:
             "promisc": bool(link["flags"] & IFF_PROMISC),
             "mac": link.get_attr("IFLA_ADDRESS"),
             "addrs": addrs,
+            "addrs6": addrs6,
             "xdp": _prog_name(prog_id) if prog_id else None,
         }
 
@@ -87,11 +98,13 @@ def _routes_ok() -> dict[str, bool]:
             for table in (254, 255):
                 have = {
                     (
-                        f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}",
+                        f"{r.get_attr('RTA_DST') or ('::' if family == socket.AF_INET6 else '0.0.0.0')}"
+                        f"/{r['dst_len']}",
                         _RT_TYPES.get(r["type"]),
                         r.get_attr("RTA_GATEWAY"),
                     )
-                    for r in ipr.get_routes(family=socket.AF_INET, table=table)
+                    for family in (socket.AF_INET, socket.AF_INET6)
+                    for r in ipr.get_routes(family=family, table=table)
                 }
                 for key, (rns, dst, kind, gw, rtable) in ROUTES.items():
                     if rns == ns and rtable == table:
@@ -101,11 +114,11 @@ def _routes_ok() -> dict[str, bool]:
 
 def _nft_tables_present() -> dict[str, bool]:
     out = {}
-    for ns, family in ((TARGET_NS, "inet"), (ROUTER_NS, "ip")):
+    for ns, families in ((TARGET_NS, ("inet",)), (ROUTER_NS, ("ip", "ip6"))):
         ok = False
         if procs.netns_exists(ns):
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                ok = (
+                ok = all(
                     subprocess.run(
                         ns_exec_argv(ns, ["nft", "list", "table", family, NFT_TABLE]),
                         capture_output=True,
@@ -113,6 +126,7 @@ def _nft_tables_present() -> dict[str, bool]:
                         check=False,
                     ).returncode
                     == 0
+                    for family in families
                 )
         out[ns] = ok
     return out
@@ -172,14 +186,21 @@ def status_unlocked() -> dict[str, Any]:
         root_links = []
     nft = _nft_tables_present()
     links_ok = all(
-        links[i] is not None and links[i]["up"] and f"{ip}/{LINK_PREFIXLEN}" in links[i]["addrs"]
+        links[i] is not None
+        and links[i]["up"]
+        and f"{ip}/{LINK_PREFIXLEN}" in links[i]["addrs"]
+        and f"{ADDRESSES6[i]}/{LINK_PREFIXLEN6}" in links[i]["addrs6"]
         for i, ip in ADDRESSES.items()
     )
     relay_st = relay.relay_status() if wire else None
     wire_ok = True
     if wire:
         wire_ok = all(
-            links[i] is not None and links[i]["up"] and links[i]["promisc"] and not links[i]["addrs"]
+            links[i] is not None
+            and links[i]["up"]
+            and links[i]["promisc"]
+            and not links[i]["addrs"]
+            and not links[i]["addrs6"]
             for i in (WIRE_SCAN_IF, WIRE_ROUTER_IF)
         )
         # Without the relay module the wire cannot forward; it is as complete as it can be.
@@ -220,6 +241,8 @@ def status_unlocked() -> dict[str, Any]:
         "in_use_by": users.others() if os.path.isdir(STATE_DIR) or any(namespaces.values()) else [],
         "scan_ip": SCAN_IP,
         "gateway_ip": TARGET_GW,
+        "scan_ip6": SCAN_IP6,
+        "gateway_ip6": TARGET_GW6,
         "address_plan": address_plan(),
     }
 
@@ -247,7 +270,7 @@ def format_status(d: dict[str, Any]) -> str:
             state = "up" if link["up"] else "down"
             if link["promisc"]:
                 state += ", promisc"
-            addrs = ", ".join(link["addrs"]) or "no address"
+            addrs = ", ".join(link["addrs"] + link.get("addrs6", [])) or "no address"
             xdp = f", xdp {link['xdp']}" if link.get("xdp") else ""
             lines.append(f"  link        {ifname} in {link['netns']}: {state}, {link['mac']}, {addrs}{xdp}")
     r = d["routes"]
@@ -255,7 +278,7 @@ def format_status(d: dict[str, Any]) -> str:
         what = f"{kind} {dst}" + (f" via {gw}" if gw else "") + (" (table local)" if table == 255 else "")
         lines.append(f"  route       {ns}: {what}: {yn(r.get(key, False))}")
     for ns, ok in d["nft_tables"].items():
-        family = "inet" if ns == TARGET_NS else "ip"
+        family = "inet" if ns == TARGET_NS else "ip and ip6"
         lines.append(f"  nftables    table {family} {NFT_TABLE} in {ns}: {yn(ok)}")
     for name, s in d["servers"].items():
         ports = ",".join(str(p) for p in s["ports"])

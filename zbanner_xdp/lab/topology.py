@@ -1,13 +1,26 @@
 """The lab's plan: every name, address, port and veth pair, derived from one prefix.
 
 Nothing here touches the system: importing only computes names (see the
-package docstring for the picture). Every name derives from PREFIX
+package docstring for the picture).
+
+IPv6 runs alongside IPv4 with the same shape, every address inside the RFC 5180
+benchmark block 2001:2::/48 (the IANA registry's counterpart of 198.18.0.0/15).
+Each v4 name has a v6 twin with the suffix 6 (OPEN_NET6, TARGET_GW6, ...):
+
+    links        2001:2:0:ff00::/64 scanner-router (::1 scanner, ::2 router),
+                 2001:2:0:ff01::/64 router-target (::1 router, ::2 target);
+                 the twins of 10.77.0.0/24 and 10.77.1.0/24
+    targets      2001:2::/111 (SCAN_ROUTE6) = BIG_NET6 2001:2::/112 + BLACKHOLE_NET6
+                 2001:2::1:0/112: an address's low 17 bits are its v4 twin's offset in
+                 198.18.0.0/15, written in hex: 198.18.1.5 <-> 2001:2::105,
+                 198.19.3.5 <-> 2001:2::1:305 (v6_twin() computes it) Every name derives from PREFIX
 (environment variable ZBANNER_LAB_PREFIX, default "zbl-"; 1-4 lowercase
 letters/digits and a final "-"), so several labs can coexist.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -73,6 +86,28 @@ __all__ = [
     "WIRE_SCAN_IF",
     "WIRE_SCAN_MAC",
     "LabInfo",
+    # IPv6: the twins (module docstring).
+    "ADDRESSES6",
+    "BIG_NET6",
+    "BLACKHOLE_NET6",
+    "DNS_ANSWER6",
+    "DROP_NET6",
+    "LINK_PREFIXLEN6",
+    "NOECHO_NET6",
+    "OPEN_NET6",
+    "PROHIBIT_NET6",
+    "READY_ADDR6",
+    "ROUTER_TARGET_IP6",
+    "RST_NET6",
+    "SCAN_IP6",
+    "SCAN_ROUTE6",
+    "SILENT_NET6",
+    "TARGET_GW6",
+    "TARGET_IP6",
+    "TARPIT_IP6",
+    "TTL_NET6",
+    "UNREACH_NET6",
+    "v6_twin",
 ]
 
 DEFAULT_PREFIX = "zbl-"
@@ -112,6 +147,13 @@ TARGET_GW = "10.77.0.2"  # the scanner's gateway: the router's ROUTER_IF
 ROUTER_TARGET_IP = "10.77.1.1"
 TARGET_IP = "10.77.1.2"
 LINK_PREFIXLEN = 24
+# The links' IPv6 twins (2001:2:0:ff00::/64, 2001:2:0:ff01::/64): inside the benchmark block, outside
+# SCAN_ROUTE6, so a link address is never a target.
+SCAN_IP6 = "2001:2:0:ff00::1"
+TARGET_GW6 = "2001:2:0:ff00::2"  # the router's ROUTER_IF
+ROUTER_TARGET_IP6 = "2001:2:0:ff01::1"
+TARGET_IP6 = "2001:2:0:ff01::2"
+LINK_PREFIXLEN6 = 64
 # Locally administered and fixed, so pcaps and XDP tests can hard-code them.
 SCAN_MAC = "02:7a:62:6c:00:01"
 GATEWAY_MAC = "02:7a:62:6c:00:02"  # ROUTER_IF
@@ -143,6 +185,37 @@ READY_ADDR = "198.18.0.1"
 DNS_NAME = "zbanner.lab"
 DNS_ANSWER = "198.18.0.1"
 NTP_STRATUM = 10
+
+# IPv6: each range is its v4 twin's offset in 198.18.0.0/15 as the low 17 bits (v6_twin()).
+OPEN_NET6 = "2001:2::/120"
+RST_NET6 = "2001:2::100/120"
+SILENT_NET6 = "2001:2::200/120"
+NOECHO_NET6 = "2001:2::300/120"
+TARPIT_IP6 = "2001:2::405"
+BIG_NET6 = "2001:2::/112"
+UNREACH_NET6 = "2001:2::1:0/120"
+PROHIBIT_NET6 = "2001:2::1:100/120"
+DROP_NET6 = "2001:2::1:200/120"
+TTL_NET6 = "2001:2::1:300/120"
+BLACKHOLE_NET6 = "2001:2::1:0/112"
+SCAN_ROUTE6 = "2001:2::/111"  # BIG_NET6 + BLACKHOLE_NET6, via TARGET_GW6
+READY_ADDR6 = "2001:2::1"
+DNS_ANSWER6 = "2001:2::1"  # the AAAA record of DNS_NAME (the A record stays DNS_ANSWER)
+
+
+def v6_twin(addr: str) -> str:
+    """The IPv6 twin of an IPv4 address or network in SCAN_ROUTE (198.18.1.5 -> 2001:2::105,
+    198.19.0.0/24 -> 2001:2::1:0/120); ValueError outside it."""
+    v4 = ipaddress.ip_network(addr, strict=False) if "/" in addr else ipaddress.ip_network(f"{addr}/32")
+    route = ipaddress.ip_network(SCAN_ROUTE)
+    if v4.version != 4 or not v4.subnet_of(route):  # type: ignore[arg-type]
+        raise ValueError(f"{addr} is not an IPv4 address or network inside {SCAN_ROUTE}")
+    base = ipaddress.ip_network(SCAN_ROUTE6).network_address
+    twin = base + (int(v4.network_address) - int(route.network_address))
+    if "/" not in addr:
+        return str(twin)
+    return f"{twin}/{v4.prefixlen + 96}"
+
 
 PORTS: dict[str, int] = {
     "ssh": 22, "ftp": 21, "http": 80, "https": 443, "redis": 6379, "dns": 53, "ntp": 123,
@@ -210,6 +283,12 @@ ADDRESSES: dict[str, str] = {
     ROUTER_TARGET_IF: ROUTER_TARGET_IP,
     TARGET_IF: TARGET_IP,
 }
+ADDRESSES6: dict[str, str] = {
+    SCAN_IF: SCAN_IP6,
+    ROUTER_IF: TARGET_GW6,
+    ROUTER_TARGET_IF: ROUTER_TARGET_IP6,
+    TARGET_IF: TARGET_IP6,
+}
 
 
 # Every route of the lab, keyed as status() reports it: (namespace, destination, route type,
@@ -224,6 +303,16 @@ ROUTES: dict[str, tuple[str, str, str, str | None, int]] = {
     "blackhole": (ROUTER_NS, BLACKHOLE_NET, "blackhole", None, 254),
     "target_default": (TARGET_NS, "0.0.0.0/0", "unicast", ROUTER_TARGET_IP, 254),
     "anyip": (TARGET_NS, BIG_NET, "local", None, 255),
+    # IPv6: the same routes (the family follows from the destination).
+    "scan_route6": (SCAN_NS, SCAN_ROUTE6, "unicast", TARGET_GW6, 254),
+    "router_targets6": (ROUTER_NS, BIG_NET6, "unicast", TARGET_IP6, 254),
+    "router_unreach6": (ROUTER_NS, UNREACH_NET6, "unreachable", None, 254),
+    "router_prohibit6": (ROUTER_NS, PROHIBIT_NET6, "prohibit", None, 254),
+    "router_drop6": (ROUTER_NS, DROP_NET6, "blackhole", None, 254),
+    "router_ttl6": (ROUTER_NS, TTL_NET6, "unicast", TARGET_IP6, 254),
+    "blackhole6": (ROUTER_NS, BLACKHOLE_NET6, "blackhole", None, 254),
+    "target_default6": (TARGET_NS, "::/0", "unicast", ROUTER_TARGET_IP6, 254),
+    "anyip6": (TARGET_NS, BIG_NET6, "local", None, 255),
 }
 
 
@@ -266,6 +355,23 @@ class LabInfo:
     wire_ifs: list[str] = field(default_factory=list)  # [a (scanner side), b (router side)]
     relay_pid: int | None = None
     built_by: dict[str, Any] = field(default_factory=dict)  # users.owner(): who ran up()
+    # IPv6 (the twins: see the module docstring).
+    scan_ip6: str = SCAN_IP6
+    gateway_ip6: str = TARGET_GW6
+    router_target_ip6: str = ROUTER_TARGET_IP6
+    target_ip6: str = TARGET_IP6
+    open_net6: str = OPEN_NET6
+    rst_net6: str = RST_NET6
+    silent_net6: str = SILENT_NET6
+    noecho_net6: str = NOECHO_NET6
+    tarpit_ip6: str = TARPIT_IP6
+    big_net6: str = BIG_NET6
+    unreach_net6: str = UNREACH_NET6
+    prohibit_net6: str = PROHIBIT_NET6
+    drop_net6: str = DROP_NET6
+    ttl_net6: str = TTL_NET6
+    blackhole_net6: str = BLACKHOLE_NET6
+    scan_route6: str = SCAN_ROUTE6
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
