@@ -178,12 +178,21 @@ struct zb_gen_target {
 	__u16 dport_raw;
 	__u8 variant;
 	__u8 pad;
+#if ZB_IPV6
+	__u8 daddr6[16];        /* an IPv6 scan's target, raw (daddr_raw unused) */
+#endif
 };
 
+#if ZB_IPV6
+#define ZB_GEN_FRAME 78 /* Ethernet + IPv6 (40) + TCP (24, MSS option) */
+#define ZB_GEN_TEMPLATE 80
+#else
 #define ZB_GEN_FRAME 58 /* Ethernet + IPv4 (20) + TCP (24, MSS option) */
+#define ZB_GEN_TEMPLATE 64
+#endif
 
 struct zb_gen_template {
-	__u8 frame[64];         /* the first ZB_GEN_FRAME bytes are the SYN template */
+	__u8 frame[ZB_GEN_TEMPLATE]; /* the first ZB_GEN_FRAME bytes are the SYN template */
 };
 
 struct zb_gen_state {

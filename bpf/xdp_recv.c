@@ -1162,6 +1162,28 @@ int xdp_gen(struct xdp_md *ctx)
 		return XDP_DROP;
 	__builtin_memcpy(data, tpl->frame, ZB_GEN_FRAME);
 
+#if ZB_IPV6
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	struct tcphdr *tcp = (void *)(ip6 + 1);
+	__u32 variant = t->variant;
+	__u32 us[4] = { ZB_SRC_IP6_W0, ZB_SRC_IP6_W1, ZB_SRC_IP6_W2, ZB_SRC_IP6_W3 };
+	__u32 them[4];
+	__builtin_memcpy(them, t->daddr6, 16);
+	__u32 c0 = zb_cookie6(cfg->k0, cfg->k1, us, them, 0, t->dport_raw);
+	__u16 sport = ZB_PORT_LO + variant + (__u16)(ZB_VARIANTS * (c0 % (__u32)ZB_SLOTS));
+	__be16 sport_raw = bpf_htons(sport);
+	__u32 seq = zb_cookie6(cfg->k0, cfg->k1, us, them, sport_raw, t->dport_raw);
+
+	__builtin_memcpy(&ip6->daddr, them, 16);
+	tcp->source = sport_raw;
+	tcp->dest = t->dport_raw;
+	tcp->seq = bpf_htonl(seq);
+	tcp->check = 0;
+	/* pseudo header: both addresses, the TCP length (24), the next header */
+	__u64 sum = (__u32)bpf_csum_diff(0, 0, (__be32 *)&ip6->saddr, 32, 0) + bpf_htons(IPPROTO_TCP) + bpf_htons(24);
+	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 24, 0);
+	tcp->check = zb_csum_fold(sum);
+#else
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 	struct tcphdr *tcp = (void *)(ip + 1);
 	__u32 variant = t->variant;
@@ -1183,6 +1205,7 @@ int xdp_gen(struct xdp_md *ctx)
 		    bpf_htons(IPPROTO_TCP) + bpf_htons(24);
 	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 24, 0);
 	tcp->check = zb_csum_fold(sum);
+#endif
 	__sync_fetch_and_add(&st->sent, 1);
 	return XDP_TX;
 }

@@ -231,7 +231,8 @@ class _ScanCommand(click.Command):
 
 
 _SCAN_HELP = """Scan TARGETs: addresses, CIDRs or ranges (198.18.0.10-198.18.0.99), with -I FILE's; none of
-either = all of IPv4 minus the blocklist.
+either = all of IPv4 minus the blocklist. IPv6 targets (2001:2::/120, a-b ranges) likewise, one family
+a scan (README: IPv6).
 
 Every (address, port) pair is probed once, in a seeded pseudo-random order; each probe of --probe
 goes to every pair (TCP), or once per address (icmp-echo; UDP probes when there are TCP probes or no

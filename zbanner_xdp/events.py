@@ -140,8 +140,10 @@ KP_VARIANTS = 16
 KP_RANGES = 4
 KP_RANGE_MAX = 32
 KP_NONE = 0xFFFF
-# The SYN the kernel-side generator sends: Ethernet, IPv4, TCP with the MSS option (ZB_GEN_FRAME).
+# The SYN the kernel-side generator sends: Ethernet, IPv4, TCP with the MSS option (ZB_GEN_FRAME);
+# IPv6 (an IPv6 scan's program): Ethernet, IPv6, the same TCP.
 GEN_FRAME = packets.TCP_OFF + packets.TCP_LEN + len(packets.SYN_OPTIONS)
+GEN_FRAME6 = packets.TCP6_OFF + packets.TCP_LEN + len(packets.SYN_OPTIONS)
 
 # The maps user space writes or reads element by element (one struct each).
 CONFIG_DTYPE = np.dtype([("k0", "<u8"), ("k1", "<u8")])
@@ -176,6 +178,17 @@ KPAYLOAD_DTYPE = np.dtype(
 )
 GEN_TARGET_DTYPE = np.dtype([("daddr_raw", "<u4"), ("dport_raw", "<u2"), ("variant", "u1"), ("pad", "u1")])
 GEN_TEMPLATE_DTYPE = np.dtype([("frame", "u1", (64,))])
+GEN_TARGET6_DTYPE = np.dtype(
+    [*((n, GEN_TARGET_DTYPE.fields[n][0]) for n in GEN_TARGET_DTYPE.names), ("daddr6", ADDR6_DTYPE)]
+)
+GEN_TEMPLATE6_DTYPE = np.dtype([("frame", "u1", (80,))])
+
+
+def gen_target_dtype(family: int) -> np.dtype:
+    """The kernel generator's target records (gen_targets) of a program of this family."""
+    return GEN_TARGET6_DTYPE if family == 6 else GEN_TARGET_DTYPE
+
+
 GEN_STATE_DTYPE = np.dtype([("next", "<u8"), ("end", "<u8"), ("sent", "<u8")])
 
 DEDUP_WAYS = 8
@@ -220,6 +233,41 @@ def target_texts(ev: np.ndarray) -> list[str]:
     return [addr_text(a) for a in ev["saddr"].tolist()]
 
 
+def event_key(e: np.void) -> int:
+    """One event's target as an int (a table's key): the raw IPv4 word, or the 128-bit IPv6 address."""
+    if "saddr6" in e.dtype.names:
+        a = e["saddr6"]
+        return (int(a["hi"]) << 64) | int(a["lo"])
+    return int(e["saddr"])
+
+
+def event_keys(ev: np.ndarray) -> list[int]:
+    """event_key of each event of a batch."""
+    if ev.dtype.names is not None and "saddr6" in ev.dtype.names:
+        his, los = ev["saddr6"]["hi"].tolist(), ev["saddr6"]["lo"].tolist()
+        return [(h << 64) | lo for h, lo in zip(his, los, strict=True)]
+    return [int(a) for a in ev["saddr"].tolist()]
+
+
+def key_text(key: int, family: int) -> str:
+    """An event_key as the records write the address."""
+    if family == 6:
+        from .addrtext import ipv6_texts
+        from .targets import addr6_array
+
+        return ipv6_texts(addr6_array([key]))[0]
+    return addr_text(key)
+
+
+def key_targets(keys: list[int], family: int) -> np.ndarray:
+    """event_keys as the frame builders and cookies take targets (event_targets' form)."""
+    if family == 6:
+        from .targets import addr6_array
+
+        return addr6_array(keys)
+    return host_addrs(np.array(keys, dtype=np.uint32))
+
+
 def addr_text(raw: int) -> str:
     """One raw event address as dotted text."""
     return socket.inet_ntoa(int(raw).to_bytes(4, "little"))
@@ -261,10 +309,17 @@ def shared_constants() -> dict[str, int]:
 def bpf_check_cflags(family: int = 4) -> list[str]:
     """The -D flag that makes shared.h assert these layouts (sizes, every offset) and constants,
     those of a program compiled for `family` (ZB_IPV6)."""
-    checks = cchecks.values({**shared_constants(), "ZB_IPV6": int(family == 6)}, "events.py")
+    constants = {**shared_constants(), "ZB_IPV6": int(family == 6)}
     structs = dict(SHARED_STRUCTS)
     if family == 6:
-        structs.update(zb_event=EVENT6_DTYPE, zb_dedup_slot=DEDUP_SLOT6_DTYPE)
+        constants["ZB_GEN_FRAME"] = GEN_FRAME6
+        structs.update(
+            zb_event=EVENT6_DTYPE,
+            zb_dedup_slot=DEDUP_SLOT6_DTYPE,
+            zb_gen_target=GEN_TARGET6_DTYPE,
+            zb_gen_template=GEN_TEMPLATE6_DTYPE,
+        )
+    checks = cchecks.values(constants, "events.py")
     for struct, dt in structs.items():
         checks += cchecks.layout(struct, dt.itemsize, ((n, dt.fields[n][1]) for n in dt.names), "events.py")
     return [cchecks.define("ZB_SHARED_CHECKS", checks)]

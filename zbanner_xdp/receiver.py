@@ -34,6 +34,7 @@ from .events import (
     addr_text,
     banner_dtype,
     event_dtype,
+    event_keys,
     event_targets,
     target_texts,
 )
@@ -432,7 +433,7 @@ class Receiver:
             # Tarpit verdicts first: an answer in the same batch must already know its host is one.
             tarpit = (entry == self.plan.tarpit_index) & (ev["kind"] == Kind.SYNACK)
             if tarpit.any():
-                self.steps.tarpit(ev["saddr"][tarpit])
+                self.steps.tarpit(event_keys(ev[tarpit]))
             mine = self._multi[entry]
             if mine.any():
                 self.steps.events(ev[mine])

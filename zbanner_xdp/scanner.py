@@ -348,22 +348,11 @@ class Scanner:
 
     def _check_ipv6(self) -> None:
         """What an IPv6 scan cannot do (yet), said in one line before anything starts."""
-        cfg = self.cfg
-        if self.family != 6:
-            return
-        why = {
-            "--tx xdp": cfg.tx == "xdp"
-            and "the kernel generator builds IPv4 SYNs only (use --tx auto or packet)",
-            "--kernel-replies": cfg.kernel_replies and "the program's answers are IPv4 frames",
-            "--banner-bytes": cfg.banner_bytes and "reassembly keys on IPv4 addresses",
-            "--tarpit-check": cfg.tarpit_check and "its verdicts key on IPv4 addresses",
-            "--checkpoint": cfg.checkpoint and "not tested over IPv6",
-            "--pcap": cfg.pcap and "not tested over IPv6",
-            "jarm, lzr, auto": bool(self.plan.multi.any()) and "their step table keys on IPv4 addresses",
-        }
-        for what, reason in why.items():
-            if reason:
-                raise ScanError(f"{what}: not over IPv6 yet ({reason})")
+        if self.family == 6 and self.cfg.kernel_replies:
+            raise ScanError(
+                "--kernel-replies: not over IPv6 yet (the program's answers are IPv4 frames); "
+                "user space answers IPv6 replies without it"
+            )
 
     def _first_target(self) -> str:
         first = self.space.addrs_at(np.array([0], dtype=np.uint64))
@@ -472,7 +461,7 @@ class Scanner:
                 reanswer_s=cfg.reanswer_after,
                 dedup_entries=cfg.dedup_entries,
                 emit_repeats=cfg.output_repeats,
-                generator=cfg.tx != "packet" and self.family == 4,
+                generator=cfg.tx != "packet",
                 kernel_replies=self.kernel_replies,
                 family=self.family,
                 ttl=cfg.ttl,
@@ -634,9 +623,6 @@ class Scanner:
     def _kernel_generator(self, link: packets.LinkParams, params: ProgParams) -> KernelGenerator | None:
         """The kernel-side SYN generator, where the kernel and driver can do it (--tx auto|xdp)."""
         if self.cfg.tx == "packet":
-            return None
-        if self.family == 6:
-            self.tx_note = "IPv6: the kernel generator builds IPv4 SYNs only; using AF_PACKET"
             return None
         assert self.prog is not None and self.net is not None
         try:

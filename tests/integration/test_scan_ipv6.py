@@ -62,11 +62,12 @@ def scan6(tmp_path: Path, *args: str, rate: str = "5K", cooldown: str = "2") -> 
     return read_records(out), orjson.loads(meta.read_bytes()), r.stderr
 
 
-def test_synscan6_matches_ground_truth_and_the_kernel_sends_no_rst(lab_up, tmp_path: Path) -> None:
+@pytest.mark.parametrize("tx", ["xdp", "packet"])
+def test_synscan6_matches_ground_truth_and_the_kernel_sends_no_rst(lab_up, tmp_path: Path, tx: str) -> None:
+    """Both SYN paths: the kernel generator's IPv6 SYNs (XDP_TX) and AF_PACKET's."""
     pcap = tmp_path / "scan.pcap"
     with Capture(pcap, "ip6 and tcp"):
-        recs, m, err = scan6(tmp_path, *NETS6, "-p", "80,81", "--seed", "42")
-    assert "note: IPv6: the kernel generator builds IPv4 SYNs only; using AF_PACKET" in err
+        recs, m, _ = scan6(tmp_path, *NETS6, "-p", "80,81", "--seed", "42", "--tx", tx)
     got = {(rec["saddr"], rec["sport"]): rec["classification"] for rec in recs}
     assert len(got) == len(recs), "duplicate records"
     want = {}
@@ -82,7 +83,7 @@ def test_synscan6_matches_ground_truth_and_the_kernel_sends_no_rst(lab_up, tmp_p
     assert all(rec["success"] is (rec["classification"] == "synack") for rec in recs)
     assert m["reason"] == "completed" and m["drops"] == NO_DROPS
     assert m["packets_sent"] == {**m["packets_sent"], "probes": 4 * 256 * 2, "replies": 256}
-    assert m["tx_mode"] != "xdp"
+    assert (m["tx_mode"] == "xdp") is (tx == "xdp"), m["tx_mode"]
 
     # Every frame the scanner namespace sent carries our hop limit: the kernel answered nothing (no RST
     # to a SYN-ACK it never asked for); each pair was probed exactly once; our RSTs close the SYN-ACKs.
@@ -193,16 +194,131 @@ def test_neighbour_discovery_keeps_working_during_a_scan(lab_up, tmp_path: Path)
     assert read_records(out) == []
 
 
+def test_lzr6_identifies_every_service_and_stops_at_the_tarpit(lab_up, tmp_path: Path) -> None:
+    """Multi-connection probes over IPv6 (their step table keys on the whole address): lzr identifies
+    every lab service on its own and its unexpected port, and --tarpit-check stops it at the tarpit."""
+    from tests.integration.test_multistep import LZR_ARGS, check_lzr, results
+
+    target = twin("198.18.0.9")
+    ports = ",".join(map(str, sorted(lab.TCP_SERVICES)))
+    recs, m, _ = scan6(tmp_path, target, "-p", ports, "--probe", "lzr", "--probe-args", LZR_ARGS)
+    got = results(recs, "lzr")
+    assert set(got) == {(target, p) for p in lab.TCP_SERVICES}, sorted(got)
+    for (addr, port), rec in sorted(got.items()):
+        check_lzr(rec, addr, port)
+    assert m["steps"]["incomplete"] == 0 and m["steps"]["complete"] == len(got)
+
+    neighbour, port = twin("198.18.4.6"), lab.PORTS["postgres"]  # four handshakes
+    recs, _, _ = scan6(
+        tmp_path, lab.TARPIT_IP6, neighbour, "-p", str(port), "--probe", "lzr", "--probe-args", LZR_ARGS,
+        "--tarpit-check",
+    )  # fmt: skip
+    got = results(recs, "lzr")
+    tarpit = got[(lab.TARPIT_IP6, port)]
+    assert tarpit["lzr"]["tarpit"] is True and tarpit["lzr"]["handshakes"] == 1, tarpit
+    check_lzr(got[(neighbour, port)], neighbour, port)
+    assert any(r["tarpit_probe"] and r["saddr"] == lab.TARPIT_IP6 for r in recs)
+
+
+def test_jarm6_equals_the_same_servers_over_ipv4(lab_up, tmp_path: Path) -> None:
+    """JARM's ten hellos over IPv6 fingerprint the lab's nginx exactly as over IPv4."""
+    recs6, _, _ = scan6(tmp_path, twin("198.18.0.9"), "-p", "443", "--probe", "jarm")
+    (v6,) = [r for r in recs6 if r["probe"] == "jarm" and r["classification"] == "banner"]
+    recs4, _, _ = scan6(tmp_path, "198.18.0.9", "-p", "443", "--probe", "jarm")
+    (v4,) = [r for r in recs4 if r["probe"] == "jarm" and r["classification"] == "banner"]
+    assert v6["incomplete"] is False and v6["saddr"] == twin("198.18.0.9")
+    assert v6["jarm"]["fingerprint"] == v4["jarm"]["fingerprint"] != "0" * 62
+
+
+def test_banner_bytes6_whole_http_head(lab_up, tmp_path: Path) -> None:
+    """--banner-bytes over IPv6: nginx's head over many segments (a 64-byte window), reassembled, each
+    byte the server's (a stateful client's over IPv6 is the truth)."""
+    import base64
+
+    from tests.integration.test_segments import stateful_response, without_date
+
+    net = "2001:2::/126"
+    recs, m, _ = scan6(
+        tmp_path, net, "-p", "80", "--probe", "http", "--ack-window", "64", "--banner-bytes", "8K",
+        rate="500", cooldown="3",
+    )  # fmt: skip
+    got = {r["saddr"]: r for r in recs if r["classification"] == "banner"}
+    assert sorted(got) == sorted(str(a) for a in ipaddress.ip_network(net))
+    truth = without_date(stateful_response("2001:2::1", 80))
+    for addr, rec in got.items():
+        data = without_date(base64.b64decode(rec["data"]))
+        assert truth.startswith(data) and b"</title>" in data and rec["truncated"] is False, addr
+    seg = m["segments"]
+    assert seg["ends"]["complete"] == len(got) and seg["segments_taken"] >= 2 * len(got), seg
+
+
+def test_kill_9_then_resume6_equals_the_ground_truth(lab_up, tmp_path: Path) -> None:
+    """--checkpoint over IPv6: killed midway, resumed, the records are the truth's, none twice, and
+    exactly the probes from the durable position on were sent again."""
+    from tests.integration.test_long import COOLDOWN, RATE, _keys, _killed_midway, _truth
+
+    cidrs, ports = ("2001:2::/117",), [22, 80, 443]  # 2,048 addresses: open, RST, silent, tarpit
+    planned = 2048 * len(ports)
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    out, meta, ckpt = tmp_path / "out.jsonl", tmp_path / "out.json", tmp_path / "scan.ckpt"
+    args = [
+        *("--blocklist", str(empty), "--rate", str(RATE), "--cooldown", str(COOLDOWN), "--seed", "15"),
+        *("-q", "-o", str(out), "--metadata", str(meta), "--tx", "packet"),
+        *("scan", *cidrs, "-p", ",".join(map(str, ports)), "--checkpoint", str(ckpt)),
+    ]
+    with Capture(tmp_path / "part1.pcap", "ip6 and tcp") as cap:
+        _killed_midway(args, ckpt, 0.4, planned)
+        time.sleep(0.5)
+    cap.stop()
+    doc = orjson.loads(ckpt.read_bytes())
+    durable = doc["position"]["probes"]
+    with Capture(tmp_path / "part2.pcap", "ip6 and tcp") as cap:
+        r = subprocess.run(scanner_argv("resume", str(ckpt)), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+    def syns(pcap: Path) -> list[tuple[str, int]]:
+        return [(f[1], f[3]) for f in pcap_tcp6(pcap) if f[4] == 0x02 and f[0] == lab.SCAN_IP6]
+
+    part1, part2 = syns(tmp_path / "part1.pcap"), syns(tmp_path / "part2.pcap")
+    assert 0 < durable < len(part1) < planned
+    assert len(part2) == planned - durable and len(set(part1) | set(part2)) == planned
+    keys = _keys(read_records(out))
+    assert len(keys) == len(set(keys)), "a record written twice"
+    assert set(keys) == _truth(cidrs, ports)
+    m = orjson.loads(meta.read_bytes())
+    assert m["reason"] == "completed" and m["resume"]["parts"] == 2
+
+
+def test_pcap6_frames_equal_the_records(lab_up, tmp_path: Path) -> None:
+    """--pcap over IPv6: the frames as they arrived, one per record, each the record's reply."""
+    import dpkt
+
+    pcap = tmp_path / "replies.pcap"
+    nets = ["2001:2::/125", "2001:2::100/126", twin("198.19.0.0") + "/126"]
+    recs, m, _ = scan6(tmp_path, *nets, "-p", "80", "--probe", "http,icmp-echo", "--pcap", str(pcap))
+    with open(pcap, "rb") as fh:
+        frames = [dpkt.ethernet.Ethernet(buf).data for _ts, buf in dpkt.pcap.Reader(fh)]
+    assert len(frames) == len(recs) == m["pcap"]["frames"] and m["pcap"]["lost"] == 0
+    assert all(
+        isinstance(f, dpkt.ip6.IP6) and str(ipaddress.IPv6Address(f.dst)) == lab.SCAN_IP6 for f in frames
+    )
+
+    def src(f: dpkt.ip6.IP6) -> str:
+        return str(ipaddress.IPv6Address(f.src))
+
+    want = Counter(r["icmp_responder"] or r["saddr"] for r in recs)
+    assert Counter(src(f) for f in frames) == want
+    kinds = Counter(r["classification"] for r in recs)
+    assert {"synack", "banner", "echoreply", "rst", "icmp-unreach"} <= set(kinds), kinds
+    errors = [f for f in frames if f.nxt == 58 and bytes(f.data)[0] == 1]  # ICMPv6 destination unreachable
+    assert len(errors) == kinds["icmp-unreach"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--tx", "xdp", "scan", "2001:2::5", "-p", "80"), "--tx xdp: not over IPv6 yet"),
         (("scan", "2001:2::5", "-p", "80", "--kernel-replies"), "--kernel-replies: not over IPv6 yet"),
-        (
-            ("scan", "2001:2::5", "-p", "80", "--probe", "http", "--banner-bytes", "4K"),
-            "--banner-bytes: not over",
-        ),
-        (("scan", "2001:2::5", "-p", "443", "--probe", "jarm"), "jarm, lzr, auto: not over IPv6 yet"),
         (("scan", "2001:2::5", "198.18.0.5", "-p", "80"), "IPv4 and IPv6 targets in one scan"),
         (("scan", "2001:2::/64", "-p", "80"), "IPv6 target space too large"),
         (("--source-ip", "10.77.0.1", "scan", "2001:2::5", "-p", "80"), "is IPv4, the targets are IPv6"),
