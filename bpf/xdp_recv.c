@@ -1000,6 +1000,53 @@ static __always_inline int quoted_probe(struct zb_config *cfg, struct zb_cursor 
 	return 0;
 }
 
+/* An echo reply to us (ICMP or ICMPv6): ours if it echoes the cookie in its id and sequence. */
+static __always_inline int echo_reply(struct xdp_md *ctx, struct zb_config *cfg, struct zb_l3 *a, __be16 id,
+				      __be16 sq)
+{
+	if (ZB_ICMP_VARIANT < 0)
+		return ZB_NOT_OURS;
+	if (!echo_matches(cfg, a, id, sq))
+		return ZB_BAD;
+	struct zb_reply r = {
+		.seq = ((__u32)bpf_ntohs(id) << 16) | bpf_ntohs(sq),
+		.ipid = a->ipid,
+		.ttl = a->ttl,
+		.kind = ZB_KIND_ECHOREPLY,
+		.variant = ZB_ICMP_VARIANT < 0 ? 0 : ZB_ICMP_VARIANT,
+	};
+	l3_target(&r, a);
+	count(ZB_CNT_ECHOREPLY);
+	return emit(ctx, &r);
+}
+
+/* An ICMP(v6) error from a->them about the probe it quotes (c at the quoted transport header, q the
+ * quoted addresses): recorded for the quoted target if the quote is ours. */
+static __always_inline int icmp_error(struct xdp_md *ctx, struct zb_config *cfg, struct zb_cursor *c,
+				      struct zb_l3 *a, struct zb_l3 *q, __u8 proto, __u8 echo_proto, __u8 type,
+				      __u8 code)
+{
+	struct zb_reply r = {
+		.target_raw = q->them,
+		.us_raw = a->us,
+		.icmp_responder_raw = a->them,
+		.ipid = a->ipid,
+		.ttl = a->ttl,
+		.kind = ZB_KIND_ICMP,
+		.icmp_type = type,
+		.icmp_code = code,
+	};
+#if ZB_IPV6
+	__builtin_memcpy(r.target6, q->them6, 16);
+	__builtin_memcpy(r.responder6, a->them6, 16);
+#endif
+	int ret = quoted_probe(cfg, c, proto, echo_proto, q, &r);
+	if (ret)
+		return ret;
+	count(ZB_CNT_ICMP);
+	return emit(ctx, &r);
+}
+
 #if !ZB_IPV6
 static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, struct zb_l3 *a)
 {
@@ -1010,22 +1057,8 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, 
 	if (!cfg)
 		return ZB_NOT_OURS;
 
-	if (icmp->type == ICMP_ECHOREPLY) {
-		if (ZB_ICMP_VARIANT < 0)
-			return ZB_NOT_OURS;
-		if (!echo_matches(cfg, a, icmp->un.echo.id, icmp->un.echo.sequence))
-			return ZB_BAD;
-		struct zb_reply r = {
-			.seq = ((__u32)bpf_ntohs(icmp->un.echo.id) << 16) | bpf_ntohs(icmp->un.echo.sequence),
-			.ipid = a->ipid,
-			.ttl = a->ttl,
-			.kind = ZB_KIND_ECHOREPLY,
-			.variant = ZB_ICMP_VARIANT < 0 ? 0 : ZB_ICMP_VARIANT,
-		};
-		l3_target(&r, a);
-		count(ZB_CNT_ECHOREPLY);
-		return emit(ctx, &r);
-	}
+	if (icmp->type == ICMP_ECHOREPLY)
+		return echo_reply(ctx, cfg, a, icmp->un.echo.id, icmp->un.echo.sequence);
 
 	__u8 t = icmp->type;
 	if (t != ICMP_DEST_UNREACH && t != ICMP_SOURCE_QUENCH && t != ICMP_REDIRECT && t != ICMP_TIME_EXCEEDED &&
@@ -1037,21 +1070,7 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, 
 	if (!in || in->saddr != ZB_SRC_IP_RAW)
 		return ZB_NOT_OURS;
 	struct zb_l3 q = { .us = in->saddr, .them = in->daddr };
-	struct zb_reply r = {
-		.target_raw = in->daddr,
-		.us_raw = a->us,
-		.icmp_responder_raw = a->them,
-		.ipid = a->ipid,
-		.ttl = a->ttl,
-		.kind = ZB_KIND_ICMP,
-		.icmp_type = t,
-		.icmp_code = icmp->code,
-	};
-	int ret = quoted_probe(cfg, c, in->protocol, IPPROTO_ICMP, &q, &r);
-	if (ret)
-		return ret;
-	count(ZB_CNT_ICMP);
-	return emit(ctx, &r);
+	return icmp_error(ctx, cfg, c, a, &q, in->protocol, IPPROTO_ICMP, t, icmp->code);
 }
 #endif
 
@@ -1073,22 +1092,9 @@ static __always_inline int handle_icmp6(struct xdp_md *ctx, struct zb_cursor *c,
 	if (!cfg)
 		return ZB_NOT_OURS;
 	__u8 t = icmp->icmp6_type;
-	if (t == ICMPV6_ECHO_REPLY) {
-		if (ZB_ICMP_VARIANT < 0)
-			return ZB_NOT_OURS;
-		__be16 id = icmp->icmp6_dataun.u_echo.identifier, sq = icmp->icmp6_dataun.u_echo.sequence;
-		if (!echo_matches(cfg, a, id, sq))
-			return ZB_BAD;
-		struct zb_reply r = {
-			.seq = ((__u32)bpf_ntohs(id) << 16) | bpf_ntohs(sq),
-			.ttl = a->ttl,
-			.kind = ZB_KIND_ECHOREPLY,
-			.variant = ZB_ICMP_VARIANT < 0 ? 0 : ZB_ICMP_VARIANT,
-		};
-		l3_target(&r, a);
-		count(ZB_CNT_ECHOREPLY);
-		return emit(ctx, &r);
-	}
+	if (t == ICMPV6_ECHO_REPLY)
+		return echo_reply(ctx, cfg, a, icmp->icmp6_dataun.u_echo.identifier,
+				  icmp->icmp6_dataun.u_echo.sequence);
 	if (t != ICMPV6_DEST_UNREACH && t != ICMPV6_PKT_TOOBIG && t != ICMPV6_TIME_EXCEED && t != ICMPV6_PARAMPROB)
 		return ZB_NOT_OURS;
 	/* The quoted datagram: our own probe as it left us (we send no extension headers). */
@@ -1104,22 +1110,7 @@ static __always_inline int handle_icmp6(struct xdp_md *ctx, struct zb_cursor *c,
 		return ZB_NOT_OURS;
 	q.us = q.us6[3];
 	q.them = q.them6[3];
-	struct zb_reply r = {
-		.target_raw = q.them,
-		.us_raw = a->us,
-		.icmp_responder_raw = a->them,
-		.ttl = a->ttl,
-		.kind = ZB_KIND_ICMP,
-		.icmp_type = t,
-		.icmp_code = icmp->icmp6_code,
-	};
-	__builtin_memcpy(r.target6, q.them6, 16);
-	__builtin_memcpy(r.responder6, a->them6, 16);
-	int ret = quoted_probe(cfg, c, in->nexthdr, IPPROTO_ICMPV6, &q, &r);
-	if (ret)
-		return ret;
-	count(ZB_CNT_ICMP);
-	return emit(ctx, &r);
+	return icmp_error(ctx, cfg, c, a, &q, in->nexthdr, IPPROTO_ICMPV6, t, icmp->icmp6_code);
 }
 #endif
 

@@ -68,6 +68,15 @@ def _mask_left(use: np.ndarray, lens: np.ndarray) -> None:
     np.less(np.arange(use.shape[1]), lens[:, None], out=use)
 
 
+def _null_rows(dst: np.ndarray, use: np.ndarray, valid: np.ndarray | None) -> None:
+    """An address block's rows that are not `valid`: null instead."""
+    if valid is not None and not valid.all():
+        nulls = ~valid
+        dst[nulls, :4] = _NULL
+        use[nulls] = False
+        use[nulls, :4] = True
+
+
 def _width(dtype: np.dtype) -> int:
     return len(str(np.iinfo(dtype).max)) if dtype.kind in "ui" else 20
 
@@ -184,11 +193,7 @@ class Lines:
                 c = 1 + 4 * i
                 lens = _put_digits(dst[:, c : c + 3], octets[:, i])
                 _mask_right(use[:, c : c + 3], lens)
-            if valid is not None and not valid.all():
-                nulls = ~valid
-                dst[nulls, :4] = _NULL
-                use[nulls] = False
-                use[nulls, :4] = True
+            _null_rows(dst, use, valid)
 
         self._add(17, fill, (fastfmt.DOTTED, raw, valid))
 
@@ -201,11 +206,7 @@ class Lines:
             dst[:, 1:42] = text
             use[:, 1:42] = used
             dst[:, 0] = dst[:, 42] = ord('"')
-            if valid is not None and not valid.all():
-                nulls = ~valid
-                dst[nulls, :4] = _NULL
-                use[nulls] = False
-                use[nulls, :4] = True
+            _null_rows(dst, use, valid)
 
         self._add(43, fill, (fastfmt.IPV6, raw, valid))
 

@@ -101,11 +101,12 @@ def _l2_l3(
 ) -> None:
     """Ethernet and IPv4 headers (with checksum) for every row; IPv6 for an IPv6 link (`ip_total`
     then still counts the IP header: the payload length is what follows it)."""
-    if link.family == 6:
-        _l2_l3_v6(frames, link, daddr, proto, np.asarray(ip_total, dtype=np.uint64) - np.uint64(IP6_LEN))
-        return
     frames[:, 0:6] = np.frombuffer(link.dst_mac, dtype=np.uint8)
     frames[:, 6:12] = np.frombuffer(link.src_mac, dtype=np.uint8)
+    if link.family == 6:
+        frames[:, 12:14] = (0x86, 0xDD)
+        _ipv6(frames, link, daddr, proto, np.asarray(ip_total, dtype=np.uint64) - np.uint64(IP6_LEN))
+        return
     frames[:, 12:14] = (0x08, 0x00)
     ip = IP_OFF
     frames[:, ip] = 0x45
@@ -119,13 +120,8 @@ def _l2_l3(
     _put_be(frames, ip + 10, _fold(_sum16(frames, ip, ip + IP_LEN)), 2)
 
 
-def _l2_l3_v6(
-    frames: np.ndarray, link: LinkParams, daddr: np.ndarray, proto: int, payload: np.ndarray
-) -> None:
-    """Ethernet and IPv6 headers: no checksum, no ID; flow label 0, as ZMap sends."""
-    frames[:, 0:6] = np.frombuffer(link.dst_mac, dtype=np.uint8)
-    frames[:, 6:12] = np.frombuffer(link.src_mac, dtype=np.uint8)
-    frames[:, 12:14] = (0x86, 0xDD)
+def _ipv6(frames: np.ndarray, link: LinkParams, daddr: np.ndarray, proto: int, payload: np.ndarray) -> None:
+    """The IPv6 header: no checksum, no ID; flow label 0, as ZMap sends."""
     ip = IP_OFF
     frames[:, ip] = 0x60
     _put_be(frames, ip + 4, payload, 2)

@@ -22,7 +22,7 @@ import hashlib
 import ipaddress
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 import numpy as np
@@ -115,41 +115,51 @@ def _parse_ipv4(text: str) -> int | None:
     return value
 
 
-def parse_cidr(text: str) -> tuple[int, int]:
-    """``"a.b.c.d"`` or ``"a.b.c.d/n"`` -> half-open ``(start, end)``; raises ValueError.
+def _prefix(text: str, parse_addr: Callable[[str], int | None], bits: int) -> tuple[int, int]:
+    """An address or ``address/n`` of one family (``bits`` long) -> half-open ``(start, end)``.
 
     Host bits below the prefix are ignored, as ZMap does (``10.1.2.3/8`` is ``10.0.0.0/8``).
     """
     addr_text, slash, prefix_text = text.partition("/")
-    addr = _parse_ipv4(addr_text)
+    addr = parse_addr(addr_text)
     if addr is None:
         raise ValueError(text)
-    prefix = 32
+    prefix = bits
     if slash:
         if (
             not (prefix_text.isascii() and prefix_text.isdigit())
-            or len(prefix_text) > 2
+            or len(prefix_text) > len(str(bits))
             or (len(prefix_text) > 1 and prefix_text[0] == "0")
         ):
             raise ValueError(text)
         prefix = int(prefix_text)
-        if prefix > 32:
+        if prefix > bits:
             raise ValueError(text)
-    span = 1 << (32 - prefix)
+    span = 1 << (bits - prefix)
     start = addr & ~(span - 1)
     return start, start + span
 
 
-def parse_target(text: str) -> tuple[int, int]:
-    """An address, a CIDR or an inclusive range ``a.b.c.d-e.f.g.h`` (as masscan) -> half-open
+def _target(text: str, parse_addr: Callable[[str], int | None], bits: int) -> tuple[int, int]:
+    """An address, a prefix or an inclusive range ``a-b`` (as masscan) of one family -> half-open
     ``(start, end)``; raises ValueError."""
     lo_text, dash, hi_text = text.partition("-")
     if not dash:
-        return parse_cidr(text)
-    lo, hi = _parse_ipv4(lo_text.strip()), _parse_ipv4(hi_text.strip())
+        return _prefix(text, parse_addr, bits)
+    lo, hi = parse_addr(lo_text.strip()), parse_addr(hi_text.strip())
     if lo is None or hi is None or hi < lo:
         raise ValueError(text)
     return lo, hi + 1
+
+
+def parse_cidr(text: str) -> tuple[int, int]:
+    """``"a.b.c.d"`` or ``"a.b.c.d/n"`` -> half-open ``(start, end)``; raises ValueError."""
+    return _prefix(text, _parse_ipv4, 32)
+
+
+def parse_target(text: str) -> tuple[int, int]:
+    """An IPv4 address, a CIDR or an inclusive range ``a.b.c.d-e.f.g.h`` -> half-open ``(start, end)``."""
+    return _target(text, _parse_ipv4, 32)
 
 
 def is_v6(token: str) -> bool:
@@ -168,28 +178,8 @@ def _parse_ipv6(text: str) -> int | None:
 
 
 def parse_target6(text: str) -> tuple[int, int]:
-    """An IPv6 address, prefix (host bits ignored, as for IPv4) or inclusive range ``a-b`` ->
-    half-open ``(start, end)`` of 128-bit integers; raises ValueError."""
-    lo_text, dash, hi_text = text.partition("-")
-    if dash:
-        lo, hi = _parse_ipv6(lo_text.strip()), _parse_ipv6(hi_text.strip())
-        if lo is None or hi is None or hi < lo:
-            raise ValueError(text)
-        return lo, hi + 1
-    addr_text, slash, prefix_text = text.partition("/")
-    addr = _parse_ipv6(addr_text)
-    if addr is None:
-        raise ValueError(text)
-    prefix = 128
-    if slash:
-        if not (prefix_text.isascii() and prefix_text.isdigit()) or len(prefix_text) > 3:
-            raise ValueError(text)
-        if (len(prefix_text) > 1 and prefix_text[0] == "0") or int(prefix_text) > 128:
-            raise ValueError(text)
-        prefix = int(prefix_text)
-    span = 1 << (128 - prefix)
-    start = addr & ~(span - 1)
-    return start, start + span
+    """An IPv6 address, prefix or inclusive range ``a-b`` -> half-open ``(start, end)`` of 128-bit ints."""
+    return _target(text, _parse_ipv6, 128)
 
 
 Ranges6 = list[tuple[int, int]]
@@ -505,21 +495,17 @@ class TargetSpace:
             allowed = read_cidr_file(allowlist)
             space = intersect(space, allowed) if given else allowed
         blocked = parse_cidrs(DEFAULT_BLOCKLIST) if blocklist is None else read_cidr_file(blocklist)
-        try:
-            blocked = union(blocked, parse_targets(_split_families(exclude)[0]))
-        except TargetError as exc:
-            raise TargetError(f"--exclude: {exc}") from None
+        blocked = union(blocked, parse_targets(_excluded(exclude, 4)))
         for path in exclude_files:
             blocked = union(blocked, read_cidr_file(path))
         space = subtract(space, blocked)
         if len(space) == 0:
-            more = " and --exclude" if exclude or exclude_files else ""
-            raise TargetError(f"no targets left after allow/block lists{more}")
+            _nothing_left(exclude, exclude_files)
         return cls(space, port_arr)
 
     def __repr__(self) -> str:
         return (
-            f"TargetSpace(intervals={len(self.intervals)}, n_addrs={self.n_addrs}, "
+            f"{type(self).__name__}(intervals={len(self.intervals)}, n_addrs={self.n_addrs}, "
             f"n_ports={self.n_ports}, size={self.size})"
         )
 
@@ -566,6 +552,22 @@ class TargetSpace:
             return False
         i = int(np.searchsorted(self._starts, _U64(addr), side="right")) - 1
         return i >= 0 and addr < int(self._ends[i])
+
+
+def _excluded(exclude: Sequence[str], family: int) -> list[str]:
+    """--exclude's tokens of one family; a bad token of either is a TargetError naming the option."""
+    v4, v6 = _split_families(exclude)
+    try:
+        parse_targets(v4)
+        parse_targets6(v6)
+    except TargetError as exc:
+        raise TargetError(f"--exclude: {exc}") from None
+    return v6 if family == 6 else v4
+
+
+def _nothing_left(exclude: Sequence[str], exclude_files: Sequence[object]) -> None:
+    more = " and --exclude" if exclude or exclude_files else ""
+    raise TargetError(f"no targets left after allow/block lists{more}")
 
 
 def default_blocklist6() -> Ranges6:
@@ -627,22 +629,12 @@ class TargetSpace6(TargetSpace):
         if allowlist is not None:
             space = intersect6(space, read_list(allowlist)[1])
         blocked = default_blocklist6() if blocklist is None else read_list(blocklist)[1]
-        try:
-            excluded = parse_targets6(_split_families(exclude)[1])
-        except TargetError as exc:
-            raise TargetError(f"--exclude: {exc}") from None
+        excluded = parse_targets6(_excluded(exclude, 6))
         blocked = normalize6(blocked + excluded + [r for p in exclude_files for r in read_list(p)[1]])
         space = subtract6(space, blocked)
         if not space:
-            more = " and --exclude" if exclude or exclude_files else ""
-            raise TargetError(f"no targets left after allow/block lists{more}")
+            _nothing_left(exclude, exclude_files)
         return cls(space, ports)
-
-    def __repr__(self) -> str:
-        return (
-            f"TargetSpace6(intervals={len(self.ranges6)}, n_addrs={self.n_addrs}, "
-            f"n_ports={self.n_ports}, size={self.size})"
-        )
 
     def _addrs_unchecked(self, idx: npt.NDArray[np.uint64]) -> npt.NDArray[np.void]:  # type: ignore[override]
         i = np.searchsorted(self._offsets, idx, side="right") - 1

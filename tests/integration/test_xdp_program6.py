@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.integration.test_xdp_program import _plan_prog
 from zbanner_xdp import bpfsys
 from zbanner_xdp.cookie import cookie_scalar6
 from zbanner_xdp.events import EVENT6_DTYPE, Counter
-from zbanner_xdp.receiver import RingReader
 from zbanner_xdp.targets import addr6_ints
 
 pytestmark = pytest.mark.privileged
@@ -56,30 +56,7 @@ def cookie(sport: int = SPORT, them: int = THEM, dport: int = 80) -> int:
 
 class Prog6:
     def __init__(self, probes: list[tuple[str, dict[str, str]]] | None = None, port: int = 80) -> None:
-        from zbanner_xdp.bpfprog import ProgParams, RecvProgram
-        from zbanner_xdp.plan import ProbePlan
-        from zbanner_xdp.probes import get_probe
-
-        plan = ProbePlan(
-            [get_probe(n, a) for n, a in (probes or [("synscan", {})])], np.array([port]), LO, HI
-        )
-        params = ProgParams(
-            src_ip=US,
-            port_lo=LO,
-            port_hi=HI,
-            probes=plan.P,
-            variants=plan.V,
-            slots=plan.slots,
-            icmp_variant=plan.icmp_index,
-            banners=any(p.handshake for p in plan.probes),
-            dedup_entries=1024,
-            ringbuf_pages=64,
-            banner_pages=64,
-            family=6,
-        )
-        self.plan = plan
-        self.p = RecvProgram(params, KEY, probe_infos=plan.probe_infos(family=6))
-        self.ring = RingReader(self.p, 64, 64)
+        self.p, self.ring, self.plan = _plan_prog(probes or [("synscan", {})], port, src_ip=US, family=6)
 
     def run(self, frame: bytes) -> int:
         ret, _ = bpfsys.prog_test_run(self.p.prog_fd, frame)
