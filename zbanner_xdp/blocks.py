@@ -10,6 +10,13 @@ reports agree on every number. "any" is the union over the keys.
 Only blocks with at least one alive address exist in the results, so the
 distribution is over those blocks (1..256 alive addresses each).
 
+IPv6 targets (a mixed file) are grouped per /64, the IPv6 subnet: the unit a
+/24 stands for in IPv4, a site's LAN (a /48 is a whole site, a /120 no unit
+anybody assigns). They get a section of their own, "ipv6", of the same shape;
+a /64 holds far more than 256 addresses, so its histogram's last bin counts
+blocks with 256 or more alive, and "full_blocks" those blocks. The IPv4
+section counts IPv4 targets only.
+
 This module also holds the default IPv6 blocklist, DEFAULT_BLOCKLIST6 (the
 IANA IPv6 special-purpose registry; targets.default_blocklist6() reads it), the
 counterpart of targets.DEFAULT_BLOCKLIST for IPv4.
@@ -23,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import ANY, STRIDE, ReportBuilder, _import_pyplot, _table, save_png
+from .report import ANY, STRIDE, V6, ReportBuilder, _import_pyplot, _table, save_png
 
 SCHEMA = "zbanner-xdp-blocks/1"
 ANY_KEY = "any"
@@ -31,9 +38,22 @@ ANY_KEY = "any"
 BINS = ((1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, 127), (128, 255), (256, 256))
 
 
+V6_BLOCK = 64  # IPv6 targets are grouped per /64 (module docstring)
+
+
 def _block_name(block: int) -> str:
+    """A block key's text: an IPv4 /24, or (V6 set) an IPv6 /64."""
+    if block & V6:
+        return f"{ipaddress.IPv6Address((block ^ V6) << (128 - V6_BLOCK))}/{V6_BLOCK}"
     a = block << 8
     return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.0/24"
+
+
+def _block_of(addr: int) -> int:
+    """The block key of a report target key (report._addr): its /24, or its /64 with V6 set."""
+    if addr & V6:
+        return V6 | ((addr ^ V6) >> (128 - V6_BLOCK))
+    return addr >> 8
 
 
 def _key_name(key: tuple[str, int | None]) -> str:
@@ -43,7 +63,9 @@ def _key_name(key: tuple[str, int | None]) -> str:
 
 def _summary(per_block: Counter[int]) -> dict[str, Any]:
     counts = np.array(sorted(per_block.values()), dtype=np.int64)
-    hist = np.bincount(counts, minlength=257)[1:] if len(counts) else np.zeros(256, np.int64)
+    # An IPv6 /64 may hold more than 256: the last bin is "256 or more" (for a /24, exactly 256).
+    binned = np.minimum(counts, 256)
+    hist = np.bincount(binned, minlength=257)[1:] if len(counts) else np.zeros(256, np.int64)
     q = (lambda p: float(np.percentile(counts, p))) if len(counts) else (lambda p: None)
     return {
         "blocks": len(counts),
@@ -58,37 +80,64 @@ def _summary(per_block: Counter[int]) -> dict[str, Any]:
 
 
 def blocks_of(builder: ReportBuilder) -> dict[str, Any]:
-    """The blocks report of a fed ReportBuilder (its per-target state is the liveness report's)."""
+    """The blocks report of a fed ReportBuilder (its per-target state is the liveness report's); with
+    an "ipv6" section of the same shape (per /64) when there are IPv6 targets."""
     keys = list(builder._key_ids)  # index = key id
     order = sorted(range(len(keys)), key=lambda k: (keys[k][0], -1 if keys[k][1] is None else keys[k][1]))
-    per_key: list[Counter[int]] = [Counter() for _ in keys]
-    union: Counter[int] = Counter()
+    # Per family (4, 6): per key id, then the union.
+    per_key: dict[int, list[Counter[int]]] = {f: [Counter() for _ in keys] for f in (4, 6)}
+    union: dict[int, Counter[int]] = {4: Counter(), 6: Counter()}
     for addr, state in builder._targets.items():
-        block = addr >> 8
+        family = 6 if addr & V6 else 4
+        block = _block_of(addr)
         alive = False
         for kid in range(len(keys)):
             if (state >> (kid * STRIDE)) & ANY:
-                per_key[kid][block] += 1
+                per_key[family][kid][block] += 1
                 alive = True
         if alive:
-            union[block] += 1
-    return {
-        "schema": SCHEMA,
-        "level": "network_alive",
-        "probe_keys": [_key_name(keys[k]) for k in order],
-        "keys": {_key_name(keys[k]): _summary(per_key[k]) for k in order},
-        ANY_KEY: _summary(union),
-    }
+            union[family][block] += 1
+
+    def section(family: int) -> dict[str, Any]:
+        return {
+            "probe_keys": [_key_name(keys[k]) for k in order],
+            "keys": {_key_name(keys[k]): _summary(per_key[family][k]) for k in order},
+            ANY_KEY: _summary(union[family]),
+        }
+
+    rep = {"schema": SCHEMA, "level": "network_alive", **section(4)}
+    if any(addr & V6 for addr in builder._targets):
+        rep["ipv6"] = {"block": f"/{V6_BLOCK}", **section(6)}
+    return rep
 
 
 def format_blocks(rep: dict[str, Any]) -> str:
-    names = [*rep["probe_keys"], ANY_KEY]
-    data = {**rep["keys"], ANY_KEY: rep[ANY_KEY]}
     out = [
         "zbanner-xdp /24 blocks: network-alive addresses per block (Bano et al. 2018, Figure 2b)",
         "",
     ]
-    head = ["probe key", "blocks", "alive", "mean", "p10", "p50", "p90", "full /24s"]
+    out += _format_section(rep, "/24")
+    if "ipv6" in rep:
+        out += ["", f"IPv6 targets, per {rep['ipv6']['block']} block", ""]
+        out += _format_section(rep["ipv6"], rep["ipv6"]["block"])
+    return "\n".join(out) + "\n"
+
+
+def _format_section(rep: dict[str, Any], block: str) -> list[str]:
+    names = [*rep["probe_keys"], ANY_KEY]
+    data = {**rep["keys"], ANY_KEY: rep[ANY_KEY]}
+    v6 = block != "/24"
+    out: list[str] = []
+    head = [
+        "probe key",
+        "blocks",
+        "alive",
+        "mean",
+        "p10",
+        "p50",
+        "p90",
+        f"{block}s with 256+" if v6 else "full /24s",
+    ]
     rows = []
     for k in names:
         s = data[k]
@@ -104,11 +153,13 @@ def format_blocks(rep: dict[str, Any]) -> str:
             ]
         )
     out += _table(head, rows)
-    out += ["", "Blocks by alive addresses per /24"]
-    bhead = ["probe key", *(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in BINS)]
+    out += ["", f"Blocks by alive addresses per {block}"]
+    bins = [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in BINS]
+    if v6:
+        bins[-1] = "256+"
     brows = [[k, *(str(sum(data[k]["histogram"][lo - 1 : hi])) for lo, hi in BINS)] for k in names]
-    out += _table(bhead, brows)
-    return "\n".join(out) + "\n"
+    out += _table(["probe key", *bins], brows)
+    return out
 
 
 def write_png(rep: dict[str, Any], path: str) -> None:
@@ -125,14 +176,21 @@ def write_png(rep: dict[str, Any], path: str) -> None:
             if h.sum():
                 ax.step(x, h, where="mid", label=k, linewidth=2.0 if k == ANY_KEY else 1.2)
                 drawn = True
-        ax.set_title("Alive addresses per /24 block")
+        v6 = rep.get("ipv6")
+        if v6 is not None:  # dashed: IPv6 /64 blocks (the last bin: 256 or more)
+            for k in [*v6["probe_keys"], ANY_KEY]:
+                h = np.asarray((v6[ANY_KEY] if k == ANY_KEY else v6["keys"][k])["histogram"])
+                if h.sum():
+                    ax.step(x, h, where="mid", linestyle="--", label=f"{k} (IPv6 {v6['block']})")
+                    drawn = True
+        ax.set_title("Alive addresses per /24 block" + (" (dashed: per IPv6 /64)" if v6 is not None else ""))
         if not drawn:
             ax.text(0.5, 0.5, "no alive addresses", ha="center", va="center")
             ax.set_axis_off()
         else:
             ax.set_xlim(0.5, 256.5)
-            ax.set_xlabel("alive addresses in the /24 block")
-            ax.set_ylabel("/24 blocks")
+            ax.set_xlabel("alive addresses in the block")
+            ax.set_ylabel("blocks")
             ax.legend(fontsize=8)
         save_png(fig, path)
     finally:

@@ -660,8 +660,9 @@ zbl-wire with --wire). The scanner runs in the first, with an empty blocklist
   ip netns exec zbl-scan zbanner-xdp --blocklist EMPTY scan 198.18.0.0/24 -p 80
 
 198.18.0.0/16 answers with nginx, OpenSSH, vsftpd, redis, dnsmasq and chrony,
-198.19.0.0/16 with the router's ICMP errors; `lab status` prints the address
-plan (README, "The lab").
+198.19.0.0/16 with the router's ICMP errors; their IPv6 twins 2001:2::/112 and
+2001:2::1:0/112 the same way (the default IPv6 blocklist reserves 2001:2::/48
+too); `lab status` prints the address plan (README, "The lab").
 
 Several labs coexist, one per prefix (--prefix, or ZBANNER_LAB_PREFIX; default zbl-).
 `down` and a rebuilding `up` refuse while another process uses the lab — holds a

@@ -37,6 +37,10 @@ Choices where the paper or the schema leave room:
 
 Memory is one integer per distinct target (bit fields for every probe key), plus a sparse map for targets
 with ICMP errors and a set for tarpit-check answers: never the records themselves.
+
+IPv4 and IPv6 targets may share a file (``saddr`` as IPv4 or IPv6 text): a target is its address in either
+family, the counts are of distinct targets whatever their family, and an ICMPv6 error is named by ICMPv6's
+codes (its label ends in "(ICMPv6)": ICMPv6's destination-unreachable code 1 is not IPv4's).
 """
 
 from __future__ import annotations
@@ -69,8 +73,17 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 REQUIRED_FIELDS = fields.REQUIRED
 _REQUIRED = frozenset(REQUIRED_FIELDS)
 
+# icmp-toobig: ICMPv6's packet too big (IPv4 says it with unreachable code 4, fragmentation needed).
 ICMP_ERRORS = frozenset(
-    {"icmp-unreach", "icmp-timxceed", "icmp-redirect", "icmp-srcquench", "icmp-paramprob", "icmp-other"}
+    {
+        "icmp-unreach",
+        "icmp-timxceed",
+        "icmp-redirect",
+        "icmp-srcquench",
+        "icmp-paramprob",
+        "icmp-toobig",
+        "icmp-other",
+    }
 )
 CLASSIFICATIONS = frozenset({"synack", "rst", "zerowin", "banner", "udp", "echoreply"}) | ICMP_ERRORS
 
@@ -97,6 +110,28 @@ ICMP_CODE_NAMES: dict[str, dict[int, str]] = {
     "icmp-redirect": {0: "redirect-net", 1: "redirect-host", 2: "redirect-tos-net", 3: "redirect-tos-host"},
     "icmp-srcquench": {0: "source-quench"},
     "icmp-paramprob": {0: "pointer-indicates-error", 1: "missing-required-option", 2: "bad-length"},
+}
+# RFC 4443 (with RFC 6550's and RFC 7112's codes), by the same classifications.
+ICMP6_CODE_NAMES: dict[str, dict[int, str]] = {
+    "icmp-unreach": {
+        0: "no-route",
+        1: "admin-prohibited",
+        2: "beyond-scope",
+        3: "address-unreachable",
+        4: "port-unreachable",
+        5: "source-policy-failed",
+        6: "reject-route",
+        7: "source-routing-header-error",
+        8: "headers-too-long",
+    },
+    "icmp-timxceed": {0: "hop-limit-exceeded", 1: "reassembly-time-exceeded"},
+    "icmp-paramprob": {
+        0: "erroneous-header-field",
+        1: "unrecognized-next-header",
+        2: "unrecognized-option",
+        3: "incomplete-header-chain",
+    },
+    "icmp-toobig": {0: "packet-too-big"},
 }
 
 # Bit fields of one (target, probe key) slot; a target's state packs one slot per probe key id.
@@ -175,17 +210,32 @@ def protocol_of(probe: str) -> str:
     return cls.transport if cls is not None else "tcp"
 
 
-def _ipv4(s: Any) -> int | None:
+# A target's key: an IPv4 address as its 32-bit value, an IPv6 one as its 128-bit value with this bit
+# set above it, so the families never collide and IPv4 sorts first.
+V6 = 1 << 128
+
+
+def _addr(s: Any) -> int | None:
+    """The key of an IPv4 or IPv6 address text; None if it is neither."""
     if type(s) is not str:
         return None
     try:
         # inet_pton, unlike inet_aton, rejects shorthand such as "10.1" instead of guessing.
         return int.from_bytes(socket.inet_pton(socket.AF_INET, s), "big")
     except (OSError, ValueError, UnicodeError):
+        pass
+    if ":" not in s:
+        return None
+    try:
+        return V6 | int.from_bytes(socket.inet_pton(socket.AF_INET6, s), "big")
+    except (OSError, ValueError, UnicodeError):
         return None
 
 
 def _ntoa(addr: int) -> str:
+    """The text of an _addr() key (RFC 5952's form for IPv6)."""
+    if addr & V6:
+        return socket.inet_ntop(socket.AF_INET6, (addr ^ V6).to_bytes(16, "big"))
     return socket.inet_ntoa(addr.to_bytes(4, "big"))
 
 
@@ -193,11 +243,13 @@ def _opt_int(v: Any) -> bool:
     return v is None or type(v) is int
 
 
-def icmp_label(classification: str, icmp_type: int | None, code: int) -> str:
+def icmp_label(classification: str, icmp_type: int | None, code: int, family: int = 4) -> str:
+    """The breakdown's name of an ICMP error; ICMPv6 ones (family 6) by ICMPv6's codes, marked as such."""
+    mark = " (ICMPv6)" if family == 6 else ""
     if classification == "icmp-other":
-        return f"icmp-other/{icmp_type if icmp_type is not None else '?'}/{code}"
-    name = ICMP_CODE_NAMES.get(classification, {}).get(code)
-    return f"{classification}/{code} {name}" if name else f"{classification}/{code}"
+        return f"icmp-other/{icmp_type if icmp_type is not None else '?'}/{code}{mark}"
+    name = (ICMP6_CODE_NAMES if family == 6 else ICMP_CODE_NAMES).get(classification, {}).get(code)
+    return f"{classification}/{code} {name}{mark}" if name else f"{classification}/{code}{mark}"
 
 
 class ReportBuilder:
@@ -215,8 +267,8 @@ class ReportBuilder:
         ] = {}  # target -> bitset over _icmp_ids; sparse: only targets with ICMP errors
         self._tarpit_synack: set[int] = set()
         self._key_ids: dict[tuple[str, int | None], int] = {}
-        # (key id, classification, icmp type or -1, icmp code, sent by the target) -> bit index
-        self._icmp_ids: dict[tuple[int, str, int, int, bool], int] = {}
+        # (key id, classification, icmp type or -1, icmp code, sent by the target, family) -> bit index
+        self._icmp_ids: dict[tuple[int, str, int, int, bool, int], int] = {}
 
     @property
     def n_targets(self) -> int:
@@ -242,7 +294,7 @@ class ReportBuilder:
             missing = next(f for f in REQUIRED_FIELDS if f not in rec)
             self._bad(f"missing field '{missing}'")
             return
-        addr = _ipv4(rec["saddr"])
+        addr = _addr(rec["saddr"])
         if addr is None:
             self._bad("bad 'saddr'")
             return
@@ -294,7 +346,7 @@ class ReportBuilder:
             return
         responder = None
         if cls in ICMP_ERRORS:
-            responder = _ipv4(rec["icmp_responder"])
+            responder = _addr(rec["icmp_responder"])
             if responder is None:
                 self._bad("bad 'icmp_responder'")
                 return
@@ -326,7 +378,8 @@ class ReportBuilder:
             from_target = responder == addr
             bits = ANY | ICMP_T if from_target else ICMP_R
             itype = rec["icmp_type"]
-            ikey = (kid, cls, -1 if itype is None else itype, rec["icmp_code"], from_target)
+            family = 6 if addr & V6 else 4
+            ikey = (kid, cls, -1 if itype is None else itype, rec["icmp_code"], from_target, family)
             iid = self._icmp_ids.get(ikey)
             if iid is None:
                 iid = self._icmp_ids[ikey] = len(self._icmp_ids)
@@ -399,8 +452,8 @@ class ReportBuilder:
                 icmp_counts[low.bit_length() - 1] += mult
                 state ^= low
         icmp_by_key: list[dict[str, dict[str, int]]] = [{} for _ in range(n)]
-        for (kid, cls, itype, code, from_target), iid in sorted(self._icmp_ids.items()):
-            label = icmp_label(cls, None if itype < 0 else itype, code)
+        for (kid, cls, itype, code, from_target, family), iid in sorted(self._icmp_ids.items()):
+            label = icmp_label(cls, None if itype < 0 else itype, code, family)
             entry = icmp_by_key[kid].setdefault(label, {"target": 0, "router": 0})
             entry["target" if from_target else "router"] = icmp_counts[iid]
 

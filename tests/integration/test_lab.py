@@ -16,7 +16,6 @@ import random
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -26,7 +25,16 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Capture
+from tests.integration.labprobes import (
+    Check,
+    FlowKey,
+    IcmpError,
+    assert_ground_truth,
+    assert_icmp_not_rate_limited,
+    probe_with_icmp,
+    run_probes,
+    sysctl,
+)
 from zbanner_xdp import lab
 from zbanner_xdp.lab import netns, procs, servers, topology
 from zbanner_xdp.lab import relay as relay_mod
@@ -38,120 +46,6 @@ pytestmark = [
         reason="the lab needs root and iproute2 (network namespaces, veth, nftables)",
     ),
 ]
-
-# Runs inside the scan namespace. Probes run in parallel so the deliberate 1 s
-# timeouts (silent and blackholed targets) cost about a second in total.
-PROBE_SCRIPT = r"""
-import json, os, socket, ssl, struct, sys, time
-from concurrent.futures import ThreadPoolExecutor
-
-def dns_query(name):
-    q = struct.pack(">HHHHHH", 0x7A62, 0x0100, 1, 0, 0, 0)
-    for label in name.split("."):
-        q += bytes([len(label)]) + label.encode()
-    return q + b"\0" + struct.pack(">HH", 1, 1)
-
-def tcp(addr, port, kind, timeout):
-    try:
-        s = socket.create_connection((addr, port), timeout=timeout)
-    except ConnectionRefusedError:
-        return {"outcome": "rst"}
-    except (TimeoutError, socket.timeout):
-        return {"outcome": "timeout"}
-    except OSError as e:
-        return {"outcome": "error", "error": repr(e)}
-    out = {"outcome": "synack"}
-    s.settimeout(5)
-    try:
-        with s:
-            if kind == "http":
-                s.sendall(b"GET / HTTP/1.0\r\nHost: lab\r\n\r\n")
-                data = b""
-                while chunk := s.recv(65536):
-                    data += chunk
-                out["data"] = data.decode("latin-1")
-            elif kind == "redis":
-                s.sendall(b"PING\r\n")
-                out["data"] = s.recv(64).decode("latin-1")
-            elif kind == "banner":
-                out["data"] = s.recv(256).decode("latin-1")
-            elif kind == "dnstcp":
-                q = dns_query("zbanner.lab")
-                s.sendall(struct.pack(">H", len(q)) + q)
-                out["data"] = s.recv(512).hex()
-            elif kind == "tls":
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-                with ctx.wrap_socket(s, server_hostname="zbanner-lab") as t:
-                    out["tls"] = t.version()
-                    cert = t.getpeercert(binary_form=True)
-                    out["cert_len"] = len(cert or b"")
-    except OSError as e:
-        out["error"] = repr(e)
-    return out
-
-def udp(addr, port, kind, timeout):
-    payload = {"dns": dns_query("zbanner.lab"), "ntp": bytes([0x23]) + bytes(47)}.get(kind, b"zbanner lab\n")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        try:
-            s.connect((addr, port))
-            s.send(payload)
-            data, src = s.recvfrom(2048)
-        except ConnectionRefusedError:
-            return {"outcome": "refused"}
-        except (TimeoutError, socket.timeout):
-            return {"outcome": "timeout"}
-        except OSError as e:
-            return {"outcome": "error", "error": repr(e)}
-    out = {"outcome": "udp", "src": src[0]}
-    if kind == "dns":
-        out["rcode"] = data[3] & 0x0F
-        out["answer"] = socket.inet_ntoa(data[-4:]) if data[6:8] != b"\0\0" else None
-    elif kind == "ntp":
-        out["mode"], out["stratum"] = data[0] & 7, data[1]
-    return out
-
-def checksum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    s = (s >> 16) + (s & 0xFFFF)
-    return ~(s + (s >> 16)) & 0xFFFF
-
-def echo(addr, ident, timeout):
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as s:
-        body = struct.pack("!HH", ident, 1) + b"zbanner-lab"
-        s.sendto(struct.pack("!BBH", 8, 0, checksum(b"\x08\0\0\0" + body)) + body, (addr, 0))
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            s.settimeout(left)
-            try:
-                data, src = s.recvfrom(2048)
-            except (TimeoutError, socket.timeout):
-                break
-            ihl = (data[0] & 0x0F) * 4
-            typ, _code, _ck, got_id = struct.unpack("!BBHH", data[ihl:ihl + 6])
-            if src[0] == addr and typ == 0 and got_id == ident:
-                return {"outcome": "echoreply"}
-    return {"outcome": "timeout"}
-
-def probe(arg):
-    i, (addr, port, kind, timeout) = arg
-    if kind in ("dns", "ntp", "udp"):
-        return udp(addr, port, kind, timeout)
-    if kind == "echo":
-        return echo(addr, (os.getpid() + i) & 0xFFFF, timeout)
-    return tcp(addr, port, kind, timeout)
-
-checks = json.loads(sys.argv[1])
-with ThreadPoolExecutor(len(checks)) as pool:
-    print(json.dumps(list(pool.map(probe, enumerate(checks)))))
-"""
-
-Check = tuple[str, int, str]
-KIND_PROTO = {"dns": "udp", "ntp": "udp", "udp": "udp", "echo": "icmp"}  # everything else is TCP
 
 OPEN_ADDR = "198.18.0.5"
 RST_ADDR = "198.18.1.5"
@@ -257,117 +151,8 @@ CHECKS: list[Check] = [
     (TTL_ADDR, 0, "echo"),
     (BLACKHOLE_ADDR, 0, "echo"),
 ]
-PROBE_TIMEOUT = 1.0
 # Taken at import, before any lab call could have moved this thread.
 HOST_NETNS_INO = os.stat("/proc/thread-self/ns/net").st_ino
-
-# (address, proto, port or None for ICMP): what an ICMP error quotes; unique per check
-FlowKey = tuple[str, str, int | None]
-IcmpError = tuple[str, int, int]  # (source, type, code)
-
-
-def proto_of(check: Check) -> str:
-    return KIND_PROTO.get(check[2], "tcp")
-
-
-def flow_key(check: Check) -> FlowKey:
-    proto = proto_of(check)
-    return (check[0], proto, None if proto == "icmp" else check[1])
-
-
-def expected_of(check: Check) -> str | None:
-    proto = proto_of(check)
-    return lab.expected(check[0], None if proto == "icmp" else check[1], proto)
-
-
-class IcmpCapture(Capture):
-    """tcpdump of ICMP on the scan interface: the ICMP errors the scanner namespace receives."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, "icmp", ns=lab.SCAN_NS, iface=lab.SCAN_IF)
-
-    def errors(self) -> dict[FlowKey, list[IcmpError]]:
-        """ICMP errors (type 3 and 11) by the flow their quoted packet belongs to."""
-        import dpkt
-
-        out: dict[FlowKey, list[IcmpError]] = {}
-        with open(self.path, "rb") as fh:
-            for _ts, buf in dpkt.pcap.Reader(fh):
-                ip = dpkt.ethernet.Ethernet(buf).data
-                if not isinstance(ip, dpkt.ip.IP) or ip.p != socket.IPPROTO_ICMP:
-                    continue
-                raw = bytes(ip.data)
-                typ, code = raw[0], raw[1]
-                # Only errors sent to the scanner (not its own, e.g. for a reply that came too late).
-                if typ not in (3, 11) or socket.inet_ntoa(ip.dst) != lab.SCAN_IP:
-                    continue
-                inner = raw[8:]  # after type, code, checksum and the unused word
-                ihl = (inner[0] & 0x0F) * 4
-                proto, dst = inner[9], socket.inet_ntoa(inner[16:20])
-                if proto == socket.IPPROTO_ICMP:
-                    key: FlowKey = (dst, "icmp", None)
-                else:
-                    dport = struct.unpack("!H", inner[ihl + 2 : ihl + 4])[0]
-                    key = (dst, {6: "tcp", 17: "udp"}.get(proto, str(proto)), dport)
-                out.setdefault(key, []).append((socket.inet_ntoa(ip.src), typ, code))
-        return out
-
-    def __enter__(self) -> IcmpCapture:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def run_probes(checks: list[Check]) -> dict[Check, dict[str, Any]]:
-    argv = lab.ns_exec_argv(
-        lab.SCAN_NS,
-        [sys.executable, "-c", PROBE_SCRIPT, json.dumps([[*c, PROBE_TIMEOUT] for c in checks])],
-    )
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
-    return dict(zip(checks, json.loads(proc.stdout), strict=True))
-
-
-def probe_with_icmp(
-    checks: list[Check], tmp: Path
-) -> tuple[dict[Check, dict[str, Any]], dict[FlowKey, list[IcmpError]]]:
-    assert len({flow_key(c) for c in checks}) == len(checks), "ICMP errors could not be told apart"
-    with IcmpCapture(tmp / "icmp.pcap") as cap:
-        results = run_probes(checks)
-        time.sleep(0.1)  # every error arrived long before the 1 s timeouts ended; let tcpdump write it
-    return results, cap.errors()
-
-
-def observed(check: Check, result: dict[str, Any], icmp: dict[FlowKey, list[IcmpError]]) -> str | None:
-    """What the probe saw, in expected()'s vocabulary."""
-    if result["outcome"] in ("synack", "rst", "udp", "echoreply"):
-        return result["outcome"]
-    errors = icmp.get(flow_key(check))
-    if errors:
-        return {3: "icmp-unreach", 11: "icmp-timxceed"}[errors[0][1]]
-    return None
-
-
-def assert_ground_truth(
-    results: dict[Check, dict[str, Any]], icmp: dict[FlowKey, list[IcmpError]], extra: str = ""
-) -> None:
-    """Every probe got what expected() says; every ICMP error has the expected type, code and source,
-    and no ICMP error arrived that the address plan does not promise."""
-    for check, r in results.items():
-        addr, port, _kind = check
-        proto = proto_of(check)
-        ctx = (check, r, icmp.get(flow_key(check)), extra)
-        assert observed(check, r, icmp) == expected_of(check), ctx
-        want_icmp = lab.expected_icmp(addr, None if proto == "icmp" else port, proto)
-        got_icmp = icmp.get(flow_key(check), [])
-        if want_icmp is None:
-            assert not got_icmp, ctx
-        else:
-            assert got_icmp, ctx
-            assert {(t, c) for _src, t, c in got_icmp} == {want_icmp}, ctx
-            assert {src for src, _t, _c in got_icmp} == {lab.expected_icmp_responder(addr)}, ctx
-    stray = set(icmp) - {flow_key(c) for c in results}
-    assert not stray, f"ICMP errors nobody asked for: {[(k, icmp[k]) for k in stray]}"
 
 
 def ns_names() -> list[str]:
@@ -387,13 +172,6 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except FileNotFoundError:
         return False
-
-
-def sysctl(ns: str, key: str) -> str:
-    out = subprocess.run(
-        lab.ns_exec_argv(ns, ["sysctl", "-n", key]), capture_output=True, text=True, timeout=10, check=True
-    )
-    return out.stdout.strip()
 
 
 def offload_flags(ns: str, ifname: str) -> dict[str, bool]:
@@ -663,46 +441,10 @@ def test_expected_agrees_with_observed(
     }  # fmt: skip
 
 
-# Runs inside the scan namespace: a burst of UDP datagrams, then a count of the ICMP errors they drew.
-BURST_SCRIPT = r"""
-import collections, json, socket, sys, time
-nets, n = json.loads(sys.argv[1]), int(sys.argv[2])
-raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-    for i in range(n):
-        for net in nets:
-            u.sendto(b"zbanner lab", (f"{net}.{i % 254 + 1}", 20000 + i))
-got = collections.Counter()
-raw.settimeout(0.3)
-while True:
-    try:
-        data, src = raw.recvfrom(2048)
-    except (TimeoutError, socket.timeout):
-        break
-    ihl = (data[0] & 0x0F) * 4
-    if data[ihl] in (3, 11):
-        dst = socket.inet_ntoa(data[ihl + 24 : ihl + 28])  # the quoted packet's destination
-        who = src[0] if src[0] != dst else "self"
-        got[json.dumps([dst.rsplit(".", 1)[0], who, data[ihl], data[ihl + 1]])] += 1
-print(json.dumps(got))
-"""
-
-
 def test_icmp_errors_are_not_rate_limited(lab_info: lab.LabInfo) -> None:
     """A burst far above any kernel default rate limit draws exactly one ICMP error per packet."""
-    n = 1000
     nets = ["198.19.0", "198.19.1", "198.19.3", "198.18.0", "198.18.1", "198.18.4"]
-    argv = lab.ns_exec_argv(lab.SCAN_NS, [sys.executable, "-c", BURST_SCRIPT, json.dumps(nets), str(n)])
-    got = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout)
-    want = {}
-    for net in nets:
-        addr = f"{net}.1"
-        responder = lab.expected_icmp_responder(addr)
-        icmp = lab.expected_icmp(addr, 20000, "udp")
-        assert icmp is not None and responder is not None
-        want[json.dumps([net, "self" if responder == addr else responder, *icmp])] = n
-    assert got == want
+    assert_icmp_not_rate_limited({net: [f"{net}.{i}" for i in range(1, 255)] for net in nets})
 
 
 def test_status(lab_info: lab.LabInfo) -> None:
