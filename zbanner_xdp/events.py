@@ -79,8 +79,8 @@ ICMP_CLASSES = {
 }
 
 # ICMPv6 errors (an IPv6 scan's icmp_type and icmp_code are ICMPv6's): the same classes where there is
-# one; packet too big (2) is icmp-other.
-ICMP6_CLASSES = {1: "icmp-unreach", 3: "icmp-timxceed", 4: "icmp-paramprob"}
+# one; packet too big (2) has its own (IPv4 says it as unreachable, code 4).
+ICMP6_CLASSES = {1: "icmp-unreach", 2: "icmp-toobig", 3: "icmp-timxceed", 4: "icmp-paramprob"}
 
 EVENT_DTYPE = np.dtype(
     [

@@ -74,7 +74,7 @@ FIELDS: tuple[Field, ...] = (
         T.WORD,
         S.SCAN,
         "synack, rst, zerowin, banner, udp, echoreply, icmp-unreach, icmp-timxceed, icmp-redirect, "
-        "icmp-srcquench, icmp-paramprob",
+        "icmp-srcquench, icmp-paramprob, icmp-toobig (ICMPv6's packet too big)",
     ),
     Field("success", T.BOOL, S.SCAN, "a positive answer: synack, banner, udp or echoreply"),
     Field("repeat", T.BOOL, S.SCAN, "a reply seen before (written only with --output-repeats)"),

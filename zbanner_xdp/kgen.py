@@ -279,7 +279,7 @@ class KernelGenerator:
         base = self.written
         idx = (base + np.arange(n)) % self.slots
         t = self.targets
-        if self.family == 6:
+        if "daddr6" in t.dtype.names:  # an IPv6 scan's program
             t["daddr6"][idx] = addrs
         else:
             t["daddr_raw"][idx] = addrs.astype(np.uint32).byteswap()

@@ -161,7 +161,9 @@ class RingReader:
 _SUCCESS = (Kind.SYNACK, Kind.BANNER, Kind.UDP, Kind.ECHOREPLY)
 _TCP_KINDS = (Kind.SYNACK, Kind.ZEROWIN, Kind.RST, Kind.BANNER)
 # Classifications as codes into one vocabulary, so a batch is classified by indexing.
-CLASS_VOCAB = sorted({*CLASSIFICATION.values(), *ICMP_CLASSES.values(), "unknown", "icmp-other"})
+CLASS_VOCAB = sorted(
+    {*CLASSIFICATION.values(), *ICMP_CLASSES.values(), *ICMP6_CLASSES.values(), "unknown", "icmp-other"}
+)
 _CLASS_CODE = {c: i for i, c in enumerate(CLASS_VOCAB)}
 _CLASS_BY_KIND = np.array([_CLASS_CODE[CLASSIFICATION.get(k, "unknown")] for k in range(256)])
 _ICMP_CLASS_BY_TYPE = np.array([_CLASS_CODE[ICMP_CLASSES.get(t, "icmp-other")] for t in range(256)])
