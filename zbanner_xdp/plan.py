@@ -310,12 +310,12 @@ class ProbePlan:
         return Segment(*packets.udp_frames(link, addrs, ports, sports, pay, ipid))
 
     # -- for the XDP program -------------------------------------------------
-    def kernel_payloads(self) -> list[Any]:
+    def kernel_payloads(self, family: int = 4) -> list[Any]:
         """In-kernel replies: per plan entry, the templates the program answers a SYN-ACK with by itself
         (kpayload.KernelPayload), or None where it cannot reproduce the payload (user space answers)."""
         from . import kpayload
 
-        return [kpayload.build(p) for p in self.probes]
+        return [kpayload.build(p, family) for p in self.probes]
 
     def probe_infos(self, family: int = 4) -> list[dict[str, int]]:
         """Per probe, the members of its zb_probe_info (events.PROBE_INFO_DTYPE) the program reads:

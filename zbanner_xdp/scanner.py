@@ -251,7 +251,6 @@ class Scanner:
         except (targets.TargetError, PlanError, OSError) as exc:
             raise ScanError(str(exc)) from None
         self.family = self.space.family
-        self._check_ipv6()
         try:
             if resume is not None:
                 resume.check_space(self.space)
@@ -345,14 +344,6 @@ class Scanner:
         for p in self.probes:
             if p.kind is ProbeKind.BANNER:
                 p.capture_segments()
-
-    def _check_ipv6(self) -> None:
-        """What an IPv6 scan cannot do (yet), said in one line before anything starts."""
-        if self.family == 6 and self.cfg.kernel_replies:
-            raise ScanError(
-                "--kernel-replies: not over IPv6 yet (the program's answers are IPv4 frames); "
-                "user space answers IPv6 replies without it"
-            )
 
     def _first_target(self) -> str:
         first = self.space.addrs_at(np.array([0], dtype=np.uint64))
@@ -472,7 +463,7 @@ class Scanner:
                 params,
                 self.key,
                 probe_infos=self.plan.probe_infos(self.family),
-                kernel_payloads=self.plan.kernel_payloads(),
+                kernel_payloads=self.plan.kernel_payloads(self.family),
             )
             self.prog.attach(self.net.iface)
             self.tx = TxRing(self.net.iface)

@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration.conftest import (
     NO_DROPS,
+    REPLY_ARGS,
     Capture,
     read_records,
     run_scanner,
@@ -62,12 +63,15 @@ def scan6(tmp_path: Path, *args: str, rate: str = "5K", cooldown: str = "2") -> 
     return read_records(out), orjson.loads(meta.read_bytes()), r.stderr
 
 
-@pytest.mark.parametrize("tx", ["xdp", "packet"])
-def test_synscan6_matches_ground_truth_and_the_kernel_sends_no_rst(lab_up, tmp_path: Path, tx: str) -> None:
-    """Both SYN paths: the kernel generator's IPv6 SYNs (XDP_TX) and AF_PACKET's."""
+@pytest.mark.parametrize(("tx", "replies"), [("xdp", "kernel"), ("packet", "user")])
+def test_synscan6_matches_ground_truth_and_the_kernel_sends_no_rst(
+    lab_up, tmp_path: Path, tx: str, replies: str
+) -> None:
+    """Both SYN paths (the kernel generator's IPv6 SYNs, AF_PACKET's) and both reply paths (the
+    program's RSTs, XDP_TX; user space's)."""
     pcap = tmp_path / "scan.pcap"
     with Capture(pcap, "ip6 and tcp"):
-        recs, m, _ = scan6(tmp_path, *NETS6, "-p", "80,81", "--seed", "42", "--tx", tx)
+        recs, m, _ = scan6(tmp_path, *NETS6, "-p", "80,81", "--seed", "42", "--tx", tx, *REPLY_ARGS[replies])
     got = {(rec["saddr"], rec["sport"]): rec["classification"] for rec in recs}
     assert len(got) == len(recs), "duplicate records"
     want = {}
@@ -84,6 +88,7 @@ def test_synscan6_matches_ground_truth_and_the_kernel_sends_no_rst(lab_up, tmp_p
     assert m["reason"] == "completed" and m["drops"] == NO_DROPS
     assert m["packets_sent"] == {**m["packets_sent"], "probes": 4 * 256 * 2, "replies": 256}
     assert (m["tx_mode"] == "xdp") is (tx == "xdp"), m["tx_mode"]
+    assert m["packets_sent"]["replies_in_kernel"] == (256 if replies == "kernel" else 0), m["kernel_replies"]
 
     # Every frame the scanner namespace sent carries our hop limit: the kernel answered nothing (no RST
     # to a SYN-ACK it never asked for); each pair was probed exactly once; our RSTs close the SYN-ACKs.
@@ -99,17 +104,25 @@ CASES6 = [("http", 80, "5K"), ("tls", 443, "5K"), ("ssh", 22, "200")]  # sshd: s
 
 
 @pytest.mark.parametrize(("probe", "port", "rate"), CASES6, ids=[c[0] for c in CASES6])
-def test_banners6_equal_a_stateful_clients(lab_up, tmp_path: Path, probe: str, port: int, rate: str) -> None:
+def test_banners6_equal_a_stateful_clients(
+    lab_up, tmp_path: Path, probe: str, port: int, rate: str, replies: str
+) -> None:
+    """Both reply paths: with --kernel-replies the program answers tls and ssh over IPv6 (their
+    payloads hold no address), user space answers http (its Host: [address])."""
     net = "2001:2::/122"  # 64 of the open range
     pcap = tmp_path / "cap.pcap"
     with Capture(pcap, "ip6 and tcp"):
-        recs, m, _ = scan6(tmp_path, net, "-p", str(port), "--probe", probe, rate=rate, cooldown="3")
+        recs, m, _ = scan6(
+            tmp_path, net, "-p", str(port), "--probe", probe, *REPLY_ARGS[replies], rate=rate, cooldown="3"
+        )
     banners = check_banners(recs, probe, port, [str(a) for a in ipaddress.ip_network(net)])
     if probe == "http":  # Host: [address], whose length the XDP program computed to validate the banner
         assert all(x["http"]["status_code"] == 200 for x in banners)
     frames = [f for f in pcap_tcp6(pcap) if f[0] == lab.SCAN_IP6 and f[2] >= 32768]
     assert frames and {f[5] for f in frames} == {TTL}
     assert m["responses"]["banner"] == len(banners) and m["drops"] == NO_DROPS
+    in_kernel = replies == "kernel" and probe != "http"
+    assert (m["packets_sent"]["replies_in_kernel"] > 0) is in_kernel, m["kernel_replies"]
 
 
 def test_liveness6_and_icmpv6_errors_linked_to_their_probe(lab_up, tmp_path: Path) -> None:
@@ -306,7 +319,6 @@ def test_pcap6_frames_equal_the_records(lab_up, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("scan", "2001:2::5", "-p", "80", "--kernel-replies"), "--kernel-replies: not over IPv6 yet"),
         (("scan", "2001:2::5", "198.18.0.5", "-p", "80"), "IPv4 and IPv6 targets in one scan"),
         (("scan", "2001:2::/64", "-p", "80"), "IPv6 target space too large"),
         (("--source-ip", "10.77.0.1", "scan", "2001:2::5", "-p", "80"), "is IPv4, the targets are IPv6"),

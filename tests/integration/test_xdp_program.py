@@ -219,7 +219,7 @@ def _plan_prog(names: list[tuple[str, dict[str, str]]], port: int, **extra: obje
         banner_pages=64,
         **extra,  # type: ignore[arg-type]
     )
-    kps = plan.kernel_payloads() if extra.get("kernel_replies") else None
+    kps = plan.kernel_payloads(family) if extra.get("kernel_replies") else None
     prog = RecvProgram(params, KEY, probe_infos=plan.probe_infos(family), kernel_payloads=kps)
     return prog, RingReader(prog, 64, 64), plan
 

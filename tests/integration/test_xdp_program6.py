@@ -19,11 +19,11 @@ from tests.integration.test_xdp_program import _plan_prog
 from zbanner_xdp import bpfsys
 from zbanner_xdp.cookie import cookie_scalar6
 from zbanner_xdp.events import EVENT6_DTYPE, Counter
-from zbanner_xdp.targets import addr6_ints
+from zbanner_xdp.targets import addr6_array, addr6_ints
 
 pytestmark = pytest.mark.privileged
 
-XDP_DROP, XDP_PASS = 1, 2
+XDP_DROP, XDP_PASS, XDP_TX = 1, 2, 3
 KEY = bytes(range(16))
 US = int(ipaddress.IPv6Address("2001:2:ff::1"))
 THEM = int(ipaddress.IPv6Address("2001:2::5"))
@@ -85,8 +85,6 @@ def httpprog():
 
 
 def sport_of(plan, them: int, dport: int = 80, variant: int = 0) -> int:
-    from zbanner_xdp.targets import addr6_array
-
     return int(plan.source_ports(KEY, US, addr6_array([them]), np.array([dport], np.uint16), variant)[0])
 
 
@@ -215,3 +213,57 @@ def test_icmp6_errors_linked_to_the_probe_and_echo_replies() -> None:
         assert (small["icmp_type"][0], small["icmp_code"][0], small["sport"][0]) == (1, 3, 80)
     finally:
         p.close()
+
+
+# In-kernel replies over IPv6: payloads without the address (and tls's per-target ranges) are answered
+# by the program; http's carries the address (Host: [...]) and is left to user space.
+TEMPLATED6 = [("tls", {}), ("ssh", {}), ("redis", {}), ("http", {}), ("synscan", {})]
+
+
+@pytest.fixture(scope="module")
+def tprog6():
+    prog, ring, plan = _plan_prog(
+        TEMPLATED6, 443, src_ip=US, family=6, kernel_replies=True, ttl=64, ack_window=1024
+    )
+    kps = plan.kernel_payloads(6)
+    assert [k is None for k in kps] == [p.name == "http" for p in plan.probes]
+    yield prog, ring, plan
+    ring.close()
+    prog.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(them=st.integers(1 << 64, 2**128 - 1), port=st.integers(1, 65535), entry=st.integers(0, 63))
+def test_kernel_answers6_equal_user_space_frames_byte_for_byte(
+    tprog6, them: int, port: int, entry: int
+) -> None:
+    """The program's answer to an IPv6 SYN-ACK (ACK + payload, or RST for a SYN scan) is, byte for byte,
+    the frame user space builds (packets.py, IPv6 pseudo-header checksum included)."""
+    from zbanner_xdp import packets
+
+    prog, ring, plan = tprog6
+    entry %= plan.P
+    probe = plan.probes[entry]
+    sport = sport_of(plan, them, port, entry)
+    c = cookie_scalar6(KEY, US, them, sport, port)
+    repeats = prog.counter(Counter.REPEAT)
+    ret, out = bpfsys.prog_test_run(prog.prog_fd, ip6(6, them, tcp(port, sport, 777, c + 1, 0x12)))
+    ring.poll(0)
+    if prog.counter(Counter.REPEAT) > repeats:
+        return  # hypothesis ran this target before: a duplicate, rightly not answered again
+    if probe.name == "http":
+        assert ret == XDP_DROP  # recorded; user space answers
+        return
+    assert ret == XDP_TX, (probe.name, prog.counter(Counter.NO_ROOM))
+    link = packets.LinkParams(b"\x02" * 6, b"\x04" * 6, US, 64, family=6)
+    args = (link, addr6_array([them]), np.array([port]), np.array([sport]), np.array([(c + 1) & 0xFFFFFFFF]))
+    if probe.handshake:
+        payload = probe.payload(str(ipaddress.IPv6Address(them)), port)
+        pay, plen = packets.payload_matrix([payload])
+        want, n = packets.tcp_frames(
+            *args, 778, packets.ACK | (packets.PSH if payload else 0), 1024,
+            payload=pay if payload else None, payload_len=plen if payload else None,
+        )  # fmt: skip
+    else:
+        want, n = packets.tcp_frames(*args, 0, packets.RST, 0)
+    assert out == want[0, : n[0]].tobytes(), probe.name
