@@ -72,10 +72,21 @@ struct zb_event {
 	__u8 repeat;
 	__u8 variant;           /* probe + probes * attempt, from the port */
 	__u8 flags;             /* ZB_EV_* */
+#if ZB_IPV6
+	/* An IPv6 scan's program (one family a scan) records whole addresses here; saddr, daddr
+	 * and icmp_responder above then hold their last 4 bytes. An IPv4 scan's records keep
+	 * the 48 bytes above: its rings, copies and formatter do not pay for IPv6. */
+	__u8 saddr6[16];        /* responder (of an ICMP error: the quoted destination), raw */
+	__u8 icmp_responder6[16];
+#endif
 };
 
 #define ZB_EV_UNVALIDATED 0x01  /* only the source-port slot matched (bare RST) */
 #define ZB_EV_ANSWERED 0x02     /* the program already sent our answer (--kernel-replies) */
+
+#ifndef ZB_IPV6
+#define ZB_IPV6 0               /* 1: the scan's targets (and our address) are IPv6 */
+#endif
 
 /* zb_event.repeat: 0 for a first reply, else why it came again. */
 #define ZB_REPEAT_DUP 1         /* a network duplicate */
@@ -158,6 +169,9 @@ struct zb_probe_info {
 /* Retransmitted copies of a probe use another attempt's source port; the
  * key folds them back (port - probes * attempt) so their replies dedup. */
 struct zb_dedup_key {
+#if ZB_IPV6
+	__u32 saddr_hi[3];
+#endif
 	__u32 saddr;
 	__u16 sport;
 	__u16 dport;
@@ -173,12 +187,21 @@ struct zb_gen_target {
 	__u16 dport_raw;
 	__u8 variant;
 	__u8 pad;
+#if ZB_IPV6
+	__u8 daddr6[16];        /* an IPv6 scan's target, raw (daddr_raw unused) */
+#endif
 };
 
+#if ZB_IPV6
+#define ZB_GEN_FRAME 78 /* Ethernet + IPv6 (40) + TCP (24, MSS option) */
+#define ZB_GEN_TEMPLATE 80
+#else
 #define ZB_GEN_FRAME 58 /* Ethernet + IPv4 (20) + TCP (24, MSS option) */
+#define ZB_GEN_TEMPLATE 64
+#endif
 
 struct zb_gen_template {
-	__u8 frame[64];         /* the first ZB_GEN_FRAME bytes are the SYN template */
+	__u8 frame[ZB_GEN_TEMPLATE]; /* the first ZB_GEN_FRAME bytes are the SYN template */
 };
 
 struct zb_gen_state {
@@ -194,11 +217,14 @@ struct zb_gen_state {
 #define ZB_DEDUP_SHIFT 20
 
 struct zb_dedup_slot {
-	__u32 saddr;
+	__u32 saddr;            /* IPv6: the address's last 4 bytes */
 	__u32 ports;            /* sport | dport << 16 */
 	__u32 kind;
 	__u32 first_t;          /* when the reply was first seen */
 	__u32 answered_t;       /* when we last answered it */
+#if ZB_IPV6
+	__u32 saddr_hi[3];      /* IPv6: the address's first 12 bytes: a key is the whole address */
+#endif
 };
 
 struct zb_dedup_bucket {

@@ -11,6 +11,8 @@
  *
  * Compile-time parameters (-D, set by zbanner_xdp/bpfprog.py):
  *   ZB_SRC_IP_RAW       our IPv4 address as the raw packet word
+ *   ZB_IPV6             1: an IPv6 scan (our address ZB_SRC_IP6_W0..W3, its raw words); the
+ *                       program then takes IPv6 frames only and IPv4 ones pass, as the other way round
  *   ZB_PORT_LO/HI       our source-port range (host order, inclusive)
  *   ZB_PROBES           probes in the scan (P)
  *   ZB_VARIANTS         P * attempts; variant = (port - LO) % VARIANTS,
@@ -46,6 +48,8 @@
 #include <uapi/linux/udp.h>
 #include <uapi/linux/icmp.h>
 #include <uapi/linux/in.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/icmpv6.h>
 
 #include "shared.h"
 #include "cookie.h"
@@ -122,7 +126,47 @@ struct zb_reply {
 	__u8 flags;
 	__u8 with_data;
 	__u8 kernel_answer;     /* the program will answer this reply itself */
+#if ZB_IPV6
+	__u32 target6[4];       /* IPv6: the whole addresses (target_raw etc. their last words) */
+	__u32 responder6[4];
+#endif
 };
+
+/* The network layer of a reply, either family: what the handlers need of it. IPv4 fills us and
+ * them (raw); IPv6 also the whole addresses (their last words in us and them). */
+struct zb_l3 {
+	__u32 us;
+	__u32 them;
+#if ZB_IPV6
+	__u32 us6[4];
+	__u32 them6[4];
+#endif
+	__u32 l4_len;           /* bytes from the transport header to the end of the IP payload */
+	__u16 ipid;             /* IPv4 ID; IPv6: 0 */
+	__u8 ttl;               /* TTL / hop limit */
+	__u8 plain;             /* right after Ethernet, IPv4 with a 20-byte header or IPv6 without extension
+				 * headers: the layout in-kernel replies rewrite */
+};
+
+static __always_inline void l3_target(struct zb_reply *r, struct zb_l3 *a)
+{
+	r->target_raw = a->them;
+	r->us_raw = a->us;
+#if ZB_IPV6
+	__builtin_memcpy(r->target6, a->them6, 16);
+#endif
+}
+
+/* The cookie of a 4-tuple; `a` gives the addresses (us, them), as the family has them. */
+static __always_inline __u32 l3_cookie(struct zb_config *cfg, struct zb_l3 *a, __u16 our_port_raw,
+				       __u16 their_port_raw)
+{
+#if ZB_IPV6
+	return zb_cookie6(cfg->k0, cfg->k1, a->us6, a->them6, our_port_raw, their_port_raw);
+#else
+	return zb_cookie(cfg->k0, cfg->k1, a->us, a->them, our_port_raw, their_port_raw);
+#endif
+}
 
 static __always_inline void count(__u32 idx)
 {
@@ -142,12 +186,58 @@ static __always_inline __u32 dotted_len(__u32 raw)
 	return n;
 }
 
+#if ZB_IPV6
+/* The length of an IPv6 address's RFC 5952 text (Python's ipaddress): groups in hex without
+ * leading zeros, the first longest run of two or more zero groups written "::". `w` is the
+ * address as four raw words (the packet's bytes loaded little-endian). */
+static __always_inline __u32 text6_len(const __u32 *w)
+{
+	__u32 digits = 0, best_at = 0, best_len = 0, run_at = 0, run_len = 0;
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		__u32 word = w[i / 2];
+		__u32 g = (i % 2 == 0) ? (((word & 0xff) << 8) | ((word >> 8) & 0xff))
+				       : ((((word >> 16) & 0xff) << 8) | (word >> 24));
+		digits += 1 + (g >= 0x10) + (g >= 0x100) + (g >= 0x1000);
+		if (g == 0) {
+			if (run_len == 0)
+				run_at = i;
+			run_len++;
+			if (run_len > best_len) {
+				best_len = run_len;
+				best_at = run_at;
+			}
+		} else {
+			run_len = 0;
+		}
+	}
+	if (best_len < 2)
+		return digits + 7;
+	/* The run's groups (one digit each) go; "::" stands for the colons around and inside it. */
+	__u32 after = 8 - best_at - best_len;
+	return digits - best_len + (best_at ? best_at - 1 : 0) + (after ? after - 1 : 0) + 2;
+}
+#endif
+
 #if ZB_KERNEL_REPLIES
 static __always_inline struct zb_kpayload *kp_lookup(__u32 probe, __u32 them_raw)
 {
+#if ZB_IPV6
+	/* One template a probe: only payloads without the address (kpayload.py; user space answers
+	 * the others). */
+	__u32 i = probe * ZB_KP_VARIANTS;
+#else
 	__u32 i = probe * ZB_KP_VARIANTS + dotted_len(them_raw); /* 7-15 */
+#endif
 	return kpayload.lookup(&i);
 }
+
+/* Our answer's headers: Ethernet, IP, TCP (20 bytes, no options); the payload follows. */
+#if ZB_IPV6
+#define ZB_KR_HDRS 74
+#else
+#define ZB_KR_HDRS 54
+#endif
 
 /* The dotted address as text, first character first, in out[] (16 bytes,
  * zero-padded): built right-aligned in a 128-bit value, moved left, stored
@@ -226,6 +316,9 @@ static __always_inline struct zb_dedup_bucket *dedup_bucket(struct zb_dedup_key 
 	/* Multiply-xorshift mixing: keys are already validated replies (a
 	 * forger cannot choose them without the cookie key), so speed wins. */
 	__u32 h = k->saddr * 0x9E3779B1u;
+#if ZB_IPV6
+	h ^= (k->saddr_hi[0] ^ k->saddr_hi[1] * 0x27D4EB2Fu ^ k->saddr_hi[2] * 0x165667B1u) * 0x85EBCA6Bu;
+#endif
 	h ^= (k->sport | ((__u32)k->dport << 16)) * 0x85EBCA77u;
 	h ^= k->kind * 0xC2B2AE3Du;
 	h ^= h >> 15;
@@ -241,7 +334,12 @@ static __always_inline int dedup_find(struct zb_dedup_bucket *b, struct zb_dedup
 #pragma unroll
 	for (int i = 0; i < ZB_DEDUP_WAYS; i++) {
 		struct zb_dedup_slot *s = &b->slot[i];
-		if (s->first_t && s->saddr == k->saddr && s->ports == ports && s->kind == k->kind)
+		if (s->first_t && s->saddr == k->saddr && s->ports == ports && s->kind == k->kind
+#if ZB_IPV6
+		    && s->saddr_hi[0] == k->saddr_hi[0] && s->saddr_hi[1] == k->saddr_hi[1] &&
+		    s->saddr_hi[2] == k->saddr_hi[2]
+#endif
+		)
 			return i;
 	}
 	return -1;
@@ -289,6 +387,9 @@ static __always_inline void dedup_insert(struct zb_dedup_bucket *b, struct zb_de
 		return;
 	struct zb_dedup_slot *s = &b->slot[victim];
 	s->saddr = k->saddr;
+#if ZB_IPV6
+	__builtin_memcpy(s->saddr_hi, k->saddr_hi, 12);
+#endif
 	s->ports = k->sport | ((__u32)k->dport << 16);
 	s->kind = k->kind;
 	s->first_t = now_t | 1;  /* never 0: that marks an empty slot */
@@ -333,6 +434,9 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 		.dport = r->key_port,
 		.kind = r->kind | ((__u32)r->icmp_type << 8),
 	};
+#if ZB_IPV6
+	__builtin_memcpy(key.saddr_hi, r->target6, 12);
+#endif
 	int answerable = r->kind == ZB_KIND_SYNACK || r->kind == ZB_KIND_ZEROWIN || r->kind == ZB_KIND_BANNER;
 	__u32 now_t = (__u32)(now >> ZB_DEDUP_SHIFT);
 	struct zb_dedup_bucket *bucket = dedup_bucket(&key);
@@ -405,6 +509,10 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 	ev->repeat = repeat;
 	ev->variant = r->variant;
 	ev->flags = r->flags | (verdict == ZB_ANSWER ? ZB_EV_ANSWERED : 0);
+#if ZB_IPV6
+	__builtin_memcpy(ev->saddr6, r->target6, 16);
+	__builtin_memcpy(ev->icmp_responder6, r->responder6, 16);
+#endif
 	events.ringbuf_submit(ev, 0);
 	return verdict;
 }
@@ -423,6 +531,10 @@ struct zb_kr {
 	__u32 plen;
 	__u8 with_payload;
 	__u8 ok;
+#if ZB_IPV6
+	__u32 us6[4];
+	__u32 them6[4];
+#endif
 };
 
 /* Turn the reply in place into our answer, in two steps around emit(): a
@@ -435,17 +547,29 @@ static __always_inline void kernel_reply_prepare(struct xdp_md *ctx, __u8 kind, 
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
+#if ZB_IPV6
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
+	struct tcphdr *tcp = (void *)(ip6 + 1);
+	kr->ok = 0;
+	if ((void *)(tcp + 1) > end)
+		return;
+	__builtin_memcpy(kr->us6, &ip6->daddr, 16);
+	__builtin_memcpy(kr->them6, &ip6->saddr, 16);
+	kr->us = kr->us6[3];
+	kr->them = kr->them6[3];
+#else
 	struct iphdr *ip = (void *)(eth + 1);
 	struct tcphdr *tcp = (void *)(ip + 1);
 	kr->ok = 0;
 	if ((void *)(tcp + 1) > end)
 		return;
-	struct zb_kpayload *kp = kp_lookup(probe, ip->saddr);
+	kr->us = ip->daddr;
+	kr->them = ip->saddr;
+#endif
+	struct zb_kpayload *kp = kp_lookup(probe, kr->them);
 	if (!kp || !kp->enabled)
 		return;
 	__builtin_memcpy(kr->mac, eth->h_dest, 12);
-	kr->us = ip->daddr;
-	kr->them = ip->saddr;
 	kr->our_port = tcp->dest;
 	kr->their_port = tcp->source;
 	kr->their_seq = bpf_ntohl(tcp->seq);
@@ -456,7 +580,7 @@ static __always_inline void kernel_reply_prepare(struct xdp_md *ctx, __u8 kind, 
 		return;
 	/* On a veth, XDP may run on the skb's own buffer with only a few bytes
 	 * of tailroom: grow at the tail when possible, else at the head. */
-	int delta = (int)(54 + kr->plen) - (int)(end - data);
+	int delta = (int)(ZB_KR_HDRS + kr->plen) - (int)(end - data);
 	if (delta < 0 || delta > 0) {
 		if (bpf_xdp_adjust_tail(ctx, delta)) {
 			/* Growing at the head must leave room to spare: with under
@@ -481,8 +605,13 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
+#if ZB_IPV6
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
+	struct tcphdr *tcp = (void *)(ip6 + 1);
+#else
 	struct iphdr *ip = (void *)(eth + 1);
 	struct tcphdr *tcp = (void *)(ip + 1);
+#endif
 	if ((void *)(tcp + 1) > end)
 		return XDP_DROP;
 	__u32 plen = kr->plen;
@@ -490,6 +619,15 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 
 	__builtin_memcpy(eth->h_dest, kr->mac + 6, 6);
 	__builtin_memcpy(eth->h_source, kr->mac, 6);
+#if ZB_IPV6
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	*(__be32 *)ip6 = bpf_htonl(6 << 28); /* version, no traffic class, flow label 0 */
+	ip6->payload_len = bpf_htons(20 + plen);
+	ip6->nexthdr = IPPROTO_TCP;
+	ip6->hop_limit = ZB_TTL;
+	__builtin_memcpy(&ip6->saddr, kr->us6, 16);
+	__builtin_memcpy(&ip6->daddr, kr->them6, 16);
+#else
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	ip->version = 4;
 	ip->ihl = 5;
@@ -501,13 +639,16 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 	ip->saddr = kr->us;
 	ip->daddr = kr->them;
 	ip->check = 0;
+#endif
 
 	/* ACK+payload: seq = their ack (cookie+1), ack = their seq+1. RST after
 	 * a SYN-ACK or a banner: seq = their ack, nothing acked. */
 	__u32 seq = kr->their_ack;
 	__u32 ack = kr->with_payload ? kr->their_seq + 1 : 0;
 	__u8 flags = kr->with_payload ? (plen ? TCP_PSH | TCP_ACK : TCP_ACK) : TCP_RST;
+#if !ZB_IPV6
 	ip->id = bpf_htons(seq >> 16);
+#endif
 	tcp->source = kr->our_port;
 	tcp->dest = kr->their_port;
 	tcp->seq = bpf_htonl(seq);
@@ -523,16 +664,18 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 		asm volatile("" : "+r"(n));
 		if (n < 1 || n > ZB_KPAYLOAD_MAX)
 			return XDP_DROP;
-		if (bpf_xdp_store_bytes(ctx, 54, kp->data, n))
+		if (bpf_xdp_store_bytes(ctx, ZB_KR_HDRS, kp->data, n))
 			return XDP_DROP;
 		/* The template's per-target parts: the address text, the pseudo-random ranges. */
 		__u32 at = kp->ip_at;
+		if (at != ZB_KP_NONE && ZB_IPV6)
+			return XDP_DROP; /* (never enabled: kpayload.py keeps IPv6 templates address-free) */
 		if (at != ZB_KP_NONE) {
 			__u64 txt[2];
 			__u32 tl = dotted_text(kr->them, txt);
 			if (at > ZB_KPAYLOAD_MAX || at + tl > n || tl < 7 || tl > 15)
 				return XDP_DROP;
-			if (bpf_xdp_store_bytes(ctx, 54 + at, txt, tl))
+			if (bpf_xdp_store_bytes(ctx, ZB_KR_HDRS + at, txt, tl))
 				return XDP_DROP;
 			extra += csum_at(bpf_csum_diff(0, 0, (__be32 *)txt, 16, 0), at);
 		}
@@ -545,21 +688,32 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 				return XDP_DROP;
 			__u64 w[4];
 			kp_range(kp->seed, bpf_ntohl(kr->them), bpf_ntohs(kr->their_port), r, rlen, w);
-			if (bpf_xdp_store_bytes(ctx, 54 + rat, w, rlen))
+			if (bpf_xdp_store_bytes(ctx, ZB_KR_HDRS + rat, w, rlen))
 				return XDP_DROP;
 			extra += csum_at(bpf_csum_diff(0, 0, (__be32 *)w, ZB_KP_RANGE_MAX, 0), rat);
 		}
 		data = (void *)(long)ctx->data;
 		end = (void *)(long)ctx->data_end;
+#if ZB_IPV6
+		ip6 = data + sizeof(struct ethhdr);
+		tcp = (void *)(ip6 + 1);
+#else
 		ip = data + sizeof(struct ethhdr);
 		tcp = (void *)(ip + 1);
+#endif
 		if ((void *)(tcp + 1) > end)
 			return XDP_DROP;
 	}
+#if ZB_IPV6
+	/* pseudo header: both addresses, the TCP length, the next header */
+	__u64 sum = (__u32)bpf_csum_diff(0, 0, (__be32 *)&ip6->saddr, 32, 0) + bpf_htons(IPPROTO_TCP) +
+		    bpf_htons(20 + plen) + (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 20, 0);
+#else
 	ip->check = zb_csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
 	__u32 us = kr->us, them = kr->them;
 	__u64 sum = (us & 0xffff) + (us >> 16) + (them & 0xffff) + (them >> 16) + bpf_htons(IPPROTO_TCP) +
 		    bpf_htons(20 + plen) + (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 20, 0);
+#endif
 	if (plen)
 		sum += kp->csum + extra;
 	tcp->check = zb_csum_fold(sum);
@@ -618,10 +772,10 @@ static __always_inline int port_variant(__u16 our_port)
 }
 
 /* The port-slot check: all a bare RST or a quoted UDP header can offer. */
-static __always_inline int slot_ok(struct zb_config *cfg, __u32 us, __u32 them, __u16 our_port,
+static __always_inline int slot_ok(struct zb_config *cfg, struct zb_l3 *a, __u16 our_port,
 				   __be16 their_port_raw)
 {
-	__u32 c0 = zb_cookie(cfg->k0, cfg->k1, us, them, 0, their_port_raw);
+	__u32 c0 = l3_cookie(cfg, a, 0, their_port_raw);
 	__u32 slot = (__u32)(our_port - ZB_PORT_LO) / (__u32)ZB_VARIANTS;
 	return slot == c0 % (__u32)ZB_SLOTS;
 }
@@ -632,31 +786,37 @@ static __always_inline __u16 key_port(__u16 our_port, __u32 variant)
 	return our_port - (__u16)(zb_split_variant(variant).attempt * (__u32)ZB_PROBES);
 }
 
-static __always_inline __u32 probe_payload_len(struct zb_probe_info *pi, __u32 target_raw)
+static __always_inline __u32 probe_payload_len(struct zb_probe_info *pi, struct zb_l3 *a)
 {
 	if (!pi)
 		return 0;
-	return pi->base + (pi->plus_ip_strlen ? dotted_len(target_raw) : 0);
+	if (!pi->plus_ip_strlen)
+		return pi->base;
+#if ZB_IPV6
+	return pi->base + text6_len(a->them6);
+#else
+	return pi->base + dotted_len(a->them);
+#endif
 }
 
 /* Can the program answer this reply itself? Only for probes user space
  * enabled (fixed payloads) and frames it knows how to rewrite. */
-static __always_inline __u8 kernel_answers(struct xdp_md *ctx, struct iphdr *ip, int variant)
+static __always_inline __u8 kernel_answers(struct xdp_md *ctx, struct zb_l3 *a, int variant)
 {
 #if ZB_KERNEL_REPLIES
 	struct ethhdr *eth = (void *)(long)ctx->data;
-	if ((void *)(eth + 1) > (void *)(long)ctx->data_end || eth->h_proto != bpf_htons(ETH_P_IP) ||
-	    (void *)ip != (void *)(eth + 1) || ip->ihl != 5)
+	__be16 proto = bpf_htons(ZB_IPV6 ? ETH_P_IPV6 : ETH_P_IP);
+	if ((void *)(eth + 1) > (void *)(long)ctx->data_end || eth->h_proto != proto || !a->plain)
 		return 0;
 	__u32 probe = zb_split_variant(variant).probe;
-	struct zb_kpayload *kp = kp_lookup(probe, ip->saddr);
+	struct zb_kpayload *kp = kp_lookup(probe, a->them);
 	return kp && kp->enabled;
 #else
 	return 0;
 #endif
 }
 
-static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, struct iphdr *ip)
+static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, struct zb_l3 *a)
 {
 	struct tcphdr *tcp = zb_parse_tcp(c);
 	if (!tcp)
@@ -669,16 +829,13 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 	if (!cfg)
 		return ZB_NOT_OURS;
 
-	__u32 cookie = zb_cookie(cfg->k0, cfg->k1, ip->daddr, ip->saddr, tcp->dest, tcp->source);
+	__u32 cookie = l3_cookie(cfg, a, tcp->dest, tcp->source);
 	__u32 ack = bpf_ntohl(tcp->ack_seq);
 	__u8 flags = ((__u8 *)tcp)[13];
-	__u32 ip_len = bpf_ntohs(ip->tot_len);
-	__u32 hdrs = (__u32)(ip->ihl * 4) + (__u32)(tcp->doff * 4);
-	__u32 payload_len = ip_len > hdrs ? ip_len - hdrs : 0;
+	__u32 hdrs = (__u32)(tcp->doff * 4);
+	__u32 payload_len = a->l4_len > hdrs ? a->l4_len - hdrs : 0;
 
 	struct zb_reply r = {
-		.target_raw = ip->saddr,
-		.us_raw = ip->daddr,
 		.seq = bpf_ntohl(tcp->seq),
 		.ack = ack,
 		.data_off = (__u32)((long)c->pos - (long)ctx->data),
@@ -686,16 +843,17 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 		.our_port = dport,
 		.key_port = key_port(dport, variant),
 		.window = bpf_ntohs(tcp->window),
-		.ipid = bpf_ntohs(ip->id),
-		.ttl = ip->ttl,
+		.ipid = a->ipid,
+		.ttl = a->ttl,
 		.tcp_flags = flags,
 		.variant = variant,
 	};
+	l3_target(&r, a);
 
 	if ((flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) {
 		if (ack - 1 != cookie)
 			return ZB_BAD;
-		r.kernel_answer = kernel_answers(ctx, ip, variant);
+		r.kernel_answer = kernel_answers(ctx, a, variant);
 		if (tcp->window == 0) {
 			count(ZB_CNT_ZEROWIN);
 			r.kind = ZB_KIND_ZEROWIN;
@@ -708,13 +866,13 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 
 	__u32 plen = 0;
 	if (ZB_BANNERS)
-		plen = probe_payload_len(get_probe(zb_split_variant(variant).probe), ip->saddr);
+		plen = probe_payload_len(get_probe(zb_split_variant(variant).probe), a);
 
 	if (flags & TCP_RST) {
 		r.kind = ZB_KIND_RST;
 		if (!(flags & TCP_ACK)) {
 			/* No ack to check: only the port slot says it is ours. */
-			if (!slot_ok(cfg, ip->daddr, ip->saddr, dport, tcp->source))
+			if (!slot_ok(cfg, a, dport, tcp->source))
 				return ZB_BAD;
 			count(ZB_CNT_RST_UNVALIDATED);
 			r.flags = ZB_EV_UNVALIDATED;
@@ -742,7 +900,7 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 		r.kind = ZB_KIND_BANNER;
 		r.payload_len = payload_len;
 		r.with_data = 1;
-		r.kernel_answer = kernel_answers(ctx, ip, variant);
+		r.kernel_answer = kernel_answers(ctx, a, variant);
 		return emit_and_answer(ctx, &r);
 	}
 	/* A FIN without data acking our whole probe: a multi-step probe's step may have drawn
@@ -768,7 +926,7 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 	return XDP_DROP;
 }
 
-static __always_inline int handle_udp(struct xdp_md *ctx, struct zb_cursor *c, struct iphdr *ip)
+static __always_inline int handle_udp(struct xdp_md *ctx, struct zb_cursor *c, struct zb_l3 *a)
 {
 	struct udphdr *udp = c->pos;
 	if ((void *)(udp + 1) > c->end)
@@ -783,14 +941,14 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct zb_cursor *c, s
 	struct zb_probe_info *pi = get_probe(zb_split_variant(variant).probe);
 	if (!pi || pi->proto != IPPROTO_UDP)
 		return ZB_BAD;
-	if (!slot_ok(cfg, ip->daddr, ip->saddr, dport, udp->source))
+	if (!slot_ok(cfg, a, dport, udp->source))
 		return ZB_BAD;
 	__u32 ulen = bpf_ntohs(udp->len);
 	__u32 payload_len = ulen > sizeof(*udp) ? ulen - sizeof(*udp) : 0;
 	__u32 data_off = (__u32)((long)(udp + 1) - (long)ctx->data);
 	if (pi->cookie_len) {
 		/* The reply must echo the cookie (DNS id, NTP origin timestamp). */
-		__u32 cookie = zb_cookie(cfg->k0, cfg->k1, ip->daddr, ip->saddr, udp->dest, udp->source);
+		__u32 cookie = l3_cookie(cfg, a, udp->dest, udp->source);
 		__u8 b[4] = {};
 		__u32 n = pi->cookie_len == 2 ? 2 : 4;
 		if (pi->reply_cookie_off + n > payload_len)
@@ -808,19 +966,18 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct zb_cursor *c, s
 		}
 	}
 	struct zb_reply r = {
-		.target_raw = ip->saddr,
-		.us_raw = ip->daddr,
 		.data_off = data_off,
 		.target_port = bpf_ntohs(udp->source),
 		.our_port = dport,
 		.key_port = key_port(dport, variant),
-		.ipid = bpf_ntohs(ip->id),
+		.ipid = a->ipid,
 		.payload_len = payload_len,
-		.ttl = ip->ttl,
+		.ttl = a->ttl,
 		.kind = ZB_KIND_UDP,
 		.variant = variant,
 		.with_data = 1,
 	};
+	l3_target(&r, a);
 	count(ZB_CNT_UDP);
 	return emit(ctx, &r);
 }
@@ -828,15 +985,27 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct zb_cursor *c, s
 /* The UDP checksum of our probe datagram for this 4-tuple, as sent (network
  * order): pseudo header, UDP header, the template's precomputed word sum
  * and the cookie's words, all as host-order 16-bit numbers. */
-static __always_inline __be16 udp_checksum(struct zb_config *cfg, struct zb_probe_info *pi, __u32 us, __u32 them,
+static __always_inline __u64 words16(__u32 raw)
+{
+	__u32 h = bpf_ntohl(raw);
+	return (h >> 16) + (h & 0xffff);
+}
+
+static __always_inline __be16 udp_checksum(struct zb_config *cfg, struct zb_probe_info *pi, struct zb_l3 *a,
 					   __be16 our_raw, __be16 their_raw)
 {
 	if (!pi)
 		return 0;
-	__u32 cookie = zb_cookie(cfg->k0, cfg->k1, us, them, our_raw, their_raw);
-	__u32 u = bpf_ntohl(us), t = bpf_ntohl(them);
-	__u64 sum = (u >> 16) + (u & 0xffff) + (t >> 16) + (t & 0xffff) + IPPROTO_UDP + 2 * (__u32)pi->udp_len +
-		    bpf_ntohs(our_raw) + bpf_ntohs(their_raw) + pi->udp_tmpl_sum;
+	__u32 cookie = l3_cookie(cfg, a, our_raw, their_raw);
+#if ZB_IPV6
+	__u64 sum = 0;
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		sum += words16(a->us6[i]) + words16(a->them6[i]);
+#else
+	__u64 sum = words16(a->us) + words16(a->them);
+#endif
+	sum += IPPROTO_UDP + 2 * (__u32)pi->udp_len + bpf_ntohs(our_raw) + bpf_ntohs(their_raw) + pi->udp_tmpl_sum;
 	if (pi->cookie_len == 2)
 		sum += cookie & 0xffff;
 	else if (pi->cookie_len == 4)
@@ -845,13 +1014,112 @@ static __always_inline __be16 udp_checksum(struct zb_config *cfg, struct zb_prob
 	return bpf_htons(csum ? csum : 0xffff);
 }
 
-static __always_inline int echo_matches(struct zb_config *cfg, __u32 us, __u32 them, __be16 id, __be16 seq)
+static __always_inline int echo_matches(struct zb_config *cfg, struct zb_l3 *a, __be16 id, __be16 seq)
 {
-	__u32 cookie = zb_cookie(cfg->k0, cfg->k1, us, them, 0, 0);
+	__u32 cookie = l3_cookie(cfg, a, 0, 0);
 	return bpf_ntohs(id) == (cookie >> 16) && bpf_ntohs(seq) == (cookie & 0xffff);
 }
 
-static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, struct iphdr *ip)
+/* The quoted probe of an ICMP error (either family), from its transport header on: ours? The
+ * reply `r` gets the target, ports and variant. `in` holds the quoted addresses (us, them). */
+static __always_inline int quoted_probe(struct zb_config *cfg, struct zb_cursor *c, __u8 proto, __u8 echo_type,
+					struct zb_l3 *in, struct zb_reply *r)
+{
+	__u8 *l4 = c->pos;
+	if ((void *)(l4 + 8) > c->end)
+		return ZB_BAD;
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+		__be16 our_raw = *(__be16 *)l4;
+		__be16 their_raw = *(__be16 *)(l4 + 2);
+		__u16 our_port = bpf_ntohs(our_raw);
+		int variant = port_variant(our_port);
+		if (variant < 0)
+			return ZB_NOT_OURS;
+		if (proto == IPPROTO_TCP) {
+			/* The quoted sequence number is our cookie (SYN), cookie+1
+			 * (ACK+probe, RST) or up to cookie+1+payload (RST after a banner). */
+			__u32 cookie = l3_cookie(cfg, in, our_raw, their_raw);
+			__u32 seq = bpf_ntohl(*(__be32 *)(l4 + 4));
+			__u32 plen = probe_payload_len(get_probe(zb_split_variant(variant).probe), in);
+			if (seq - cookie > 1 + plen)
+				return ZB_BAD;
+			r->seq = seq;
+		} else {
+			if (!slot_ok(cfg, in, our_port, their_raw))
+				return ZB_BAD;
+			/* The quoted UDP checksum covers the cookie in our payload: it
+			 * must be ours, or a forged quote could claim the dedup slot of
+			 * the genuine error. */
+			__be16 quoted = *(__be16 *)(l4 + 6);
+			if (quoted != udp_checksum(cfg, get_probe(zb_split_variant(variant).probe), in, our_raw, their_raw))
+				return ZB_BAD;
+		}
+		r->target_port = bpf_ntohs(their_raw);
+		r->our_port = our_port;
+		r->key_port = key_port(our_port, variant);
+		r->variant = variant;
+		r->seq = r->seq ? r->seq : bpf_ntohs(*(__be16 *)(l4 + 6)); /* UDP: the quoted checksum */
+	} else if (proto == echo_type) {
+		if (ZB_ICMP_VARIANT < 0 || l4[0] != (proto == IPPROTO_ICMP ? ICMP_ECHO : ICMPV6_ECHO_REQUEST))
+			return ZB_NOT_OURS;
+		if (!echo_matches(cfg, in, *(__be16 *)(l4 + 4), *(__be16 *)(l4 + 6)))
+			return ZB_BAD;
+		r->variant = ZB_ICMP_VARIANT < 0 ? 0 : ZB_ICMP_VARIANT;
+	} else {
+		return ZB_NOT_OURS;
+	}
+	return 0;
+}
+
+/* An echo reply to us (ICMP or ICMPv6): ours if it echoes the cookie in its id and sequence. */
+static __always_inline int echo_reply(struct xdp_md *ctx, struct zb_config *cfg, struct zb_l3 *a, __be16 id,
+				      __be16 sq)
+{
+	if (ZB_ICMP_VARIANT < 0)
+		return ZB_NOT_OURS;
+	if (!echo_matches(cfg, a, id, sq))
+		return ZB_BAD;
+	struct zb_reply r = {
+		.seq = ((__u32)bpf_ntohs(id) << 16) | bpf_ntohs(sq),
+		.ipid = a->ipid,
+		.ttl = a->ttl,
+		.kind = ZB_KIND_ECHOREPLY,
+		.variant = ZB_ICMP_VARIANT < 0 ? 0 : ZB_ICMP_VARIANT,
+	};
+	l3_target(&r, a);
+	count(ZB_CNT_ECHOREPLY);
+	return emit(ctx, &r);
+}
+
+/* An ICMP(v6) error from a->them about the probe it quotes (c at the quoted transport header, q the
+ * quoted addresses): recorded for the quoted target if the quote is ours. */
+static __always_inline int icmp_error(struct xdp_md *ctx, struct zb_config *cfg, struct zb_cursor *c,
+				      struct zb_l3 *a, struct zb_l3 *q, __u8 proto, __u8 echo_proto, __u8 type,
+				      __u8 code)
+{
+	struct zb_reply r = {
+		.target_raw = q->them,
+		.us_raw = a->us,
+		.icmp_responder_raw = a->them,
+		.ipid = a->ipid,
+		.ttl = a->ttl,
+		.kind = ZB_KIND_ICMP,
+		.icmp_type = type,
+		.icmp_code = code,
+	};
+#if ZB_IPV6
+	__builtin_memcpy(r.target6, q->them6, 16);
+	__builtin_memcpy(r.responder6, a->them6, 16);
+#endif
+	int ret = quoted_probe(cfg, c, proto, echo_proto, q, &r);
+	if (ret)
+		return ret;
+	count(ZB_CNT_ICMP);
+	return emit(ctx, &r);
+}
+
+#if !ZB_IPV6
+static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, struct zb_l3 *a)
 {
 	struct icmphdr *icmp = c->pos;
 	if ((void *)(icmp + 1) > c->end)
@@ -860,23 +1128,8 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, 
 	if (!cfg)
 		return ZB_NOT_OURS;
 
-	if (icmp->type == ICMP_ECHOREPLY) {
-		if (ZB_ICMP_VARIANT < 0)
-			return ZB_NOT_OURS;
-		if (!echo_matches(cfg, ip->daddr, ip->saddr, icmp->un.echo.id, icmp->un.echo.sequence))
-			return ZB_BAD;
-		struct zb_reply r = {
-			.target_raw = ip->saddr,
-			.us_raw = ip->daddr,
-			.seq = ((__u32)bpf_ntohs(icmp->un.echo.id) << 16) | bpf_ntohs(icmp->un.echo.sequence),
-			.ipid = bpf_ntohs(ip->id),
-			.ttl = ip->ttl,
-			.kind = ZB_KIND_ECHOREPLY,
-			.variant = ZB_ICMP_VARIANT < 0 ? 0 : ZB_ICMP_VARIANT,
-		};
-		count(ZB_CNT_ECHOREPLY);
-		return emit(ctx, &r);
-	}
+	if (icmp->type == ICMP_ECHOREPLY)
+		return echo_reply(ctx, cfg, a, icmp->un.echo.id, icmp->un.echo.sequence);
 
 	__u8 t = icmp->type;
 	if (t != ICMP_DEST_UNREACH && t != ICMP_SOURCE_QUENCH && t != ICMP_REDIRECT && t != ICMP_TIME_EXCEEDED &&
@@ -887,64 +1140,50 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct zb_cursor *c, 
 	struct iphdr *in = zb_parse_ipv4(c);
 	if (!in || in->saddr != ZB_SRC_IP_RAW)
 		return ZB_NOT_OURS;
-	__u8 *l4 = c->pos;
-	if ((void *)(l4 + 8) > c->end)
-		return ZB_BAD;
-
-	struct zb_reply r = {
-		.target_raw = in->daddr,
-		.us_raw = ip->daddr,
-		.icmp_responder_raw = ip->saddr,
-		.ipid = bpf_ntohs(ip->id),
-		.ttl = ip->ttl,
-		.kind = ZB_KIND_ICMP,
-		.icmp_type = t,
-		.icmp_code = icmp->code,
-	};
-	if (in->protocol == IPPROTO_TCP || in->protocol == IPPROTO_UDP) {
-		__be16 our_raw = *(__be16 *)l4;
-		__be16 their_raw = *(__be16 *)(l4 + 2);
-		__u16 our_port = bpf_ntohs(our_raw);
-		int variant = port_variant(our_port);
-		if (variant < 0)
-			return ZB_NOT_OURS;
-		if (in->protocol == IPPROTO_TCP) {
-			/* The quoted sequence number is our cookie (SYN), cookie+1
-			 * (ACK+probe, RST) or up to cookie+1+payload (RST after a banner). */
-			__u32 cookie = zb_cookie(cfg->k0, cfg->k1, in->saddr, in->daddr, our_raw, their_raw);
-			__u32 seq = bpf_ntohl(*(__be32 *)(l4 + 4));
-			__u32 plen = probe_payload_len(get_probe(zb_split_variant(variant).probe), in->daddr);
-			if (seq - cookie > 1 + plen)
-				return ZB_BAD;
-			r.seq = seq;
-		} else {
-			if (!slot_ok(cfg, in->saddr, in->daddr, our_port, their_raw))
-				return ZB_BAD;
-			/* The quoted UDP checksum covers the cookie in our payload: it
-			 * must be ours, or a forged quote could claim the dedup slot of
-			 * the genuine error. */
-			__be16 quoted = *(__be16 *)(l4 + 6);
-			if (quoted != udp_checksum(cfg, get_probe(zb_split_variant(variant).probe), in->saddr,
-						   in->daddr, our_raw, their_raw))
-				return ZB_BAD;
-		}
-		r.target_port = bpf_ntohs(their_raw);
-		r.our_port = our_port;
-		r.key_port = key_port(our_port, variant);
-		r.variant = variant;
-		r.seq = r.seq ? r.seq : bpf_ntohs(*(__be16 *)(l4 + 6)); /* UDP: the quoted checksum */
-	} else if (in->protocol == IPPROTO_ICMP) {
-		if (ZB_ICMP_VARIANT < 0 || l4[0] != ICMP_ECHO)
-			return ZB_NOT_OURS;
-		if (!echo_matches(cfg, in->saddr, in->daddr, *(__be16 *)(l4 + 4), *(__be16 *)(l4 + 6)))
-			return ZB_BAD;
-		r.variant = ZB_ICMP_VARIANT < 0 ? 0 : ZB_ICMP_VARIANT;
-	} else {
-		return ZB_NOT_OURS;
-	}
-	count(ZB_CNT_ICMP);
-	return emit(ctx, &r);
+	struct zb_l3 q = { .us = in->saddr, .them = in->daddr };
+	return icmp_error(ctx, cfg, c, a, &q, in->protocol, IPPROTO_ICMP, t, icmp->code);
 }
+#endif
+
+#if ZB_IPV6
+static __always_inline int is_us6(const __u32 *w)
+{
+	return w[0] == ZB_SRC_IP6_W0 && w[1] == ZB_SRC_IP6_W1 && w[2] == ZB_SRC_IP6_W2 && w[3] == ZB_SRC_IP6_W3;
+}
+
+/* ICMPv6: echo replies to our echo requests, and errors (destination unreachable, packet too
+ * big, time exceeded, parameter problem) quoting one of our probes. Anything else, neighbour
+ * discovery above all, is not ours and passes. */
+static __always_inline int handle_icmp6(struct xdp_md *ctx, struct zb_cursor *c, struct zb_l3 *a)
+{
+	struct icmp6hdr *icmp = c->pos;
+	if ((void *)(icmp + 1) > c->end)
+		return ZB_NOT_OURS;
+	struct zb_config *cfg = get_config();
+	if (!cfg)
+		return ZB_NOT_OURS;
+	__u8 t = icmp->icmp6_type;
+	if (t == ICMPV6_ECHO_REPLY)
+		return echo_reply(ctx, cfg, a, icmp->icmp6_dataun.u_echo.identifier,
+				  icmp->icmp6_dataun.u_echo.sequence);
+	if (t != ICMPV6_DEST_UNREACH && t != ICMPV6_PKT_TOOBIG && t != ICMPV6_TIME_EXCEED && t != ICMPV6_PARAMPROB)
+		return ZB_NOT_OURS;
+	/* The quoted datagram: our own probe as it left us (we send no extension headers). */
+	c->pos = icmp + 1;
+	struct ipv6hdr *in = c->pos;
+	if ((void *)(in + 1) > c->end)
+		return ZB_NOT_OURS;
+	c->pos = in + 1;
+	struct zb_l3 q = {};
+	__builtin_memcpy(q.us6, &in->saddr, 16);
+	__builtin_memcpy(q.them6, &in->daddr, 16);
+	if (!is_us6(q.us6))
+		return ZB_NOT_OURS;
+	q.us = q.us6[3];
+	q.them = q.them6[3];
+	return icmp_error(ctx, cfg, c, a, &q, in->nexthdr, IPPROTO_ICMPV6, t, icmp->icmp6_code);
+}
+#endif
 
 #if ZB_GENERATOR
 
@@ -985,6 +1224,28 @@ int xdp_gen(struct xdp_md *ctx)
 		return XDP_DROP;
 	__builtin_memcpy(data, tpl->frame, ZB_GEN_FRAME);
 
+#if ZB_IPV6
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	struct tcphdr *tcp = (void *)(ip6 + 1);
+	__u32 variant = t->variant;
+	__u32 us[4] = { ZB_SRC_IP6_W0, ZB_SRC_IP6_W1, ZB_SRC_IP6_W2, ZB_SRC_IP6_W3 };
+	__u32 them[4];
+	__builtin_memcpy(them, t->daddr6, 16);
+	__u32 c0 = zb_cookie6(cfg->k0, cfg->k1, us, them, 0, t->dport_raw);
+	__u16 sport = ZB_PORT_LO + variant + (__u16)(ZB_VARIANTS * (c0 % (__u32)ZB_SLOTS));
+	__be16 sport_raw = bpf_htons(sport);
+	__u32 seq = zb_cookie6(cfg->k0, cfg->k1, us, them, sport_raw, t->dport_raw);
+
+	__builtin_memcpy(&ip6->daddr, them, 16);
+	tcp->source = sport_raw;
+	tcp->dest = t->dport_raw;
+	tcp->seq = bpf_htonl(seq);
+	tcp->check = 0;
+	/* pseudo header: both addresses, the TCP length (24), the next header */
+	__u64 sum = (__u32)bpf_csum_diff(0, 0, (__be32 *)&ip6->saddr, 32, 0) + bpf_htons(IPPROTO_TCP) + bpf_htons(24);
+	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 24, 0);
+	tcp->check = zb_csum_fold(sum);
+#else
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 	struct tcphdr *tcp = (void *)(ip + 1);
 	__u32 variant = t->variant;
@@ -1006,8 +1267,53 @@ int xdp_gen(struct xdp_md *ctx)
 		    bpf_htons(IPPROTO_TCP) + bpf_htons(24);
 	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 24, 0);
 	tcp->check = zb_csum_fold(sum);
+#endif
 	__sync_fetch_and_add(&st->sent, 1);
 	return XDP_TX;
+}
+#endif
+
+#if ZB_IPV6
+/* IPv6 extension headers skipped on the way to the transport header: hop-by-hop options, routing
+ * and destination options, up to ZB_IPV6_EXT of them. A fragment header (like an IPv4 fragment,
+ * it cannot be validated alone), ESP, AH or anything else: not ours, passed. */
+#define ZB_IPV6_EXT 4
+
+static __always_inline int l3_parse6(struct zb_cursor *c, struct zb_l3 *a, __u8 *proto, int plain_eth)
+{
+	struct ipv6hdr *ip6 = c->pos;
+	if ((void *)(ip6 + 1) > c->end)
+		return -1;
+	__builtin_memcpy(a->us6, &ip6->daddr, 16);
+	if (!is_us6(a->us6))
+		return -1;
+	__builtin_memcpy(a->them6, &ip6->saddr, 16);
+	a->us = a->us6[3];
+	a->them = a->them6[3];
+	a->ttl = ip6->hop_limit;
+	__u32 len = bpf_ntohs(ip6->payload_len);
+	__u8 next = ip6->nexthdr;
+	c->pos = ip6 + 1;
+	a->plain = plain_eth && next == IPPROTO_TCP; /* no extension header */
+#pragma unroll
+	for (int i = 0; i < ZB_IPV6_EXT; i++) {
+		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)
+			break;
+		__u8 *h = c->pos;
+		if ((void *)(h + 8) > c->end)
+			return -1;
+		__u32 hl = ((__u32)h[1] + 1) * 8;
+		if (hl > len)
+			return -1;
+		next = h[0];
+		len -= hl;
+		c->pos += hl;
+	}
+	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS)
+		return -1;
+	a->l4_len = len;
+	*proto = next;
+	return 0;
 }
 #endif
 
@@ -1019,6 +1325,20 @@ int xdp_recv(struct xdp_md *ctx)
 
 	struct ethhdr *eth = zb_parse_eth(&c, &proto);
 	count(ZB_CNT_RX);
+#if ZB_IPV6
+	if (!eth || proto != bpf_htons(ETH_P_IPV6))
+		goto pass;
+	struct zb_l3 a = {};
+	__u8 l4;
+	if (l3_parse6(&c, &a, &l4, c.pos == (void *)(eth + 1)))
+		goto pass;
+	if (l4 == IPPROTO_TCP)
+		ret = handle_tcp(ctx, &c, &a);
+	else if (l4 == IPPROTO_UDP)
+		ret = handle_udp(ctx, &c, &a);
+	else if (l4 == IPPROTO_ICMPV6)
+		ret = handle_icmp6(ctx, &c, &a);
+#else
 	if (!eth || proto != bpf_htons(ETH_P_IP))
 		goto pass;
 	struct iphdr *ip = zb_parse_ipv4(&c);
@@ -1027,12 +1347,22 @@ int xdp_recv(struct xdp_md *ctx)
 	/* A fragment cannot be validated on its own: leave it to the kernel. */
 	if (ip->frag_off & bpf_htons(0x3fff))
 		goto pass;
+	__u32 ip_len = bpf_ntohs(ip->tot_len), ihl = ip->ihl * 4;
+	struct zb_l3 a = {
+		.us = ip->daddr,
+		.them = ip->saddr,
+		.l4_len = ip_len > ihl ? ip_len - ihl : 0,
+		.ipid = bpf_ntohs(ip->id),
+		.ttl = ip->ttl,
+		.plain = ip->ihl == 5 && (void *)ip == (void *)(eth + 1),
+	};
 	if (ip->protocol == IPPROTO_TCP)
-		ret = handle_tcp(ctx, &c, ip);
+		ret = handle_tcp(ctx, &c, &a);
 	else if (ip->protocol == IPPROTO_UDP)
-		ret = handle_udp(ctx, &c, ip);
+		ret = handle_udp(ctx, &c, &a);
 	else if (ip->protocol == IPPROTO_ICMP)
-		ret = handle_icmp(ctx, &c, ip);
+		ret = handle_icmp(ctx, &c, &a);
+#endif
 	if (ret == XDP_DROP || ret == XDP_TX)
 		return ret;
 	if (ret == ZB_BAD)

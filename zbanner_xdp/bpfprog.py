@@ -55,6 +55,9 @@ class ProgParams:
     # --pcap: bytes of each recorded reply's frame copied (a multiple of 8; 0: no copy, no ring).
     pcap_snap: int = 0
     pcap_pages: int = 16384  # 64 MiB of frames the pcap writer has not written yet
+    # 6: an IPv6 scan (src_ip a 128-bit int): the program takes IPv6 frames and records whole
+    # addresses (shared.h, ZB_IPV6); IPv4 frames then pass, as IPv6 ones do in an IPv4 scan.
+    family: int = 4
 
     @property
     def dedup_buckets(self) -> int:
@@ -62,11 +65,22 @@ class ProgParams:
         need = max(1, -(-self.dedup_entries // events.DEDUP_WAYS))
         return 1 << (need - 1).bit_length()
 
+    def _address_flags(self) -> list[str]:
+        """Our address as the raw words the program compares with the packet's."""
+        if self.family != 6:
+            raw_ip = struct.unpack("<I", struct.pack("!I", self.src_ip))[0]
+            return [f"-DZB_SRC_IP_RAW={raw_ip}U"]
+        words = struct.unpack("<4I", self.src_ip.to_bytes(16, "big"))
+        return [
+            "-DZB_IPV6=1",
+            f"-DZB_SRC_IP_RAW={words[3]}U",
+            *(f"-DZB_SRC_IP6_W{i}={w}U" for i, w in enumerate(words)),
+        ]
+
     def cflags(self) -> list[str]:
-        raw_ip = struct.unpack("<I", struct.pack("!I", self.src_ip))[0]
         return [
             f"-I{BPF_DIR}",
-            f"-DZB_SRC_IP_RAW={raw_ip}U",
+            *self._address_flags(),
             f"-DZB_PORT_LO={self.port_lo}",
             f"-DZB_PORT_HI={self.port_hi}",
             f"-DZB_PROBES={max(1, self.probes)}U",
@@ -88,7 +102,7 @@ class ProgParams:
             f"-DZB_ACK_WINDOW={self.ack_window}",
             f"-DZB_PCAP_SNAP={self.pcap_snap}",
             f"-DZB_PCAP_PAGES={self.pcap_pages}",
-            *events.bpf_check_cflags(),
+            *events.bpf_check_cflags(self.family),
         ]
 
 

@@ -40,13 +40,18 @@ def _sports(_ctx: Any, _p: Any, value: str) -> tuple[int, int]:
         raise click.BadParameter(str(exc)) from None
 
 
-def _ipv4(_ctx: Any, _p: Any, value: str | None) -> str | None:
+def _ip(_ctx: Any, _p: Any, value: str | None) -> str | None:
     if value is None:
         return None
     try:
-        return str(ipaddress.IPv4Address(value))
+        return str(
+            ipaddress.IPv6Address(value)
+            if ":" in value and "%" not in value
+            else ipaddress.IPv4Address(value)
+        )
     except ValueError:
-        raise click.BadParameter(f"invalid IPv4 address '{value}'") from None
+        what = "IPv6" if ":" in value else "IPv4"
+        raise click.BadParameter(f"invalid {what} address '{value}'") from None
 
 
 def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
@@ -74,7 +79,12 @@ def _mac(_ctx: Any, _p: Any, value: str | None) -> str | None:
     "down to 0.01 (0.5 = one every 2 s); 0 = unlimited: as fast as the next hop takes them (the kernel "
     "generator slows down when the driver refuses its frames).",
 )
-@click.option("--source-ip", "-S", callback=_ipv4, help="Source address (default: from the route).")
+@click.option(
+    "--source-ip",
+    "-S",
+    callback=_ip,
+    help="Source address, IPv4 or IPv6 as the targets (default: from the route).",
+)
 @click.option("--gateway-mac", "-G", callback=_mac, help="Next-hop MAC (default: from the neighbour table).")
 @click.option(
     "--source-port",
@@ -221,7 +231,8 @@ class _ScanCommand(click.Command):
 
 
 _SCAN_HELP = """Scan TARGETs: addresses, CIDRs or ranges (198.18.0.10-198.18.0.99), with -I FILE's; none of
-either = all of IPv4 minus the blocklist.
+either = all of IPv4 minus the blocklist. IPv6 targets (2001:2::/120, a-b ranges) likewise, one family
+a scan (README: IPv6).
 
 Every (address, port) pair is probed once, in a seeded pseudo-random order; each probe of --probe
 goes to every pair (TCP), or once per address (icmp-echo; UDP probes when there are TCP probes or no

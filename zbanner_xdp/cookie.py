@@ -1,7 +1,8 @@
 """The SYN cookie, computed exactly as bpf/cookie.h computes it.
 
 cookie = low 32 bits of SipHash-2-4(key, our_ip | their_ip | our_port | their_port),
-the 12-byte message in network byte order. `siphash24` is a plain reference
+the message in network byte order: 12 bytes over IPv4, 36 over IPv6 (16-byte
+addresses; bpf/cookie.h zb_cookie6). `siphash24` is a plain reference
 implementation (checked against the published SipHash vectors); `cookies` is
 the vectorised form the sender uses for whole batches.
 """
@@ -67,6 +68,12 @@ def cookie_scalar(key: bytes, our_ip: int, their_ip: int, our_port: int, their_p
     return siphash24(key, msg) & 0xFFFFFFFF
 
 
+def cookie_scalar6(key: bytes, our_ip: int, their_ip: int, our_port: int, their_port: int) -> int:
+    """One IPv6 cookie from 128-bit integer addresses (the reference for `cookies` on IPv6)."""
+    msg = our_ip.to_bytes(16, "big") + their_ip.to_bytes(16, "big") + struct.pack("!HH", our_port, their_port)
+    return siphash24(key, msg) & 0xFFFFFFFF
+
+
 def new_key() -> bytes:
     return os.urandom(16)
 
@@ -96,10 +103,14 @@ def cookies(
     our_port: int | np.ndarray,
     their_port: np.ndarray,
 ) -> np.ndarray:
-    """Vectorised cookies (uint32) for arrays of host-order addresses/ports."""
+    """Vectorised cookies (uint32) for arrays of host-order addresses/ports.
+
+    IPv6: `their_ip` is an array of targets.ADDR6_DTYPE records and `our_ip` a 128-bit int."""
     k0, k1 = (np.uint64(w) for w in key_words(key))
     their_ip = np.asarray(their_ip)
     n = their_ip.shape[0]
+    if their_ip.dtype.names:
+        return _cookies6(k0, k1, int(our_ip), their_ip, our_port, their_port)
     # SipHash reads the network-order bytes as little-endian words: byteswap.
     ours = _bswap32(np.broadcast_to(np.asarray(our_ip, dtype=np.uint64), (n,)))
     theirs = _bswap32(their_ip)
@@ -108,6 +119,12 @@ def cookies(
     m0 = ours | (theirs << np.uint64(32))
     m1 = op | (tp << np.uint64(16)) | np.uint64(12 << 56)
 
+    return _siphash_words(k0, k1, n, (m0, m1))
+
+
+def _siphash_words(k0: np.uint64, k1: np.uint64, n: int, words: tuple[np.ndarray, ...]) -> np.ndarray:
+    """SipHash-2-4 of n messages given as their little-endian 64-bit words (the length byte already
+    in the last), low 32 bits."""
     v0 = np.full(n, k0 ^ np.uint64(_C[0]), dtype=np.uint64)
     v1 = np.full(n, k1 ^ np.uint64(_C[1]), dtype=np.uint64)
     v2 = np.full(n, k0 ^ np.uint64(_C[2]), dtype=np.uint64)
@@ -126,7 +143,7 @@ def cookies(
         v1 = _rotl_np(v1, 17) ^ v2
         v2 = _rotl_np(v2, 32)
 
-    for m in (m0, m1):
+    for m in words:
         v3 ^= m
         rnd()
         rnd()
@@ -135,3 +152,29 @@ def cookies(
     for _ in range(4):
         rnd()
     return (v0 ^ v1 ^ v2 ^ v3).astype(np.uint32)
+
+
+def _cookies6(
+    k0: np.uint64,
+    k1: np.uint64,
+    our_ip: int,
+    their_ip: np.ndarray,
+    our_port: int | np.ndarray,
+    their_port: np.ndarray,
+) -> np.ndarray:
+    """The 36-byte message: our 16 bytes, theirs (their records' bytes are the packet's: a "<u8" view
+    is SipHash's words), the two ports, the length 36 in the last word's top byte."""
+    n = their_ip.shape[0]
+    ours = struct.unpack("<QQ", our_ip.to_bytes(16, "big"))
+    theirs = np.ascontiguousarray(their_ip).view("<u8").reshape(n, 2).astype(np.uint64)
+    op = _bswap16(np.broadcast_to(np.asarray(our_port, dtype=np.uint64), (n,)))
+    tp = _bswap16(np.broadcast_to(np.asarray(their_port), (n,)))
+    tail = op | (tp << np.uint64(16)) | np.uint64(36 << 56)
+    words = (
+        np.full(n, ours[0], dtype=np.uint64),
+        np.full(n, ours[1], dtype=np.uint64),
+        theirs[:, 0],
+        theirs[:, 1],
+        tail,
+    )
+    return _siphash_words(k0, k1, n, words)

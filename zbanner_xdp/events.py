@@ -15,6 +15,7 @@ import socket
 import numpy as np
 
 from . import cchecks, packets
+from .targets import ADDR6_DTYPE
 
 # Bytes of a data segment a banner record keeps (ZB_DATA_MAX).
 DATA_MAX = 1024
@@ -81,6 +82,10 @@ ICMP_CLASSES = {
     12: "icmp-paramprob",
 }
 
+# ICMPv6 errors (an IPv6 scan's icmp_type and icmp_code are ICMPv6's): the same classes where there is
+# one; packet too big (2) has its own (IPv4 says it as unreachable, code 4).
+ICMP6_CLASSES = {1: "icmp-unreach", 2: "icmp-toobig", 3: "icmp-timxceed", 4: "icmp-paramprob"}
+
 EVENT_DTYPE = np.dtype(
     [
         ("ts_ns", "<u8"),
@@ -110,6 +115,26 @@ BANNER_EVENT_SIZE = EVENT_SIZE + DATA_MAX
 
 assert EVENT_SIZE == 48, "zb_event must stay 8-byte aligned and packed"
 
+# An IPv6 scan's events (shared.h, ZB_IPV6): the same 48 bytes, then the whole addresses, in
+# network order as targets.ADDR6_DTYPE holds them (so ev["saddr6"] is a batch of targets).
+EVENT6_DTYPE = np.dtype(
+    [
+        *((n, EVENT_DTYPE.fields[n][0]) for n in EVENT_DTYPE.names),
+        ("saddr6", ADDR6_DTYPE),
+        ("icmp_responder6", ADDR6_DTYPE),
+    ]
+)
+assert EVENT6_DTYPE.itemsize == 80, "zb_event (IPv6) must stay 8-byte aligned and packed"
+
+
+def event_dtype(family: int) -> np.dtype:
+    """The ring records of a scan of this address family."""
+    return EVENT6_DTYPE if family == 6 else EVENT_DTYPE
+
+
+def banner_dtype(family: int) -> np.dtype:
+    return np.dtype([("h", event_dtype(family)), ("data", "u1", (DATA_MAX,))])
+
 
 # The longest fixed payload the program answers a SYN-ACK with itself (--kernel-replies).
 KPAYLOAD_MAX = 1024
@@ -119,8 +144,10 @@ KP_VARIANTS = 16
 KP_RANGES = 4
 KP_RANGE_MAX = 32
 KP_NONE = 0xFFFF
-# The SYN the kernel-side generator sends: Ethernet, IPv4, TCP with the MSS option (ZB_GEN_FRAME).
+# The SYN the kernel-side generator sends: Ethernet, IPv4, TCP with the MSS option (ZB_GEN_FRAME);
+# IPv6 (an IPv6 scan's program): Ethernet, IPv6, the same TCP.
 GEN_FRAME = packets.TCP_OFF + packets.TCP_LEN + len(packets.SYN_OPTIONS)
+GEN_FRAME6 = packets.TCP6_OFF + packets.TCP_LEN + len(packets.SYN_OPTIONS)
 
 # The maps user space writes or reads element by element (one struct each).
 CONFIG_DTYPE = np.dtype([("k0", "<u8"), ("k1", "<u8")])
@@ -155,11 +182,25 @@ KPAYLOAD_DTYPE = np.dtype(
 )
 GEN_TARGET_DTYPE = np.dtype([("daddr_raw", "<u4"), ("dport_raw", "<u2"), ("variant", "u1"), ("pad", "u1")])
 GEN_TEMPLATE_DTYPE = np.dtype([("frame", "u1", (64,))])
+GEN_TARGET6_DTYPE = np.dtype(
+    [*((n, GEN_TARGET_DTYPE.fields[n][0]) for n in GEN_TARGET_DTYPE.names), ("daddr6", ADDR6_DTYPE)]
+)
+GEN_TEMPLATE6_DTYPE = np.dtype([("frame", "u1", (80,))])
+
+
+def gen_target_dtype(family: int) -> np.dtype:
+    """The kernel generator's target records (gen_targets) of a program of this family."""
+    return GEN_TARGET6_DTYPE if family == 6 else GEN_TARGET_DTYPE
+
+
 GEN_STATE_DTYPE = np.dtype([("next", "<u8"), ("end", "<u8"), ("sent", "<u8")])
 
 DEDUP_WAYS = 8
 DEDUP_SLOT_DTYPE = np.dtype(
     [("saddr", "<u4"), ("ports", "<u4"), ("kind", "<u4"), ("first_t", "<u4"), ("answered_t", "<u4")]
+)
+DEDUP_SLOT6_DTYPE = np.dtype(
+    [*((n, DEDUP_SLOT_DTYPE.fields[n][0]) for n in DEDUP_SLOT_DTYPE.names), ("saddr_hi", "<u4", (3,))]
 )
 
 SHARED_STRUCTS = {
@@ -177,6 +218,58 @@ SHARED_STRUCTS = {
 def host_addrs(raw: np.ndarray) -> np.ndarray:
     """Event addresses (raw: the packet's bytes read as a little-endian u32) as host-order numbers."""
     return raw.astype(np.uint32).byteswap()
+
+
+def event_targets(ev: np.ndarray) -> np.ndarray:
+    """A batch's targets as the frame builders and cookies take them: host-order u32 (IPv4), or
+    targets.ADDR6_DTYPE records (an IPv6 scan's events)."""
+    if ev.dtype.names is not None and "saddr6" in ev.dtype.names:
+        return np.ascontiguousarray(ev["saddr6"])
+    return host_addrs(ev["saddr"])
+
+
+def target_texts(ev: np.ndarray) -> list[str]:
+    """A batch's targets as text (dotted, or IPv6 as the records write it)."""
+    if ev.dtype.names is not None and "saddr6" in ev.dtype.names:
+        from .addrtext import ipv6_texts
+
+        return ipv6_texts(ev["saddr6"])
+    return [addr_text(a) for a in ev["saddr"].tolist()]
+
+
+def event_key(e: np.void) -> int:
+    """One event's target as an int (a table's key): the raw IPv4 word, or the 128-bit IPv6 address."""
+    if "saddr6" in e.dtype.names:
+        a = e["saddr6"]
+        return (int(a["hi"]) << 64) | int(a["lo"])
+    return int(e["saddr"])
+
+
+def event_keys(ev: np.ndarray) -> list[int]:
+    """event_key of each event of a batch."""
+    if ev.dtype.names is not None and "saddr6" in ev.dtype.names:
+        his, los = ev["saddr6"]["hi"].tolist(), ev["saddr6"]["lo"].tolist()
+        return [(h << 64) | lo for h, lo in zip(his, los, strict=True)]
+    return [int(a) for a in ev["saddr"].tolist()]
+
+
+def key_text(key: int, family: int) -> str:
+    """An event_key as the records write the address."""
+    if family == 6:
+        from .addrtext import ipv6_texts
+        from .targets import addr6_array
+
+        return ipv6_texts(addr6_array([key]))[0]
+    return addr_text(key)
+
+
+def key_targets(keys: list[int], family: int) -> np.ndarray:
+    """event_keys as the frame builders and cookies take targets (event_targets' form)."""
+    if family == 6:
+        from .targets import addr6_array
+
+        return addr6_array(keys)
+    return host_addrs(np.array(keys, dtype=np.uint32))
 
 
 def addr_text(raw: int) -> str:
@@ -218,9 +311,20 @@ def shared_constants() -> dict[str, int]:
     }
 
 
-def bpf_check_cflags() -> list[str]:
-    """The -D flag that makes shared.h assert these layouts (sizes, every offset) and constants."""
-    checks = cchecks.values(shared_constants(), "events.py")
-    for struct, dt in SHARED_STRUCTS.items():
+def bpf_check_cflags(family: int = 4) -> list[str]:
+    """The -D flag that makes shared.h assert these layouts (sizes, every offset) and constants,
+    those of a program compiled for `family` (ZB_IPV6)."""
+    constants = {**shared_constants(), "ZB_IPV6": int(family == 6)}
+    structs = dict(SHARED_STRUCTS)
+    if family == 6:
+        constants["ZB_GEN_FRAME"] = GEN_FRAME6
+        structs.update(
+            zb_event=EVENT6_DTYPE,
+            zb_dedup_slot=DEDUP_SLOT6_DTYPE,
+            zb_gen_target=GEN_TARGET6_DTYPE,
+            zb_gen_template=GEN_TEMPLATE6_DTYPE,
+        )
+    checks = cchecks.values(constants, "events.py")
+    for struct, dt in structs.items():
         checks += cchecks.layout(struct, dt.itemsize, ((n, dt.fields[n][1]) for n in dt.names), "events.py")
     return [cchecks.define("ZB_SHARED_CHECKS", checks)]

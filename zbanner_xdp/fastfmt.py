@@ -22,7 +22,7 @@ from .kheaders import cache_dirs, check_cached_file, private_dir
 
 SOURCE = Path(__file__).with_name("zbfmt.c")
 
-CONST, UINT, DOTTED, WORD, TIME = range(5)
+CONST, UINT, DOTTED, WORD, TIME, IPV6 = range(6)
 
 
 class Col(ctypes.Structure):
@@ -42,7 +42,14 @@ _tried = False
 
 def _check_flags() -> list[str]:
     """-DZB_FMT_CHECKS: zbfmt.c asserts the ops and the column layout are the ones above."""
-    ops = {"ZB_CONST": CONST, "ZB_UINT": UINT, "ZB_DOTTED": DOTTED, "ZB_WORD": WORD, "ZB_TIME": TIME}
+    ops = {
+        "ZB_CONST": CONST,
+        "ZB_UINT": UINT,
+        "ZB_DOTTED": DOTTED,
+        "ZB_WORD": WORD,
+        "ZB_TIME": TIME,
+        "ZB_IPV6": IPV6,
+    }
     checks = cchecks.values(ops, "fastfmt.py")
     offsets = ((name, getattr(Col, name).offset) for name, _ in Col._fields_)
     checks += cchecks.layout("zb_col", ctypes.sizeof(Col), offsets, "fastfmt.py")

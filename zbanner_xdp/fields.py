@@ -21,7 +21,7 @@ from .events import DATA_MAX
 class FieldType(enum.Enum):
     """How a field's value is written (see jsonlines.Lines.put); the label is the JSON users see."""
 
-    IPV4 = ("ipv4", "IPv4")  # a string, the dotted quad
+    IP = ("ip", "IPv4/IPv6")  # a string: the dotted quad, or IPv6 text (RFC 5952) in an IPv6 scan
     UINT = ("uint", "integer")
     BOOL = ("bool", "boolean")
     WORD = ("word", "string")  # one of a few words (listed in the description)
@@ -65,16 +65,16 @@ class Field:
 
 T, S = FieldType, Source
 FIELDS: tuple[Field, ...] = (
-    Field("saddr", T.IPV4, S.IP, "the target (of an ICMP error: the quoted probe's destination)", "saddr"),
+    Field("saddr", T.IP, S.IP, "the target (of an ICMP error: the quoted probe's destination)", "saddr"),
     Field("sport", T.UINT, S.PORTS, "the target's port", "sport"),
-    Field("daddr", T.IPV4, S.IP, "our address", "daddr"),
+    Field("daddr", T.IP, S.IP, "our address", "daddr"),
     Field("dport", T.UINT, S.PORTS, "our port, the probe's source port", "dport"),
     Field(
         "classification",
         T.WORD,
         S.SCAN,
         "synack, rst, zerowin, banner, udp, echoreply, icmp-unreach, icmp-timxceed, icmp-redirect, "
-        "icmp-srcquench, icmp-paramprob",
+        "icmp-srcquench, icmp-paramprob, icmp-toobig (ICMPv6's packet too big)",
     ),
     Field("success", T.BOOL, S.SCAN, "a positive answer: synack, banner, udp or echoreply"),
     Field("repeat", T.BOOL, S.SCAN, "a reply seen before (written only with --output-repeats)"),
@@ -89,7 +89,7 @@ FIELDS: tuple[Field, ...] = (
     Field("icmp_type", T.UINT, S.ICMP, "the ICMP type", "icmp_type"),
     Field("icmp_code", T.UINT, S.ICMP, "the ICMP code", "icmp_code"),
     Field(
-        "icmp_responder", T.IPV4, S.ICMP, "who sent the ICMP error: the target, or a router", "icmp_responder"
+        "icmp_responder", T.IP, S.ICMP, "who sent the ICMP error: the target, or a router", "icmp_responder"
     ),
     Field(
         "banner",

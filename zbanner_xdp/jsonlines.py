@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from . import fastfmt
+from .addrtext import ipv6_text_columns
 from .fields import FieldType
 
 _ZERO = np.uint8(ord("0"))
@@ -67,6 +68,15 @@ def _mask_left(use: np.ndarray, lens: np.ndarray) -> None:
     np.less(np.arange(use.shape[1]), lens[:, None], out=use)
 
 
+def _null_rows(dst: np.ndarray, use: np.ndarray, valid: np.ndarray | None) -> None:
+    """An address block's rows that are not `valid`: null instead."""
+    if valid is not None and not valid.all():
+        nulls = ~valid
+        dst[nulls, :4] = _NULL
+        use[nulls] = False
+        use[nulls, :4] = True
+
+
 def _width(dtype: np.dtype) -> int:
     return len(str(np.iinfo(dtype).max)) if dtype.kind in "ui" else 20
 
@@ -105,10 +115,12 @@ class Lines:
         `valid` (numbers and addresses): null where False; `vocab` (words): what the codes index;
         text and objects come already JSON-encoded, one per row.
         """
-        assert valid is None or ftype in (FieldType.UINT, FieldType.IPV4), "null masks: numbers, addresses"
+        assert valid is None or ftype in (FieldType.UINT, FieldType.IP), "null masks: numbers, addresses"
         if ftype is FieldType.UINT:
             self.ints(values, valid)
-        elif ftype is FieldType.IPV4:
+        elif ftype is FieldType.IP and values.dtype.names:  # an IPv6 scan's (targets.ADDR6_DTYPE)
+            self.ipv6(values, valid)
+        elif ftype is FieldType.IP:
             self.dotted(values, valid)
         elif ftype is FieldType.BOOL:
             self.bools(values)
@@ -181,13 +193,22 @@ class Lines:
                 c = 1 + 4 * i
                 lens = _put_digits(dst[:, c : c + 3], octets[:, i])
                 _mask_right(use[:, c : c + 3], lens)
-            if valid is not None and not valid.all():
-                nulls = ~valid
-                dst[nulls, :4] = _NULL
-                use[nulls] = False
-                use[nulls, :4] = True
+            _null_rows(dst, use, valid)
 
         self._add(17, fill, (fastfmt.DOTTED, raw, valid))
+
+    def ipv6(self, addrs: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """IPv6 addresses as JSON strings of their RFC 5952 text (what zbfmt.c's put_ipv6 writes)."""
+        raw = np.ascontiguousarray(addrs).view(np.uint8).reshape(-1, 16)
+
+        def fill(dst: np.ndarray, use: np.ndarray) -> None:
+            text, used = ipv6_text_columns(raw)
+            dst[:, 1:42] = text
+            use[:, 1:42] = used
+            dst[:, 0] = dst[:, 42] = ord('"')
+            _null_rows(dst, use, valid)
+
+        self._add(43, fill, (fastfmt.IPV6, raw, valid))
 
     def timestamps(self, ms: np.ndarray) -> None:
         """'"YYYY-MM-DDTHH:MM:SS.mmmZ"' (UTC) from milliseconds since the epoch."""
@@ -245,9 +266,12 @@ class Lines:
             if op == fastfmt.CONST:
                 c.len, c.bytes = len(spec[1]), ptr(spec[1])
                 continue
-            vals = np.ascontiguousarray(spec[1], dtype=np.uint64 if op != fastfmt.DOTTED else "<u4")
-            c.vals = ptr(vals.astype(np.uint64) if op == fastfmt.DOTTED else vals)
-            valid = spec[2] if op in (fastfmt.UINT, fastfmt.DOTTED) else None
+            if op == fastfmt.IPV6:
+                c.vals = ptr(np.ascontiguousarray(spec[1]))  # 16 bytes a row: two u64 of network-order bytes
+            else:
+                vals = np.ascontiguousarray(spec[1], dtype=np.uint64 if op != fastfmt.DOTTED else "<u4")
+                c.vals = ptr(vals.astype(np.uint64) if op == fastfmt.DOTTED else vals)
+            valid = spec[2] if op in (fastfmt.UINT, fastfmt.DOTTED, fastfmt.IPV6) else None
             if valid is not None:
                 c.valid = ptr(np.ascontiguousarray(valid, dtype=np.uint8))
             if op == fastfmt.WORD:
@@ -255,7 +279,7 @@ class Lines:
                 c.len = len(words)
                 c.bytes = ptr(b"".join(words))
                 c.offs = ptr(np.cumsum([0, *map(len, words)]).astype(np.uint32))
-        widest = {fastfmt.UINT: 20, fastfmt.DOTTED: 17, fastfmt.TIME: 26}
+        widest = {fastfmt.UINT: 20, fastfmt.DOTTED: 17, fastfmt.TIME: 26, fastfmt.IPV6: 41}
         width = sum(c.len if c.op == fastfmt.CONST else widest.get(c.op, 0) for c in cols)
         width += sum(max(map(len, spec[2])) for spec in self._cols if spec[0] == fastfmt.WORD)
         out = np.empty(self.n * width, np.uint8)

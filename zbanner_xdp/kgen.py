@@ -123,17 +123,19 @@ class KernelGenerator:
         self.prog = prog
         self.prog_fd = prog.obj.prog_fd("xdp_gen")
         self.anchor = _DispatcherAnchor(self.prog_fd)
-        size = slots * TARGET_DTYPE.itemsize
+        # An IPv6 scan's program takes whole addresses (events.GEN_TARGET6_DTYPE).
+        self.family = link.family
+        dtype = events.gen_target_dtype(self.family)
+        size = slots * dtype.itemsize
         size = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
         self._mm = mmap.mmap(
             prog.map_fd("gen_targets"), size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
         )
-        self.targets = np.frombuffer(self._mm, dtype=TARGET_DTYPE, count=slots)
+        self.targets = np.frombuffer(self._mm, dtype=dtype, count=slots)
         self.written = 0
         # The SYN template: ours in every field but destination, ports, seq, checksums.
-        frames, lens = packets.syn_frames(
-            link, np.zeros(1, np.uint32), np.zeros(1), np.zeros(1), np.zeros(1, np.uint32)
-        )
+        nowhere = np.zeros(1, events.ADDR6_DTYPE if self.family == 6 else np.uint32)
+        frames, lens = packets.syn_frames(link, nowhere, np.zeros(1), np.zeros(1), np.zeros(1, np.uint32))
         syn = frames[0, : lens[0]].tobytes()
         prog.obj.update("gen_template", 0, syn)
         self._set_state(0, 0)
@@ -277,7 +279,10 @@ class KernelGenerator:
         base = self.written
         idx = (base + np.arange(n)) % self.slots
         t = self.targets
-        t["daddr_raw"][idx] = addrs.astype(np.uint32).byteswap()
+        if "daddr6" in t.dtype.names:  # an IPv6 scan's program
+            t["daddr6"][idx] = addrs
+        else:
+            t["daddr_raw"][idx] = addrs.astype(np.uint32).byteswap()
         t["dport_raw"][idx] = ports.astype(np.uint16).byteswap()
         t["variant"][idx] = variants
         todo = [(base, n, 0)]  # (first index, count, tries so far), a stack

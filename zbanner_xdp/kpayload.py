@@ -72,7 +72,8 @@ def render(v: Variant, seed: int, ip: str, port: int) -> bytes:
     if v.ip_at != NONE:
         data[v.ip_at : v.ip_at + len(ip)] = ip.encode()
     for r, (at, n) in enumerate(v.ranges):
-        data[at : at + n] = range_bytes(seed, int(ipaddress.IPv4Address(ip)), port, r, n)
+        # (An IPv6 target's last 32 bits, as the program's kp_range and the TLS probe take them.)
+        data[at : at + n] = range_bytes(seed, int(ipaddress.ip_address(ip)) & 0xFFFFFFFF, port, r, n)
     return bytes(data)
 
 
@@ -90,8 +91,9 @@ def _samples(length: int, rng: random.Random, n: int = 6) -> list[str]:
     return out
 
 
-def build(probe: Any) -> KernelPayload | None:
-    """The probe's templates, or None where the program cannot reproduce its payload."""
+def build(probe: Any, family: int = 4) -> KernelPayload | None:
+    """The probe's templates, or None where the program cannot reproduce its payload. An IPv6
+    scan's program writes no address text: one template (variant 0), for payloads without it."""
     if probe.transport != "tcp":
         return None
     if not probe.handshake:
@@ -105,6 +107,8 @@ def build(probe: Any) -> KernelPayload | None:
     else:
         ranges = []
     rng = random.Random(7)
+    if family == 6:
+        return _build6(probe, out, ranges, rng)
     fixed = probe.fixed_payload
     for length in range(7, 16):
         if fixed is not None:
@@ -123,11 +127,39 @@ def build(probe: Any) -> KernelPayload | None:
     return out
 
 
-def _variant(probe: Any, length: int, ranges: list[tuple[int, int]]) -> Variant | None:
+def _build6(
+    probe: Any, out: KernelPayload, ranges: list[tuple[int, int]], rng: random.Random
+) -> KernelPayload | None:
+    """IPv6: the one template, if the payload holds no address (two addresses' payloads equal but for
+    the ranges), checked against the probe's payload for random addresses."""
+    fixed = probe.fixed_payload
+    if fixed is not None:
+        v = Variant(fixed)
+    else:
+        v = _variant(probe, 0, ranges, ("2001:2::1", "2001:2::2"))
+        if v is None or v.ip_at != NONE:
+            return None
+    if len(v.data) > events.KPAYLOAD_MAX:
+        return None
+    for _ in range(6):
+        ip = str(ipaddress.IPv6Address(rng.getrandbits(128)))
+        port = rng.randrange(1, 65536)
+        if render(v, out.seed, ip, port) != probe.payload(ip, port):
+            return None
+    out.variants[0] = v
+    return out
+
+
+def _variant(
+    probe: Any, length: int, ranges: list[tuple[int, int]], pair: tuple[str, str] | None = None
+) -> Variant | None:
     """The template for addresses `length` characters long: where the address text sits, found as
     the bytes that differ between two addresses with different digits in the same places."""
-    octets = _octet_lengths(length)
-    a, b = _addr(octets, "1"), _addr(octets, "2")
+    if pair is None:
+        octets = _octet_lengths(length)
+        a, b = _addr(octets, "1"), _addr(octets, "2")
+    else:
+        a, b = pair
     pa, pb = probe.payload(a, 80), probe.payload(b, 80)
     if len(pa) != len(pb):
         return None

@@ -1,4 +1,4 @@
-"""Ethernet/IPv4/TCP frames built in numpy batches.
+"""Ethernet/IPv4/TCP frames (and IPv6: LinkParams.family) built in numpy batches.
 
 A header template is laid down once per batch and only the varying fields
 (addresses, ports, sequence numbers, flags, payload) are written, then both
@@ -15,9 +15,12 @@ import numpy as np
 
 ETH_LEN = 14
 IP_LEN = 20
+IP6_LEN = 40
 TCP_LEN = 20
 IP_OFF = ETH_LEN
 TCP_OFF = ETH_LEN + IP_LEN
+TCP6_OFF = ETH_LEN + IP6_LEN
+ICMPV6 = 58
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 # MSS 1460, as ZMap sends: some stacks ignore option-less SYNs.
@@ -30,8 +33,18 @@ class LinkParams:
 
     src_mac: bytes
     dst_mac: bytes
-    src_ip: int
+    src_ip: int  # IPv6: the 128-bit address as an int
     ttl: int = 255
+    family: int = 4  # 6: IPv6 frames; their destinations are targets.ADDR6_DTYPE records
+
+    @property
+    def l4_off(self) -> int:
+        """Where the transport header starts in our frames."""
+        return TCP6_OFF if self.family == 6 else TCP_OFF
+
+    @property
+    def ip_len(self) -> int:
+        return IP6_LEN if self.family == 6 else IP_LEN
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -86,9 +99,14 @@ def _l2_l3(
     ip_total: np.ndarray,
     ipid: np.ndarray,
 ) -> None:
-    """Ethernet and IPv4 headers (with checksum) for every row."""
+    """Ethernet and IPv4 headers (with checksum) for every row; IPv6 for an IPv6 link (`ip_total`
+    then still counts the IP header: the payload length is what follows it)."""
     frames[:, 0:6] = np.frombuffer(link.dst_mac, dtype=np.uint8)
     frames[:, 6:12] = np.frombuffer(link.src_mac, dtype=np.uint8)
+    if link.family == 6:
+        frames[:, 12:14] = (0x86, 0xDD)
+        _ipv6(frames, link, daddr, proto, np.asarray(ip_total, dtype=np.uint64) - np.uint64(IP6_LEN))
+        return
     frames[:, 12:14] = (0x08, 0x00)
     ip = IP_OFF
     frames[:, ip] = 0x45
@@ -102,7 +120,27 @@ def _l2_l3(
     _put_be(frames, ip + 10, _fold(_sum16(frames, ip, ip + IP_LEN)), 2)
 
 
+def _ipv6(frames: np.ndarray, link: LinkParams, daddr: np.ndarray, proto: int, payload: np.ndarray) -> None:
+    """The IPv6 header: no checksum, no ID; flow label 0, as ZMap sends."""
+    ip = IP_OFF
+    frames[:, ip] = 0x60
+    _put_be(frames, ip + 4, payload, 2)
+    frames[:, ip + 6] = proto
+    frames[:, ip + 7] = link.ttl
+    frames[:, ip + 8 : ip + 24] = np.frombuffer(link.src_ip.to_bytes(16, "big"), dtype=np.uint8)
+    frames[:, ip + 24 : ip + 40] = np.ascontiguousarray(daddr).view(np.uint8).reshape(-1, 16)
+
+
+def _addr6_words(daddr: np.ndarray) -> np.ndarray:
+    """Sum of each IPv6 address's eight 16-bit words (for the pseudo header)."""
+    return np.ascontiguousarray(daddr).view(">u2").reshape(-1, 8).sum(axis=1, dtype=np.uint64)
+
+
 def _pseudo(link: LinkParams, daddr: np.ndarray, proto: int, seg_len: np.ndarray) -> np.ndarray:
+    if link.family == 6:
+        # RFC 8200 8.1: both addresses, the upper-layer length, the next header.
+        src = int(np.frombuffer(link.src_ip.to_bytes(16, "big"), dtype=">u2").astype(np.uint64).sum())
+        return np.uint64(src) + _addr6_words(daddr) + np.uint64(proto) + np.asarray(seg_len, dtype=np.uint64)
     d = np.asarray(daddr, dtype=np.uint64)
     s = np.uint64(link.src_ip)
     m = np.uint64(0xFFFF)
@@ -132,17 +170,17 @@ def tcp_frames(
         raise ValueError("TCP options must be padded to 4 bytes")
     tcp_hlen = TCP_LEN + len(options)
     maxpay = 0 if payload is None else int(payload.shape[1])
-    slot = ETH_LEN + IP_LEN + tcp_hlen + maxpay
+    slot = link.l4_off + tcp_hlen + maxpay
     frames = np.zeros((n, slot), dtype=np.uint8)
     if n == 0:
         return frames, np.zeros(0, dtype=np.uint32)
     plen = np.zeros(n, dtype=np.uint64) if payload is None else np.asarray(payload_len, dtype=np.uint64)
-    ip_total = np.uint64(IP_LEN + tcp_hlen) + plen
+    ip_total = np.uint64(link.ip_len + tcp_hlen) + plen
     # IP ID from the sequence number: varies per probe without extra state.
     ipid = (np.asarray(seq, dtype=np.uint64) >> np.uint64(16)) & np.uint64(0xFFFF)
     _l2_l3(frames, link, daddr, 6, ip_total, ipid)
 
-    t = TCP_OFF
+    t = link.l4_off
     _put_be(frames, t, sport, 2)
     _put_be(frames, t + 2, dport, 2)
     _put_be(frames, t + 4, seq, 4)
@@ -171,12 +209,12 @@ def udp_frames(
 ) -> tuple[np.ndarray, np.ndarray]:
     """n UDP datagrams of one payload length (payload: (n, len) uint8)."""
     n, plen = int(payload.shape[0]), int(payload.shape[1])
-    u = TCP_OFF  # the L4 header starts where TCP's would
+    u = link.l4_off  # the L4 header starts where TCP's would
     slot = u + 8 + plen
     frames = np.zeros((n, slot), dtype=np.uint8)
     if n == 0:
         return frames, np.zeros(0, dtype=np.uint32)
-    _l2_l3(frames, link, daddr, 17, np.full(n, IP_LEN + 8 + plen, dtype=np.uint64), ipid)
+    _l2_l3(frames, link, daddr, 17, np.full(n, link.ip_len + 8 + plen, dtype=np.uint64), ipid)
     _put_be(frames, u, sport, 2)
     _put_be(frames, u + 2, dport, 2)
     _put_be(frames, u + 4, 8 + plen, 2)
@@ -192,26 +230,33 @@ def udp_checksums(
 ) -> np.ndarray:
     """The UDP checksums `udp_frames` would write (to validate quoted headers in ICMP errors)."""
     frames, _ = udp_frames(link, daddr, dport, sport, payload, np.zeros(len(payload), dtype=np.uint64))
-    return (frames[:, TCP_OFF + 6].astype(np.uint32) << 8) | frames[:, TCP_OFF + 7]
+    u = link.l4_off
+    return (frames[:, u + 6].astype(np.uint32) << 8) | frames[:, u + 7]
 
 
 def icmp_echo_frames(
     link: LinkParams, daddr: np.ndarray, ident: np.ndarray, seq: np.ndarray, data: bytes
 ) -> tuple[np.ndarray, np.ndarray]:
-    """n ICMP echo requests with the given id/seq (the cookie) and fixed data."""
+    """n ICMP echo requests with the given id/seq (the cookie) and fixed data (ICMPv6 echo
+    requests on an IPv6 link: their checksum covers the pseudo header)."""
     n = int(np.asarray(daddr).shape[0])
-    i = TCP_OFF
+    i = link.l4_off
     slot = i + 8 + len(data)
     frames = np.zeros((n, slot), dtype=np.uint8)
     if n == 0:
         return frames, np.zeros(0, dtype=np.uint32)
-    _l2_l3(frames, link, daddr, 1, np.full(n, IP_LEN + 8 + len(data), dtype=np.uint64), seq)
-    frames[:, i] = 8  # echo request
+    v6 = link.family == 6
+    proto = ICMPV6 if v6 else 1
+    _l2_l3(frames, link, daddr, proto, np.full(n, link.ip_len + 8 + len(data), dtype=np.uint64), seq)
+    frames[:, i] = 128 if v6 else 8  # echo request
     _put_be(frames, i + 4, ident, 2)
     _put_be(frames, i + 6, seq, 2)
     if data:
         frames[:, i + 8 :] = np.frombuffer(data, dtype=np.uint8)
-    _put_be(frames, i + 2, _fold(_sum16(frames, i, slot)), 2)
+    total = _sum16(frames, i, slot)
+    if v6:
+        total = total + _pseudo(link, daddr, proto, np.full(n, 8 + len(data), dtype=np.uint64))
+    _put_be(frames, i + 2, _fold(total), 2)
     return frames, np.full(n, slot, dtype=np.uint32)
 
 
@@ -238,16 +283,37 @@ _FLAG_NAMES = ((SYN, "S"), (ACK, "A"), (RST, "R"), (FIN, "F"), (PSH, "P"))
 def describe(frame: bytes) -> str:
     """One human-readable line for --dry-run."""
     ip = frame[IP_OFF:]
+    if ip[0] >> 4 == 6:
+        # As IPv4's fields: protocol, TTL and total length where describe() reads them below.
+        src6, dst6 = ipaddress.IPv6Address(ip[8:24]), ipaddress.IPv6Address(ip[24:40])
+        total = (int.from_bytes(ip[4:6], "big") + IP6_LEN).to_bytes(2, "big")
+        proto = 1 if ip[6] == ICMPV6 else ip[6]
+        return _describe(f"{src6}", f"{dst6}", ip[40:], proto, ip[7], IP6_LEN, total, frame, v6=True)
     ihl = (ip[0] & 0x0F) * 4
     src = ipaddress.IPv4Address(ip[12:16])
     dst = ipaddress.IPv4Address(ip[16:20])
-    l4 = ip[ihl:]
-    if ip[9] == 17:
+    return _describe(f"{src}", f"{dst}", ip[ihl:], ip[9], ip[8], ihl, ip[2:4], frame)
+
+
+def _describe(
+    src: str,
+    dst: str,
+    l4: bytes,
+    proto: int,
+    ttl: int,
+    ihl: int,
+    total: bytes,
+    frame: bytes,
+    v6: bool = False,
+) -> str:
+    if v6:
+        src, dst = f"[{src}]", f"[{dst}]"
+    if proto == 17:
         sport, dport, ulen = (int.from_bytes(l4[i : i + 2], "big") for i in (0, 2, 4))
-        return f"UDP {src}:{sport} -> {dst}:{dport} len={ulen - 8} ttl={ip[8]} data={bytes(l4[8:ulen]).hex()}"
-    if ip[9] == 1:
+        return f"UDP {src}:{sport} -> {dst}:{dport} len={ulen - 8} ttl={ttl} data={bytes(l4[8:ulen]).hex()}"
+    if proto == 1:
         ident, seq = int.from_bytes(l4[4:6], "big"), int.from_bytes(l4[6:8], "big")
-        return f"ICMP echo {src} -> {dst} id={ident:#06x} seq={seq:#06x} ttl={ip[8]}"
+        return f"ICMP{'v6' if v6 else ''} echo {src} -> {dst} id={ident:#06x} seq={seq:#06x} ttl={ttl}"
     tcp = l4
     flags = "".join(name for bit, name in _FLAG_NAMES if tcp[13] & bit)
     sport = int.from_bytes(tcp[0:2], "big")
@@ -256,9 +322,9 @@ def describe(frame: bytes) -> str:
     ack = int.from_bytes(tcp[8:12], "big")
     win = int.from_bytes(tcp[14:16], "big")
     thl = (tcp[12] >> 4) * 4
-    plen = int.from_bytes(ip[2:4], "big") - ihl - thl
+    plen = int.from_bytes(total, "big") - ihl - thl
     dmac = ":".join(f"{b:02x}" for b in frame[0:6])
     return (
         f"TCP [{flags}] {src}:{sport} -> {dst}:{dport} seq={seq:#010x} ack={ack:#010x} "
-        f"win={win} ttl={ip[8]} len={plen} dmac={dmac}"
+        f"win={win} ttl={ttl} len={plen} dmac={dmac}"
     )

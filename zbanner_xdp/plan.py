@@ -310,16 +310,17 @@ class ProbePlan:
         return Segment(*packets.udp_frames(link, addrs, ports, sports, pay, ipid))
 
     # -- for the XDP program -------------------------------------------------
-    def kernel_payloads(self) -> list[Any]:
+    def kernel_payloads(self, family: int = 4) -> list[Any]:
         """In-kernel replies: per plan entry, the templates the program answers a SYN-ACK with by itself
         (kpayload.KernelPayload), or None where it cannot reproduce the payload (user space answers)."""
         from . import kpayload
 
-        return [kpayload.build(p) for p in self.probes]
+        return [kpayload.build(p, family) for p in self.probes]
 
-    def probe_infos(self) -> list[dict[str, int]]:
+    def probe_infos(self, family: int = 4) -> list[dict[str, int]]:
         """Per probe, the members of its zb_probe_info (events.PROBE_INFO_DTYPE) the program reads:
-        TCP, how long our payload is; UDP, where the cookie goes and the datagram's checksum parts."""
+        TCP, how long our payload is; UDP, where the cookie goes and the datagram's checksum parts.
+        `family` 6: a payload's address is IPv6 text (the program computes its length)."""
         out = []
         for i, p in enumerate(self.probes):
             if p.transport == "udp":
@@ -339,7 +340,7 @@ class ProbePlan:
             elif p.transport == "icmp":
                 info = {"proto": socket.IPPROTO_ICMP}
             else:
-                base, plus = payload_len_rule(p)
+                base, plus = payload_len_rule(p, family)
                 info = {"proto": socket.IPPROTO_TCP, "base": base, "plus_ip_strlen": plus}
                 if self.multi[i]:
                     # A step's "no answer" counts only once the server has acknowledged our request.
@@ -348,17 +349,23 @@ class ProbePlan:
         return out
 
 
-def payload_len_rule(probe: Any) -> tuple[int, int]:
-    """How long a TCP probe's payload is: (base, 1 if the dotted target address is part of it)."""
+# Two addresses of each family whose texts differ in length: (short, long).
+_SAMPLE_TEXTS = {4: ("1.1.1.1", "100.100.100.100"), 6: ("2001:2::1", "2001:2:3:4:5:6:7:8")}
+
+
+def payload_len_rule(probe: Any, family: int = 4) -> tuple[int, int]:
+    """How long a TCP probe's payload is: (base, 1 if the target address's text is part of it:
+    dotted for IPv4, RFC 5952 for IPv6, bpf/xdp_recv.c dotted_len / text6_len)."""
     if not probe.handshake:
         return (0, 0)
     fixed = probe.fixed_payload
     if fixed is not None:
         return (len(fixed), 0)
-    short = probe.payload("1.1.1.1", 1)
-    long_ = probe.payload("100.100.100.100", 1)
+    short_text, long_text = _SAMPLE_TEXTS[family]
+    short = probe.payload(short_text, 1)
+    long_ = probe.payload(long_text, 1)
     if len(long_) == len(short):
         return (len(short), 0)
-    if len(long_) - len(short) == 8:  # the address is in the payload (e.g. Host:)
-        return (len(short) - 7, 1)
+    if len(long_) - len(short) == len(long_text) - len(short_text):  # the address is in it (Host:)
+        return (len(short) - len(short_text), 1)
     raise PlanError(f"probe {probe.name}: payload length must not depend on the target beyond its address")

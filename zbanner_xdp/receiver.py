@@ -22,17 +22,21 @@ import numpy as np
 import orjson
 
 from . import fields, packets
+from .addrtext import ipv6_texts
 from .events import (
-    BANNER_EVENT_SIZE,
+    ADDR6_DTYPE,
     CLASSIFICATION,
     DATA_MAX,
     EV_UNVALIDATED,
-    EVENT_DTYPE,
-    EVENT_SIZE,
+    ICMP6_CLASSES,
     ICMP_CLASSES,
     Kind,
     addr_text,
-    host_addrs,
+    banner_dtype,
+    event_dtype,
+    event_keys,
+    event_targets,
+    target_texts,
 )
 from .fields import Source
 from .jsonlines import Lines
@@ -121,7 +125,7 @@ class MmapRing:
                 pass
 
 
-BANNER_DTYPE = np.dtype([("h", EVENT_DTYPE), ("data", "u1", (DATA_MAX,))])
+BANNER_DTYPE = banner_dtype(4)
 
 
 class RingReader:
@@ -129,10 +133,11 @@ class RingReader:
 
     def __init__(self, prog: Any, ringbuf_pages: int, banner_pages: int | None = None):
         page = mmap.PAGESIZE
-        self.small = MmapRing(prog.map_fd("events"), ringbuf_pages * page, EVENT_SIZE, EVENT_DTYPE)
-        self.big = MmapRing(
-            prog.map_fd("banners"), (banner_pages or ringbuf_pages) * page, BANNER_EVENT_SIZE, BANNER_DTYPE
-        )
+        # An IPv6 scan's program records whole addresses after the IPv4 layout (events.EVENT6_DTYPE).
+        self.family = prog.params.family
+        small, big = event_dtype(self.family), banner_dtype(self.family)
+        self.small = MmapRing(prog.map_fd("events"), ringbuf_pages * page, small.itemsize, small)
+        self.big = MmapRing(prog.map_fd("banners"), (banner_pages or ringbuf_pages) * page, big.itemsize, big)
         self._ep = select.epoll()
         self._ep.register(self.small.fd, select.EPOLLIN)
         self._ep.register(self.big.fd, select.EPOLLIN)
@@ -163,10 +168,13 @@ def _not_step_evidence(ev: np.ndarray) -> np.ndarray:
 
 
 # Classifications as codes into one vocabulary, so a batch is classified by indexing.
-CLASS_VOCAB = sorted({*CLASSIFICATION.values(), *ICMP_CLASSES.values(), "unknown", "icmp-other"})
+CLASS_VOCAB = sorted(
+    {*CLASSIFICATION.values(), *ICMP_CLASSES.values(), *ICMP6_CLASSES.values(), "unknown", "icmp-other"}
+)
 _CLASS_CODE = {c: i for i, c in enumerate(CLASS_VOCAB)}
 _CLASS_BY_KIND = np.array([_CLASS_CODE[CLASSIFICATION.get(k, "unknown")] for k in range(256)])
 _ICMP_CLASS_BY_TYPE = np.array([_CLASS_CODE[ICMP_CLASSES.get(t, "icmp-other")] for t in range(256)])
+_ICMP6_CLASS_BY_TYPE = np.array([_CLASS_CODE[ICMP6_CLASSES.get(t, "icmp-other")] for t in range(256)])
 _HIT_CLASSES = np.array([c in ("banner", "udp", "echoreply") for c in CLASS_VOCAB])
 _SYNACK_CODE = _CLASS_CODE["synack"]
 _BANNER_CODE = _CLASS_CODE["banner"]
@@ -203,6 +211,15 @@ class Receiver:
         self.segments: SegmentTable | None = None
         self._multi = np.asarray(plan.multi, bool)
         self._later = np.asarray(plan.later_step, bool)
+        # An IPv6 scan's records: whole addresses from the event's IPv6 members, ours as text, ICMPv6
+        # types classified as ICMPv6 numbers them.
+        self.family = link.family if link is not None else 4  # (unit tests build one without a link)
+        self._v6_cols = {"saddr": "saddr6", "icmp_responder": "icmp_responder6"} if self.family == 6 else {}
+        self._our_text = b""
+        if self.family == 6:
+            ours = np.array([(link.src_ip >> 64, link.src_ip & ((1 << 64) - 1))], dtype=ADDR6_DTYPE)
+            self._our_text = orjson.dumps(ipv6_texts(ours)[0])
+        self._icmp_classes = _ICMP6_CLASS_BY_TYPE if self.family == 6 else _ICMP_CLASS_BY_TYPE
         self.by_class: Tally[str] = Tally()
         self.hits = 0
         self.invalid = 0
@@ -314,7 +331,7 @@ class Receiver:
                 continue
             m = idx == i
             sub = ev[m]
-            them = host_addrs(sub["saddr"])
+            them = event_targets(sub)
             pay = self.plan.udp_payloads(self.key, self.link.src_ip, probe, them, sub["sport"], sub["dport"])
             want = packets.udp_checksums(self.link, them, sub["sport"], sub["dport"], pay)
             ok[m] = want == sub["seq"]
@@ -328,7 +345,7 @@ class Receiver:
         is_icmp = kind == Kind.ICMP
         cls = _CLASS_BY_KIND[kind]
         if is_icmp.any():
-            cls[is_icmp] = _ICMP_CLASS_BY_TYPE[ev["icmp_type"][is_icmp]]
+            cls[is_icmp] = self._icmp_classes[ev["icmp_type"][is_icmp]]
         return {
             "probe_i": probe_i,
             "attempt": attempt,
@@ -362,8 +379,11 @@ class Receiver:
         out = Lines(len(ev))
         for i, f in enumerate(self._fields):
             out.key(f.name, first=i == 0)
+            if f.name == "daddr" and self.family == 6:
+                out.const(self._our_text)  # (an IPv6 event keeps only our address's last 4 bytes)
+                continue
             if f.event is not None:
-                values = ev[f.event]
+                values = ev[self._v6_cols.get(f.event, f.event)]
             elif f.name in derived:
                 values = derived[f.name]()
             else:
@@ -423,7 +443,7 @@ class Receiver:
             # Tarpit verdicts first: an answer in the same batch must already know its host is one.
             tarpit = (entry == self.plan.tarpit_index) & (ev["kind"] == Kind.SYNACK)
             if tarpit.any():
-                self.steps.tarpit(ev["saddr"][tarpit])
+                self.steps.tarpit(event_keys(ev[tarpit]))
             mine = self._multi[entry]
             if mine.any():
                 self.steps.events(ev[mine])
@@ -484,9 +504,11 @@ class Receiver:
         """Banner records: event headers, the data each carries, and whether that data is cut short
         (a segment longer than its record; with --banner-bytes, an answer that ended before it was whole)."""
         probe_i = split_variant(h["variant"], self.plan.P)[0].tolist()
+        # IPv4: raw addresses, made text only for a parse (a memo miss); IPv6: their text.
+        ips = target_texts(h) if self.family == 6 else h["saddr"].tolist()
         parts = [
             self._banner_parts(p, d, ip, port)
-            for p, d, ip, port in zip(probe_i, datas, h["saddr"].tolist(), h["sport"].tolist(), strict=True)
+            for p, d, ip, port in zip(probe_i, datas, ips, h["sport"].tolist(), strict=True)
         ]
         banner, data, parsed, match, values = zip(*parts, strict=True)
         carried: dict[str, Callable[[], Any]] = {
@@ -507,7 +529,7 @@ class Receiver:
         self.writer.write_lines(self._lines(h, carried), len(h))
 
     def _banner_parts(
-        self, probe_index: int, data: bytes, ip_raw: int, port: int
+        self, probe_index: int, data: bytes, ip: int | str, port: int
     ) -> tuple[bytes, bytes, bytes, bool, dict[str, Any]]:
         """A banner's per-record JSON: text, base64, the probe's parse, whether it matched, and the parse.
 
@@ -520,7 +542,7 @@ class Receiver:
         if hit is not None:
             return hit
         probe = self.probes[probe_index]
-        parsed = probe.parse(addr_text(ip_raw), port, data)
+        parsed = probe.parse(ip if isinstance(ip, str) else addr_text(ip), port, data)
         parts = (
             orjson.dumps(_banner_text(data)),
             b'"' + base64.b64encode(data) + b'"',

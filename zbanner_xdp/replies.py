@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import packets
-from .events import EV_ANSWERED, REPEAT_DUP, REPEAT_RETRANSMIT, Kind, addr_text, host_addrs
+from .events import EV_ANSWERED, REPEAT_DUP, REPEAT_RETRANSMIT, Kind, event_targets, target_texts
 from .plan import split_variant
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ class Replies:
         if len(ev) == 0:
             return
         frames, lens = packets.tcp_frames(
-            self.link, host_addrs(ev["saddr"]), ev["sport"], ev["dport"], ev["ack"], 0, packets.RST, 0
+            self.link, event_targets(ev), ev["sport"], ev["dport"], ev["ack"], 0, packets.RST, 0
         )
         self.queue.put(frames, lens)
 
@@ -187,7 +187,7 @@ class Replies:
         number is the event's ack, the end of our probe payload, as on every packet after it."""
         if len(ev) == 0:
             return
-        daddr = host_addrs(ev["saddr"])
+        daddr = event_targets(ev)
         frames, lens = packets.tcp_frames(
             self.link, daddr, ev["sport"], ev["dport"], ev["ack"], acks, packets.ACK, windows
         )
@@ -196,7 +196,7 @@ class Replies:
     def _probe_payload(self, ev: np.ndarray, probe: Any) -> None:
         if len(ev) == 0:
             return
-        daddr = host_addrs(ev["saddr"])
+        daddr = event_targets(ev)
         fixed = probe.fixed_payload
         pay = plen = None
         if fixed:
@@ -204,8 +204,7 @@ class Replies:
             plen = np.full(len(ev), len(fixed), dtype=np.uint64)
         elif fixed is None:
             pays = [
-                probe.payload(addr_text(int(s)), int(p))
-                for s, p in zip(ev["saddr"], ev["sport"], strict=True)
+                probe.payload(t, int(p)) for t, p in zip(target_texts(ev), ev["sport"].tolist(), strict=True)
             ]
             pay, plen = packets.payload_matrix(pays)
             if pay.shape[1] == 0:

@@ -136,8 +136,15 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _ip_int(text: str) -> int:
-    return int(ipaddress.IPv4Address(text))
+def _ip_int(text: str, family: int = 4) -> int:
+    """Our address as an int; one line when it is not of the targets' family."""
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"invalid source address '{text}'") from None
+    if addr.version != family:
+        raise ValueError(f"source address {text} is IPv{addr.version}, the targets are IPv{family}")
+    return int(addr)
 
 
 class RetransmitQueue:
@@ -243,6 +250,7 @@ class Scanner:
             )
         except (targets.TargetError, PlanError, OSError) as exc:
             raise ScanError(str(exc)) from None
+        self.family = self.space.family
         try:
             if resume is not None:
                 resume.check_space(self.space)
@@ -344,8 +352,10 @@ class Scanner:
                 p.capture_segments()
 
     def _first_target(self) -> str:
-        first = int(self.space.addrs_at(np.array([0], dtype=np.uint64))[0])
-        return str(ipaddress.IPv4Address(first))
+        first = self.space.addrs_at(np.array([0], dtype=np.uint64))
+        if self.family == 6:
+            return str(ipaddress.IPv6Address(targets.addr6_ints(first)[0]))
+        return str(ipaddress.IPv4Address(int(first[0])))
 
     def _resolve(self, solicit: bool = True) -> NetParams:
         cfg = self.cfg
@@ -360,8 +370,9 @@ class Scanner:
             return packets.LinkParams(
                 packets.mac_bytes(self.net.src_mac),
                 packets.mac_bytes(self.net.gateway_mac),
-                _ip_int(self.net.src_ip),
+                _ip_int(self.net.src_ip, self.family),
                 self.cfg.ttl,
+                family=self.family,
             )
         except ValueError as exc:
             raise ScanError(str(exc)) from None
@@ -398,14 +409,16 @@ class Scanner:
     def _payload_note(self, frame: bytes) -> str | None:
         """For a banner probe's SYN: the payload its ACK would carry once the target SYN-ACKs."""
         ip = frame[packets.IP_OFF :]
-        if ip[9] != socket.IPPROTO_TCP:
+        v6 = ip[0] >> 4 == 6
+        if (ip[6] if v6 else ip[9]) != socket.IPPROTO_TCP:
             return None
-        tcp = ip[(ip[0] & 0x0F) * 4 :]
+        tcp = ip[packets.IP6_LEN :] if v6 else ip[(ip[0] & 0x0F) * 4 :]
         sport, dport = int.from_bytes(tcp[0:2], "big"), int.from_bytes(tcp[2:4], "big")
         entry = self.plan.probes[split_variant((sport - self.plan.lo) % self.plan.V, self.plan.P)[0]]
         if not entry.handshake:
             return None
-        payload = entry.payload(str(ipaddress.IPv4Address(ip[16:20])), dport)
+        them = ipaddress.IPv6Address(ip[24:40]) if v6 else ipaddress.IPv4Address(ip[16:20])
+        payload = entry.payload(str(them), dport)
         steps = int(entry.steps)
         more = f"; then up to {steps - 1} more connections, as the answers decide" if steps > 1 else ""
         if not payload:
@@ -447,6 +460,7 @@ class Scanner:
                 emit_repeats=cfg.output_repeats,
                 generator=cfg.tx != "packet",
                 kernel_replies=self.kernel_replies,
+                family=self.family,
                 ttl=cfg.ttl,
                 ack_window=cfg.ack_window,
                 pcap_snap=snap_bytes(cfg.pcap_snaplen) if cfg.pcap else 0,
@@ -454,8 +468,8 @@ class Scanner:
             self.prog = RecvProgram(
                 params,
                 self.key,
-                probe_infos=self.plan.probe_infos(),
-                kernel_payloads=self.plan.kernel_payloads(),
+                probe_infos=self.plan.probe_infos(self.family),
+                kernel_payloads=self.plan.kernel_payloads(self.family),
             )
             self.prog.attach(self.net.iface)
             self.tx = TxRing(self.net.iface)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .events import DATA_MAX
+from .events import DATA_MAX, event_key
 from .plan import split_variant
 
 FIN = 0x01
@@ -101,7 +101,7 @@ class SegmentTable:
     # -- events ------------------------------------------------------------------------------------
     @staticmethod
     def _key(ev: np.ndarray) -> tuple[int, int, int]:
-        return int(ev["saddr"]), int(ev["sport"]), int(ev["dport"])
+        return event_key(ev), int(ev["sport"]), int(ev["dport"])
 
     def synacks(self, ev: np.ndarray) -> None:
         """SYN-ACKs of the probes this table serves: the server's ISN fixes where its data starts."""

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .events import REPEAT_RETRANSMIT, Kind, addr_text, host_addrs
+from .events import REPEAT_RETRANSMIT, Kind, event_key, key_targets, key_text
 from .output import fill_dotted
 from .plan import KernelSyns, payload_len_rule, split_variant
 from .probes import StepOutcome
@@ -102,6 +102,7 @@ class StepTable:
         self.plan = plan
         self.tally = tally  # (classification, hit) of each record written, for the scan's counts
         self.link = link
+        self.family = getattr(link, "family", 4)  # 6: an IPv6 scan's keys are 128-bit addresses
         self.key = key
         self.replies = replies
         self.writer = writer
@@ -164,11 +165,11 @@ class StepTable:
 
     TARPITS_MAX = 1 << 20  # addresses remembered; past it the set starts again (a bound, rarely hit)
 
-    def tarpit(self, saddrs: np.ndarray) -> None:
-        """Hosts that SYN-ACKed the --tarpit-check port (raw addresses)."""
-        if len(self.tarpits) + len(saddrs) > self.TARPITS_MAX:
+    def tarpit(self, keys: list[int]) -> None:
+        """Hosts that SYN-ACKed the --tarpit-check port (events.event_keys)."""
+        if len(self.tarpits) + len(keys) > self.TARPITS_MAX:
             self.tarpits.clear()
-        self.tarpits.update(int(a) for a in saddrs)
+        self.tarpits.update(keys)
 
     def release(self, now: float | None = None) -> None:
         """The banner ring has been read to its end: the deferred answers (in the order they came)."""
@@ -182,7 +183,7 @@ class StepTable:
 
     def _event(self, ent: int, e: Any, kind: int, data: bytes, now: float) -> None:
         group, step = self.plan.group_of[ent], self.plan.step_of[ent]
-        k = (int(e["saddr"]), int(e["sport"]), group)
+        k = (event_key(e), int(e["sport"]), group)
         row = self.rows.get(k)
         if row is None:
             if step == 0 and kind == Kind.BANNER:
@@ -230,7 +231,7 @@ class StepTable:
         """A retransmitted SYN-ACK of a row's current step: the server never got our request (the
         program answered it again), so the step's time starts again."""
         group, step = self.plan.group_of[ent], self.plan.step_of[ent]
-        k = (int(e["saddr"]), int(e["sport"]), group)
+        k = (event_key(e), int(e["sport"]), group)
         row = self.rows.get(k)
         if row is not None and step == row.step and row.synack:
             self._extend(k, row, now)
@@ -400,7 +401,7 @@ class StepTable:
     def _finish(self, k: tuple[int, int, int], row: Row, complete: bool) -> None:
         probe = self._probe(row)
         saddr_raw, port, _ = k
-        ip = addr_text(saddr_raw)
+        ip = key_text(saddr_raw, self.family)
         result = probe.result(ip, port, row.parts, complete, saddr_raw in self.tarpits)
         if complete:
             self.complete += 1
@@ -411,7 +412,9 @@ class StepTable:
         values: dict[str, Any] = {
             "saddr": ip,
             "sport": port,
-            "daddr": str(ipaddress.IPv4Address(self.link.src_ip)),
+            "daddr": key_text(self.link.src_ip, self.family)
+            if self.family == 6
+            else str(ipaddress.IPv4Address(self.link.src_ip)),
             "dport": row.dport,
             "classification": "banner",
             "success": shown is not None,
@@ -452,13 +455,13 @@ class StepTable:
             self.writer.write_lines(b"".join(orjson.dumps(r) + b"\n" for r in records), len(records))
         if self._pending_syns:
             syns, self._pending_syns = self._pending_syns, []
-            arr = np.array(syns, dtype=np.int64)
-            for entry in np.unique(arr[:, 2]):
-                sub = arr[arr[:, 2] == entry]
-                addrs = host_addrs(sub[:, 0].astype(np.uint32))
-                frames = self.plan.syn_frames(
-                    self.link, self.key, KernelSyns(addrs, sub[:, 1].astype(np.uint16), int(entry))
-                )
+            by_entry: dict[int, list[tuple[int, int, int]]] = {}
+            for syn in syns:
+                by_entry.setdefault(syn[2], []).append(syn)
+            for entry, sub in sorted(by_entry.items()):
+                addrs = key_targets([s[0] for s in sub], self.family)
+                ports = np.array([s[1] for s in sub], dtype=np.uint16)
+                frames = self.plan.syn_frames(self.link, self.key, KernelSyns(addrs, ports, int(entry)))
                 self.replies.queue.put(frames.frames, frames.lengths)
             self.followups += len(syns)
             self.last_followup = time.monotonic()

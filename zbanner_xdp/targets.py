@@ -19,22 +19,26 @@ from __future__ import annotations
 import array
 import contextlib
 import hashlib
+import ipaddress
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "ADDR6_DTYPE",
     "ADDR_SPACE",
+    "MAX_PAIRS",
     "DEFAULT_BLOCKLIST",
     "EXACT_COUNT_LIMIT",
     "Intervals",
     "Permutation",
     "TargetError",
     "TargetSpace",
+    "TargetSpace6",
     "complement",
     "expected_count",
     "intersect",
@@ -51,6 +55,12 @@ __all__ = [
 ]
 
 ADDR_SPACE = 1 << 32
+ADDR6_SPACE = 1 << 128
+# IPv6 addresses in user space: one 16-byte record each, in network order, so that a batch's bytes
+# are the packets' address bytes and its "<u8" view is SipHash's two message words (cookie.py).
+ADDR6_DTYPE = np.dtype([("hi", ">u8"), ("lo", ">u8")])
+# The most (address, port) pairs the permutation orders (Permutation: size < 2^62).
+MAX_PAIRS = (1 << 62) - 1
 
 # ZMap's conf/blocklist.conf: IANA special-purpose ranges that must never be probed.
 DEFAULT_BLOCKLIST: tuple[str, ...] = (
@@ -105,41 +115,131 @@ def _parse_ipv4(text: str) -> int | None:
     return value
 
 
-def parse_cidr(text: str) -> tuple[int, int]:
-    """``"a.b.c.d"`` or ``"a.b.c.d/n"`` -> half-open ``(start, end)``; raises ValueError.
+def _prefix(text: str, parse_addr: Callable[[str], int | None], bits: int) -> tuple[int, int]:
+    """An address or ``address/n`` of one family (``bits`` long) -> half-open ``(start, end)``.
 
     Host bits below the prefix are ignored, as ZMap does (``10.1.2.3/8`` is ``10.0.0.0/8``).
     """
     addr_text, slash, prefix_text = text.partition("/")
-    addr = _parse_ipv4(addr_text)
+    addr = parse_addr(addr_text)
     if addr is None:
         raise ValueError(text)
-    prefix = 32
+    prefix = bits
     if slash:
         if (
             not (prefix_text.isascii() and prefix_text.isdigit())
-            or len(prefix_text) > 2
+            or len(prefix_text) > len(str(bits))
             or (len(prefix_text) > 1 and prefix_text[0] == "0")
         ):
             raise ValueError(text)
         prefix = int(prefix_text)
-        if prefix > 32:
+        if prefix > bits:
             raise ValueError(text)
-    span = 1 << (32 - prefix)
+    span = 1 << (bits - prefix)
     start = addr & ~(span - 1)
     return start, start + span
 
 
-def parse_target(text: str) -> tuple[int, int]:
-    """An address, a CIDR or an inclusive range ``a.b.c.d-e.f.g.h`` (as masscan) -> half-open
+def _target(text: str, parse_addr: Callable[[str], int | None], bits: int) -> tuple[int, int]:
+    """An address, a prefix or an inclusive range ``a-b`` (as masscan) of one family -> half-open
     ``(start, end)``; raises ValueError."""
     lo_text, dash, hi_text = text.partition("-")
     if not dash:
-        return parse_cidr(text)
-    lo, hi = _parse_ipv4(lo_text.strip()), _parse_ipv4(hi_text.strip())
+        return _prefix(text, parse_addr, bits)
+    lo, hi = parse_addr(lo_text.strip()), parse_addr(hi_text.strip())
     if lo is None or hi is None or hi < lo:
         raise ValueError(text)
     return lo, hi + 1
+
+
+def parse_cidr(text: str) -> tuple[int, int]:
+    """``"a.b.c.d"`` or ``"a.b.c.d/n"`` -> half-open ``(start, end)``; raises ValueError."""
+    return _prefix(text, _parse_ipv4, 32)
+
+
+def parse_target(text: str) -> tuple[int, int]:
+    """An IPv4 address, a CIDR or an inclusive range ``a.b.c.d-e.f.g.h`` -> half-open ``(start, end)``."""
+    return _target(text, _parse_ipv4, 32)
+
+
+def is_v6(token: str) -> bool:
+    """Whether a target, CIDR or range is IPv6 (only IPv6 text has a colon)."""
+    return ":" in token
+
+
+def _parse_ipv6(text: str) -> int | None:
+    # No zone ("%eth0"): a scope is an interface's business, not a target's.
+    if "%" in text or not text.isascii():
+        return None
+    try:
+        return int(ipaddress.IPv6Address(text))
+    except ValueError:
+        return None
+
+
+def parse_target6(text: str) -> tuple[int, int]:
+    """An IPv6 address, prefix or inclusive range ``a-b`` -> half-open ``(start, end)`` of 128-bit ints."""
+    return _target(text, _parse_ipv6, 128)
+
+
+Ranges6 = list[tuple[int, int]]
+"""IPv6 intervals: sorted, merged, disjoint, half-open ``(start, end)`` of Python ints (128 bits)."""
+
+
+def normalize6(ranges: Iterable[tuple[int, int]]) -> Ranges6:
+    out: Ranges6 = []
+    for start, end in sorted((s, e) for s, e in ranges if s < e):
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def subtract6(a: Ranges6, b: Ranges6) -> Ranges6:
+    """``a`` minus ``b``, both normalised."""
+    out: Ranges6 = []
+    j = 0
+    for start, end in a:
+        while j < len(b) and b[j][1] <= start:
+            j += 1
+        k = j
+        cur = start
+        while k < len(b) and b[k][0] < end:
+            if b[k][0] > cur:
+                out.append((cur, b[k][0]))
+            cur = max(cur, b[k][1])
+            k += 1
+        if cur < end:
+            out.append((cur, end))
+    return out
+
+
+def intersect6(a: Ranges6, b: Ranges6) -> Ranges6:
+    return subtract6(a, subtract6(a, b))
+
+
+def parse_targets6(args: Sequence[str]) -> Ranges6:
+    """IPv6 command-line targets (as parse_targets for IPv4)."""
+    ranges: Ranges6 = []
+    for token in args:
+        try:
+            ranges.append(parse_target6(token))
+        except ValueError:
+            raise TargetError(f"invalid target '{token}'") from None
+    return normalize6(ranges)
+
+
+def _split_families(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Command-line TARGETs (a comma also separates) -> (IPv4 tokens, IPv6 tokens)."""
+    v4: list[str] = []
+    v6: list[str] = []
+    for arg in args:
+        for token in arg.split(","):
+            token = token.strip()
+            (v6 if is_v6(token) else v4).append(token)
+    return v4, v6
 
 
 def parse_cidrs(items: Iterable[str]) -> Intervals:
@@ -187,6 +287,11 @@ def _open_list(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
 
 
 def read_cidr_file(path: str | os.PathLike[str]) -> Intervals:
+    """The IPv4 entries of a list file (read_list: both families)."""
+    return read_list(path)[0]
+
+
+def read_list(path: str | os.PathLike[str]) -> tuple[Intervals, Ranges6]:
     """A ZMap-style allow/block list or list of targets (-I): one address, CIDR or range a-b a line,
     ``#`` comments, blank lines ignored; ``-`` is stdin.
 
@@ -196,6 +301,7 @@ def read_cidr_file(path: str | os.PathLike[str]) -> Intervals:
     """
     name = "stdin" if os.fspath(path) == "-" else _shown(os.fspath(path), None)
     flat = array.array("Q")  # start, end, start, end, …: 16 bytes an entry, not ~120 as tuples
+    six: Ranges6 = []
     total = 0
     try:
         with _open_list(path) as f:
@@ -222,13 +328,16 @@ def read_cidr_file(path: str | os.PathLike[str]) -> Intervals:
                 if not token:
                     continue
                 try:
-                    flat.extend(parse_target(token))
+                    if is_v6(token):
+                        six.append(parse_target6(token))
+                    else:
+                        flat.extend(parse_target(token))
                 except ValueError:
                     what = "range" if "-" in token else "CIDR"
                     raise TargetError(f"{name}:{lineno}: invalid {what} '{_shown(token)}'") from None
     except OSError as e:
         raise TargetError(f"{name}: {e.strerror or e}") from None
-    return normalize(np.frombuffer(flat, dtype=np.uint64) if flat else _empty())
+    return normalize(np.frombuffer(flat, dtype=np.uint64) if flat else _empty()), normalize6(six)
 
 
 def _parse_port(text: str) -> int | None:
@@ -317,6 +426,7 @@ def _check_ports(ports: npt.ArrayLike | str) -> npt.NDArray[np.uint16]:
 class TargetSpace:
     """The (address, port) pairs to probe, indexable by ``idx`` in ``[0, size)`` without materialising."""
 
+    family = 4
     intervals: Intervals
     ports: npt.NDArray[np.uint16]
     n_addrs: int
@@ -363,33 +473,39 @@ class TargetSpace:
             raise TargetError("only one list may be read from stdin ('-')")
         port_arr = _check_ports(ports)
         given = bool(targets) or list_of_targets is not None
-        space = parse_targets(targets)
+        tokens4, tokens6 = _split_families(targets)
+        space = parse_targets(tokens4)
+        space6 = parse_targets6(tokens6)
         if list_of_targets is not None:
-            listed = read_cidr_file(list_of_targets)
-            if len(listed) == 0:
+            listed, listed6 = read_list(list_of_targets)
+            if len(listed) == 0 and not listed6:
                 raise TargetError(f"{_shown(os.fspath(list_of_targets), None)}: no targets in the list")
             space = union(space, listed)
+            space6 = normalize6(space6 + listed6)
+        if space6:
+            if len(space):
+                raise TargetError(
+                    "IPv4 and IPv6 targets in one scan: run one scan per family "
+                    "(a scan has one source address, one next hop and one frame layout)"
+                )
+            return TargetSpace6.build6(space6, port_arr, blocklist, allowlist, exclude, exclude_files)
         if not given:
             space = np.array([[0, ADDR_SPACE]], dtype=np.uint64)
         if allowlist is not None:
             allowed = read_cidr_file(allowlist)
             space = intersect(space, allowed) if given else allowed
         blocked = parse_cidrs(DEFAULT_BLOCKLIST) if blocklist is None else read_cidr_file(blocklist)
-        try:
-            blocked = union(blocked, parse_targets(exclude))
-        except TargetError as exc:
-            raise TargetError(f"--exclude: {exc}") from None
+        blocked = union(blocked, parse_targets(_excluded(exclude, 4)))
         for path in exclude_files:
             blocked = union(blocked, read_cidr_file(path))
         space = subtract(space, blocked)
         if len(space) == 0:
-            more = " and --exclude" if exclude or exclude_files else ""
-            raise TargetError(f"no targets left after allow/block lists{more}")
+            _nothing_left(exclude, exclude_files)
         return cls(space, port_arr)
 
     def __repr__(self) -> str:
         return (
-            f"TargetSpace(intervals={len(self.intervals)}, n_addrs={self.n_addrs}, "
+            f"{type(self).__name__}(intervals={len(self.intervals)}, n_addrs={self.n_addrs}, "
             f"n_ports={self.n_ports}, size={self.size})"
         )
 
@@ -436,6 +552,123 @@ class TargetSpace:
             return False
         i = int(np.searchsorted(self._starts, _U64(addr), side="right")) - 1
         return i >= 0 and addr < int(self._ends[i])
+
+
+def _excluded(exclude: Sequence[str], family: int) -> list[str]:
+    """--exclude's tokens of one family; a bad token of either is a TargetError naming the option."""
+    v4, v6 = _split_families(exclude)
+    try:
+        parse_targets(v4)
+        parse_targets6(v6)
+    except TargetError as exc:
+        raise TargetError(f"--exclude: {exc}") from None
+    return v6 if family == 6 else v4
+
+
+def _nothing_left(exclude: Sequence[str], exclude_files: Sequence[object]) -> None:
+    more = " and --exclude" if exclude or exclude_files else ""
+    raise TargetError(f"no targets left after allow/block lists{more}")
+
+
+def default_blocklist6() -> Ranges6:
+    """The IPv6 special-purpose ranges a scan never probes unless --blocklist replaces them."""
+    from . import blocks
+
+    listed = getattr(blocks, "DEFAULT_BLOCKLIST6", None)
+    if listed is None:
+        raise TargetError("no default IPv6 blocklist in this build: give --blocklist FILE (empty: none)")
+    return parse_targets6(list(listed))
+
+
+class TargetSpace6(TargetSpace):
+    """An IPv6 target space: the same pair indexing and order as TargetSpace, over 128-bit addresses.
+
+    Addresses come out as ADDR6_DTYPE records. The pairs must number under 2^62 (what the
+    permutation orders): a /64 cannot be scanned whole, a /96 on 65,535 ports can.
+    """
+
+    family = 6
+
+    def __init__(self, ranges: Iterable[tuple[int, int]], ports: npt.ArrayLike | str) -> None:
+        iv = normalize6(ranges)
+        if not iv:
+            raise TargetError("empty target space")
+        if iv[-1][1] > ADDR6_SPACE:
+            raise TargetError("address interval beyond ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+        self.ports = _check_ports(ports)
+        self.n_ports = len(self.ports)
+        self.n_addrs = sum(e - s for s, e in iv)
+        self.size = self.n_addrs * self.n_ports
+        if self.size > MAX_PAIRS:
+            raise TargetError(
+                f"IPv6 target space too large: {self.n_addrs} addresses x {self.n_ports} ports is over 2^62 "
+                "pairs, the most a scan orders (--max-targets only stops it early): use longer prefixes"
+            )
+        self.ranges6 = iv
+        m = (1 << 64) - 1
+        # intervals (the checkpoint's digest of the space): start hi, start lo, end hi, end lo.
+        self.intervals = np.array(
+            [(s >> 64, s & m, (e - 1) >> 64, (e - 1) & m) for s, e in iv], dtype=np.uint64
+        ).reshape(-1, 4)
+        self._hi = np.ascontiguousarray(self.intervals[:, 0])
+        self._lo = np.ascontiguousarray(self.intervals[:, 1])
+        counts = np.array([e - s for s, e in iv], dtype=np.uint64)
+        self._offsets = np.concatenate((np.zeros(1, np.uint64), np.cumsum(counts)))
+        self._n_ports_u64 = _U64(self.n_ports)
+
+    @classmethod
+    def build6(
+        cls,
+        space: Ranges6,
+        ports: npt.NDArray[np.uint16],
+        blocklist: str | os.PathLike[str] | None,
+        allowlist: str | os.PathLike[str] | None,
+        exclude: Sequence[str],
+        exclude_files: Sequence[str | os.PathLike[str]],
+    ) -> TargetSpace6:
+        if allowlist is not None:
+            space = intersect6(space, read_list(allowlist)[1])
+        blocked = default_blocklist6() if blocklist is None else read_list(blocklist)[1]
+        excluded = parse_targets6(_excluded(exclude, 6))
+        blocked = normalize6(blocked + excluded + [r for p in exclude_files for r in read_list(p)[1]])
+        space = subtract6(space, blocked)
+        if not space:
+            _nothing_left(exclude, exclude_files)
+        return cls(space, ports)
+
+    def _addrs_unchecked(self, idx: npt.NDArray[np.uint64]) -> npt.NDArray[np.void]:  # type: ignore[override]
+        i = np.searchsorted(self._offsets, idx, side="right") - 1
+        off = idx - self._offsets[i]
+        lo = self._lo[i] + off  # wraps mod 2^64; the carry goes to hi
+        hi = self._hi[i] + (lo < self._lo[i]).astype(np.uint64)
+        out = np.empty(len(idx), dtype=ADDR6_DTYPE)
+        out["hi"] = hi
+        out["lo"] = lo
+        return out
+
+    def contains(self, addr: int | str) -> bool:
+        if isinstance(addr, str):
+            parsed = _parse_ipv6(addr)
+            if parsed is None:
+                raise ValueError(f"invalid address '{addr}'")
+            addr = parsed
+        return any(s <= addr < e for s, e in self.ranges6)
+
+
+def addr6_ints(addrs: npt.NDArray[np.void]) -> list[int]:
+    """ADDR6_DTYPE records -> Python ints (for tests and text)."""
+    his, los = addrs["hi"].tolist(), addrs["lo"].tolist()
+    return [(int(h) << 64) | int(lo) for h, lo in zip(his, los, strict=True)]
+
+
+def addr6_array(values: Iterable[int]) -> npt.NDArray[np.void]:
+    """Python ints -> ADDR6_DTYPE records."""
+    vals = list(values)
+    out = np.empty(len(vals), dtype=ADDR6_DTYPE)
+    m = (1 << 64) - 1
+    out["hi"] = [v >> 64 for v in vals]
+    out["lo"] = [v & m for v in vals]
+    return out
 
 
 # --------------------------------------------------------------------------- permutation

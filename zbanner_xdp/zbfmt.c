@@ -1,8 +1,9 @@
 /* JSON lines for a batch of records: the hot loop of zbanner_xdp.jsonlines.
  *
  * Python describes a line as a list of columns (constant text, an unsigned
- * number, an IPv4 address, a word from a vocabulary, a timestamp), each with
- * one value per row in a contiguous u64 array prepared by numpy, and this
+ * number, an IPv4 address, a word from a vocabulary, a timestamp, an IPv6
+ * address), each with one value per row in a contiguous u64 array prepared by
+ * numpy (an IPv6 address: two, its 16 bytes in network order), and this
  * writes every row. Compiled on first use by zbanner_xdp.fastfmt; without a
  * C compiler the numpy formatter produces the same bytes.
  */
@@ -10,7 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { ZB_CONST = 0, ZB_UINT = 1, ZB_DOTTED = 2, ZB_WORD = 3, ZB_TIME = 4 };
+enum { ZB_CONST = 0, ZB_UINT = 1, ZB_DOTTED = 2, ZB_WORD = 3, ZB_TIME = 4, ZB_IPV6 = 5 };
 
 struct zb_col {
 	uint32_t op;
@@ -84,6 +85,45 @@ static uint8_t *put_time(uint8_t *p, uint64_t ms)
 	return p;
 }
 
+/* An IPv6 address as RFC 5952 text (jsonlines.Lines.ipv6 writes the same): groups in lowercase hex
+ * without leading zeros, the first longest run of two or more zero groups as "::". */
+static uint8_t *put_ipv6(uint8_t *p, const uint8_t *a)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned g[8];
+	int best_at = -1, best_len = 1, run = 0;
+	for (int i = 0; i < 8; i++) {
+		g[i] = ((unsigned)a[2 * i] << 8) | a[2 * i + 1];
+		run = g[i] ? 0 : run + 1;
+		if (run > best_len) {
+			best_len = run;
+			best_at = i - run + 1;
+		}
+	}
+	*p++ = '"';
+	for (int i = 0; i < 8; i++) {
+		if (best_at >= 0 && i >= best_at && i < best_at + best_len) {
+			if (i == best_at)
+				*p++ = ':';
+			if (i == 7)
+				*p++ = ':';
+			continue;
+		}
+		if (i)
+			*p++ = ':';
+		int started = 0;
+		for (int k = 3; k >= 0; k--) {
+			unsigned nib = (g[i] >> (4 * k)) & 0xf;
+			if (nib || started || k == 0) {
+				*p++ = (uint8_t)hex[nib];
+				started = 1;
+			}
+		}
+	}
+	*p++ = '"';
+	return p;
+}
+
 /* Returns the bytes written; the caller sizes `out` for the widest rows. */
 size_t zb_format(const struct zb_col *cols, size_t ncols, size_t nrows, uint8_t *out)
 {
@@ -125,6 +165,9 @@ size_t zb_format(const struct zb_col *cols, size_t ncols, size_t nrows, uint8_t 
 			}
 			case ZB_TIME:
 				p = put_time(p, v);
+				break;
+			case ZB_IPV6:
+				p = put_ipv6(p, (const uint8_t *)&col->vals[2 * r]);
 				break;
 			}
 		}

@@ -92,6 +92,27 @@ def stateful_view(probe: str, port: int, addrs: list[str]) -> dict:
     return json.loads(python_in_scan_ns(STATEFUL_CLIENT, probe, str(port), *addrs))
 
 
+def check_banners(recs: list[dict], probe: str, port: int, targets: list[str]) -> list[dict]:
+    """One banner record per target, its parsed fields equal to a stateful client's (a sample of
+    targets); the banner records."""
+    banners = [x for x in recs if x["classification"] == "banner"]
+    per_target = Counter(x["saddr"] for x in banners)
+    assert set(per_target) == set(targets), f"missing {sorted(set(targets) - set(per_target))[:5]}"
+    assert set(per_target.values()) == {1}
+    assert all(x["probe"] == probe and x["success"] and x["sport"] == port for x in banners)
+    assert all(x["banner"] and x["data"] and isinstance(x[probe], dict) for x in banners)
+    sample = targets[:: max(1, len(targets) // 8)]
+    truth = stateful_view(probe, port, sample)
+    by_addr = {x["saddr"]: x for x in banners}
+    for a in sample:
+        ours = {k: by_addr[a][probe][k] for k in STABLE[probe]}
+        theirs = {k: truth[a]["parsed"][k] for k in STABLE[probe]}
+        assert ours == theirs, a
+        if probe == "tls":
+            assert by_addr[a]["tls"]["version"] == truth[a]["ssl_version"] == "TLSv1.3"
+    return banners
+
+
 @pytest.mark.parametrize(("probe", "port", "net", "rate"), CASES, ids=[c[0] for c in CASES])
 def test_one_banner_per_target_equal_to_stateful_client(
     lab_up, tmp_path: Path, empty_blocklist: str, probe: str, port: int, net: str, rate: str, replies: str
@@ -120,25 +141,8 @@ def test_one_banner_per_target_equal_to_stateful_client(
             *REPLY_ARGS[replies],
         )
     assert r.returncode == 0, r.stderr
-    recs = read_records(out)
     targets = [str(a) for a in ipaddress.ip_network(net)]
-    banners = [x for x in recs if x["classification"] == "banner"]
-    per_target = Counter(x["saddr"] for x in banners)
-    assert set(per_target) == set(targets), f"missing {sorted(set(targets) - set(per_target))[:5]}"
-    assert set(per_target.values()) == {1}
-    assert all(x["probe"] == probe and x["success"] and x["sport"] == port for x in banners)
-    assert all(x["banner"] and x["data"] and isinstance(x[probe], dict) for x in banners)
-
-    # Compare with a stateful client on a sample of targets.
-    sample = targets[:: max(1, len(targets) // 8)]
-    truth = stateful_view(probe, port, sample)
-    by_addr = {x["saddr"]: x for x in banners}
-    for a in sample:
-        ours = {k: by_addr[a][probe][k] for k in STABLE[probe]}
-        theirs = {k: truth[a]["parsed"][k] for k in STABLE[probe]}
-        assert ours == theirs, a
-        if probe == "tls":
-            assert by_addr[a]["tls"]["version"] == truth[a]["ssl_version"] == "TLSv1.3"
+    banners = check_banners(read_records(out), probe, port, targets)
 
     # No RST from the scanner namespace's kernel: every RST it sent carries our TTL.
     # (Kernel sockets of the scan namespace use ports 10000-30000, see the lab.)

@@ -204,22 +204,23 @@ def _plan_prog(names: list[tuple[str, dict[str, str]]], port: int, **extra: obje
     from zbanner_xdp.probes import get_probe
 
     plan = ProbePlan([get_probe(n, a) for n, a in names], np.array([port]), LO, HI)
+    family = int(extra.get("family", 4))  # type: ignore[call-overload]
     params = ProgParams(
-        src_ip=US,
+        src_ip=int(extra.pop("src_ip", US)),  # type: ignore[call-overload]
         port_lo=LO,
         port_hi=HI,
         probes=plan.P,
         variants=plan.V,
         slots=plan.slots,
         icmp_variant=plan.icmp_index,
-        banners=True,
+        banners=any(p.handshake for p in plan.probes),
         dedup_entries=1024,
         ringbuf_pages=64,
         banner_pages=64,
         **extra,  # type: ignore[arg-type]
     )
-    kps = plan.kernel_payloads() if extra.get("kernel_replies") else None
-    prog = RecvProgram(params, KEY, probe_infos=plan.probe_infos(), kernel_payloads=kps)
+    kps = plan.kernel_payloads(family) if extra.get("kernel_replies") else None
+    prog = RecvProgram(params, KEY, probe_infos=plan.probe_infos(family), kernel_payloads=kps)
     return prog, RingReader(prog, 64, 64), plan
 
 
