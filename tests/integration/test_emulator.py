@@ -878,3 +878,42 @@ def test_flood_rate(lab: Lab, emu: Emulator) -> None:
     assert emu_sent + emu_refused == answered and got == emu_sent, (emu_sent, emu_refused, got)
     assert got > FLOOD // 2  # most of it, on a quiet machine all of it
     assert runs1 - runs0 >= answered and per_pkt > 0
+
+
+# --------------------------------------------------------------------------- the IPv6 sink (bench)
+SINK6_PARAMS = EmulatorParams(net=NET, sink=True, sink6="2001:2::/64")
+
+
+@pytest.fixture(scope="module")
+def sink6() -> Iterator[Emulator]:
+    yield from _compiled(SINK6_PARAMS)
+
+
+def _frame6(dst: str, proto: int, body: bytes) -> bytes:
+    src, dst_b = (socket.inet_pton(socket.AF_INET6, a) for a in ("2001:2:0:ff00::1", dst))
+    ip6 = dpkt.ip6.IP6(src=src, dst=dst_b, nxt=proto, hlim=64, data=body, plen=len(body))
+    return T_MAC + C_MAC + b"\x86\xdd" + bytes(ip6)
+
+
+def _syn6(dst: str) -> bytes:
+    tcp = dpkt.tcp.TCP(sport=40000, dport=22, seq=1000, flags=dpkt.tcp.TH_SYN, off=5)
+    return _frame6(dst, socket.IPPROTO_TCP, bytes(tcp))
+
+
+@pytest.mark.parametrize(
+    ("f", "ret", "counter"),
+    [
+        (_syn6("2001:2::1:5"), XDP_DROP, "dropped"),  # the bench's IPv6 SYNs: dropped, counted
+        (_syn6("2001:3::5"), XDP_PASS, "passed"),  # outside the /64
+        (_frame6("2001:2::1:5", 58, bytes([135, 0, 0, 0]) + bytes(20)), XDP_PASS, "passed"),  # ND
+        (frame(dpkt.tcp.TH_SYN), XDP_DROP, "dropped"),  # IPv4 to --net: the sink as before
+    ],
+    ids=["tcp-in-prefix", "tcp-outside", "neighbour-solicitation", "ipv4-in-net"],
+)
+def test_the_ipv6_sink_drops_tcp_to_its_prefix_and_passes_the_rest(
+    sink6: Emulator, f: bytes, ret: int, counter: str
+) -> None:
+    before = sink6.counters()
+    got, out = sink6.test_run(f)
+    assert got == ret and (ret == XDP_DROP or out == f)
+    assert delta(before, sink6.counters()) == {counter: 1}

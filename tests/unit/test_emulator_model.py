@@ -122,3 +122,12 @@ def test_cli_response_errors_one_line_exit_2(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("emulator: ") and fragment in err, err
+
+
+def test_the_ipv6_sink_needs_the_sink_and_a_prefix_of_64_or_shorter() -> None:
+    bad_ones = ({"sink6": "2001:2::/64"}, {"sink": True, "sink6": "2001:2::/96"}, {"sink": 1, "sink6": "x"})
+    for bad in bad_ones:
+        with pytest.raises(EmulatorError):
+            EmulatorParams(**bad)  # type: ignore[arg-type]
+    flags = EmulatorParams(sink=True, sink6="2001:2::/64").cflags()
+    assert "-DZE_SINK6=1" in flags and "-DZE_SINK6=0" in EmulatorParams().cflags()

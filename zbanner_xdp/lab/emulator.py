@@ -193,8 +193,16 @@ class EmulatorParams:
     seed: int = 0
     response: bytes | None = None  # a canned response in segments instead of the banner
     segment: int = SEGMENT_MAX  # a response segment's largest payload
+    sink6: str | None = None  # with sink: an IPv6 prefix (/64 or shorter) whose TCP is dropped, counted
 
     def __post_init__(self) -> None:
+        if self.sink6 is not None:
+            try:
+                net6 = ipaddress.IPv6Network(self.sink6, strict=False)
+            except ValueError as exc:
+                raise EmulatorError(f"invalid IPv6 range '{self.sink6}': {exc}") from None
+            if not self.sink or net6.prefixlen > 64:
+                raise EmulatorError("--sink6: with --sink, a /64 or shorter")
         try:
             ipaddress.IPv4Network(self.net, strict=False)
         except ValueError as exc:
@@ -227,6 +235,15 @@ class EmulatorParams:
     def isn(self, our_ip: int, their_ip: int, our_port: int, their_port: int) -> int:
         return isn(self.seed, our_ip, their_ip, our_port, their_port)
 
+    def _sink6_flags(self) -> list[str]:
+        if self.sink6 is None:
+            return ["-DZE_SINK6=0"]
+        net6 = ipaddress.IPv6Network(self.sink6, strict=False)
+        # The first 8 bytes of the destination, loaded as a native integer, as the C side compares them.
+        hi = int.from_bytes(net6.network_address.packed[:8], sys.byteorder)
+        mask = int.from_bytes(net6.netmask.packed[:8], sys.byteorder)
+        return ["-DZE_SINK6=1", f"-DZE_NET6_RAW={hi}ULL", f"-DZE_MASK6_RAW={mask}ULL"]
+
     def cflags(self) -> list[str]:
         def raw(word: int) -> int:
             # The packet's bytes loaded as a native integer, as the C side compares them.
@@ -243,6 +260,7 @@ class EmulatorParams:
             f"-DZE_MSS={self.mss}",
             f"-DZE_SERVER_FIRST={int(self.server_first)}",
             f"-DZE_SINK={int(self.sink)}",
+            *self._sink6_flags(),
             f"-DZE_RESPONSE={int(self.response is not None)}",
             f"-DZE_SEG={self.segment}",
             *_check_flags(),
@@ -543,6 +561,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--banner", type=_banner, default=DEFAULT_BANNER, help=r"banner, escapes allowed: 'x\r\n'")
     p.add_argument("--server-first", action="store_true", help="send the banner right after the handshake")
     p.add_argument("--sink", action="store_true", help="answer nothing: drop and count every frame to --net")
+    p.add_argument(
+        "--sink6", default=None, help="with --sink: drop and count TCP to this IPv6 /64 (or shorter) too"
+    )
     resp = p.add_mutually_exclusive_group()
     resp.add_argument(
         "--response-file", dest="response", type=_response_file, default=None,
@@ -595,6 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ports=args.ports,
             server_first=args.server_first,
             sink=args.sink,
+            sink6=args.sink6,
             mss=args.mss,
             seed=args.seed,
             response=args.response,

@@ -50,6 +50,7 @@
  * the kernel and tripled the compile time of every scan (1.7 s -> 0.6 s). */
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
 #include <uapi/linux/tcp.h>
 #include <uapi/linux/in.h>
 
@@ -199,6 +200,20 @@ int xdp_responder(struct xdp_md *ctx)
 	__u16 proto;
 
 	struct ethhdr *eth = zb_parse_eth(&c, &proto);
+#if ZE_SINK && ZE_SINK6
+	/* The IPv6 sink (--sink6 PREFIX, a /64 or shorter): TCP to it is dropped and counted, as
+	 * IPv4 TCP to --net is; neighbour discovery and everything else passes. */
+	if (eth && proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = c.pos;
+		if ((void *)(ip6 + 1) > c.end)
+			goto pass;
+		__u64 hi;
+		__builtin_memcpy(&hi, &ip6->daddr, sizeof(hi));
+		if (ip6->nexthdr == IPPROTO_TCP && (hi & ZE_MASK6_RAW) == ZE_NET6_RAW)
+			goto drop;
+		goto pass;
+	}
+#endif
 	if (!eth || proto != bpf_htons(ETH_P_IP))
 		goto pass;
 	struct iphdr *ip = zb_parse_ipv4(&c);
