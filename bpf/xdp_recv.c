@@ -313,18 +313,24 @@ static __always_inline __u32 csum_at(__u64 part, __u32 offset)
  * answer again, and a lost ACK costs a delay instead of the banner. */
 static __always_inline struct zb_dedup_bucket *dedup_bucket(struct zb_dedup_key *k)
 {
-	/* Multiply-xorshift mixing: keys are already validated replies (a
-	 * forger cannot choose them without the cookie key), so speed wins. */
-	__u32 h = k->saddr * 0x9E3779B1u;
+	/* Keys are already validated replies (a forger cannot choose them without the cookie key), so
+	 * speed wins over a keyed hash; but every bit of the key must reach the bucket index. The
+	 * first mixing (32-bit multiplies, then one shift) kept only bits 15-31 of the address's and
+	 * ports' products: a /16 of targets on one port filled 80k of 131k buckets, up to 16 keys
+	 * each, and evicted hundreds of entries a scan (their repeats recorded again). MurmurHash3's
+	 * 64-bit finalizer over the whole key instead; zbanner_xdp/events.py dedup_index mirrors it. */
+	__u64 h = (__u64)k->saddr | ((__u64)(k->sport | ((__u32)k->dport << 16)) << 32);
 #if ZB_IPV6
-	h ^= (k->saddr_hi[0] ^ k->saddr_hi[1] * 0x27D4EB2Fu ^ k->saddr_hi[2] * 0x165667B1u) * 0x85EBCA6Bu;
+	h ^= ((__u64)k->saddr_hi[0] | ((__u64)k->saddr_hi[1] << 32)) * 0x9E3779B97F4A7C15ULL;
+	h ^= (__u64)k->saddr_hi[2] * 0xC2B2AE3D27D4EB4FULL;
 #endif
-	h ^= (k->sport | ((__u32)k->dport << 16)) * 0x85EBCA77u;
-	h ^= k->kind * 0xC2B2AE3Du;
-	h ^= h >> 15;
-	h *= 0x2C1B3C6Du;
-	h ^= h >> 12;
-	__u32 idx = h & (ZB_DEDUP_BUCKETS - 1);
+	h ^= (__u64)k->kind * 0x165667B19E3779F9ULL;
+	h ^= h >> 33;
+	h *= 0xFF51AFD7ED558CCDULL;
+	h ^= h >> 33;
+	h *= 0xC4CEB9FE1A85EC53ULL;
+	h ^= h >> 33;
+	__u32 idx = (__u32)h & (ZB_DEDUP_BUCKETS - 1);
 	return dedup.lookup(&idx);
 }
 

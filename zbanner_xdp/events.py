@@ -203,6 +203,34 @@ DEDUP_SLOT6_DTYPE = np.dtype(
     [*((n, DEDUP_SLOT_DTYPE.fields[n][0]) for n in DEDUP_SLOT_DTYPE.names), ("saddr_hi", "<u4", (3,))]
 )
 
+
+def dedup_index(
+    saddr_raw: np.ndarray,
+    sport: np.ndarray,
+    key_port: np.ndarray,
+    kind: np.ndarray,
+    buckets: int,
+    saddr_hi: np.ndarray | None = None,
+) -> np.ndarray:
+    """The duplicate filter's bucket of each key, as bpf/xdp_recv.c dedup_bucket() computes it
+    (MurmurHash3's 64-bit finalizer over the whole key). saddr_raw: the event's address (raw);
+    saddr_hi: an IPv6 key's first 12 address bytes as three raw u32 (shape (n, 3))."""
+    u = np.uint64
+    with np.errstate(over="ignore"):
+        h = saddr_raw.astype(u) | ((sport.astype(u) | (key_port.astype(u) << u(16))) << u(32))
+        if saddr_hi is not None:
+            hi = saddr_hi.astype(u)
+            h ^= (hi[:, 0] | (hi[:, 1] << u(32))) * u(0x9E3779B97F4A7C15)
+            h ^= hi[:, 2] * u(0xC2B2AE3D27D4EB4F)
+        h ^= kind.astype(u) * u(0x165667B19E3779F9)
+        h ^= h >> u(33)
+        h *= u(0xFF51AFD7ED558CCD)
+        h ^= h >> u(33)
+        h *= u(0xC4CEB9FE1A85EC53)
+        h ^= h >> u(33)
+    return (h & u(buckets - 1)).astype(np.int64)
+
+
 SHARED_STRUCTS = {
     "zb_event": EVENT_DTYPE,
     "zb_config": CONFIG_DTYPE,

@@ -451,3 +451,31 @@ def test_a_pure_ack_of_a_multi_step_request_goes_up_and_no_other() -> None:
     finally:
         ring.close()
         prog.close()
+
+
+def test_the_duplicate_filters_bucket_is_the_one_python_computes() -> None:
+    """Each reply lands in the bucket events.dedup_index says (the C hash and its mirror agree), so
+    the hash's spread measured in tests/unit/test_dedup_hash.py is the program's."""
+    from zbanner_xdp import events
+    from zbanner_xdp.bpfprog import ProgParams, RecvProgram
+
+    params = ProgParams(src_ip=US, port_lo=LO, port_hi=HI, banners=False, dedup_entries=1024)
+    prog = RecvProgram(params, KEY)
+    ring = RingReader(prog, 64)
+    try:
+        rng = np.random.default_rng(3)
+        them = (0xC6120000 + rng.integers(0, 1 << 16, 64)).astype(np.uint32)  # 198.18.x.y
+        ours = rng.integers(LO, HI, 64)
+        for t, o in zip(them.tolist(), ours.tolist(), strict=True):
+            c = cookie_scalar(KEY, US, t, o, 80)
+            assert bpfsys.prog_test_run(prog.prog_fd, frame(0x12, c + 1, sport=o, src=t))[0] == XDP_DROP
+            ring.poll(0)
+        raw = them.byteswap()  # the event's (and the key's) address: the packet's bytes, loaded raw
+        idx = events.dedup_index(raw, np.full(64, 80), ours, np.full(64, 1), params.dedup_buckets)
+        for r, o, i in zip(raw.tolist(), ours.tolist(), idx.tolist(), strict=True):
+            bucket = np.frombuffer(prog.obj.lookup("dedup", i), events.DEDUP_SLOT_DTYPE)
+            want = (r, 80 | (o << 16), 1)
+            assert want in {(int(s["saddr"]), int(s["ports"]), int(s["kind"])) for s in bucket}, (r, o, i)
+    finally:
+        ring.close()
+        prog.close()
