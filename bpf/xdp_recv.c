@@ -871,8 +871,11 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 	}
 
 	__u32 plen = 0;
-	if (ZB_BANNERS)
-		plen = probe_payload_len(get_probe(zb_split_variant(variant).probe), a);
+	struct zb_probe_info *pi = 0;  /* looked up once: the length here, the flags for an ACK below */
+	if (ZB_BANNERS) {
+		pi = get_probe(zb_split_variant(variant).probe);
+		plen = probe_payload_len(pi, a);
+	}
 
 	if (flags & TCP_RST) {
 		r.kind = ZB_KIND_RST;
@@ -921,7 +924,6 @@ static __always_inline int handle_tcp(struct xdp_md *ctx, struct zb_cursor *c, s
 	/* A pure ACK of our whole probe: the server has the request (a multi-step probe's proof that
 	 * a step without answer is the server's silence, not a request lost on the way). */
 	if (ZB_BANNERS && payload_len == 0 && ack == cookie + 1 + plen && plen) {
-		struct zb_probe_info *pi = get_probe(zb_split_variant(variant).probe);
 		if (pi && (pi->flags & ZB_PROBE_ACKS)) {
 			count(ZB_CNT_ACKED);
 			r.kind = ZB_KIND_ACKED;
