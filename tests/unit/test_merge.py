@@ -27,6 +27,7 @@ def _meta(shard: int, records: int, **over: object) -> dict:
         "metadata": f"/data/shard-{shard}.json",
         "iface": f"eth{shard}",
         "rate": 1000,
+        "kernel_replies": None,  # the default: in-kernel replies where the scan allows them
     }
     meta = {
         "version": "0.1.0",
@@ -203,3 +204,14 @@ def test_output_inside_the_directory_is_not_a_shard(tmp_path: Path) -> None:
     # A second merge into the same files ignores them.
     assert len(find_shards(str(d), (str(d / "all.jsonl"), str(d / "all.json")))) == SHARDS
     assert merge(str(d), str(d / "all.jsonl"), str(d / "all.json"))["records_written"] == 40
+
+
+def test_shards_that_differ_only_in_who_answered_merge(tmp_path: Path) -> None:
+    # In-kernel replies became the default (issue 17): a shard run before (kernel_replies False, then the
+    # default) or with --no-kernel-replies gives the same results; merge must not refuse it.
+    d = tmp_path / "shards"
+    d.mkdir()
+    recs = _four(d)
+    _write(d, 1, recs[1], kernel_replies=False)
+    _write(d, 3, recs[3], kernel_replies=True)
+    assert merge(str(d), str(tmp_path / "all.jsonl"))["records_written"] == 40
