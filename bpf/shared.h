@@ -136,6 +136,15 @@ struct zb_banner_event {
 	__u8 data[ZB_DATA_MAX];
 };
 
+/* A segment of at most ZB_SHORT_MAX bytes (most greetings: SSH, FTP, SMTP, POP, IMAP, Redis), in a
+ * ring of its own when the scan has one (ZB_SHORT_PAGES): a quarter of a zb_banner_event, so the
+ * same memory holds ~3.5 times the banners a slow receiver has not read yet. */
+#define ZB_SHORT_MAX 256
+struct zb_short_event {
+	struct zb_event h;
+	__u8 data[ZB_SHORT_MAX];
+};
+
 /* Per-scan secret written by user space before the first SYN goes out. */
 struct zb_config {
 	__u64 k0;

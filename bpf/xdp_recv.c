@@ -31,6 +31,8 @@
  *   ZB_REANSWER_NS      a repeat this long after our answer is a retransmission (0: never)
  *   ZB_RINGBUF_PAGES    small-record ring size in pages (power of two)
  *   ZB_BANNER_PAGES     banner ring size in pages (power of two)
+ *   ZB_SHORT_PAGES      > 0: banners of up to ZB_SHORT_MAX bytes go to a ring of their own
+ *                       (`shorts`, this many pages); 0: every banner to `banners`
  *   ZB_GENERATOR        1: also the kernel-side SYN generator (xdp_gen)
  *   ZB_GEN_SLOTS        entries in the generator's target ring
  *   ZB_KERNEL_REPLIES   1: answer SYN-ACKs and banners in the program (XDP_TX)
@@ -61,6 +63,9 @@
  * record. */
 BPF_RINGBUF_OUTPUT(events, ZB_RINGBUF_PAGES);
 BPF_RINGBUF_OUTPUT(banners, ZB_BANNER_PAGES);
+#if ZB_SHORT_PAGES
+BPF_RINGBUF_OUTPUT(shorts, ZB_SHORT_PAGES);
+#endif
 BPF_PERCPU_ARRAY(counters, __u64, ZB_CNT_MAX);
 BPF_ARRAY(config, struct zb_config, 1);
 BPF_ARRAY(probe_info, struct zb_probe_info, ZB_PROBES);
@@ -469,6 +474,28 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 	struct zb_event *ev;
 	__u64 copy = 0;
 	if (r->with_data) {
+#if ZB_SHORT_PAGES
+		/* User space enables the short ring only for scans whose banners are one segment each
+		 * (no --banner-bytes, no multi-connection probe): a connection's segments never need
+		 * ordering across the two rings. */
+		if (r->payload_len <= ZB_SHORT_MAX) {
+			struct zb_short_event *sev = shorts.ringbuf_reserve(sizeof(struct zb_short_event));
+			if (!sev) {
+				count(ZB_CNT_RINGBUF_FULL);
+				return verdict;
+			}
+			copy = r->payload_len;
+			asm volatile("" : "+r"(copy));
+			if (copy >= 1 && copy <= ZB_SHORT_MAX) {
+				if (bpf_xdp_load_bytes(ctx, r->data_off, sev->data, copy) < 0)
+					copy = 0;
+			} else {
+				copy = 0;
+			}
+			ev = &sev->h;
+			goto reserved;
+		}
+#endif
 		struct zb_banner_event *bev = banners.ringbuf_reserve(sizeof(struct zb_banner_event));
 		if (!bev) {
 			count(ZB_CNT_RINGBUF_FULL);
@@ -492,6 +519,9 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 			return verdict;
 		}
 	}
+#if ZB_SHORT_PAGES
+reserved:
+#endif
 	if (!repeat)
 		dedup_insert(bucket, &key, now_t);
 

@@ -949,7 +949,60 @@ def scenario_banner(runs: int, tmp: Path) -> dict[str, Any]:
             rows.append(
                 row(f"{pct} % open, {label}", repeat(runs, f"{pct}% {label}", one), expected_banners=expected)
             )
+    rows += banner_more(runs, tmp)
     return {"ground_truth": {"targets": 65536, "emulator_seed": EMU_SEED}, "rows": rows}
+
+
+# An HTTP response head as nginx sends it (HEAD /; 238 bytes): the emulator answers the probe's
+# request with it. On a veth its answer can be at most ~180 bytes longer than the request's frame
+# (lab/emulator.py), so not a head with a body.
+EMU_HTTP = (
+    "HTTP/1.1 200 OK\\r\\nServer: nginx/1.22.1\\r\\nDate: Sat, 05 Dec 2026 10:00:00 GMT\\r\\n"
+    "Content-Type: text/html\\r\\nContent-Length: 615\\r\\nLast-Modified: Tue, 13 Jun 2023 15:08:10 GMT"
+    '\\r\\nConnection: keep-alive\\r\\nETag: "6488865a-267"\\r\\nAccept-Ranges: bytes\\r\\n\\r\\n'
+)
+SUSTAINED_PORTS = "1000-1015"  # 16 ports x 65,536 addresses: 1,048,576 targets, ~2 s at full speed
+
+
+def banner_more(runs: int, tmp: Path) -> list[dict[str, Any]]:
+    """Issue 17's other banner figures: the HTTP default probe, a scan long enough that the
+    receiver's own pace decides (rings absorb a 65,536-target burst), and --rate 1M at 50 % open."""
+    rows = []
+    n16 = 16 * 65536
+    http, n_kr, r1m = "HTTP (`--probe http`, 238-byte response)", ["--no-kernel-replies"], ["--rate", "1M"]
+    cases: list[tuple[str, str, str, int, list[str], str | None, int]] = [
+        # (label, ports, probe, open permil, extra options, emulator banner (None: SSH), targets)
+        (f"{http}, 100 % open, default", "80", "http", 1000, [], EMU_HTTP, 65536),
+        (f"{http}, 100 % open, `--no-kernel-replies`", "80", "http", 1000, n_kr, EMU_HTTP, 65536),
+        ("1,048,576 targets (16 ports), 100 % open, default", SUSTAINED_PORTS, "ssh", 1000, [], None, n16),
+        ("1,048,576 targets, 50 % open, default, `--rate 1M`", SUSTAINED_PORTS, "ssh", 500, r1m, None, n16),
+    ]
+    for label, ports, probe, permil, extra, banner, targets in cases:
+        lo, _, hi = ports.partition("-")
+        expected = emu_expected_open(EMU_NET, range(int(lo), int(hi or lo) + 1), permil)
+
+        def one(
+            ports: str = ports, probe: str = probe, permil: int = permil, extra: list[str] = extra,
+            banner: str | None = banner, targets: int = targets,
+        ) -> dict[str, Any]:  # fmt: skip
+            emu: dict[str, Any] = {"server_first": banner is None}
+            if banner is not None:
+                emu["banner"] = banner
+            rate = [] if "--rate" in extra else ["--rate", "0"]
+            args = [*rate, "--cooldown", "2", *extra, "scan", EMU_NET, "-p", ports, "--probe", probe]
+            with emulator(EMU_NET, open_permil=permil, **emu) as counters:
+                r = zb(args, tmp)
+            r.pop("_synack"), r.pop("_banner")
+            delivered = counters.get("syn_open", 0) + counters.get("syn_closed", 0)
+            return {
+                **r,
+                "banners": r["responses"].get("banner", 0),
+                "delivered": delivered,
+                "delivered_pct": round(100 * delivered / targets, 2),
+            }
+
+        rows.append(row(label, repeat(runs, label, one), expected_banners=expected, targets=targets))
+    return rows
 
 
 def scenario_banner_real(runs: int, tmp: Path) -> dict[str, Any]:

@@ -203,10 +203,12 @@ def table_banner(res: dict[str, Any]) -> list[str]:
             r["label"],
             of(r["summary"], "banners", r["expected_banners"]),
             cell(r["summary"], "banners_per_s", _rate),
+            cell(r["summary"], "delivered_pct", lambda v: f"{v:.2f} %"),
         ]
         for r in _rows(res)
     ]
-    return _table([f"SSH banners from the XDP emulator, {n:,} targets", "banners", "banners/s"], rows)
+    head = f"Banners from the XDP emulator: SSH, {n:,} targets, --rate 0, unless the row says otherwise"
+    return _table([head, "banners", "banners/s", "SYNs delivered"], rows)
 
 
 def table_banner_real(res: dict[str, Any]) -> list[str]:
@@ -394,15 +396,19 @@ def table_profile(res: dict[str, Any]) -> list[str]:
     for label, top in (res.get("perf_top") or {}).items():
         shown = [t for t in top if "pct" in t][:8]
         if shown:
-            lines += ["", f"perf, {label} (one more run, every CPU, share of the busy samples): " + "; ".join(
-                f"{t['pct']:.1f} % {t['comm']} `{t['symbol']}`" for t in shown
-            )]
+            lines += [
+                "",
+                f"perf, {label} (one more run, every CPU, share of the busy samples): "
+                + "; ".join(f"{t['pct']:.1f} % {t['comm']} `{t['symbol']}`" for t in shown),
+            ]
     for label, top in (res.get("py_spy_top") or {}).items():
         shown = [t for t in top if "pct" in t][:8]
         if shown:
-            lines += ["", f"py-spy, {label} (one more run, the scanner's threads on CPU): " + "; ".join(
-                f"{t['pct']:.1f} % `{t['function']}`" for t in shown
-            )]
+            lines += [
+                "",
+                f"py-spy, {label} (one more run, the scanner's threads on CPU): "
+                + "; ".join(f"{t['pct']:.1f} % `{t['function']}`" for t in shown),
+            ]
     return lines
 
 

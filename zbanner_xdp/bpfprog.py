@@ -47,6 +47,9 @@ class ProgParams:
     # 64 MiB: ~60k banners of up to 1 KiB, what a fast emulated target set can
     # produce before the receiver has parsed the first ones.
     banner_pages: int = 16384
+    # > 0: banners of up to SHORT_MAX bytes in a ring of their own (only for one-segment banners:
+    # the scanner asks for it without --banner-bytes and multi-connection probes). 32 MiB: ~107k.
+    short_pages: int = 0
     generator: bool = False
     gen_slots: int = 1 << 20
     kernel_replies: bool = False
@@ -95,6 +98,7 @@ class ProgParams:
             f"-DZB_REANSWER_NS={int(self.reanswer_s * 1e9)}ULL",
             f"-DZB_RINGBUF_PAGES={self.ringbuf_pages}",
             f"-DZB_BANNER_PAGES={self.banner_pages}",
+            f"-DZB_SHORT_PAGES={self.short_pages}",
             f"-DZB_GENERATOR={int(self.generator)}",
             f"-DZB_GEN_SLOTS={self.gen_slots}",
             f"-DZB_KERNEL_REPLIES={int(self.kernel_replies)}",

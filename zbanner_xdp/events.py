@@ -136,6 +136,15 @@ def banner_dtype(family: int) -> np.dtype:
     return np.dtype([("h", event_dtype(family)), ("data", "u1", (DATA_MAX,))])
 
 
+# Bytes of a banner the short ring's records keep (ZB_SHORT_MAX): a banner that fits goes there
+# when the scan has that ring (bpfprog.ProgParams.short_pages).
+SHORT_MAX = 256
+
+
+def short_dtype(family: int) -> np.dtype:
+    return np.dtype([("h", event_dtype(family)), ("data", "u1", (SHORT_MAX,))])
+
+
 # The longest fixed payload the program answers a SYN-ACK with itself (--kernel-replies).
 KPAYLOAD_MAX = 1024
 # In-kernel reply templates (kpayload.py): per probe one per length of the dotted address, and the
@@ -329,6 +338,7 @@ def shared_constants() -> dict[str, int]:
         "ZB_EV_ANSWERED": EV_ANSWERED,
         "ZB_PROBE_ACKS": PROBE_ACKS,
         "ZB_DATA_MAX": DATA_MAX,
+        "ZB_SHORT_MAX": SHORT_MAX,
         "ZB_KPAYLOAD_MAX": KPAYLOAD_MAX,
         "ZB_KP_VARIANTS": KP_VARIANTS,
         "ZB_KP_RANGES": KP_RANGES,
@@ -352,6 +362,7 @@ def bpf_check_cflags(family: int = 4) -> list[str]:
             zb_gen_target=GEN_TARGET6_DTYPE,
             zb_gen_template=GEN_TEMPLATE6_DTYPE,
         )
+    structs.update(zb_banner_event=banner_dtype(family), zb_short_event=short_dtype(family))
     checks = cchecks.values(constants, "events.py")
     for struct, dt in structs.items():
         checks += cchecks.layout(struct, dt.itemsize, ((n, dt.fields[n][1]) for n in dt.names), "events.py")

@@ -36,6 +36,7 @@ from .events import (
     event_dtype,
     event_keys,
     event_targets,
+    short_dtype,
     target_texts,
 )
 from .fields import Source
@@ -61,6 +62,8 @@ _BATCH_WAIT = 0.002
 # Distinct banners whose parse is remembered (cleared when full: a bound, not an LRU).
 _PARSE_MEMO = 16384
 _BANNER_BATCH = 4096
+_SHORT_BATCH = 8192
+_NO_SHORTS = np.zeros(0, short_dtype(4))
 
 
 class MmapRing:
@@ -131,33 +134,46 @@ BANNER_DTYPE = banner_dtype(4)
 
 
 class RingReader:
-    """Both rings of the XDP program; `poll()` waits for either and drains both."""
+    """The XDP program's rings: small records, banners and, if the scan has it, short banners
+    (events.SHORT_MAX). `poll()` waits for any and drains each."""
 
-    def __init__(self, prog: Any, ringbuf_pages: int, banner_pages: int | None = None):
+    def __init__(self, prog: Any, ringbuf_pages: int, banner_pages: int | None = None, short_pages: int = 0):
         page = mmap.PAGESIZE
         # An IPv6 scan's program records whole addresses after the IPv4 layout (events.EVENT6_DTYPE).
         self.family = prog.params.family
         small, big = event_dtype(self.family), banner_dtype(self.family)
         self.small = MmapRing(prog.map_fd("events"), ringbuf_pages * page, small.itemsize, small)
         self.big = MmapRing(prog.map_fd("banners"), (banner_pages or ringbuf_pages) * page, big.itemsize, big)
+        self.short: MmapRing | None = None
+        if short_pages:
+            dt = short_dtype(self.family)
+            self.short = MmapRing(prog.map_fd("shorts"), short_pages * page, dt.itemsize, dt)
         self._ep = select.epoll()
-        self._ep.register(self.small.fd, select.EPOLLIN)
-        self._ep.register(self.big.fd, select.EPOLLIN)
+        for ring in self.rings():
+            self._ep.register(ring.fd, select.EPOLLIN)
 
-    def poll(self, timeout_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        hdr, ban = self.small.read(_EVENT_BATCH), self.big.read(_BANNER_BATCH)
-        if len(hdr) == 0 and len(ban) == 0 and timeout_ms > 0:
+    def rings(self) -> list[MmapRing]:
+        return [r for r in (self.small, self.big, self.short) if r is not None]
+
+    def _read(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        short = self.short.read(_SHORT_BATCH) if self.short is not None else _NO_SHORTS
+        return self.small.read(_EVENT_BATCH), self.big.read(_BANNER_BATCH), short
+
+    def poll(self, timeout_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A batch of each ring: small records, banners, short banners (empty without that ring)."""
+        got = self._read()
+        if not any(len(g) for g in got) and timeout_ms > 0:
             self._ep.poll(timeout_ms / 1000)
-            hdr, ban = self.small.read(_EVENT_BATCH), self.big.read(_BANNER_BATCH)
-        return hdr, ban
+            got = self._read()
+        return got
 
     def backlog(self) -> float:
-        return max(self.small.fill(), self.big.fill())
+        return max(r.fill() for r in self.rings())
 
     def close(self) -> None:
         self._ep.close()
-        self.small.close()
-        self.big.close()
+        for ring in self.rings():
+            ring.close()
 
 
 _SUCCESS = (Kind.SYNACK, Kind.BANNER, Kind.UDP, Kind.ECHOREPLY)
@@ -290,7 +306,7 @@ class Receiver:
         if self._thread.is_alive():
             return 0
         n = 0
-        for ring in (self.reader.small, self.reader.big):
+        for ring in self.reader.rings():
             while True:
                 ev = ring.read(1 << 16)
                 if len(ev) == 0:
@@ -307,16 +323,19 @@ class Receiver:
             if self.segments is not None:
                 self.segments.sweep()  # answers that stopped coming
         t0 = time.monotonic()
-        hdr, big = self.reader.poll(timeout_ms)
+        hdr, big, short = self.reader.poll(timeout_ms)
         if len(hdr):
             self._handle_small(hdr)
         if len(big):
             self._handle_big(big)
+        if len(short):
+            self._handle_big(short)  # (a scan with this ring has neither steps nor segments)
         if self.steps is not None and len(big) < _BANNER_BATCH:
             self.steps.release()  # the banner ring read to its end: answers without data now count
-        if self.on_drained is not None and len(hdr) < _EVENT_BATCH and len(big) < _BANNER_BATCH:
+        ends = len(hdr) < _EVENT_BATCH and len(big) < _BANNER_BATCH and len(short) < _SHORT_BATCH
+        if self.on_drained is not None and ends:
             self.on_drained(t0)
-        return len(hdr) + len(big)
+        return len(hdr) + len(big) + len(short)
 
     # -- validation user space adds ----------------------------------------
     def _quoted_udp_ok(self, ev: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, checkpoint, cookie, fastfmt, filebroker, packets, privdrop, targets
+from . import __version__, checkpoint, cookie, cpus, fastfmt, filebroker, packets, privdrop, targets
 from .bpfprog import BpfSetupError, ProgParams, RecvProgram
 from .config import ScanConfig
 from .events import Counter
@@ -327,6 +327,7 @@ class Scanner:
         self.tx_note: str | None = None
         # The kernel generator's transmit-ring accounting (see KernelGenerator.send).
         self.gen_stats: dict[str, int] | None = None
+        self.placement: cpus.Placement | None = None  # while the generator sends (cpus.py)
 
     # -- set-up ----------------------------------------------------------
     def _check_banner_bytes(self) -> None:
@@ -464,6 +465,7 @@ class Scanner:
                 ttl=cfg.ttl,
                 ack_window=cfg.ack_window,
                 pcap_snap=snap_bytes(cfg.pcap_snaplen) if cfg.pcap else 0,
+                short_pages=self._short_pages(),
             )
             self.prog = RecvProgram(
                 params,
@@ -480,7 +482,7 @@ class Scanner:
             started = True
             self.replies = Replies(link, self.plan, cfg.ack_window, self.reply_queue)
             self.receiver = Receiver(
-                RingReader(self.prog, params.ringbuf_pages, params.banner_pages),
+                RingReader(self.prog, params.ringbuf_pages, params.banner_pages, params.short_pages),
                 link,
                 self.replies,
                 self.writer,
@@ -616,6 +618,13 @@ class Scanner:
                     pass
         if self.writer is not None:
             self.writer.close()
+
+    def _short_pages(self) -> int:
+        """The short-banner ring (events.SHORT_MAX; 32 MiB) for scans whose banners are one segment
+        each: not with --banner-bytes or multi-connection probes, whose segments of one connection
+        must stay in order (one ring)."""
+        one_segment = not self.segmented.any() and not any(self.plan.multi)
+        return 8192 if one_segment and any(p.handshake for p in self.probes) else 0
 
     def _kernel_generator(self, link: packets.LinkParams, params: ProgParams) -> KernelGenerator | None:
         """The kernel-side SYN generator, where the kernel and driver can do it (--tx auto|xdp)."""
@@ -801,10 +810,29 @@ class Scanner:
         if self.kgen is None:
             self._replies_from_receiver()
         self.status = StatusLine(self.total, cfg.quiet)
-        next_status = time.monotonic() + 1.0
         retrans = RetransmitQueue(1 + cfg.retransmit, cfg.retransmit_delay, cfg.retransmit_queue)
         pending: collections.deque[Segment | KernelSyns] = collections.deque()
         prog = self._start_progress(link, retrans, pending)
+        # The generator's CPU to itself (cpus.py); after every thread of the scan has started.
+        placement = self.placement = cpus.Placement() if self.kgen is not None else None
+        if placement is not None:
+            placement.apply()
+        try:
+            self._sending(link, limiter, retrans, pending, prog)
+        finally:
+            if placement is not None:
+                placement.release()
+
+    def _sending(
+        self,
+        link: packets.LinkParams,
+        limiter: RateLimiter,
+        retrans: RetransmitQueue,
+        pending: collections.deque,
+        prog: checkpoint.Progress | None,
+    ) -> None:
+        cfg = self.cfg
+        next_status = time.monotonic() + 1.0
         batches = self._batches(self.gen_size) if prog is None else prog.batches(self._positioned())
         # --max-runtime counts from the first packet, not from the BPF compile.
         t0 = self.send_start = time.monotonic()
@@ -1063,6 +1091,7 @@ class Scanner:
             "tx_mode": (self.tx_mode if self.tx_mode == "xdp" else self.tx.mode) if self.tx else None,
             "tx_note": self.tx_note,
             "tx_generator": self.gen_stats,
+            "cpus": self.placement.summary() if self.placement is not None else None,
             "kernel_replies": self._kreplies_summary()
             if self.kreplies
             else {

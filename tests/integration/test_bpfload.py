@@ -73,7 +73,7 @@ def _behaviour(prog) -> list:
                 frame(0x18, c + 1 + len(PAYLOAD), seq=6, sport=40100, payload=b"SSH-2.0-x\r\n"),  # banner
             )
         ]
-        small, big = ring.poll(0)
+        small, big, _ = ring.poll(0)
         recs = [
             (int(e["kind"]), int(e["sport"]), int(e["dport"]), int(e["seq"]), int(e["repeat"]))
             for e in np.concatenate([small[list(EVENT_DTYPE.names)], big["h"][list(EVENT_DTYPE.names)]])

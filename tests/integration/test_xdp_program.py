@@ -32,7 +32,7 @@ PROBE_INFO = {"base": len(PAYLOAD), "proto": socket.IPPROTO_TCP}  # one TCP prob
 
 
 class Prog:
-    def __init__(self, banners: bool, segments: bool = False) -> None:
+    def __init__(self, banners: bool, segments: bool = False, short_pages: int = 0) -> None:
         from zbanner_xdp.bpfprog import ProgParams, RecvProgram
 
         params = ProgParams(
@@ -44,9 +44,10 @@ class Prog:
             dedup_entries=1024,
             ringbuf_pages=64,
             banner_pages=64,
+            short_pages=short_pages,
         )
         self.p = RecvProgram(params, KEY, probe_infos=[PROBE_INFO] if banners else None)
-        self.ring = RingReader(self.p, 64)
+        self.ring = RingReader(self.p, 64, 64, short_pages)
 
     def run(self, frame: bytes) -> int:
         ret, _ = bpfsys.prog_test_run(self.p.prog_fd, frame)
@@ -54,8 +55,8 @@ class Prog:
 
     def drain(self) -> list[bytes]:
         """Raw records, as the mmap reader hands them over."""
-        small, big = self.ring.poll(0)
-        return [r.tobytes() for r in small] + [r.tobytes() for r in big]
+        small, big, short = self.ring.poll(0)
+        return [r.tobytes() for r in small] + [r.tobytes() for r in big] + [r.tobytes() for r in short]
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +171,31 @@ def test_banner_segment(banprog: Prog) -> None:
     assert banprog.drain() == []
 
 
+def test_short_banners_go_to_their_own_ring() -> None:
+    """With a short ring (the scanner's default for one-segment banners), a banner of up to
+    SHORT_MAX bytes is a short record holding all of it; a longer one a full banner record."""
+    from zbanner_xdp.events import SHORT_MAX, short_dtype
+
+    prog = Prog(banners=True, short_pages=64)
+    try:
+        sizes = {40070: 26, 40071: SHORT_MAX, 40072: SHORT_MAX + 1}
+        for sport, n in sizes.items():
+            body = bytes((i * 7 + sport) % 256 for i in range(n))
+            ack = cookie(sport=sport) + 1 + len(PAYLOAD)
+            assert prog.run(frame(0x18, ack, sport=sport, payload=body)) == XDP_DROP
+        small, big, short = prog.ring.poll(0)
+        assert len(small) == 0 and short.dtype == short_dtype(4)
+        assert sorted(short["h"]["dport"].tolist()) == [40070, 40071]
+        assert big["h"]["dport"].tolist() == [40072]
+        for rec in [*short, *big]:
+            sport, n = int(rec["h"]["dport"]), int(rec["h"]["data_len"])
+            assert n == int(rec["h"]["payload_len"]) == sizes[sport]
+            assert rec["data"][:n].tobytes() == bytes((i * 7 + sport) % 256 for i in range(n))
+    finally:
+        prog.ring.close()
+        prog.p.close()
+
+
 def test_later_segments_are_repeats_by_default_every_one_goes_up_with_segments(banprog: Prog) -> None:
     segprog = Prog(banners=True, segments=True)
     try:
@@ -269,8 +295,8 @@ def test_garbage_never_breaks_the_program_nor_makes_a_record(
     # The kernel refuses test frames shorter than an Ethernet header.
     ret, _ = bpfsys.prog_test_run(prog.prog_fd, data.ljust(14, b"\x00"))
     assert ret in (XDP_DROP, XDP_PASS)
-    small, big = ring.poll(0)
-    assert len(small) == 0 and len(big) == 0, "a record from garbage"
+    small, big, short = ring.poll(0)
+    assert len(small) == 0 and len(big) == 0 and len(short) == 0, "a record from garbage"
 
 
 def test_forgeries_reach_each_handler_and_fail_its_validation(liveprog) -> None:
@@ -290,8 +316,8 @@ def test_forgeries_reach_each_handler_and_fail_its_validation(liveprog) -> None:
         ret, _ = bpfsys.prog_test_run(prog.prog_fd, _ipv4(proto, THEM, body))
         assert ret == XDP_PASS, (proto, body[:4])
         assert int(prog.counters()[Counter.BAD_COOKIE]) == before + 1, (proto, body[:4])
-    small, big = ring.poll(0)
-    assert len(small) == 0 and len(big) == 0
+    small, big, short = ring.poll(0)
+    assert len(small) == 0 and len(big) == 0 and len(short) == 0
 
 
 def test_ring_reader_across_wraparound(synprog: Prog) -> None:
@@ -444,7 +470,7 @@ def test_a_pure_ack_of_a_multi_step_request_goes_up_and_no_other() -> None:
             for ack in (whole - 1, whole):  # part of the request, then all of it
                 ret, _ = bpfsys.prog_test_run(prog.prog_fd, frame(0x10, ack, sport=sport, dport=443))
                 assert ret == XDP_DROP  # ours either way: the kernel must not RST it
-            small, _ = ring.poll(0)
+            small, _, _ = ring.poll(0)
             got[entry] = [(int(e["kind"]), int(e["dport"]), int(e["ack"]) == whole % 2**32) for e in small]
             assert got[entry] == ([] if entry == plan.P - 1 else [(9, sport, True)]), (entry, got)
         assert prog.counter(Counter.ACKED) == 2

@@ -1,0 +1,50 @@
+"""cpus.Placement: the sending thread alone on one CPU, the scan's other threads on the rest."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from zbanner_xdp.cpus import Placement
+
+
+def test_one_cpu_pins_nothing() -> None:
+    p = Placement({3})
+    assert p.sender is None and p.summary() is None
+    p.apply()  # a no-op
+    p.release()
+
+
+def test_the_sender_gets_the_highest_cpu() -> None:
+    p = Placement({0, 2, 5})
+    assert p.sender == 5 and p.others == [0, 2]
+    assert p.summary() == {"sender": 5, "others": [0, 2]}
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
+def test_apply_pins_this_thread_apart_from_the_others_and_release_restores() -> None:
+    allowed = os.sched_getaffinity(0)
+    started, done = threading.Event(), threading.Event()
+    tid: list[int] = []
+
+    def other() -> None:
+        tid.append(threading.get_native_id())
+        started.set()
+        done.wait(10)
+
+    t = threading.Thread(target=other)
+    t.start()
+    started.wait(10)
+    p = Placement(allowed)
+    try:
+        p.apply()
+        assert os.sched_getaffinity(0) == {p.sender}
+        assert os.sched_getaffinity(tid[0]) == set(p.others)
+        assert p.sender not in p.others
+    finally:
+        p.release()
+        done.set()
+        t.join()
+    assert os.sched_getaffinity(0) == allowed
