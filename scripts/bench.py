@@ -810,10 +810,11 @@ def scenario_syn_real(runs: int, tmp: Path) -> dict[str, Any]:
     return {"ground_truth": {"targets": len(addrs), "synack": len(exp)}, "rows": rows}
 
 
-def _r0_xdp_packets() -> int:
+def _xdp_packets() -> int:
+    """Frames the router's scan-facing veth ran XDP on, over its queues (one per CPU: a generator
+    thread's frames go to its CPU's queue)."""
     out = sh(lab.ns_exec_argv(lab.ROUTER_NS, ["ethtool", "-S", lab.ROUTER_IF])).stdout
-    m = re.search(r"rx_queue_0_xdp_packets: (\d+)", out)
-    return int(m.group(1)) if m else 0
+    return sum(int(n) for n in re.findall(r"rx_queue_\d+_xdp_packets: (\d+)", out))
 
 
 def scenario_syn_sink(runs: int, tmp: Path) -> dict[str, Any]:
@@ -834,15 +835,20 @@ def scenario_syn_sink(runs: int, tmp: Path) -> dict[str, Any]:
             ("kernel generator (`xdp_gen`, live frames), `--rate 0`", ["--tx", "xdp", "--rate", "0"], v4),
             ("kernel generator, `--rate 1M`", ["--tx", "xdp", "--rate", "1M"], v4),
             ("kernel generator, `--rate 3M`", ["--tx", "xdp", "--rate", "3M"], v4),
+            (
+                "kernel generator, `--tx-threads 2` (both CPUs), `--rate 0`",
+                ["--tx", "xdp", "--tx-threads", "2", "--rate", "0"],
+                v4,
+            ),
             ("IPv6, AF_PACKET, `--rate 0`", ["--tx", "packet", "--rate", "0"], v6),
             ("IPv6, kernel generator, `--rate 0`", ["--tx", "xdp", "--rate", "0"], v6),
             ("IPv6, kernel generator, `--rate 1M`", ["--tx", "xdp", "--rate", "1M"], v6),
         ):
 
             def one(args: list[str] = args, where: str = where, which: str = which) -> dict[str, Any]:
-                before = _r0_xdp_packets()
+                before = _xdp_packets()
                 r = zb([*args, "--cooldown", "0.5", "scan", where, "-p", which], tmp, parse=False)
-                delivered = _r0_xdp_packets() - before
+                delivered = _xdp_packets() - before
                 return {
                     **r,
                     "delivered": delivered,
@@ -974,6 +980,15 @@ def banner_more(runs: int, tmp: Path) -> list[dict[str, Any]]:
         # (label, ports, probe, open permil, extra options, emulator banner (None: SSH), targets)
         (f"{http}, 100 % open, default", "80", "http", 1000, [], EMU_HTTP, 65536),
         (f"{http}, 100 % open, `--no-kernel-replies`", "80", "http", 1000, n_kr, EMU_HTTP, 65536),
+        (
+            "100 % open, default, `--tx-threads 2` (both CPUs generate)",
+            "22",
+            "ssh",
+            1000,
+            ["--tx-threads", "2"],
+            None,
+            65536,
+        ),
         ("1,048,576 targets (16 ports), 100 % open, default", SUSTAINED_PORTS, "ssh", 1000, [], None, n16),
         ("1,048,576 targets, 50 % open, default, `--rate 1M`", SUSTAINED_PORTS, "ssh", 500, r1m, None, n16),
     ]

@@ -128,6 +128,7 @@ class LiveRunner:
     """
 
     def __init__(self, prog_fd: int, frame: bytes, ifindex: int, batch_size: int = 256):
+        self.ifindex = ifindex
         self._in = ctypes.create_string_buffer(frame, len(frame))
         self._ctx = _XdpMd(data=0, data_end=len(frame), ingress_ifindex=ifindex)
         self._attr = _TestRunAttr(

@@ -51,6 +51,7 @@ class ScanConfig:
     retransmit_queue: int = 1 << 20
     tarpit_check: bool = False
     tx: str = "auto"
+    tx_threads: int = 1  # kernel generator threads, each on a CPU of its own (cpus.py)
     # Answered in XDP where the driver delivers (kreplies.py): None (the default) wherever the scan
     # allows it, True asked for (refused where it cannot be), False never (user space answers).
     kernel_replies: bool | None = None

@@ -10,6 +10,10 @@ run of 4,096 SYNs that takes 6 ms alone took 14-26 ms (measured on the two-core 
 from the emulator, every run timed). So with two or more CPUs allowed, the sending thread gets
 one of them to itself and every other thread of the scan the rest; with one CPU (or a `taskset`
 of one) nothing is pinned. The placement ends with the sending loop.
+
+--tx-threads N: N generator threads on N CPUs, each sending its share of every run (the program
+takes target indices from one shared atomic counter, so a thread may run anywhere, pinning is
+for speed). On a NIC (or the lab's veth, a queue per CPU) each CPU's frames go to its own queue.
 """
 
 from __future__ import annotations
@@ -20,13 +24,22 @@ from typing import Any
 
 
 class Placement:
-    """Pin the calling (sending) thread to one CPU and the scan's other threads to the rest."""
+    """Pin the sending threads to CPUs of their own and the scan's other threads to the rest.
 
-    def __init__(self, allowed: set[int] | None = None):
+    `senders` CPUs (the highest-numbered allowed: CPU 0 usually takes the most interrupts and
+    housekeeping) go to the generator: the calling thread takes the last, the generator's worker
+    threads (--tx-threads) the others, each pinning itself (`worker_cpus`). With one CPU allowed
+    nothing is pinned; with no CPU left over, the other threads share them all.
+    """
+
+    def __init__(self, allowed: set[int] | None = None, senders: int = 1):
         self.allowed = sorted(allowed if allowed is not None else os.sched_getaffinity(0))
-        # The highest-numbered CPU: CPU 0 usually takes the most interrupts and housekeeping.
-        self.sender: int | None = self.allowed[-1] if len(self.allowed) >= 2 else None
-        self.others = [c for c in self.allowed if c != self.sender]
+        if senders > len(self.allowed):
+            raise ValueError(f"{senders} sending threads, {len(self.allowed)} CPUs allowed")
+        self.senders = self.allowed[-senders:] if len(self.allowed) >= 2 else []
+        self.sender: int | None = self.senders[-1] if self.senders else None
+        self.worker_cpus = self.senders[:-1]
+        self.others = [c for c in self.allowed if c not in self.senders] or self.allowed
         self._pinned: list[int] = []  # native thread ids whose mask we changed
 
     def apply(self) -> None:
@@ -60,4 +73,4 @@ class Placement:
     def summary(self) -> dict[str, Any] | None:
         if self.sender is None:
             return None
-        return {"sender": self.sender, "others": self.others}
+        return {"senders": self.senders, "others": self.others}

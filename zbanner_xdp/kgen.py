@@ -83,10 +83,61 @@ class _DispatcherAnchor:
         self.link_fd = self.ns_fd = None
 
 
+class _Worker:
+    """One more generator thread (--tx-threads), pinned to a CPU of its own: it runs its share of
+    each of the generator's runs with a runner of its own. The program takes target indices from a
+    shared atomic counter, so shares need no ranges: together they run as many frames as the run
+    holds, and a share cut short (a signal) leaves the rest for the main thread."""
+
+    def __init__(self, prog_fd: int, frame: bytes, ifindex: int, batch: int, cpu: int):
+        self.runner = bpfsys.LiveRunner(prog_fd, frame, ifindex, batch)
+        self.cpu = cpu
+        self.count = 0
+        self.error: BaseException | None = None
+        self._stop = False
+        self._go = threading.Event()
+        self._done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"zbgen-{cpu}", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        with contextlib.suppress(OSError):  # unpinned it is slower, not wrong
+            os.sched_setaffinity(0, {self.cpu})
+        while True:
+            self._go.wait()
+            self._go.clear()
+            if self._stop:
+                return
+            try:
+                self.runner.run(self.count)
+            except bpfsys.BpfError as exc:
+                if exc.errno != errno.EINTR:
+                    self.error = exc
+            except BaseException as exc:  # surfaced by run_share's caller
+                self.error = exc
+            self._done.set()
+
+    def start(self, count: int) -> None:
+        self.count, self.error = count, None
+        self._done.clear()
+        self._go.set()
+
+    def wait(self) -> None:
+        self._done.wait()
+        if self.error is not None:
+            raise KernelGenError(f"kernel generator thread failed: {self.error}")
+
+    def close(self) -> None:
+        self._stop = True
+        self._go.set()
+        self.thread.join(5)
+
+
 class KernelGenerator:
     # Frames per BPF_PROG_RUN call: large runs amortise the call, small ones
     # bound what a ring overflow costs in repeats.
     MIN_CHUNK = 64
+    MIN_SHARE = 1024  # frames a thread at least: below, one thread runs it (waking others costs more)
     START_CHUNK = 256
     MAX_CHUNK = 16384
     RESEND_TRIES = 10  # with pauses from 0.2 ms, doubling: ~100 ms for a next hop to catch up
@@ -149,6 +200,7 @@ class KernelGenerator:
         if self.stats is None:
             stats.close()
         self.chunk = self.START_CHUNK
+        self.workers: list[_Worker] = []  # --tx-threads beyond the first (start_workers())
         self.runs = 0
         self.resent = 0  # frames sent again after a transmit ring overflowed
         self.xmit_errors = 0  # frames the driver refused (ring full), over all attempts
@@ -232,10 +284,32 @@ class KernelGenerator:
     def _next(self) -> int:
         return int(events.unpack(events.GEN_STATE_DTYPE, self.prog.obj.lookup("gen_state", 0))["next"])
 
+    def start_workers(self, cpus: list[int]) -> None:
+        """--tx-threads: a generator thread on each of `cpus`, besides the calling one."""
+        ifindex = self.runner.ifindex
+        self.workers = [_Worker(self.prog_fd, self.frame, ifindex, self.batch_size(), c) for c in cpus]
+
     def _run(self, start: int, count: int) -> None:
         """Frames [start, start+count) through the program, resuming where a signal stopped it."""
         self._set_state(start, start + count)
         todo = count
+        if self.workers and count >= self.MIN_SHARE * (len(self.workers) + 1):
+            # Every thread its share at once; what a signal cut short, the loop below sends.
+            share = count // (len(self.workers) + 1)
+            for w in self.workers:
+                w.start(share)
+            self.runs += 1
+            try:
+                self.runner.run(count - share * len(self.workers))
+            except bpfsys.BpfError as exc:
+                if exc.errno != errno.EINTR:
+                    raise KernelGenError(f"kernel generator run failed: {exc.strerror}") from None
+            finally:
+                for w in self.workers:
+                    w.wait()
+            todo = count - (min(self._next(), start + count) - start)
+            if todo <= 0:
+                return
         for _ in range(10_000):
             self.runs += 1
             try:
@@ -336,6 +410,9 @@ class KernelGenerator:
         return n
 
     def close(self) -> None:
+        for w in self.workers:
+            w.close()
+        self.workers = []
         self.anchor.close()
         for stats in (self.stats, self.reply_stats):
             if stats is not None:

@@ -47,6 +47,7 @@ LOCAL_OPTIONS = frozenset(
         "pcap",
         "pcap_snaplen",
         "kernel_replies",  # who answers (the program or user space): the same results either way
+        "tx_threads",  # how many threads send: the same probes either way
     }
 )
 # targets.* values that are per shard.

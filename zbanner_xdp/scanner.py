@@ -814,9 +814,17 @@ class Scanner:
         pending: collections.deque[Segment | KernelSyns] = collections.deque()
         prog = self._start_progress(link, retrans, pending)
         # The generator's CPU to itself (cpus.py); after every thread of the scan has started.
-        placement = self.placement = cpus.Placement() if self.kgen is not None else None
+        placement = None
+        if self.kgen is not None:
+            try:
+                placement = self.placement = cpus.Placement(senders=cfg.tx_threads)
+            except ValueError as exc:  # (a resumed scan on a machine with fewer CPUs)
+                raise ScanError(f"--tx-threads: {exc}") from None
         if placement is not None:
             placement.apply()
+            if placement.worker_cpus:
+                assert self.kgen is not None
+                self.kgen.start_workers(placement.worker_cpus)  # (started now: pinned apart)
         try:
             self._sending(link, limiter, retrans, pending, prog)
         finally:

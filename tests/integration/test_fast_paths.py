@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -135,7 +137,9 @@ def _truth(net: str, ports: range, permil: int) -> set[tuple[str, int]]:
     }
 
 
-def _kgen_scan(net: str, tmp_path: Path, empty_blocklist: str) -> tuple[dict, dict, list[dict]]:
+def _kgen_scan(
+    net: str, tmp_path: Path, empty_blocklist: str, extra: tuple[str, ...] = ()
+) -> tuple[dict, dict, list[dict]]:
     """A --rate 0 SYN scan of ports 1-8 through the kernel generator, 50 % open.
 
     Returns the emulator's counters, the metadata, and the records, after
@@ -146,7 +150,7 @@ def _kgen_scan(net: str, tmp_path: Path, empty_blocklist: str) -> tuple[dict, di
     out, meta = tmp_path / "out.jsonl", tmp_path / "meta.json"
     with emulated(net, "--open-permil", "500") as counters:
         r = run_scanner(
-            *("--blocklist", empty_blocklist, "--tx", "xdp", "--rate", "0", "--cooldown", "1", "-q"),
+            *("--blocklist", empty_blocklist, "--tx", "xdp", *extra, "--rate", "0", "--cooldown", "1", "-q"),
             *("-o", str(out), "--metadata", str(meta), "scan", net, "-p", "1-8"),
         )
     assert r.returncode == 0, r.stderr
@@ -165,6 +169,27 @@ def _kgen_scan(net: str, tmp_path: Path, empty_blocklist: str) -> tuple[dict, di
 
 def test_kernel_generator_delivers_every_syn(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
     _kgen_scan("198.19.5.0/24", tmp_path, empty_blocklist)
+
+
+def test_generator_threads_deliver_every_syn_once_each(lab_up, tmp_path: Path, empty_blocklist: str) -> None:
+    # --tx-threads 2: two threads take target indices from one counter; none sent twice but
+    # the refused runs, none missed, each thread on a CPU of its own.
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU allowed: --tx-threads 2 is refused")
+    before = _queue_xdp_packets()
+    _, m, _ = _kgen_scan("198.19.32.0/19", tmp_path, empty_blocklist, ("--tx-threads", "2"))
+    assert len(m["cpus"]["senders"]) == 2 and m["options"]["tx_threads"] == 2
+    # Both sent: a veth hands a frame to the peer's queue of the sending CPU.
+    after = _queue_xdp_packets()
+    assert all(after[q] - before.get(q, 0) > 1000 for q in (0, 1)), (before, after)
+
+
+def _queue_xdp_packets() -> dict[int, int]:
+    """Frames the router's scan-facing veth ran XDP on, per receive queue."""
+    out = subprocess.run(
+        lab.ns_exec_argv(lab.ROUTER_NS, ["ethtool", "-S", lab.ROUTER_IF]), capture_output=True, text=True
+    ).stdout
+    return {int(q): int(n) for q, n in re.findall(r"rx_queue_(\d+)_xdp_packets: (\d+)", out)}
 
 
 def test_kernel_generator_sends_again_what_the_ring_refused(

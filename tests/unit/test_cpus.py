@@ -19,8 +19,18 @@ def test_one_cpu_pins_nothing() -> None:
 
 def test_the_sender_gets_the_highest_cpu() -> None:
     p = Placement({0, 2, 5})
-    assert p.sender == 5 and p.others == [0, 2]
-    assert p.summary() == {"sender": 5, "others": [0, 2]}
+    assert p.sender == 5 and p.others == [0, 2] and p.worker_cpus == []
+    assert p.summary() == {"senders": [5], "others": [0, 2]}
+
+
+def test_generator_threads_get_the_next_highest() -> None:
+    p = Placement({0, 1, 2, 3}, senders=3)
+    assert p.sender == 3 and p.worker_cpus == [1, 2] and p.others == [0]
+    # Every CPU sending: the rest of the scan shares them.
+    p = Placement({0, 1}, senders=2)
+    assert p.sender == 1 and p.worker_cpus == [0] and p.others == [0, 1]
+    with pytest.raises(ValueError):
+        Placement({0, 1}, senders=3)
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")

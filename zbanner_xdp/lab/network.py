@@ -19,6 +19,7 @@ resolves its IPv6 gateway as a host would, with no static neighbour entries.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -29,6 +30,7 @@ from .topology import (
     ADDRESSES6,
     LINK_PREFIXLEN,
     LINK_PREFIXLEN6,
+    ROUTER_IF,
     ROUTER_NS,
     ROUTES,
     SCAN_IF,
@@ -144,6 +146,11 @@ def _add_routes(ipr: Any, ns: str) -> None:
             ipr.route("add", dst=dst, type=kind, family=family)
 
 
+def scan_link_queues() -> dict[str, int]:
+    n = max(1, os.cpu_count() or 1)
+    return {"num_rx_queues": n, "num_tx_queues": n}
+
+
 def build(wire: bool) -> None:
     from pyroute2 import IPRoute
     from pyroute2 import netns as pr_netns
@@ -161,6 +168,10 @@ def build(wire: bool) -> None:
     for ns in namespaces(wire):
         _sysctl(ns, sysctls[ns])
     for ns, ifname, mac, peer_ns, peer_if, peer_mac in veth_pairs(wire):
+        # The scanner's link to the router has a queue per CPU, as a NIC has: a veth hands an XDP
+        # frame to the peer's queue of the sending CPU (its NAPI runs there), so that several
+        # generator threads (--tx-threads) each keep their frames on their own CPU.
+        queues = scan_link_queues() if (ifname, peer_if) == (SCAN_IF, ROUTER_IF) else {}
         with step(f"creating veth {ifname}/{peer_if}"), IPRoute(netns=ns, flags=0) as ipr:
             # Created inside one lab namespace with the peer placed straight into
             # the other: the pair never appears in the host's namespace.
@@ -169,7 +180,8 @@ def build(wire: bool) -> None:
                 ifname=ifname,
                 kind="veth",
                 address=mac,
-                peer={"ifname": peer_if, "net_ns_fd": peer_ns, "address": peer_mac},
+                peer={"ifname": peer_if, "net_ns_fd": peer_ns, "address": peer_mac, **queues},
+                **queues,
             )
     for ns in namespaces(wire):
         with step(f"configuring {ns}"), IPRoute(netns=ns, flags=0) as ipr:
