@@ -967,7 +967,15 @@ EMU_HTTP = (
     "Content-Type: text/html\\r\\nContent-Length: 615\\r\\nLast-Modified: Tue, 13 Jun 2023 15:08:10 GMT"
     '\\r\\nConnection: keep-alive\\r\\nETag: "6488865a-267"\\r\\nAccept-Ranges: bytes\\r\\n\\r\\n'
 )
+GLOBAL_FLAGS = ("--rate", "--tx-threads")  # banner_more's options that take a value and precede `scan`
 SUSTAINED_PORTS = "1000-1015"  # 16 ports x 65,536 addresses: 1,048,576 targets, ~2 s at full speed
+
+
+def _split_global(extra: list[str]) -> tuple[list[str], list[str]]:
+    """Options that precede `scan` (GLOBAL_FLAGS and their values) and the scan's own."""
+    glob = {i for i, a in enumerate(extra) if a in GLOBAL_FLAGS}
+    glob |= {i + 1 for i in glob}
+    return [a for i, a in enumerate(extra) if i in glob], [a for i, a in enumerate(extra) if i not in glob]
 
 
 def banner_more(runs: int, tmp: Path) -> list[dict[str, Any]]:
@@ -1003,8 +1011,9 @@ def banner_more(runs: int, tmp: Path) -> list[dict[str, Any]]:
             emu: dict[str, Any] = {"server_first": banner is None}
             if banner is not None:
                 emu["banner"] = banner
-            rate = [] if "--rate" in extra else ["--rate", "0"]
-            args = [*rate, "--cooldown", "2", *extra, "scan", EMU_NET, "-p", ports, "--probe", probe]
+            pre, post = _split_global(extra)
+            rate = [] if "--rate" in pre else ["--rate", "0"]
+            args = [*rate, "--cooldown", "2", *pre, "scan", EMU_NET, "-p", ports, "--probe", probe, *post]
             with emulator(EMU_NET, open_permil=permil, **emu) as counters:
                 r = zb(args, tmp)
             r.pop("_synack"), r.pop("_banner")
