@@ -64,6 +64,9 @@
 BPF_RINGBUF_OUTPUT(events, ZB_RINGBUF_PAGES);
 BPF_RINGBUF_OUTPUT(banners, ZB_BANNER_PAGES);
 #if ZB_SHORT_PAGES
+#if ZB_SEGMENTS
+#error "the short-banner ring would reorder a connection's segments (user space never asks for both)"
+#endif
 BPF_RINGBUF_OUTPUT(shorts, ZB_SHORT_PAGES);
 #endif
 BPF_PERCPU_ARRAY(counters, __u64, ZB_CNT_MAX);

@@ -639,6 +639,8 @@ def resume_cmd(obj: dict, checkpoint_file: str, quiet_resume: bool) -> None:
         dry_run=False,
         checkpoint=os.path.abspath(checkpoint_file),  # where it is now, if it was moved
         user=obj["user"] or cfg.user,
+        # How many threads send is this machine's business (merge treats it as local too).
+        tx_threads=min(cfg.tx_threads, len(os.sched_getaffinity(0))),
     )
     probe_objs = _probe_objects(cfg.probe, dict(cfg.probe_args), "", cfg.ports, cfg.tarpit_check)
     _run_scan(cfg, probe_objs, checkpoint.Resume(os.path.abspath(checkpoint_file), doc))

@@ -122,10 +122,19 @@ class _Worker:
         self._done.clear()
         self._go.set()
 
-    def wait(self) -> None:
-        self._done.wait()
-        if self.error is not None:
-            raise KernelGenError(f"kernel generator thread failed: {self.error}")
+    def wait(self) -> str | None:
+        """Until its share (milliseconds of frames) is done, even through a Ctrl-C, which is raised
+        after: the thread runs the program, which the scan closes next. What went wrong, if anything."""
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                if self._done.wait(0.05):
+                    break
+            except BaseException as exc:  # (the signal handler's KeyboardInterrupt)
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+        return f"kernel generator thread failed: {self.error}" if self.error is not None else None
 
     def close(self) -> None:
         self._stop = True
@@ -201,6 +210,8 @@ class KernelGenerator:
             stats.close()
         self.chunk = self.START_CHUNK
         self.workers: list[_Worker] = []  # --tx-threads beyond the first (start_workers())
+        self.threads = 1  # sending threads asked for
+        self.parallel_frames = 0  # frames of runs shared out between them (a paced run is not)
         self.runs = 0
         self.resent = 0  # frames sent again after a transmit ring overflowed
         self.xmit_errors = 0  # frames the driver refused (ring full), over all attempts
@@ -287,26 +298,33 @@ class KernelGenerator:
     def start_workers(self, cpus: list[int]) -> None:
         """--tx-threads: a generator thread on each of `cpus`, besides the calling one."""
         ifindex = self.runner.ifindex
+        self.threads = len(cpus) + 1
         self.workers = [_Worker(self.prog_fd, self.frame, ifindex, self.batch_size(), c) for c in cpus]
 
     def _run(self, start: int, count: int) -> None:
         """Frames [start, start+count) through the program, resuming where a signal stopped it."""
         self._set_state(start, start + count)
         todo = count
-        if self.workers and count >= self.MIN_SHARE * (len(self.workers) + 1):
+        if self.workers and count >= min(self.MIN_SHARE * (len(self.workers) + 1), self.MAX_CHUNK):
             # Every thread its share at once; what a signal cut short, the loop below sends.
             share = count // (len(self.workers) + 1)
             for w in self.workers:
                 w.start(share)
             self.runs += 1
+            failed: str | None = None
             try:
                 self.runner.run(count - share * len(self.workers))
             except bpfsys.BpfError as exc:
                 if exc.errno != errno.EINTR:
-                    raise KernelGenError(f"kernel generator run failed: {exc.strerror}") from None
+                    failed = f"kernel generator run failed: {exc.strerror}"
             finally:
-                for w in self.workers:
-                    w.wait()
+                # Every thread done before anything else happens (a Ctrl-C included): none may run
+                # the program once the scan closes it.
+                errors = [w.wait() for w in self.workers]
+            failed = failed or next((e for e in errors if e is not None), None)
+            if failed is not None:
+                raise KernelGenError(failed)
+            self.parallel_frames += count
             todo = count - (min(self._next(), start + count) - start)
             if todo <= 0:
                 return
@@ -409,10 +427,13 @@ class KernelGenerator:
         self.written = base + n
         return n
 
-    def close(self) -> None:
+    def stop_workers(self) -> None:
         for w in self.workers:
             w.close()
         self.workers = []
+
+    def close(self) -> None:
+        self.stop_workers()
         self.anchor.close()
         for stats in (self.stats, self.reply_stats):
             if stats is not None:

@@ -194,6 +194,17 @@ class RetransmitQueue:
         return len(self._q)
 
 
+SHORT_RING_PAGES = 8192  # 32 MiB: ~107k short banners (events.SHORT_MAX)
+
+
+def short_ring_pages(plan: ProbePlan, segmented: np.ndarray) -> int:
+    """The short-banner ring's size for a scan: only where banners are one segment each (not with
+    --banner-bytes, `segmented`, or multi-connection probes, whose segments of one connection must
+    stay in order: one ring), and only if the scan grabs banners at all."""
+    one_segment = not segmented.any() and not plan.multi.any()
+    return SHORT_RING_PAGES if one_segment and any(p.handshake for p in plan.probes) else 0
+
+
 class Scanner:
     def __init__(self, cfg: ScanConfig, probes: list[Any], resume: checkpoint.Resume | None = None):
         # Before any work: the first thing a user must fix. Root, or the capabilities (privdrop.py).
@@ -328,6 +339,7 @@ class Scanner:
         # The kernel generator's transmit-ring accounting (see KernelGenerator.send).
         self.gen_stats: dict[str, int] | None = None
         self.placement: cpus.Placement | None = None  # while the generator sends (cpus.py)
+        self._cpus: cpus.Placement | None = None  # (built before anything starts)
 
     # -- set-up ----------------------------------------------------------
     def _check_banner_bytes(self) -> None:
@@ -444,6 +456,10 @@ class Scanner:
             raise
         started = False
         try:
+            try:  # before anything starts (a resumed scan's --tx-threads may exceed this machine's CPUs)
+                self._cpus = cpus.Placement(senders=cfg.tx_threads)
+            except ValueError as exc:
+                raise ScanError(f"--tx-threads: {exc}") from None
             fastfmt.load()  # compiled now if setup did not, not in the receiver's first batch
             params = ProgParams(
                 src_ip=link.src_ip,
@@ -620,11 +636,7 @@ class Scanner:
             self.writer.close()
 
     def _short_pages(self) -> int:
-        """The short-banner ring (events.SHORT_MAX; 32 MiB) for scans whose banners are one segment
-        each: not with --banner-bytes or multi-connection probes, whose segments of one connection
-        must stay in order (one ring)."""
-        one_segment = not self.segmented.any() and not any(self.plan.multi)
-        return 8192 if one_segment and any(p.handshake for p in self.probes) else 0
+        return short_ring_pages(self.plan, self.segmented)
 
     def _kernel_generator(self, link: packets.LinkParams, params: ProgParams) -> KernelGenerator | None:
         """The kernel-side SYN generator, where the kernel and driver can do it (--tx auto|xdp)."""
@@ -659,6 +671,7 @@ class Scanner:
                 if self.cfg.tx == "xdp":
                     raise ScanError(f"--tx xdp: {msg}")
                 self.tx_note = msg
+                self._unpin()
                 self.kgen.close()
                 self.kgen = None
                 self.tx_mode = "tx_ring"
@@ -813,23 +826,24 @@ class Scanner:
         retrans = RetransmitQueue(1 + cfg.retransmit, cfg.retransmit_delay, cfg.retransmit_queue)
         pending: collections.deque[Segment | KernelSyns] = collections.deque()
         prog = self._start_progress(link, retrans, pending)
-        # The generator's CPU to itself (cpus.py); after every thread of the scan has started.
-        placement = None
-        if self.kgen is not None:
-            try:
-                placement = self.placement = cpus.Placement(senders=cfg.tx_threads)
-            except ValueError as exc:  # (a resumed scan on a machine with fewer CPUs)
-                raise ScanError(f"--tx-threads: {exc}") from None
-        if placement is not None:
-            placement.apply()
-            if placement.worker_cpus:
-                assert self.kgen is not None
-                self.kgen.start_workers(placement.worker_cpus)  # (started now: pinned apart)
+        # The generator's CPU to itself (cpus.py); after every thread of the scan has started,
+        # until the last probe is sent (the cooldown's draining gets every CPU).
         try:
+            if self.kgen is not None and self._cpus is not None:
+                self.placement = self._cpus
+                self.placement.apply()
+                if self.placement.worker_cpus:
+                    self.kgen.start_workers(self.placement.worker_cpus)  # (started now: pinned apart)
             self._sending(link, limiter, retrans, pending, prog)
         finally:
-            if placement is not None:
-                placement.release()
+            self._unpin()
+
+    def _unpin(self) -> None:
+        """The generator's threads stopped, every thread back on every CPU the scan may use."""
+        if self.kgen is not None:
+            self.kgen.stop_workers()
+        if self.placement is not None:
+            self.placement.release()
 
     def _sending(
         self,
@@ -871,6 +885,7 @@ class Scanner:
             if not generating and not pending and not len(retrans) and cool_base is None:
                 cool_base = cool_until = now + cfg.cooldown
                 self.send_end = now
+                self._unpin()
             if cool_base is not None and self.steps is not None:
                 # Multi-connection probes still stepping: the cooldown lasts until every pending row's
                 # step has had its time (a first answer as much as a follow-up's), however short it is.
@@ -957,6 +972,8 @@ class Scanner:
         err = self.error
         if self.checkpointer is not None:
             self.checkpointer.stop()  # its thread reads what is closed below; the last one comes at the end
+        if self.kgen is not None:
+            self.kgen.stop_workers()  # (an error's way out): none may run the program once it is closed
         if prog is not None:
             prog.detach()  # no new events: from here the host kernel sees replies again
         detached = time.monotonic()
@@ -996,6 +1013,10 @@ class Scanner:
                 "lost": g.lost,
                 "reply_errors": g.reply_errors,
                 "paced_ms": round(g.paced_s * 1000),
+                # --tx-threads: runs of at least MIN_SHARE frames a thread are shared out, paced
+                # ones (--rate, after refusals) are not: how much the threads really shared.
+                "threads": g.threads,
+                "parallel_frames": g.parallel_frames,
             }
             g.close()
         if self.tx is not None:

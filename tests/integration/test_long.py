@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import subprocess
 import time
@@ -128,6 +129,34 @@ def test_kill_9_then_resume_equals_the_ground_truth(lab_up, empty_blocklist: str
     assert final["finished"] and final["reason"] == "completed"
     r = subprocess.run(scanner_argv("resume", str(ckpt)), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "is finished" in r.stderr
+
+
+def test_resume_on_fewer_cpus_sends_with_the_threads_it_has(
+    lab_up, empty_blocklist: str, tmp_path: Path
+) -> None:
+    # --tx-threads is this machine's business: a scan started with two sending threads resumes
+    # where one CPU is allowed (taskset), with one, instead of failing after it set everything up.
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU allowed: --tx-threads 2 is refused")
+    cidrs, ports = ("198.18.0.0/21",), [80]
+    planned = 2048
+    out, meta, ckpt = tmp_path / "out.jsonl", tmp_path / "out.json", tmp_path / "scan.ckpt"
+    args = [
+        *("--blocklist", empty_blocklist, "--rate", str(RATE), "--cooldown", str(COOLDOWN), "--seed", "16"),
+        *("--tx-threads", "2", "-q", "-o", str(out), "--metadata", str(meta)),
+        *("scan", *cidrs, "-p", "80", "--checkpoint", str(ckpt)),
+    ]
+    _killed_midway(args, ckpt, 0.3, planned)
+    one_cpu = ["taskset", "-c", str(min(os.sched_getaffinity(0)))]
+    r = subprocess.run(
+        [*one_cpu, *scanner_argv("resume", str(ckpt))], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    m = orjson.loads(meta.read_bytes())
+    assert m["reason"] == "completed" and m["options"]["tx_threads"] == 1
+    assert {(k[0], k[1]) for k in _keys(read_records(out)) if k[2] == "synack"} == {
+        (a, p) for a, p, c in _truth(cidrs, ports) if c == "synack"
+    }
 
 
 def test_resume_with_retransmissions_and_banners(lab_up, empty_blocklist: str, tmp_path: Path) -> None:

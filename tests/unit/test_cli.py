@@ -34,6 +34,9 @@ def run(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]
         # Without one seed, shards each draw their own permutation: they overlap and miss targets.
         (["--shards", "2", "--shard", "1", "--dry-run", "scan", "1.2.3.4", "-p", "80"], "needs --seed"),
         (["--dry-run", "scan", "1.2.3.4", "-p", "80", "--shards", "2"], "--shards 2 needs --seed"),
+        (["--tx", "packet", "--tx-threads", "2", "scan", "1.2.3.4", "-p", "80"], "not with --tx packet"),
+        (["--tx-threads", "1025", "scan", "1.2.3.4", "-p", "80"], "--tx-threads"),
+        (["--tx-threads", "1024", "scan", "1.2.3.4", "-p", "80"], "CPUs allowed"),
         (["--source-port", "9-2", "scan", "1.2.3.4", "-p", "80"], "invalid source port range '9-2'"),
         (["--source-ip", "1.2.3", "scan", "1.2.3.4", "-p", "80"], "invalid IPv4 address '1.2.3'"),
         (["--gateway-mac", "zz", "scan", "1.2.3.4", "-p", "80"], "invalid MAC address 'zz'"),

@@ -53,8 +53,10 @@ def test_apply_pins_this_thread_apart_from_the_others_and_release_restores() -> 
         assert os.sched_getaffinity(0) == {p.sender}
         assert os.sched_getaffinity(tid[0]) == set(p.others)
         assert p.sender not in p.others
+        p.release()
+        assert os.sched_getaffinity(0) == allowed
+        assert os.sched_getaffinity(tid[0]) == allowed  # every thread it pinned, not only the caller
     finally:
         p.release()
         done.set()
         t.join()
-    assert os.sched_getaffinity(0) == allowed

@@ -7,6 +7,7 @@ import mmap
 import os
 
 import numpy as np
+import pytest
 
 from zbanner_xdp import events
 from zbanner_xdp.receiver import _BUSY, _DISCARD, MmapRing
@@ -60,3 +61,32 @@ def test_small_records_all_kept() -> None:
     assert len(ring.read()) == 0
     ring.close()
     raw.close()
+
+
+def _plan(*names: str):
+    from zbanner_xdp.plan import ProbePlan
+    from zbanner_xdp.probes import get_probe
+
+    return ProbePlan([get_probe(n) for n in names], np.array([443]), 32768, 61000)
+
+
+@pytest.mark.parametrize(
+    ("names", "segmented", "short"),
+    [
+        (("ssh",), False, True),  # one-segment banners: the short ring
+        (("http", "tls"), False, True),
+        (("ssh",), True, False),  # --banner-bytes: a connection's segments in one ring
+        (("jarm",), False, False),  # multi-connection probes: their answers stay ordered
+        (("lzr",), False, False),
+        (("ssh", "jarm"), False, False),
+        (("synscan",), False, False),  # no banner at all
+    ],
+)
+def test_short_ring_only_where_banners_are_one_segment(
+    names: tuple[str, ...], segmented: bool, short: bool
+) -> None:
+    from zbanner_xdp.scanner import SHORT_RING_PAGES, short_ring_pages
+
+    plan = _plan(*names)
+    seg = np.full(len(plan.probes), segmented)
+    assert short_ring_pages(plan, seg) == (SHORT_RING_PAGES if short else 0)
