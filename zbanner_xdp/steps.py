@@ -242,8 +242,7 @@ class StepTable:
 
     def _orphan(self, k: tuple[int, int, int], ent: int, e: Any, data: bytes, now: float) -> None:
         if len(self._orphans) >= self.ORPHANS_MAX:
-            self._orphans.pop(next(iter(self._orphans)))
-            self.orphans_expired += 1
+            self.orphans_expired += len(self._orphans.pop(next(iter(self._orphans))))  # all its banners
         self._orphans.setdefault(k, []).append((ent, e.copy(), data, now))
 
     def _expire_orphans(self, now: float) -> None:

@@ -495,3 +495,16 @@ def test_a_banner_no_synack_claims_is_forgotten_and_counted() -> None:
     table.flush()
     (rec,) = writer.records
     assert rec["incomplete"] is True and rec["banner"] is None
+
+
+def test_orphans_past_the_bound_are_all_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The oldest target's waiting banners go when the bound is reached: every one of them counted
+    # (it counted one however many were waiting).
+    monkeypatch.setattr(StepTable, "ORPHANS_MAX", 2)
+    table, _, writer, _, _ = _table(("lzr",))
+    t0 = time.monotonic()
+    table.events(_ev(Kind.BANNER, 0, ts=3), [b"first"], now=t0)
+    table.events(_ev(Kind.BANNER, 0, ts=4), [b"again"], now=t0)  # the same connection's, still no SYN-ACK
+    table.events(_ev(Kind.BANNER, 0, ip="198.18.0.6", ts=5), [b"other"], now=t0)
+    table.events(_ev(Kind.BANNER, 0, ip="198.18.0.7", ts=6), [b"third"], now=t0)  # the first target's go
+    assert writer.records == [] and table.summary()["answers_without_synack"] == 2
