@@ -477,6 +477,8 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 	struct zb_event *ev;
 	__u64 copy = 0;
 	if (r->with_data) {
+		__u8 *data;
+		__u64 room;
 #if ZB_SHORT_PAGES
 		/* User space enables the short ring only for scans whose banners are one segment each
 		 * (no --banner-bytes, no multi-connection probe): a connection's segments never need
@@ -487,34 +489,31 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 				count(ZB_CNT_RINGBUF_FULL);
 				return verdict;
 			}
-			copy = r->payload_len;
-			asm volatile("" : "+r"(copy));
-			if (copy >= 1 && copy <= ZB_SHORT_MAX) {
-				if (bpf_xdp_load_bytes(ctx, r->data_off, sev->data, copy) < 0)
-					copy = 0;
-			} else {
-				copy = 0;
-			}
 			ev = &sev->h;
-			goto reserved;
-		}
+			data = sev->data;
+			room = ZB_SHORT_MAX;
+		} else
 #endif
-		struct zb_banner_event *bev = banners.ringbuf_reserve(sizeof(struct zb_banner_event));
-		if (!bev) {
-			count(ZB_CNT_RINGBUF_FULL);
-			return verdict;
+		{
+			struct zb_banner_event *bev = banners.ringbuf_reserve(sizeof(struct zb_banner_event));
+			if (!bev) {
+				count(ZB_CNT_RINGBUF_FULL);
+				return verdict;
+			}
+			ev = &bev->h;
+			data = bev->data;
+			room = ZB_DATA_MAX;
 		}
-		copy = r->payload_len < ZB_DATA_MAX ? r->payload_len : ZB_DATA_MAX;
+		copy = r->payload_len < room ? r->payload_len : room;
 		/* Keep clang from re-deriving `copy` after the check: the verifier
 		 * must see the very register it bounded passed to the helper. */
 		asm volatile("" : "+r"(copy));
-		if (copy >= 1 && copy <= ZB_DATA_MAX) {
-			if (bpf_xdp_load_bytes(ctx, r->data_off, bev->data, copy) < 0)
+		if (copy >= 1 && copy <= room) {
+			if (bpf_xdp_load_bytes(ctx, r->data_off, data, copy) < 0)
 				copy = 0;
 		} else {
 			copy = 0;
 		}
-		ev = &bev->h;
 	} else {
 		ev = events.ringbuf_reserve(sizeof(struct zb_event));
 		if (!ev) {
@@ -522,9 +521,6 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 			return verdict;
 		}
 	}
-#if ZB_SHORT_PAGES
-reserved:
-#endif
 	if (!repeat)
 		dedup_insert(bucket, &key, now_t);
 
