@@ -216,7 +216,7 @@ struct zb_gen_template {
 struct zb_gen_state {
 	__u64 next;             /* index of the next target to send */
 	__u64 end;              /* stop before this index */
-	__u64 sent;
+	__u64 sent;             /* unused (the layout user space mirrors) */
 };
 
 /* Duplicate filter: a set-associative cache of replies seen. A key hashes

@@ -15,7 +15,7 @@ import socket
 import numpy as np
 
 from . import cchecks, packets
-from .targets import ADDR6_DTYPE
+from .targets import ADDR6_DTYPE, addr6_ints
 
 # Bytes of a data segment a banner record keeps (ZB_DATA_MAX).
 DATA_MAX = 1024
@@ -285,8 +285,7 @@ def event_key(e: np.void) -> int:
 def event_keys(ev: np.ndarray) -> list[int]:
     """event_key of each event of a batch."""
     if ev.dtype.names is not None and "saddr6" in ev.dtype.names:
-        his, los = ev["saddr6"]["hi"].tolist(), ev["saddr6"]["lo"].tolist()
-        return [(h << 64) | lo for h, lo in zip(his, los, strict=True)]
+        return addr6_ints(ev["saddr6"])
     return [int(a) for a in ev["saddr"].tolist()]
 
 

@@ -972,8 +972,6 @@ class Scanner:
         err = self.error
         if self.checkpointer is not None:
             self.checkpointer.stop()  # its thread reads what is closed below; the last one comes at the end
-        if self.kgen is not None:
-            self.kgen.stop_workers()  # (an error's way out): none may run the program once it is closed
         if prog is not None:
             prog.detach()  # no new events: from here the host kernel sees replies again
         detached = time.monotonic()

@@ -103,6 +103,11 @@ class StepTable:
         self.tally = tally  # (classification, hit) of each record written, for the scan's counts
         self.link = link
         self.family = getattr(link, "family", 4)  # 6: an IPv6 scan's keys are 128-bit addresses
+        # Our address as every finished row's record writes it (once, not a row at a time).
+        src = getattr(link, "src_ip", None)
+        self._our_text = (
+            None if src is None else key_text(src, 6) if self.family == 6 else str(ipaddress.IPv4Address(src))
+        )
         self.key = key
         self.replies = replies
         self.writer = writer
@@ -411,9 +416,7 @@ class StepTable:
         values: dict[str, Any] = {
             "saddr": ip,
             "sport": port,
-            "daddr": key_text(self.link.src_ip, self.family)
-            if self.family == 6
-            else str(ipaddress.IPv4Address(self.link.src_ip)),
+            "daddr": self._our_text,
             "dport": row.dport,
             "classification": "banner",
             "success": shown is not None,
