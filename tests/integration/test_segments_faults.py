@@ -83,15 +83,22 @@ def test_big_page_whole_or_marked_truncated_never_wrong(
         f"\n{spec}: targets {len(TARGETS)} synacks {m['responses'].get('synack')} banners {len(banners)} "
         f"whole {whole} ends {seg['ends']} "
         f"out-of-order {seg['out_of_order_segments']} segments {seg['segments_taken']} "
-        f"acks {seg['acks_sent']} peak {seg['peak_connections']} conns {seg['peak_bytes']} B"
+        f"acks {seg['acks_sent']} peak {seg['peak_connections']} conns {seg['peak_bytes']} B "
+        f"without data {seg['dropped_without_data']}"
     )
     assert seg["results"] == len(banners) and seg["truncated"] == len(banners) - whole
     # Cut short only by time (the scan's end, a quiet connection): never by the limit or the table.
     assert seg["truncated"] == seg["ends"]["scan_end"] + seg["ends"]["timeout"]
     assert seg["segments_taken"] >= 5 * whole  # the page took many segments
-    # Every completed handshake gives its record; a lost SYN (sent once) or SYN-ACK costs the target.
+    # Every completed handshake gives its record, or is counted as given up before any data: under loss
+    # a server's last try can come after the scan's end (our ACK lost, its SYN-ACK resent at 1, 3, 7 s,
+    # then its first segment at 3 s, 6 s): at 5 % one target in 1 of 32 runs (CI's failure of
+    # 2026-12-05), at 15 % 0-3 a run in five, each one counted. A lost SYN (sent once) or SYN-ACK
+    # costs the target. The whole answers' share below bounds how many.
     synacks = {x["saddr"] for x in recs if x["classification"] == "synack"}
-    assert {x["saddr"] for x in banners} == synacks, sorted(synacks ^ {x["saddr"] for x in banners})[:5]
+    got = {x["saddr"] for x in banners}
+    assert got <= synacks, sorted(got - synacks)[:5]
+    assert len(synacks - got) == seg["dropped_without_data"], sorted(synacks - got)[:5]
     assert whole >= min_whole * len(synacks), f"{whole}/{len(synacks)} whole answers"
     assert len(synacks) >= min_synacks * len(TARGETS), f"{len(synacks)}/{len(TARGETS)} handshakes"
     if counter == "reordered":
