@@ -220,9 +220,10 @@ struct zb_gen_state {
 };
 
 /* Duplicate filter: a set-associative cache of replies seen. A key hashes
- * to one bucket of ZB_DEDUP_WAYS slots; a new key takes the bucket's oldest
- * slot. Times are in units of 2^20 ns (~1.05 ms), 0 = empty slot. */
-#define ZB_DEDUP_WAYS 8
+ * to one bucket of ZB_DEDUP_WAYS slots (a connection's SYN-ACK and banner to
+ * the same one); a new key takes the bucket's first empty slot, else its
+ * oldest. Times are in units of 2^20 ns (~1.05 ms), 0 = empty slot. */
+#define ZB_DEDUP_WAYS 16
 #define ZB_DEDUP_SHIFT 20
 
 struct zb_dedup_slot {

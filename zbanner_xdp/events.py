@@ -204,7 +204,7 @@ def gen_target_dtype(family: int) -> np.dtype:
 
 GEN_STATE_DTYPE = np.dtype([("next", "<u8"), ("end", "<u8"), ("sent", "<u8")])
 
-DEDUP_WAYS = 8
+DEDUP_WAYS = 16
 DEDUP_SLOT_DTYPE = np.dtype(
     [("saddr", "<u4"), ("ports", "<u4"), ("kind", "<u4"), ("first_t", "<u4"), ("answered_t", "<u4")]
 )
@@ -222,8 +222,9 @@ def dedup_index(
     saddr_hi: np.ndarray | None = None,
 ) -> np.ndarray:
     """The duplicate filter's bucket of each key, as bpf/xdp_recv.c dedup_bucket() computes it
-    (MurmurHash3's 64-bit finalizer over the whole key). saddr_raw: the event's address (raw);
-    saddr_hi: an IPv6 key's first 12 address bytes as three raw u32 (shape (n, 3))."""
+    (MurmurHash3's 64-bit finalizer over the key; a connection's kinds share one bucket).
+    saddr_raw: the event's address (raw); saddr_hi: an IPv6 key's first 12 address bytes as three
+    raw u32 (shape (n, 3))."""
     u = np.uint64
     with np.errstate(over="ignore"):
         h = saddr_raw.astype(u) | ((sport.astype(u) | (key_port.astype(u) << u(16))) << u(32))
@@ -231,7 +232,9 @@ def dedup_index(
             hi = saddr_hi.astype(u)
             h ^= (hi[:, 0] | (hi[:, 1] << u(32))) * u(0x9E3779B97F4A7C15)
             h ^= hi[:, 2] * u(0xC2B2AE3D27D4EB4F)
-        h ^= kind.astype(u) * u(0x165667B19E3779F9)
+        # A connection's SYN-ACK, zero-window SYN-ACK and banner share a bucket (the C says why).
+        apart = ~np.isin(kind, (Kind.SYNACK, Kind.ZEROWIN, Kind.BANNER))
+        h ^= np.where(apart, kind.astype(u) * u(0x165667B19E3779F9), u(0))
         h ^= h >> u(33)
         h *= u(0xFF51AFD7ED558CCD)
         h ^= h >> u(33)

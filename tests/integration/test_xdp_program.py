@@ -494,14 +494,16 @@ def test_the_duplicate_filters_bucket_is_the_one_python_computes() -> None:
         ours = rng.integers(LO, HI, 64)
         for t, o in zip(them.tolist(), ours.tolist(), strict=True):
             c = cookie_scalar(KEY, US, t, o, 80)
-            assert bpfsys.prog_test_run(prog.prog_fd, frame(0x12, c + 1, sport=o, src=t))[0] == XDP_DROP
+            for flags in (0x12, 0x14):  # a SYN-ACK (a connection's bucket), a RST (a bucket of its own)
+                assert bpfsys.prog_test_run(prog.prog_fd, frame(flags, c + 1, sport=o, src=t))[0] == XDP_DROP
             ring.poll(0)
         raw = them.byteswap()  # the event's (and the key's) address: the packet's bytes, loaded raw
-        idx = events.dedup_index(raw, np.full(64, 80), ours, np.full(64, 1), params.dedup_buckets)
-        for r, o, i in zip(raw.tolist(), ours.tolist(), idx.tolist(), strict=True):
-            bucket = np.frombuffer(prog.obj.lookup("dedup", i), events.DEDUP_SLOT_DTYPE)
-            want = (r, 80 | (o << 16), 1)
-            assert want in {(int(s["saddr"]), int(s["ports"]), int(s["kind"])) for s in bucket}, (r, o, i)
+        for kind in (events.Kind.SYNACK, events.Kind.RST):
+            idx = events.dedup_index(raw, np.full(64, 80), ours, np.full(64, int(kind)), params.dedup_buckets)
+            for r, o, i in zip(raw.tolist(), ours.tolist(), idx.tolist(), strict=True):
+                bucket = np.frombuffer(prog.obj.lookup("dedup", i), events.DEDUP_SLOT_DTYPE)
+                want = (r, 80 | (o << 16), int(kind))
+                assert want in {(int(s["saddr"]), int(s["ports"]), int(s["kind"])) for s in bucket}, (r, o, i)
     finally:
         ring.close()
         prog.close()
