@@ -723,7 +723,7 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 				return XDP_DROP;
 			if (bpf_xdp_store_bytes(ctx, ZB_KR_HDRS + at, txt, tl))
 				return XDP_DROP;
-			extra += csum_at(bpf_csum_diff(0, 0, (__be32 *)txt, 16, 0), at);
+			extra += csum_at(zb_words(txt, 16), at);
 		}
 #pragma unroll
 		for (int r = 0; r < ZB_KP_RANGES; r++) {
@@ -736,7 +736,7 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 			kp_range(kp->seed, bpf_ntohl(kr->them), bpf_ntohs(kr->their_port), r, rlen, w);
 			if (bpf_xdp_store_bytes(ctx, ZB_KR_HDRS + rat, w, rlen))
 				return XDP_DROP;
-			extra += csum_at(bpf_csum_diff(0, 0, (__be32 *)w, ZB_KP_RANGE_MAX, 0), rat);
+			extra += csum_at(zb_words(w, ZB_KP_RANGE_MAX), rat);
 		}
 		data = (void *)(long)ctx->data;
 		end = (void *)(long)ctx->data_end;
@@ -752,13 +752,13 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 	}
 #if ZB_IPV6
 	/* pseudo header: both addresses, the TCP length, the next header */
-	__u64 sum = (__u32)bpf_csum_diff(0, 0, (__be32 *)&ip6->saddr, 32, 0) + bpf_htons(IPPROTO_TCP) +
-		    bpf_htons(20 + plen) + (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 20, 0);
+	__u64 sum = zb_words(&ip6->saddr, 32) + bpf_htons(IPPROTO_TCP) + bpf_htons(20 + plen) +
+		    zb_words(tcp, 20);
 #else
-	ip->check = zb_csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+	ip->check = zb_csum_fold(zb_words(ip, 20));
 	__u32 us = kr->us, them = kr->them;
 	__u64 sum = (us & 0xffff) + (us >> 16) + (them & 0xffff) + (them >> 16) + bpf_htons(IPPROTO_TCP) +
-		    bpf_htons(20 + plen) + (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 20, 0);
+		    bpf_htons(20 + plen) + zb_words(tcp, 20);
 #endif
 	if (plen)
 		sum += kp->csum + extra;
@@ -1290,8 +1290,7 @@ int xdp_gen(struct xdp_md *ctx)
 	tcp->seq = bpf_htonl(seq);
 	tcp->check = 0;
 	/* pseudo header: both addresses, the TCP length (24), the next header */
-	__u64 sum = (__u32)bpf_csum_diff(0, 0, (__be32 *)&ip6->saddr, 32, 0) + bpf_htons(IPPROTO_TCP) + bpf_htons(24);
-	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 24, 0);
+	__u64 sum = zb_words(&ip6->saddr, 32) + bpf_htons(IPPROTO_TCP) + bpf_htons(24) + zb_words(tcp, 24);
 	tcp->check = zb_csum_fold(sum);
 #else
 	struct iphdr *ip = data + sizeof(struct ethhdr);
@@ -1309,11 +1308,11 @@ int xdp_gen(struct xdp_md *ctx)
 	tcp->dest = t->dport_raw;
 	tcp->seq = bpf_htonl(seq);
 	tcp->check = 0;
-	ip->check = zb_csum_fold(bpf_csum_diff(0, 0, (__be32 *)ip, 20, 0));
+	ip->check = zb_csum_fold(zb_words(ip, 20));
 	/* pseudo header: saddr, daddr, zero|proto, TCP length (24) */
 	__u64 sum = (ip->saddr & 0xffff) + (ip->saddr >> 16) + (ip->daddr & 0xffff) + (ip->daddr >> 16) +
 		    bpf_htons(IPPROTO_TCP) + bpf_htons(24);
-	sum += (__u32)bpf_csum_diff(0, 0, (__be32 *)tcp, 24, 0);
+	sum += zb_words(tcp, 24);
 	tcp->check = zb_csum_fold(sum);
 #endif
 	/* (No count of frames sent here: the driver counts them, and a second atomic on the state's
