@@ -325,7 +325,7 @@ scan, and --metadata gets the whole summary. Exit status: 0 done, 1 internal err
     default="1M",
     show_default=True,
     callback=lambda _c, _p, v: _count(v, "--dedup-entries", 1 << 16, 1 << 26),
-    help="Replies the duplicate filter remembers (8-way set-associative, oldest out; 20 bytes "
+    help="Replies the duplicate filter remembers (16-way set-associative, oldest out; 20 bytes "
     "of kernel memory each). Size it to the replies a window of a few seconds brings.",
 )
 @click.option(
