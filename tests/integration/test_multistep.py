@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.conftest import read_records, run_scanner
+from tests.integration.conftest import pcap_tcp, read_records, run_scanner
 from tests.integration.test_banners import STABLE, stateful_view
 from tests.integration.test_faults import wire_lab  # noqa: F401 - a fixture (lab.up(wire=True))
 from tests.integration.test_jarm_lab import CLOSED_PORT, REFERENCE, tls_servers  # noqa: F401 - a fixture
@@ -310,6 +310,20 @@ def test_a_lost_ack_of_a_silent_step_costs_a_resend_not_the_result(
     check_lzr(r, LOST_REQUESTS, port)
     steps = meta["steps"]
     assert (steps["requests_resent"], steps["unacknowledged_requests"]) == (1, 0), steps
+
+
+def test_pcap_holds_no_pure_ack_of_a_step(lab_up: lab.LabInfo, tmp_path: Path, empty_blocklist: str) -> None:
+    """--pcap copies the frames user space records: a server's pure ACK of a step's request goes up
+    only as the step's evidence (Kind.ACKED), and is not a frame of the capture."""
+    port, pcap = lab.PORTS["dns"], tmp_path / "steps.pcap"
+    recs, meta = scan(tmp_path, empty_blocklist, [TARGET], str(port), "lzr", *LZR_2S, "--pcap", str(pcap))
+    assert meta["xdp_counters"]["acked"] > 0  # dnsmasq acknowledged LZR's handshakes (the path ran)
+    (r,) = results(recs, "lzr").values()
+    check_lzr(r, TARGET, port)
+    theirs = [f for f in pcap_tcp(pcap) if f[0] == TARGET and f[2] == port]
+    assert theirs, "the capture holds the scan's frames"
+    assert [f for f in theirs if f[4] == 0x10 and f[6] == 0] == []  # flags ACK alone, no data
+    assert meta["pcap"]["frames"] == len(theirs) and meta["pcap"]["lost"] == 0
 
 
 # --------------------------------------------------------------------------- auto
