@@ -261,6 +261,7 @@ class Lines:
             return a.ctypes.data
 
         cols = (fastfmt.Col * len(self._cols))()
+        word_widths = 0  # the widest value of each WORD column, summed
         for c, spec in zip(cols, self._cols, strict=True):
             op = c.op = spec[0]
             if op == fastfmt.CONST:
@@ -275,13 +276,18 @@ class Lines:
             if valid is not None:
                 c.valid = ptr(np.ascontiguousarray(valid, dtype=np.uint8))
             if op == fastfmt.WORD:
+                # (A banner batch's per-record values come here, one per row: no Python list of
+                # lengths, one pass over them.)
                 words = spec[2]
+                lens = np.fromiter(map(len, words), np.uint32, count=len(words))
+                offs = np.zeros(len(words) + 1, np.uint32)
+                np.cumsum(lens, out=offs[1:])
                 c.len = len(words)
                 c.bytes = ptr(b"".join(words))
-                c.offs = ptr(np.cumsum([0, *map(len, words)]).astype(np.uint32))
+                c.offs = ptr(offs)
+                word_widths += int(lens.max()) if len(words) else 0
         widest = {fastfmt.UINT: 20, fastfmt.DOTTED: 17, fastfmt.TIME: 26, fastfmt.IPV6: 41}
-        width = sum(c.len if c.op == fastfmt.CONST else widest.get(c.op, 0) for c in cols)
-        width += sum(max(map(len, spec[2])) for spec in self._cols if spec[0] == fastfmt.WORD)
+        width = sum(c.len if c.op == fastfmt.CONST else widest.get(c.op, 0) for c in cols) + word_widths
         out = np.empty(self.n * width, np.uint8)
         used = lib.zb_format(cols, len(cols), self.n, out.ctypes.data)  # type: ignore[attr-defined]
         return out[:used].tobytes()

@@ -90,3 +90,22 @@ def test_short_ring_only_where_banners_are_one_segment(
     plan = _plan(*names)
     seg = np.full(len(plan.probes), segmented)
     assert short_ring_pages(plan, seg) == (SHORT_RING_PAGES if short else 0)
+
+
+@pytest.mark.parametrize("dtype", [events.banner_dtype(4), events.short_dtype(4), events.short_dtype(6)])
+def test_row_bytes_are_each_records_own_bytes(dtype: np.dtype) -> None:
+    """_row_bytes: the bytes of each banner record, data_len of them, from a batch of mixed lengths
+    (none, one byte, the whole record) as the ring returns it (a view of padded slots)."""
+    from zbanner_xdp.receiver import _row_bytes
+
+    width = dtype["data"].shape[0]
+    rng = np.random.default_rng(5)
+    slots = np.zeros(9, np.dtype([("rec", dtype), ("pad", "u1", (3,))]))
+    batch = slots["rec"]
+    batch["data"] = rng.integers(0, 256, batch["data"].shape)
+    lens = [0, 1, width, 7, width - 1, 0, 2, width, 5]
+    batch["h"]["data_len"] = lens
+    want = [bytes(batch["data"][i][:n]) for i, n in enumerate(lens)]
+    assert _row_bytes(batch) == want
+    assert _row_bytes(batch[:0]) == []
+    assert _row_bytes(batch[[0, 5]]) == [b"", b""]
