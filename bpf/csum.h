@@ -18,9 +18,11 @@ static __always_inline __u16 zb_csum_fold(__u64 sum)
  * alignment handling) for a 20-byte header cost more than the sum itself, and a SYN, an answer
  * took two or three (perf, SSH banners from the emulator: csum_partial a third of xdp_recv's own
  * time). Packet pointers: the caller has checked the n bytes are in the frame. */
+typedef __u32 __attribute__((may_alias)) zb_u32_any; /* read over any type: headers, u64 arrays */
+
 static __always_inline __u64 zb_words(const void *p, const int n)
 {
-	const __u32 *w = p;
+	const zb_u32_any *w = p;
 	__u64 sum = 0;
 #pragma unroll
 	for (int i = 0; i < n / 4; i++)

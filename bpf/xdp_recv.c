@@ -371,21 +371,35 @@ static __always_inline int dedup_find(struct zb_dedup_bucket *b, struct zb_dedup
 }
 
 static __always_inline __u8 classify_repeat(struct zb_dedup_bucket *b, struct zb_dedup_key *k, __u32 now_t,
-					    int answerable)
+					    int answerable, struct zb_dedup_slot **expired)
 {
+	*expired = 0;
 	if (!b)
 		return 0;
 	int i = dedup_find(b, k);
 	if (i < 0 || i >= ZB_DEDUP_WAYS)
 		return 0;
 	struct zb_dedup_slot *seen = &b->slot[i];
-	if (ZB_DEDUP_WINDOW_NS && now_t - seen->first_t > (__u32)(ZB_DEDUP_WINDOW_NS >> ZB_DEDUP_SHIFT))
+	if (ZB_DEDUP_WINDOW_NS && now_t - seen->first_t > (__u32)(ZB_DEDUP_WINDOW_NS >> ZB_DEDUP_SHIFT)) {
+		/* Seen longer ago than the window: new again. Its slot starts the new window once the
+		 * reply is recorded (dedup_renew): a second slot for the key would never be found, this
+		 * one coming first, so every later repeat was taken for new and added yet another slot,
+		 * pushing other keys out. */
+		*expired = seen;
 		return 0;
+	}
 	if (answerable && ZB_REANSWER_NS && now_t - seen->answered_t >= (__u32)(ZB_REANSWER_NS >> ZB_DEDUP_SHIFT)) {
 		seen->answered_t = now_t;
 		return ZB_REPEAT_RETRANSMIT;
 	}
 	return ZB_REPEAT_DUP;
+}
+
+/* A key seen again after the window: its slot starts the new one. */
+static __always_inline void dedup_renew(struct zb_dedup_slot *s, __u32 now_t)
+{
+	s->first_t = now_t | 1;
+	s->answered_t = now_t;
 }
 
 /* Remember a first reply in the bucket's empty or oldest slot. */
@@ -470,7 +484,8 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 	int segment = ZB_SEGMENTS && (r->kind == ZB_KIND_BANNER || r->kind == ZB_KIND_FIN);
 	if (segment)
 		bucket = 0;
-	__u8 repeat = classify_repeat(bucket, &key, now_t, answerable);
+	struct zb_dedup_slot *expired;
+	__u8 repeat = classify_repeat(bucket, &key, now_t, answerable, &expired);
 	int answer = answerable && repeat != ZB_REPEAT_DUP;
 	int verdict = answer && r->kernel_answer ? ZB_ANSWER : XDP_DROP;
 	if (repeat) {
@@ -532,7 +547,9 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 			return verdict;
 		}
 	}
-	if (!repeat)
+	if (expired)
+		dedup_renew(expired, now_t);
+	else if (!repeat)
 		dedup_insert(bucket, &key, now_t);
 
 	ev->ts_ns = now;

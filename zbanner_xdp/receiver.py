@@ -583,11 +583,14 @@ class Receiver:
 def _row_bytes(big: np.ndarray) -> list[bytes]:
     """The bytes each banner record holds: the batch's data copied once (up to its longest), then a
     slice of that each. (A numpy row, sliced and copied per record, cost several times as much.)"""
-    lens = big["h"]["data_len"].tolist()
+    data = big["data"]
+    # (data_len never exceeds the record's data: XDP copies at most that much. Capped all the same:
+    # one wrong length must not shift every later record's bytes.)
+    lens = np.minimum(big["h"]["data_len"], data.shape[1]).tolist()
     width = max(lens, default=0)
     if width == 0:
         return [b""] * len(lens)
-    buf = big["data"][:, :width].tobytes()
+    buf = data[:, :width].tobytes()
     return [buf[at : at + n] for at, n in zip(range(0, len(lens) * width, width), lens, strict=True)]
 
 

@@ -98,7 +98,8 @@ def test_big_page_whole_or_marked_truncated_never_wrong(
     synacks = {x["saddr"] for x in recs if x["classification"] == "synack"}
     got = {x["saddr"] for x in banners}
     assert got <= synacks, sorted(got - synacks)[:5]
-    assert len(synacks - got) == seg["dropped_without_data"], sorted(synacks - got)[:5]
+    # (<=: a connection given up empty and then revived by a late SYN-ACK is counted and recorded.)
+    assert len(synacks - got) <= seg["dropped_without_data"], sorted(synacks - got)[:5]
     assert whole >= min_whole * len(synacks), f"{whole}/{len(synacks)} whole answers"
     assert len(synacks) >= min_synacks * len(TARGETS), f"{len(synacks)}/{len(TARGETS)} handshakes"
     if counter == "reordered":

@@ -7,6 +7,7 @@ Python cookie must be consumed, one cookie off must pass untouched.
 from __future__ import annotations
 
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -32,7 +33,9 @@ PROBE_INFO = {"base": len(PAYLOAD), "proto": socket.IPPROTO_TCP}  # one TCP prob
 
 
 class Prog:
-    def __init__(self, banners: bool, segments: bool = False, short_pages: int = 0) -> None:
+    def __init__(
+        self, banners: bool, segments: bool = False, short_pages: int = 0, dedup_window_s: float = 0.0
+    ) -> None:
         from zbanner_xdp.bpfprog import ProgParams, RecvProgram
 
         params = ProgParams(
@@ -45,6 +48,7 @@ class Prog:
             ringbuf_pages=64,
             banner_pages=64,
             short_pages=short_pages,
+            dedup_window_s=dedup_window_s,
         )
         self.p = RecvProgram(params, KEY, probe_infos=[PROBE_INFO] if banners else None)
         self.ring = RingReader(self.p, 64, 64, short_pages)
@@ -154,6 +158,23 @@ def test_duplicate_counts_as_repeat(synprog: Prog) -> None:
     assert [synprog.run(f) for _ in range(3)] == [XDP_DROP] * 3
     assert len(synprog.drain()) == 1
     assert synprog.p.counters()[Counter.REPEAT] == before + 2
+
+
+def test_a_repeat_inside_a_renewed_window_is_a_repeat() -> None:
+    """--dedup-window: a reply seen again after the window is new (recorded again), and its repeats
+    inside the new window are repeats. The filter used to give the key a second slot and keep finding
+    the first, expired one: every later repeat was recorded, each adding yet another slot."""
+    p = Prog(banners=False, dedup_window_s=0.01)
+    try:
+        f = frame(0x12, cookie(sport=40060) + 1, sport=40060)
+        assert p.run(f) == XDP_DROP and len(p.drain()) == 1
+        time.sleep(0.05)  # the window (10 ms) has passed
+        assert [p.run(f) for _ in range(3)] == [XDP_DROP] * 3
+        assert len(p.drain()) == 1  # the first after the window; then two repeats
+        assert p.p.counters()[Counter.REPEAT] == 2
+    finally:
+        p.ring.close()
+        p.p.close()
 
 
 def test_banner_segment(banprog: Prog) -> None:
@@ -494,11 +515,13 @@ def test_the_duplicate_filters_bucket_is_the_one_python_computes() -> None:
         ours = rng.integers(LO, HI, 64)
         for t, o in zip(them.tolist(), ours.tolist(), strict=True):
             c = cookie_scalar(KEY, US, t, o, 80)
-            for flags in (0x12, 0x14):  # a SYN-ACK (a connection's bucket), a RST (a bucket of its own)
-                assert bpfsys.prog_test_run(prog.prog_fd, frame(flags, c + 1, sport=o, src=t))[0] == XDP_DROP
+            # A SYN-ACK and a zero-window one (a connection's kinds: its bucket), a RST (one of its own).
+            for flags, window in ((0x12, 64240), (0x12, 0), (0x14, 64240)):
+                got = bpfsys.prog_test_run(prog.prog_fd, frame(flags, c + 1, sport=o, src=t, window=window))
+                assert got[0] == XDP_DROP
             ring.poll(0)
         raw = them.byteswap()  # the event's (and the key's) address: the packet's bytes, loaded raw
-        for kind in (events.Kind.SYNACK, events.Kind.RST):
+        for kind in (events.Kind.SYNACK, events.Kind.ZEROWIN, events.Kind.RST):
             idx = events.dedup_index(raw, np.full(64, 80), ours, np.full(64, int(kind)), params.dedup_buckets)
             for r, o, i in zip(raw.tolist(), ours.tolist(), idx.tolist(), strict=True):
                 bucket = np.frombuffer(prog.obj.lookup("dedup", i), events.DEDUP_SLOT_DTYPE)
