@@ -160,18 +160,19 @@ class Lines:
         if len(enc) == 1:
             self.const(enc[0])
             return
-        width = max(map(len, enc))
+        # Each value's length, once: a banner batch's per-record values come here, one per row.
+        lens = np.fromiter(map(len, enc), np.uint32, count=len(enc))
+        width = int(lens.max())
         idx = np.asarray(codes, np.intp)
 
         def fill(dst: np.ndarray, use: np.ndarray) -> None:
             table = np.zeros((len(enc), width), np.uint8)
             for i, e in enumerate(enc):
                 table[i, : len(e)] = np.frombuffer(e, np.uint8)
-            lens = np.array([len(e) for e in enc])
             np.take(table, idx, axis=0, out=dst)
             _mask_left(use, lens[idx])
 
-        self._add(width, fill, (fastfmt.WORD, idx, enc))
+        self._add(width, fill, (fastfmt.WORD, idx, enc, lens))
 
     def raw(self, encoded: Sequence[bytes]) -> None:
         """One value per row, already JSON-encoded (the per-record parts of banner records)."""
@@ -276,16 +277,13 @@ class Lines:
             if valid is not None:
                 c.valid = ptr(np.ascontiguousarray(valid, dtype=np.uint8))
             if op == fastfmt.WORD:
-                # (A banner batch's per-record values come here, one per row: no Python list of
-                # lengths, one pass over them.)
-                words = spec[2]
-                lens = np.fromiter(map(len, words), np.uint32, count=len(words))
+                words, lens = spec[2], spec[3]
                 offs = np.zeros(len(words) + 1, np.uint32)
                 np.cumsum(lens, out=offs[1:])
                 c.len = len(words)
                 c.bytes = ptr(b"".join(words))
                 c.offs = ptr(offs)
-                word_widths += int(lens.max()) if len(words) else 0
+                word_widths += int(lens.max())
         widest = {fastfmt.UINT: 20, fastfmt.DOTTED: 17, fastfmt.TIME: 26, fastfmt.IPV6: 41}
         width = sum(c.len if c.op == fastfmt.CONST else widest.get(c.op, 0) for c in cols) + word_widths
         out = np.empty(self.n * width, np.uint8)

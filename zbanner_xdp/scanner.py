@@ -481,7 +481,7 @@ class Scanner:
                 ttl=cfg.ttl,
                 ack_window=cfg.ack_window,
                 pcap_snap=snap_bytes(cfg.pcap_snaplen) if cfg.pcap else 0,
-                short_pages=self._short_pages(),
+                short_pages=short_ring_pages(self.plan, self.segmented),
             )
             self.prog = RecvProgram(
                 params,
@@ -634,9 +634,6 @@ class Scanner:
                     pass
         if self.writer is not None:
             self.writer.close()
-
-    def _short_pages(self) -> int:
-        return short_ring_pages(self.plan, self.segmented)
 
     def _kernel_generator(self, link: packets.LinkParams, params: ProgParams) -> KernelGenerator | None:
         """The kernel-side SYN generator, where the kernel and driver can do it (--tx auto|xdp)."""
