@@ -370,6 +370,14 @@ static __always_inline int dedup_find(struct zb_dedup_bucket *b, struct zb_dedup
 	return -1;
 }
 
+/* How long ago a slot's key was first seen, in the filter's units. first_t is stored as now_t | 1 (0
+ * marks an empty slot), one unit ahead when now_t was even: without the bit, a slot written in this
+ * very unit has age 0, not 2^32 - 1 (which took a repeat for one past the window, recorded again). */
+static __always_inline __u32 slot_age(__u32 first_t, __u32 now_t)
+{
+	return now_t - (first_t & ~1u);
+}
+
 static __always_inline __u8 classify_repeat(struct zb_dedup_bucket *b, struct zb_dedup_key *k, __u32 now_t,
 					    int answerable, struct zb_dedup_slot **expired)
 {
@@ -380,7 +388,7 @@ static __always_inline __u8 classify_repeat(struct zb_dedup_bucket *b, struct zb
 	if (i < 0 || i >= ZB_DEDUP_WAYS)
 		return 0;
 	struct zb_dedup_slot *seen = &b->slot[i];
-	if (ZB_DEDUP_WINDOW_NS && now_t - seen->first_t > (__u32)(ZB_DEDUP_WINDOW_NS >> ZB_DEDUP_SHIFT)) {
+	if (ZB_DEDUP_WINDOW_NS && slot_age(seen->first_t, now_t) > (__u32)(ZB_DEDUP_WINDOW_NS >> ZB_DEDUP_SHIFT)) {
 		/* Seen longer ago than the window: new again. Its slot starts the new window once the
 		 * reply is recorded (dedup_renew): a second slot for the key would never be found, this
 		 * one coming first, so every later repeat was taken for new and added yet another slot,
@@ -416,7 +424,7 @@ static __always_inline void dedup_insert(struct zb_dedup_bucket *b, struct zb_de
 			victim = i;
 			break;
 		}
-		__u32 age = now_t - t;
+		__u32 age = slot_age(t, now_t);
 		if (age >= max_age) {
 			max_age = age;
 			victim = i;
