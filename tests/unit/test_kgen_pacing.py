@@ -136,3 +136,33 @@ def test_a_rate_spreads_its_grants_over_most_of_their_period() -> None:
     assert g.min_gap_ns == 0.0  # faster than the generator's own spacing
     g.spread_for(500)
     assert g.min_gap_ns == 0.0  # the limiter grants a frame or two at a time
+
+
+def test_the_slow_start_sends_no_more_than_user_space_holds_before_the_first_verdict(clock: Clock) -> None:
+    # With in-kernel replies not yet proven, user space holds the events the program answered
+    # until a verification poll says whether the driver sent or refused them; past HOLD_MAX it
+    # answers them at once (twice, if the kernel's answers did leave). From the slow start's
+    # pace, one poll interval of SYNs (each a possible answer) must stay well inside that.
+    from zbanner_xdp.kreplies import KernelReplies
+    from zbanner_xdp.replies import Replies
+
+    g = FakeGen(clock, capacity=1e9)
+    g.RING = 1 << 30  # a hop that never refuses: the start alone decides the pace
+    g.reply_stats = object()  # watched: the slow start applies
+    g.gap_ns = g.START_GAP_NS
+    started: list[tuple[float, int]] = []
+    run = g._run
+
+    def logged(start: int, count: int) -> None:
+        started.append((clock.t, count))
+        run(start, count)
+
+    g._run = logged  # type: ignore[method-assign]
+    t0 = clock.t
+    for _ in range(16):
+        _send(g, 4096)
+    early = sum(n for t, n in started if t < t0 + KernelReplies.POLL_S)
+    assert early <= Replies.HOLD_MAX // 2, early
+    # ... and it is a start, not a pace: full speed (no gap) well before the 65,536 frames end.
+    assert g.gap() == 0.0
+    assert clock.t - t0 < 0.05, clock.t - t0
