@@ -19,6 +19,7 @@ static __always_inline __u16 zb_csum_fold(__u64 sum)
  * took two or three (perf, SSH banners from the emulator: csum_partial a third of xdp_recv's own
  * time). Packet pointers: the caller has checked the n bytes are in the frame. */
 typedef __u32 __attribute__((may_alias)) zb_u32_any; /* read over any type: headers, u64 arrays */
+typedef __u64 __attribute__((may_alias)) zb_u64_any; /* written over bytes: a text built in a map value */
 
 static __always_inline __u64 zb_words(const void *p, const int n)
 {

@@ -107,13 +107,14 @@ static __always_inline struct zb_variant zb_split_variant(__u32 variant)
 
 /* In-kernel replies: the payload the program piggybacks on its ACK, as a
  * template it completes per target (zbanner_xdp/kpayload.py). Per probe one
- * entry per length of the dotted target address (index probe * VARIANTS +
- * that length): the text goes at ip_at; ranges (a multiple of 8 bytes each)
+ * entry per length of the target address's text, dotted (7-15) or RFC 5952
+ * (2-39) (index probe * VARIANTS + that length): the text goes at ip_at;
+ * ranges (a multiple of 8 bytes each)
  * get the target's pseudo-random bytes. csum is the template's partial
  * ones'-complement sum (native 16-bit words, zeros where the program writes),
  * precomputed by user space. */
 #define ZB_KPAYLOAD_MAX 1024
-#define ZB_KP_VARIANTS 16
+#define ZB_KP_VARIANTS 40
 #define ZB_KP_RANGES 4
 #define ZB_KP_RANGE_MAX 32
 #define ZB_KP_NONE 0xffff

@@ -76,8 +76,14 @@ BPF_ARRAY(probe_info, struct zb_probe_info, ZB_PROBES);
  * cost ~200 ns per reply, more than the rest of the program together. */
 BPF_ARRAY(dedup, struct zb_dedup_bucket, ZB_DEDUP_BUCKETS);
 #if ZB_KERNEL_REPLIES
-/* Per probe, one template per length of the dotted target address (shared.h). */
+/* Per probe, one template per length of the target address's text (shared.h). */
 BPF_ARRAY(kpayload, struct zb_kpayload, ZB_PROBES * ZB_KP_VARIANTS);
+/* Where an answer's per-target parts are made (the address's text, a range's bytes): the
+ * program's 512-byte stack has no room left for an IPv6 text's 40 bytes. */
+struct zb_kr_buf {
+	__u64 w[6];
+};
+BPF_PERCPU_ARRAY(kr_buf, struct zb_kr_buf, 1);
 #endif
 #ifndef ZB_PCAP_SNAP
 #define ZB_PCAP_SNAP 0
@@ -198,45 +204,128 @@ static __always_inline __u32 dotted_len(__u32 raw)
 /* The length of an IPv6 address's RFC 5952 text (Python's ipaddress): groups in hex without
  * leading zeros, the first longest run of two or more zero groups written "::". `w` is the
  * address as four raw words (the packet's bytes loaded little-endian). */
+static __always_inline __u32 group6(const __u32 *w, int i)
+{
+	__u32 word = w[i / 2];
+	return (i % 2 == 0) ? (((word & 0xff) << 8) | ((word >> 8) & 0xff))
+			    : ((((word >> 16) & 0xff) << 8) | (word >> 24));
+}
+
+/* A 0-8 value's "is not zero", a 0-0xff one's, a group's "is zero": 0/1 without a branch. */
+#define ZB_NZ8(x) (((x) + 7) >> 3)
+#define ZB_NZFF(x) (((x) + 0xff) >> 8)
+#define ZB_Z16(g) ((((g) + 0xffff) >> 16) ^ 1)
+
+/* The first longest run of two or more zero groups: *at its first group, *len its length; 8 and
+ * 0 if there is none. Without branches (bit masks: k's bit i says groups i..i+j are all zero), so
+ * that inlined twice or thrice it adds no paths for the verifier to walk. */
+static __always_inline void zero_run6(const __u32 *w, __u32 *at, __u32 *len)
+{
+	__u32 k = 0;
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		k |= ZB_Z16(group6(w, i)) << i;
+	__u32 l = 0, last = 0;
+#pragma unroll
+	for (int j = 0; j < 8; j++) {
+		__u32 nz = ZB_NZFF(k);
+		l += nz;
+		last = (last & (nz - 1)) | (k & -nz); /* the last non-empty mask: runs of length l */
+		k &= k >> 1;
+	}
+	__u32 b = last & -last; /* its first run's bit */
+	__u32 first = ZB_NZFF(b & 0xaa) + 2 * ZB_NZFF(b & 0xcc) + 4 * ZB_NZFF(b & 0xf0);
+	__u32 run = (l + 6) >> 3; /* l >= 2 */
+	*at = 8 - run * (8 - first);
+	*len = run * l;
+}
+
 static __always_inline __u32 text6_len(const __u32 *w)
 {
-	__u32 digits = 0, best_at = 0, best_len = 0, run_at = 0, run_len = 0;
+	__u32 digits = 0, at, len;
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
-		__u32 word = w[i / 2];
-		__u32 g = (i % 2 == 0) ? (((word & 0xff) << 8) | ((word >> 8) & 0xff))
-				       : ((((word >> 16) & 0xff) << 8) | (word >> 24));
-		digits += 1 + (g >= 0x10) + (g >= 0x100) + (g >= 0x1000);
-		if (g == 0) {
-			if (run_len == 0)
-				run_at = i;
-			run_len++;
-			if (run_len > best_len) {
-				best_len = run_len;
-				best_at = run_at;
-			}
-		} else {
-			run_len = 0;
-		}
+		__u32 g = group6(w, i);
+		digits += 1 + ((g + 0xfff0) >> 16) + ((g + 0xff00) >> 16) + ((g + 0xf000) >> 16);
 	}
-	if (best_len < 2)
-		return digits + 7;
+	zero_run6(w, &at, &len);
 	/* The run's groups (one digit each) go; "::" stands for the colons around and inside it. */
-	__u32 after = 8 - best_at - best_len;
-	return digits - best_len + (best_at ? best_at - 1 : 0) + (after ? after - 1 : 0) + 2;
+	__u32 after = 8 - at - len, run = ZB_NZ8(len);
+	return digits - len + run * (at - ZB_NZ8(at) + after - ZB_NZ8(after) + 2) + (1 - run) * 7;
 }
+
+#if ZB_KERNEL_REPLIES
+/* The RFC 5952 text itself (text6_len's rules), first character first, into t[] (48 bytes of a
+ * map value: its length (2-39) and zeros past it; 0 if it does not fit). A group's part (nothing
+ * inside the zero run, "::" at its start, else an optional ':' and 1-4 hex digits) goes in as
+ * one 8-byte store, the next part overwriting its zeros; it is chosen with 0/1 arithmetic rather
+ * than branches, so the verifier does not walk every combination of 8 groups. */
+static __always_inline __u32 text6_text(const __u32 *w, __u8 *t)
+{
+	__u32 at, len;
+	zero_run6(w, &at, &len);
+#pragma unroll
+	for (int j = 0; j < 6; j++)
+		((__u64 *)t)[j] = 0; /* what an earlier answer left past this one's end */
+	__u64 pos = 0, end = at + len;
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		__u64 g = group6(w, i);
+		__u64 nd = 1 + ((g + 0xfff0) >> 16) + ((g + 0xff00) >> 16) + ((g + 0xf000) >> 16);
+		__u64 from = ((i + 16 - (__u64)at) >> 4) & 1; /* i >= at (both 0-8) */
+		__u64 in = from & (((end + 15 - i) >> 4) & 1); /* ... and i < at + len */
+		__u64 start = from & ((((__u64)at + 16 - i) >> 4) & 1); /* i == at */
+		__u64 plain = 1 - in;
+		__u64 x = end ^ i;
+		__u64 sep = i ? plain & ((x | -x) >> 63) : 0; /* not first, not right after the run */
+		__u64 hex = 0; /* the 4 digits, the last in the low byte */
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			__u64 nib = (g >> (4 * j)) & 0xf;
+			hex |= (nib + '0' + ((nib + 6) >> 4) * ('a' - '0' - 10)) << (8 * j);
+		}
+		/* In memory order (the first digit in the low byte), without the leading zeros. */
+		__u64 digits = __builtin_bswap32((__u32)hex) >> (8 * (4 - nd));
+		__u64 part = start * 0x3a3a + plain * (sep * ':' + (digits << (8 * sep)));
+		if (pos > 40)
+			return 0;
+		*(zb_u64_any *)(t + pos) = part;
+		pos += start * 2 + plain * (nd + sep); /* 0-5 characters */
+	}
+	return (__u32)pos;
+}
+#endif
 #endif
 
 #if ZB_KERNEL_REPLIES
-static __always_inline struct zb_kpayload *kp_lookup(__u32 probe, __u32 them_raw)
-{
+/* What the answer needs from the reply, read before the frame is resized. */
+struct zb_kr {
+	__u8 mac[12];
+	__u32 us;
+	__u32 them;
+	__be16 our_port;
+	__be16 their_port;
+	__u32 their_seq;
+	__u32 their_ack;
+	__u32 plen;
+	__u32 kp_index; /* the template's entry (ZB_KP_INDEX) */
+	__u8 with_payload;
+	__u8 ok;
 #if ZB_IPV6
-	/* One template a probe: only payloads without the address (kpayload.py; user space answers
-	 * the others). */
-	__u32 i = probe * ZB_KP_VARIANTS;
-#else
-	__u32 i = probe * ZB_KP_VARIANTS + dotted_len(them_raw); /* 7-15 */
+	__u32 us6[4];
+	__u32 them6[4];
 #endif
+};
+
+/* A probe's template for a target (`x`: anything with its them/them6): one per length of the
+ * address's text (kpayload.py). */
+#if ZB_IPV6
+#define ZB_KP_INDEX(probe, x) ((probe) * ZB_KP_VARIANTS + text6_len((x)->them6)) /* 2-39 */
+#else
+#define ZB_KP_INDEX(probe, x) ((probe) * ZB_KP_VARIANTS + dotted_len((x)->them)) /* 7-15 */
+#endif
+static __always_inline struct zb_kpayload *kp_at(__u32 i)
+{
 	return kpayload.lookup(&i);
 }
 
@@ -589,25 +678,6 @@ static __always_inline int emit(struct xdp_md *ctx, struct zb_reply *r)
 }
 
 #if ZB_KERNEL_REPLIES
-
-/* What the answer needs from the reply, read before the frame is resized. */
-struct zb_kr {
-	__u8 mac[12];
-	__u32 us;
-	__u32 them;
-	__be16 our_port;
-	__be16 their_port;
-	__u32 their_seq;
-	__u32 their_ack;
-	__u32 plen;
-	__u8 with_payload;
-	__u8 ok;
-#if ZB_IPV6
-	__u32 us6[4];
-	__u32 them6[4];
-#endif
-};
-
 /* Turn the reply in place into our answer, in two steps around emit(): a
  * SYN-ACK becomes the ACK carrying the probe's payload (or a RST for
  * SYN-only probes), a zero-window SYN-ACK or a banner becomes a RST. The
@@ -637,7 +707,8 @@ static __always_inline void kernel_reply_prepare(struct xdp_md *ctx, __u8 kind, 
 	kr->us = ip->daddr;
 	kr->them = ip->saddr;
 #endif
-	struct zb_kpayload *kp = kp_lookup(probe, kr->them);
+	kr->kp_index = ZB_KP_INDEX(probe, kr); /* found once, kept for finishing the answer */
+	struct zb_kpayload *kp = kp_at(kr->kp_index);
 	if (!kp || !kp->enabled)
 		return;
 	__builtin_memcpy(kr->mac, eth->h_dest, 12);
@@ -670,7 +741,7 @@ static __always_inline void kernel_reply_prepare(struct xdp_md *ctx, __u8 kind, 
 
 static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, struct zb_kr *kr)
 {
-	struct zb_kpayload *kp = kp_lookup(probe, kr->them);
+	struct zb_kpayload *kp = kp_at(kr->kp_index);
 	if (!kp)
 		return XDP_DROP;
 	void *data = (void *)(long)ctx->data;
@@ -738,17 +809,29 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 		if (bpf_xdp_store_bytes(ctx, ZB_KR_HDRS, kp->data, n))
 			return XDP_DROP;
 		/* The template's per-target parts: the address text, the pseudo-random ranges. */
+		__u32 zero = 0;
+		struct zb_kr_buf *kb = kr_buf.lookup(&zero);
+		if (!kb)
+			return XDP_DROP;
+		__u64 *buf = kb->w;
 		__u32 at = kp->ip_at;
-		if (at != ZB_KP_NONE && ZB_IPV6)
-			return XDP_DROP; /* (never enabled: kpayload.py keeps IPv6 templates address-free) */
 		if (at != ZB_KP_NONE) {
-			__u64 txt[2];
-			__u32 tl = dotted_text(kr->them, txt);
+#if ZB_IPV6
+			__u64 tl = text6_text(kr->them6, (__u8 *)buf);
+			asm volatile("" : "+r"(tl)); /* checked as the helper will see it */
+			if (at > ZB_KPAYLOAD_MAX || at + tl > n || tl < 2 || tl > 39)
+				return XDP_DROP;
+			__u64 txt_sum = zb_words(buf, 40);
+#else
+			__u64 tl = dotted_text(kr->them, buf);
+			asm volatile("" : "+r"(tl));
 			if (at > ZB_KPAYLOAD_MAX || at + tl > n || tl < 7 || tl > 15)
 				return XDP_DROP;
-			if (bpf_xdp_store_bytes(ctx, ZB_KR_HDRS + at, txt, tl))
+			__u64 txt_sum = zb_words(buf, 16);
+#endif
+			if (bpf_xdp_store_bytes(ctx, ZB_KR_HDRS + at, buf, tl))
 				return XDP_DROP;
-			extra += csum_at(zb_words(txt, 16), at);
+			extra += csum_at(txt_sum, at);
 		}
 #pragma unroll
 		for (int r = 0; r < ZB_KP_RANGES; r++) {
@@ -757,11 +840,10 @@ static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, 
 				continue;
 			if (rat > ZB_KPAYLOAD_MAX || rlen < 8 || rlen > ZB_KP_RANGE_MAX || rat + rlen > n)
 				return XDP_DROP;
-			__u64 w[4];
-			kp_range(kp->seed, bpf_ntohl(kr->them), bpf_ntohs(kr->their_port), r, rlen, w);
-			if (bpf_xdp_store_bytes(ctx, ZB_KR_HDRS + rat, w, rlen))
+			kp_range(kp->seed, bpf_ntohl(kr->them), bpf_ntohs(kr->their_port), r, rlen, buf);
+			if (bpf_xdp_store_bytes(ctx, ZB_KR_HDRS + rat, buf, rlen))
 				return XDP_DROP;
-			extra += csum_at(zb_words(w, ZB_KP_RANGE_MAX), rat);
+			extra += csum_at(zb_words(buf, ZB_KP_RANGE_MAX), rat);
 		}
 		data = (void *)(long)ctx->data;
 		end = (void *)(long)ctx->data_end;
@@ -880,7 +962,7 @@ static __always_inline __u8 kernel_answers(struct xdp_md *ctx, struct zb_l3 *a, 
 	if ((void *)(eth + 1) > (void *)(long)ctx->data_end || eth->h_proto != proto || !a->plain)
 		return 0;
 	__u32 probe = zb_split_variant(variant).probe;
-	struct zb_kpayload *kp = kp_lookup(probe, a->them);
+	struct zb_kpayload *kp = kp_at(ZB_KP_INDEX(probe, a));
 	return kp && kp->enabled;
 #else
 	return 0;

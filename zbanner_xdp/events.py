@@ -147,9 +147,9 @@ def short_dtype(family: int) -> np.dtype:
 
 # The longest fixed payload the program answers a SYN-ACK with itself (--kernel-replies).
 KPAYLOAD_MAX = 1024
-# In-kernel reply templates (kpayload.py): per probe one per length of the dotted address, and the
-# per-target pseudo-random ranges the program fills.
-KP_VARIANTS = 16
+# In-kernel reply templates (kpayload.py): per probe one per length of the address's text (dotted
+# IPv4 7-15, RFC 5952 IPv6 2-39), and the per-target pseudo-random ranges the program fills.
+KP_VARIANTS = 40
 KP_RANGES = 4
 KP_RANGE_MAX = 32
 KP_NONE = 0xFFFF

@@ -2,9 +2,10 @@
 
 A probe's payload may depend on the target in two ways the program can
 reproduce without user space (bpf/xdp_recv.c, kernel_reply_finish):
-- the dotted target address somewhere in it (HTTP's Host:, JARM's SNI), and
-  lengths that grow with it: one template per length of the address text
-  (0-15 characters), zeros where the text goes (`ip_at`);
+- the target address as text somewhere in it (HTTP's Host:, JARM's SNI),
+  dotted or RFC 5952 (IPv6), and lengths that grow with it: one template per
+  length of the address text (7-15 characters, IPv6 2-39), zeros where the
+  text goes (`ip_at`);
 - pseudo-random ranges derived from the target (the TLS probe's random,
   session id and key share): up to RANGES ranges of a multiple of 8 bytes,
   zeros in the template, filled with range_bytes(seed, address, port, index)
@@ -28,7 +29,7 @@ import numpy as np
 from . import events, packets
 from .probes.base import range_bytes
 
-VARIANTS = events.KP_VARIANTS  # templates per probe: one per length of the dotted address (0-15)
+VARIANTS = events.KP_VARIANTS  # templates per probe: one per length of the address text (0-39)
 RANGES = events.KP_RANGES
 RANGE_MAX = events.KP_RANGE_MAX
 NONE = events.KP_NONE
@@ -92,8 +93,7 @@ def _samples(length: int, rng: random.Random, n: int = 6) -> list[str]:
 
 
 def build(probe: Any, family: int = 4) -> KernelPayload | None:
-    """The probe's templates, or None where the program cannot reproduce its payload. An IPv6
-    scan's program writes no address text: one template (variant 0), for payloads without it."""
+    """The probe's templates, or None where the program cannot reproduce its payload."""
     if probe.transport != "tcp":
         return None
     if not probe.handshake:
@@ -107,19 +107,22 @@ def build(probe: Any, family: int = 4) -> KernelPayload | None:
     else:
         ranges = []
     rng = random.Random(7)
+    # Per length of the address's text: a pair of addresses to find where it goes, samples to check.
     if family == 6:
-        return _build6(probe, out, ranges, rng)
+        lengths, pair, samples = range(2, 40), _pair6, _samples6
+    else:
+        lengths, pair, samples = range(7, 16), _pair4, _samples
     fixed = probe.fixed_payload
-    for length in range(7, 16):
+    for length in lengths:
         if fixed is not None:
             v = Variant(fixed)
         else:
-            v = _variant(probe, length, ranges)
+            v = _variant(probe, length, ranges, pair(length))
             if v is None:
                 return None
         if len(v.data) > events.KPAYLOAD_MAX:
             return None
-        for ip in _samples(length, rng):
+        for ip in samples(length, rng):
             port = rng.randrange(1, 65536)
             if render(v, out.seed, ip, port) != probe.payload(ip, port):
                 return None
@@ -127,39 +130,71 @@ def build(probe: Any, family: int = 4) -> KernelPayload | None:
     return out
 
 
-def _build6(
-    probe: Any, out: KernelPayload, ranges: list[tuple[int, int]], rng: random.Random
-) -> KernelPayload | None:
-    """IPv6: the one template, if the payload holds no address (two addresses' payloads equal but for
-    the ranges), checked against the probe's payload for random addresses."""
-    fixed = probe.fixed_payload
-    if fixed is not None:
-        v = Variant(fixed)
-    else:
-        v = _variant(probe, 0, ranges, ("2001:2::1", "2001:2::2"))
-        if v is None or v.ip_at != NONE:
-            return None
-    if len(v.data) > events.KPAYLOAD_MAX:
-        return None
-    for _ in range(6):
-        ip = str(ipaddress.IPv6Address(rng.getrandbits(128)))
-        port = rng.randrange(1, 65536)
-        if render(v, out.seed, ip, port) != probe.payload(ip, port):
-            return None
-    out.variants[0] = v
+def _pair4(length: int) -> tuple[str, str]:
+    """Two dotted addresses `length` characters long, the same octet lengths, every digit different."""
+    octets = _octet_lengths(length)
+    return _addr(octets, "1"), _addr(octets, "2")
+
+
+def _shapes6(length: int) -> list[tuple[int, int, int]]:
+    """The shapes of IPv6 texts `length` characters long: (zero run's first group, its length
+    (0: none), digits of the other groups in all), the other groups being non-zero."""
+    out = []
+    for at, run in [(8, 0)] + [(a, n) for n in range(2, 9) for a in range(0, 9 - n)]:
+        groups = 8 - run
+        after = 8 - at - run if run else 0
+        seps = 7 if not run else max(at - 1, 0) + max(after - 1, 0) + 2
+        digits = length - seps
+        if groups <= digits <= 4 * groups and (groups or not digits):
+            out.append((at, run, digits))
     return out
 
 
-def _variant(
-    probe: Any, length: int, ranges: list[tuple[int, int]], pair: tuple[str, str] | None = None
-) -> Variant | None:
+def _address6(at: int, run: int, digits: list[int], values: list[int]) -> str:
+    groups = [0] * 8
+    others = [i for i in range(8) if not at <= i < at + run]
+    for i, g in zip(others, values, strict=True):
+        groups[i] = g
+    return str(ipaddress.IPv6Address(b"".join(g.to_bytes(2, "big") for g in groups)))
+
+
+def _split(total: int, parts: int, rng: random.Random | None) -> list[int]:
+    """`parts` digit counts (1-4 each) adding up to `total`: the first filled first, or at random."""
+    out = [1] * parts
+    free = [i for i in range(parts)]
+    for _ in range(total - parts):
+        i = rng.choice(free) if rng is not None else free[0]
+        out[i] += 1
+        if out[i] == 4:
+            free.remove(i)
+    return out
+
+
+def _pair6(length: int) -> tuple[str, str]:
+    """Two addresses whose texts are `length` characters long, the same shape, every digit different."""
+    at, run, digits = _shapes6(length)[0]
+    counts = _split(digits, 8 - run, None)
+    return tuple(  # type: ignore[return-value]
+        _address6(at, run, counts, [int(d * n, 16) for n in counts]) for d in ("1", "2")
+    )
+
+
+def _samples6(length: int, rng: random.Random, n: int = 6) -> list[str]:
+    """`n` random addresses whose RFC 5952 text is `length` characters long, built shape first (as
+    _samples builds dotted ones: drawn at random, most lengths would take millions of draws)."""
+    shapes = _shapes6(length)
+    out = []
+    for _ in range(n):
+        at, run, digits = rng.choice(shapes)
+        counts = _split(digits, 8 - run, rng)
+        out.append(_address6(at, run, counts, [rng.randint(16 ** (c - 1), 16**c - 1) for c in counts]))
+    return out
+
+
+def _variant(probe: Any, length: int, ranges: list[tuple[int, int]], pair: tuple[str, str]) -> Variant | None:
     """The template for addresses `length` characters long: where the address text sits, found as
-    the bytes that differ between two addresses with different digits in the same places."""
-    if pair is None:
-        octets = _octet_lengths(length)
-        a, b = _addr(octets, "1"), _addr(octets, "2")
-    else:
-        a, b = pair
+    the bytes that differ between `pair`, two addresses with different digits in the same places."""
+    a, b = pair
     pa, pb = probe.payload(a, 80), probe.payload(b, 80)
     if len(pa) != len(pb):
         return None
@@ -172,8 +207,11 @@ def _variant(
     diff = [i for i, m in enumerate(mask) if m]
     if not diff:
         return Variant(bytes(data), NONE, list(ranges))
-    ip_at = diff[0]
-    if pa[ip_at : ip_at + length] != a.encode() or any(i >= ip_at + length for i in diff):
+    # Where the text starts: at the first difference, or (an IPv6 text may begin with "::", the
+    # same in both) a few characters before it.
+    at = [s for s in range(diff[0], max(diff[0] - length, -1), -1) if pa[s : s + length] == a.encode()]
+    ip_at = at[0] if at else -1
+    if ip_at < 0 or pb[ip_at : ip_at + length] != b.encode() or any(i >= ip_at + length for i in diff):
         return None  # the address is not there once, as text
     data[ip_at : ip_at + length] = bytes(length)
     return Variant(bytes(data), ip_at, list(ranges))

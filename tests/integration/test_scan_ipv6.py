@@ -107,8 +107,8 @@ CASES6 = [("http", 80, "5K"), ("tls", 443, "5K"), ("ssh", 22, "200")]  # sshd: s
 def test_banners6_equal_a_stateful_clients(
     lab_up, tmp_path: Path, probe: str, port: int, rate: str, replies: str
 ) -> None:
-    """Both reply paths: with --kernel-replies the program answers tls and ssh over IPv6 (their
-    payloads hold no address), user space answers http (its Host: [address])."""
+    """Both reply paths: with --kernel-replies the program answers every one over IPv6, http's
+    Host: [address] included (the address's text written by the program)."""
     net = "2001:2::/122"  # 64 of the open range
     pcap = tmp_path / "cap.pcap"
     with Capture(pcap, "ip6 and tcp"):
@@ -121,7 +121,7 @@ def test_banners6_equal_a_stateful_clients(
     frames = [f for f in pcap_tcp6(pcap) if f[0] == lab.SCAN_IP6 and f[2] >= 32768]
     assert frames and {f[5] for f in frames} == {TTL}
     assert m["responses"]["banner"] == len(banners) and m["drops"] == NO_DROPS
-    in_kernel = replies == "kernel" and probe != "http"
+    in_kernel = replies == "kernel"
     assert (m["packets_sent"]["replies_in_kernel"] > 0) is in_kernel, m["kernel_replies"]
 
 
