@@ -739,7 +739,7 @@ static __always_inline void kernel_reply_prepare(struct xdp_md *ctx, __u8 kind, 
 	kr->ok = 1;
 }
 
-static __always_inline int kernel_reply_finish(struct xdp_md *ctx, __u32 probe, struct zb_kr *kr)
+static __always_inline int kernel_reply_finish(struct xdp_md *ctx, struct zb_kr *kr)
 {
 	struct zb_kpayload *kp = kp_at(kr->kp_index);
 	if (!kp)
@@ -895,7 +895,7 @@ static __always_inline int emit_and_answer(struct xdp_md *ctx, struct zb_reply *
 		if (!kr.ok)
 			return XDP_DROP;
 	}
-	return kernel_reply_finish(ctx, probe, &kr);
+	return kernel_reply_finish(ctx, &kr);
 #else
 	int v = emit(ctx, r);
 	return v == ZB_ANSWER ? XDP_DROP : v;

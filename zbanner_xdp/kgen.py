@@ -168,13 +168,15 @@ class KernelGenerator:
     # Slow start, with in-kernel replies (watch_replies()): the first run is paced at
     # START_GAP_NS and, until the first refusal, the gap halves every START_HALF_LIFE_S (full
     # speed after ~30 ms). Their answers leave at the rate the servers answer, a burst of SYNs
-    # before the first refusal is a burst of answers after it. Where the driver refuses the
-    # answers, user space holds what the program answered until the next verification poll
-    # (kreplies.KernelReplies.POLL_S, 20 ms) and answers it then: from 500k/s the first 20 ms
-    # send ~22k SYNs, well inside what it holds (replies.Replies.HOLD_MAX, 65,536; unpaced ~66k
-    # would not be). It was 50k/s (full speed after ~60 ms): against the lab's emulator that
-    # start was a fifth of a 65,536-target banner scan's time, and against its real nginx at
-    # `--rate 0` neither start (nor none) lost a banner.
+    # before the first refusal is a burst of answers after it. Until the driver's counters say
+    # whether the program's answers leave, user space holds what the program answered
+    # (replies.Replies.HOLD_MAX, 65,536; past it, it answers at once, and twice if the kernel's
+    # answers did leave). "Sent" and "refused" are known at the first verification poll
+    # (kreplies.KernelReplies.POLL_S, 20 ms): from 500k/s the first 20 ms send ~22k SYNs, inside
+    # that bound (unpaced, ~66k would not be). ("Vanished", neither sent nor refused, takes a
+    # second poll; answering at once is then right.) It was 50k/s (full speed after ~60 ms):
+    # against the lab's emulator that start took ~64 ms of a ~125 ms 65,536-target banner scan,
+    # and against its real nginx at `--rate 0` neither start (nor none) lost a banner.
     START_GAP_NS = 2_000
     START_HALF_LIFE_S = 0.01
     PACED_RUN_S = 0.001
