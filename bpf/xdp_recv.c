@@ -201,9 +201,8 @@ static __always_inline __u32 dotted_len(__u32 raw)
 }
 
 #if ZB_IPV6
-/* The length of an IPv6 address's RFC 5952 text (Python's ipaddress): groups in hex without
- * leading zeros, the first longest run of two or more zero groups written "::". `w` is the
- * address as four raw words (the packet's bytes loaded little-endian). */
+/* Group i (0-7) of an IPv6 address given as four raw words (the packet's bytes loaded
+ * little-endian). */
 static __always_inline __u32 group6(const __u32 *w, int i)
 {
 	__u32 word = w[i / 2];
@@ -215,6 +214,8 @@ static __always_inline __u32 group6(const __u32 *w, int i)
 #define ZB_NZ8(x) (((x) + 7) >> 3)
 #define ZB_NZFF(x) (((x) + 0xff) >> 8)
 #define ZB_Z16(g) ((((g) + 0xffff) >> 16) ^ 1)
+/* A group's hex digits without leading zeros (1-4), without a branch. */
+#define ZB_HEX_DIGITS(g) (1 + (((g) + 0xfff0) >> 16) + (((g) + 0xff00) >> 16) + (((g) + 0xf000) >> 16))
 
 /* The first longest run of two or more zero groups: *at its first group, *len its length; 8 and
  * 0 if there is none. Without branches (bit masks: k's bit i says groups i..i+j are all zero), so
@@ -240,13 +241,15 @@ static __always_inline void zero_run6(const __u32 *w, __u32 *at, __u32 *len)
 	*len = run * l;
 }
 
+/* The length of an IPv6 address's RFC 5952 text (Python's ipaddress): groups in hex without
+ * leading zeros, the first longest run of two or more zero groups written "::". */
 static __always_inline __u32 text6_len(const __u32 *w)
 {
 	__u32 digits = 0, at, len;
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
 		__u32 g = group6(w, i);
-		digits += 1 + ((g + 0xfff0) >> 16) + ((g + 0xff00) >> 16) + ((g + 0xf000) >> 16);
+		digits += ZB_HEX_DIGITS(g);
 	}
 	zero_run6(w, &at, &len);
 	/* The run's groups (one digit each) go; "::" stands for the colons around and inside it. */
@@ -271,7 +274,7 @@ static __always_inline __u32 text6_text(const __u32 *w, __u8 *t)
 #pragma unroll
 	for (int i = 0; i < 8; i++) {
 		__u64 g = group6(w, i);
-		__u64 nd = 1 + ((g + 0xfff0) >> 16) + ((g + 0xff00) >> 16) + ((g + 0xf000) >> 16);
+		__u64 nd = ZB_HEX_DIGITS(g);
 		__u64 from = ((i + 16 - (__u64)at) >> 4) & 1; /* i >= at (both 0-8) */
 		__u64 in = from & (((end + 15 - i) >> 4) & 1); /* ... and i < at + len */
 		__u64 start = from & ((((__u64)at + 16 - i) >> 4) & 1); /* i == at */

@@ -161,7 +161,7 @@ def _address6(at: int, run: int, digits: list[int], values: list[int]) -> str:
 def _split(total: int, parts: int, rng: random.Random | None) -> list[int]:
     """`parts` digit counts (1-4 each) adding up to `total`: the first filled first, or at random."""
     out = [1] * parts
-    free = [i for i in range(parts)]
+    free = list(range(parts))
     for _ in range(total - parts):
         i = rng.choice(free) if rng is not None else free[0]
         out[i] += 1
@@ -174,9 +174,8 @@ def _pair6(length: int) -> tuple[str, str]:
     """Two addresses whose texts are `length` characters long, the same shape, every digit different."""
     at, run, digits = _shapes6(length)[0]
     counts = _split(digits, 8 - run, None)
-    return tuple(  # type: ignore[return-value]
-        _address6(at, run, counts, [int(d * n, 16) for n in counts]) for d in ("1", "2")
-    )
+    a, b = (_address6(at, run, counts, [int(d * n, 16) for n in counts]) for d in ("1", "2"))
+    return a, b
 
 
 def _samples6(length: int, rng: random.Random, n: int = 6) -> list[str]:
