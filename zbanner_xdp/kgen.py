@@ -41,6 +41,28 @@ class KernelGenError(RuntimeError):
     pass
 
 
+def fill_ring(
+    ring: np.ndarray, base: int, addrs: np.ndarray, ports: np.ndarray, variants: np.ndarray | int
+) -> None:
+    """Targets `base`, `base`+1, ... (indices the program takes modulo the ring's size) into the
+    generator's target ring: at most two slices, one either side of the wrap (indexing by an
+    array of slots instead cost ~0.7 ms a 65,536-target batch against ~0.1, on the sending thread)."""
+    n, slots = len(addrs), len(ring)
+    if n > slots:
+        raise ValueError("more targets than the ring holds")
+    start = base % slots
+    first = min(n, slots - start)
+    v6 = "daddr6" in ring.dtype.names  # an IPv6 scan's program takes whole addresses
+    dst_addrs = addrs if v6 else addrs.astype(np.uint32).byteswap()
+    dst_ports = ports.astype(np.uint16).byteswap()
+    for dst, src in ((slice(start, start + first), slice(0, first)), (slice(0, n - first), slice(first, n))):
+        if dst.stop <= dst.start:
+            continue
+        ring["daddr6" if v6 else "daddr_raw"][dst] = dst_addrs[src]
+        ring["dport_raw"][dst] = dst_ports[src]
+        ring["variant"][dst] = variants if np.ndim(variants) == 0 else variants[src]
+
+
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -377,14 +399,7 @@ class KernelGenerator:
         if n > self.slots:
             raise KernelGenError("batch larger than the generator's target ring")
         base = self.written
-        idx = (base + np.arange(n)) % self.slots
-        t = self.targets
-        if "daddr6" in t.dtype.names:  # an IPv6 scan's program
-            t["daddr6"][idx] = addrs
-        else:
-            t["daddr_raw"][idx] = addrs.astype(np.uint32).byteswap()
-        t["dport_raw"][idx] = ports.astype(np.uint16).byteswap()
-        t["variant"][idx] = variants
+        fill_ring(self.targets, base, addrs, ports, variants)
         todo = [(base, n, 0)]  # (first index, count, tries so far), a stack
         while todo:
             start, count, tries = todo.pop()

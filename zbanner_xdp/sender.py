@@ -147,13 +147,21 @@ class RateLimiter:
     At high rates that one packet's head start is lost in the batch size.
     """
 
-    def __init__(self, rate: float, max_batch: int = 4096):
+    MAX_BATCH = 4096  # packets granted at once at --rate 0, and at most at any rate
+
+    def __init__(self, rate: float, max_batch: int = MAX_BATCH):
         self.rate = rate
         self.start = time.monotonic()
         self.granted = 0
+        self._first_granted = False
         self._lock = threading.Lock()  # charge() comes from the receiver thread
         # ~200 batches a second at high rates; single packets at low ones.
         self.batch = max_batch if rate == 0 else max(1, min(max_batch, int(rate // 200)))
+
+    def restart(self, now: float) -> None:
+        """The clock from `now`, when sending starts: packet k is due at k / rate after it."""
+        with self._lock:
+            self.start, self.granted, self._first_granted = now, 0, False
 
     def refund(self, n: int) -> None:
         """Give back what a grant did not use, so that it is not lost from the rate."""
@@ -190,7 +198,10 @@ class RateLimiter:
             if deadline is not None and now >= deadline:
                 return 0  # (first: a packet due exactly at the deadline is past it)
             allowed = self._due(now) - self.granted
-            if allowed >= self.batch:
+            # The first packet is due at once, not when a whole batch is: the sending loop's
+            # first round (and the replies the first probes draw) starts with the clock.
+            if allowed >= self.batch or (allowed > 0 and not self._first_granted):
+                self._first_granted = True
                 grant = min(allowed, self.batch * 2)
                 with self._lock:
                     self.granted += grant

@@ -166,3 +166,37 @@ def test_the_slow_start_sends_no_more_than_user_space_holds_before_the_first_ver
     # ... and it is a start, not a pace: full speed (no gap) well before the 65,536 frames end.
     assert g.gap() == 0.0
     assert clock.t - t0 < 0.05, clock.t - t0
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize(("base", "n"), [(0, 5), (3, 13), (14, 2), (15, 16), (16 * 7 + 9, 16), (5, 0)])
+def test_fill_ring_puts_target_i_where_the_program_takes_index_base_plus_i(family, base, n):
+    """Slot (base + i) % slots holds target i, in the program's byte order, on both sides of the
+    ring's wrap; slots outside the batch are left alone."""
+    from zbanner_xdp import events, targets
+
+    slots = 16
+    ring = np.zeros(slots, events.gen_target_dtype(family))
+    ring["variant"] = 0xEE  # untouched slots keep it
+    rng = np.random.default_rng(base * 31 + n)
+    ports = rng.integers(1, 65536, n).astype(np.uint16)
+    variants = rng.integers(0, 8, n).astype(np.uint8)
+    if family == 4:
+        addrs = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    else:
+        addrs = targets.addr6_array(int(x) << 64 | int(y) for x, y in rng.integers(0, 2**63, (n, 2)))
+    kgen.fill_ring(ring, base, addrs, ports, variants)
+    for i in range(n):
+        s = ring[(base + i) % slots]
+        if family == 4:
+            assert int(s["daddr_raw"]) == int(addrs[i].byteswap())
+        else:
+            assert s["daddr6"] == addrs[i]
+        assert int(s["dport_raw"]) == int(ports[i].byteswap())
+        assert int(s["variant"]) == int(variants[i])
+    untouched = sorted(set(range(slots)) - {(base + i) % slots for i in range(n)})
+    assert all(int(ring[k]["variant"]) == 0xEE for k in untouched)
+    kgen.fill_ring(ring, base, addrs, ports, 3)  # one variant for the whole batch
+    assert all(int(ring[(base + i) % slots]["variant"]) == 3 for i in range(n))
+    with pytest.raises(ValueError):
+        kgen.fill_ring(ring, base, np.zeros(slots + 1, addrs.dtype), np.zeros(slots + 1, np.uint16), 0)

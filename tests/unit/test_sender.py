@@ -186,3 +186,36 @@ def test_a_slow_limiter_sends_its_first_packet_at_once(clock: FakeClock) -> None
     assert clock.t == t0  # not 2 s later
     assert lim.budget() == 1
     assert clock.t == pytest.approx(t0 + 2.0)
+
+
+def test_the_first_packet_of_a_batched_rate_goes_at_once(clock: FakeClock) -> None:
+    # At 1K pps a grant is 5 packets; the first used to wait for all five to be due (4 ms), so
+    # the first probes' replies came that much later than the clock said.
+    t0 = clock.t
+    lim = RateLimiter(1000)
+    assert lim.batch == 5
+    assert lim.budget() == 1 and clock.t == t0
+    assert lim.budget() == 5 and clock.t == pytest.approx(t0 + 0.005)  # packets 2-6, due by 5 ms
+    assert lim.budget() == 5 and clock.t == pytest.approx(t0 + 0.010)
+
+
+def _sent_within(lim: RateLimiter, clock: FakeClock, seconds: float) -> list[float]:
+    """When each packet the limiter grants goes, as seconds from now, until `seconds` from now."""
+    t0, got = clock.t, []
+    while n := lim.budget(FakeStop(clock), deadline=t0 + seconds):  # type: ignore[arg-type]
+        got.extend([round(clock.t - t0, 3)] * n)
+    return got
+
+
+def test_restart_sets_the_clock_to_when_sending_starts(clock: FakeClock) -> None:
+    # A limiter made before set-up that took time: restarted when sending starts, it owes nothing
+    # for that time (at --rate 1, --max-runtime 4 then sent a fifth probe). (Deadlines short of
+    # whole seconds: the fake clock's 50 ms waits add up to a hair under them.)
+    lim = RateLimiter(1)
+    clock.t += 0.5  # set-up
+    lim.restart(clock.t)
+    assert _sent_within(lim, clock, 3.99) == [0.0, 1.0, 2.0, 3.0]
+    lim = RateLimiter(1)
+    clock.t += 0.5
+    # Not restarted: the set-up's half second is owed.
+    assert _sent_within(lim, clock, 3.99) == [0.0, 0.5, 1.5, 2.5, 3.5]
