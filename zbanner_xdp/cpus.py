@@ -67,6 +67,10 @@ class Placement:
     def release(self) -> None:
         """Every pinned thread back to the CPUs the scan was allowed."""
         for tid in self._pinned:
+            # A thread that ended since (the targets' thread ends before sending does): its id
+            # may be another task's by now.
+            if not os.path.exists(f"/proc/self/task/{tid}"):
+                continue
             try:
                 os.sched_setaffinity(tid, self.allowed)
             except OSError:

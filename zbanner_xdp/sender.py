@@ -144,10 +144,11 @@ class RateLimiter:
     `rate` may be fractional (the CLI allows down to 0.01 pps). The first
     packet is due at once and packet k (k >= 1) at k / rate seconds after the
     start: a 0.5 pps limiter grants 1 packet at t=0, then one at t=2 s, 4 s, …
-    At high rates that one packet's head start is lost in the batch size.
+    Later grants wait for a whole batch to be due (the first does not: it is
+    what is due at the start, one packet).
     """
 
-    MAX_BATCH = 4096  # packets granted at once at --rate 0, and at most at any rate
+    MAX_BATCH = 4096  # a batch, by default: what --rate 0 grants at once (and a cap at any rate)
 
     def __init__(self, rate: float, max_batch: int = MAX_BATCH):
         self.rate = rate
@@ -159,9 +160,10 @@ class RateLimiter:
         self.batch = max_batch if rate == 0 else max(1, min(max_batch, int(rate // 200)))
 
     def restart(self, now: float) -> None:
-        """The clock from `now`, when sending starts: packet k is due at k / rate after it."""
+        """The clock from `now`, when sending starts: packet k is due at k / rate after it.
+        (Replies charged before, a resumed scan's, still count: nothing was granted yet.)"""
         with self._lock:
-            self.start, self.granted, self._first_granted = now, 0, False
+            self.start, self._first_granted = now, False
 
     def refund(self, n: int) -> None:
         """Give back what a grant did not use, so that it is not lost from the rate."""
@@ -185,7 +187,8 @@ class RateLimiter:
         return self._due(time.monotonic()) - self.granted
 
     def budget(self, stop: threading.Event | None = None, deadline: float | None = None) -> int:
-        """Block until a batch is due and grant it; 0 if `stop` is set or `deadline` comes first.
+        """Block until a batch is due (the first grant: a packet) and grant it; 0 if `stop` is set
+        or `deadline` comes first.
 
         `deadline` is a time.monotonic() value: when the next batch is not due by
         then, budget() returns 0 at the deadline (at once if it has passed)

@@ -33,9 +33,8 @@ def test_generator_threads_get_the_next_highest() -> None:
         Placement({0, 1}, senders=3)
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
-def test_apply_pins_this_thread_apart_from_the_others_and_release_restores() -> None:
-    allowed = os.sched_getaffinity(0)
+def _other_thread() -> tuple[threading.Thread, threading.Event, int]:
+    """A thread of this process that waits (until its event is set): the thread, the event, its id."""
     started, done = threading.Event(), threading.Event()
     tid: list[int] = []
 
@@ -47,16 +46,52 @@ def test_apply_pins_this_thread_apart_from_the_others_and_release_restores() -> 
     t = threading.Thread(target=other)
     t.start()
     started.wait(10)
+    return t, done, tid[0]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
+def test_apply_pins_this_thread_apart_from_the_others_and_release_restores() -> None:
+    allowed = os.sched_getaffinity(0)
+    t, done, tid = _other_thread()
     p = Placement(allowed)
     try:
         p.apply()
         assert os.sched_getaffinity(0) == {p.sender}
-        assert os.sched_getaffinity(tid[0]) == set(p.others)
+        assert os.sched_getaffinity(tid) == set(p.others)
         assert p.sender not in p.others
         p.release()
         assert os.sched_getaffinity(0) == allowed
-        assert os.sched_getaffinity(tid[0]) == allowed  # every thread it pinned, not only the caller
+        assert os.sched_getaffinity(tid) == allowed  # every thread it pinned, not only the caller
     finally:
+        p.release()
+        done.set()
+        t.join()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
+def test_release_leaves_alone_the_id_of_a_pinned_thread_that_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The targets' thread (prefetch.py) is pinned with the others and usually ends before sending
+    # does; by release its id may be another task's, whose CPUs are not ours to set.
+    allowed = os.sched_getaffinity(0)
+    t, done, tid = _other_thread()
+    p = Placement(allowed)
+    try:
+        p.apply()
+        done.set()
+        t.join()
+        set_for: list[int] = []
+        real = os.sched_setaffinity
+
+        def spy(pid: int, cpus: set[int]) -> None:
+            set_for.append(pid)
+            real(pid, cpus)
+
+        monkeypatch.setattr(os, "sched_setaffinity", spy)
+        p.release()
+        assert tid not in set_for and threading.get_native_id() in set_for
+        assert os.sched_getaffinity(0) == allowed
+    finally:
+        monkeypatch.undo()
         p.release()
         done.set()
         t.join()

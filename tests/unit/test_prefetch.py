@@ -86,3 +86,18 @@ def test_a_scans_batches_are_the_same_through_it():
 def test_depth_below_one_is_refused():
     with pytest.raises(ValueError):
         Prefetch(iter(()), depth=0)
+
+
+def test_not_enabled_it_iterates_in_the_consumers_thread():
+    where = []
+
+    def source():
+        for i in range(3):
+            where.append(threading.current_thread().name)
+            yield i
+
+    before = threading.active_count()
+    with Prefetch(source(), enabled=False) as it:
+        assert threading.active_count() == before
+        assert list(it) == [0, 1, 2]
+    assert set(where) == {threading.current_thread().name}
