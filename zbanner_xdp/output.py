@@ -386,6 +386,11 @@ class RecordWriter:
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
 
+    @property
+    def thread_id(self) -> int | None:
+        """The writing thread's native id (cpus.Placement.widen), once started."""
+        return self._thread.native_id if self._thread is not None else None
+
     def template(self) -> dict[str, Any]:
         return dict.fromkeys(self.fields)
 

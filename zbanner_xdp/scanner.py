@@ -751,6 +751,9 @@ class Scanner:
         if rcv.reader.backlog() < 0.5 and not (self.writer is not None and self.writer.behind()):
             return False
         self.throttled += 1
+        if self.placement is not None and self.writer is not None:
+            # Output-bound: the writer may use the sending CPU while the sender waits (cpus.py).
+            self.placement.widen(self.writer.thread_id, "writer")
         return True
 
     def _send(self, seg: Segment | KernelSyns) -> None:

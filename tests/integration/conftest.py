@@ -60,6 +60,20 @@ def run_scanner(*args: str, timeout: float = 120) -> subprocess.CompletedProcess
     return subprocess.run(scanner_argv(*args), capture_output=True, text=True, timeout=timeout)
 
 
+def run_scanner_read_late(*args: str, wait_s: float, timeout: float = 120) -> tuple[int, bytes, bytes]:
+    """The scanner writing to a pipe nobody reads for `wait_s` (its output has to wait), then read
+    to the end: exit status, stdout, stderr."""
+    scan = subprocess.Popen(scanner_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(wait_s)
+        out, err = scan.communicate(timeout=timeout)
+    finally:
+        if scan.poll() is None:
+            scan.kill()
+            scan.wait()
+    return scan.returncode, out, err
+
+
 def python_in_scan_ns(code: str, *args: str, timeout: float = 120) -> str:
     """A Python client (`python -c code args…`) in the scan namespace, from the repository; its stdout."""
     r = subprocess.run(

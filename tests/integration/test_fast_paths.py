@@ -27,6 +27,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.integration.conftest import NO_DROPS, Capture, pcap_tcp, read_records, run_scanner, signal_scanner
+from tests.integration.conftest import run_scanner_read_late as read_late
 from zbanner_xdp import lab
 from zbanner_xdp.lab import emulator as emu
 
@@ -381,3 +382,32 @@ def test_in_kernel_replies_are_the_default_where_the_scan_allows_them(
     assert (kr["why"] or "").startswith(why or "") and (why is None) == (kr["why"] is None), kr
     assert (m["packets_sent"]["replies_in_kernel"] > 0) == (mode == "kernel"), m["packets_sent"]
     assert len([x for x in read_records(out) if x["classification"] == "banner"]) == 16
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the placement needs two CPUs")
+def test_an_output_bound_scan_lets_the_writer_onto_the_senders_cpu(
+    lab_up, tmp_path: Path, empty_blocklist: str
+) -> None:
+    # The sending thread has a CPU to itself and the writer shares the others with the receiver
+    # (cpus.py). Once the scan waits for its output, the writer may use the sender's CPU too: a
+    # reader that does not read for 5 s holds back ~70 MB of records (65,536 SSH banners and their
+    # SYN-ACKs), past the writer's high-water mark, while the SYNs still go out (--rate 30K).
+    # Every record arrives all the same.
+    net = "198.19.0.0/16"
+    meta = tmp_path / "m.json"
+    with emulated(net, "--server-first"):
+        rc, out, err = read_late(
+            *("--blocklist", empty_blocklist, "--rate", "30K", "--cooldown", "1", "-q"),
+            *("--metadata", str(meta), "-o", "-", "scan", net, "-p", "22", "--probe", "ssh"),
+            wait_s=5,
+        )
+    assert rc == 0, err
+    m = orjson.loads(meta.read_bytes())
+    assert m["throttled_ms"] > 0, m["throttled_ms"]  # the scan did wait for its output
+    assert m["cpus"] == {
+        "senders": [m["cpus"]["senders"][0]],
+        "others": m["cpus"]["others"],
+        "widened": ["writer"],
+    }
+    assert m["responses"] == {"synack": 65536, "banner": 65536} and out.count(b"\n") == 2 * 65536
+    assert m["drops"] == NO_DROPS

@@ -17,7 +17,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.conftest import read_records, run_scanner, scanner_argv, xdp_attached
+from tests.integration.conftest import (
+    read_records,
+    run_scanner,
+    run_scanner_read_late,
+    scanner_argv,
+    xdp_attached,
+)
 from zbanner_xdp import lab
 
 pytestmark = pytest.mark.privileged
@@ -46,22 +52,12 @@ def test_slow_pipe_reader_gets_every_banner(lab_up, tmp_path: Path, empty_blockl
     # The reader sleeps through the whole scan and its cooldown: the old receiver blocked on the
     # pipe, stopped answering handshakes (138 of 3,584 banners), and at stop gave up after 10 s.
     meta = tmp_path / "m.json"
-    scan = subprocess.Popen(
-        scanner_argv(
-            *("--blocklist", empty_blocklist, "--rate", "20K", "--cooldown", "1", "-q"),
-            *("--metadata", str(meta), "-o", "-", "scan", "198.18.0.0/20", "-p", "80", "--probe", "http"),
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    rc, out, err = run_scanner_read_late(
+        *("--blocklist", empty_blocklist, "--rate", "20K", "--cooldown", "1", "-q"),
+        *("--metadata", str(meta), "-o", "-", "scan", "198.18.0.0/20", "-p", "80", "--probe", "http"),
+        wait_s=12,
     )
-    try:
-        time.sleep(12)
-        out, err = scan.communicate(timeout=120)
-    finally:
-        if scan.poll() is None:
-            scan.kill()
-            scan.wait()
-    assert scan.returncode == 0, err
+    assert rc == 0, err
     recs = _lines(out)
     m = orjson.loads(meta.read_bytes())
     banners = {r["saddr"] for r in recs if r["classification"] == "banner"}

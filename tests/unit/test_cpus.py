@@ -95,3 +95,27 @@ def test_release_leaves_alone_the_id_of_a_pinned_thread_that_ended(monkeypatch: 
         p.release()
         done.set()
         t.join()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
+def test_widen_lets_one_pinned_thread_onto_every_cpu_once_and_says_so() -> None:
+    allowed = os.sched_getaffinity(0)
+    t, done, tid = _other_thread()
+    p = Placement(allowed)
+    try:
+        p.apply()
+        assert os.sched_getaffinity(tid) == set(p.others)
+        p.widen(tid, "writer")
+        assert os.sched_getaffinity(tid) == allowed
+        assert os.sched_getaffinity(0) == {p.sender}  # the sender stays where it was
+        p.widen(tid, "writer")  # once
+        assert p.summary() == {"senders": p.senders, "others": p.others, "widened": ["writer"]}
+        p.widen(None, "receiver")  # a thread not started: nothing
+        assert p.widened == ["writer"]
+    finally:
+        p.release()
+        done.set()
+        t.join()
+    nothing = Placement({3})
+    nothing.widen(tid, "writer")  # one CPU: nothing was pinned, nothing to widen
+    assert nothing.widened == [] and nothing.summary() is None
