@@ -388,8 +388,10 @@ class RecordWriter:
 
     @property
     def thread_id(self) -> int | None:
-        """The writing thread's native id (cpus.Placement.widen), once started."""
-        return self._thread.native_id if self._thread is not None else None
+        """The writing thread's native id (cpus.Placement.widen) while it runs (an ended thread's
+        id may be another task's by now)."""
+        t = self._thread
+        return t.native_id if t is not None and t.is_alive() else None
 
     def template(self) -> dict[str, Any]:
         return dict.fromkeys(self.fields)

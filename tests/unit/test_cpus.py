@@ -119,3 +119,21 @@ def test_widen_lets_one_pinned_thread_onto_every_cpu_once_and_says_so() -> None:
     nothing = Placement({3})
     nothing.widen(tid, "writer")  # one CPU: nothing was pinned, nothing to widen
     assert nothing.widened == [] and nothing.summary() is None
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
+def test_widen_after_release_records_nothing() -> None:
+    # The cooldown still waits for the output, but sending is over and every thread is on every
+    # CPU again: `widened` is the sending's, or the metadata would say what did not happen.
+    t, done, tid = _other_thread()
+    p = Placement(os.sched_getaffinity(0))
+    try:
+        p.widen(tid, "writer")  # before apply(): nothing pinned yet
+        p.apply()
+        p.release()
+        p.widen(tid, "writer")
+        assert p.widened == [] and "widened" not in (p.summary() or {})
+    finally:
+        p.release()
+        done.set()
+        t.join()
