@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -33,8 +35,10 @@ def test_generator_threads_get_the_next_highest() -> None:
         Placement({0, 1}, senders=3)
 
 
-def _other_thread() -> tuple[threading.Thread, threading.Event, int]:
-    """A thread of this process that waits (until its event is set): the thread, the event, its id."""
+@contextlib.contextmanager
+def _placed_beside_another_thread() -> Iterator[tuple[Placement, int, Callable[[], None]]]:
+    """A Placement over every CPU allowed and another thread of this process that waits: the
+    placement, the thread's id, and a call that ends the thread. Released and ended at the end."""
     started, done = threading.Event(), threading.Event()
     tid: list[int] = []
 
@@ -46,15 +50,23 @@ def _other_thread() -> tuple[threading.Thread, threading.Event, int]:
     t = threading.Thread(target=other)
     t.start()
     started.wait(10)
-    return t, done, tid[0]
+
+    def end() -> None:
+        done.set()
+        t.join()
+
+    p = Placement(os.sched_getaffinity(0))
+    try:
+        yield p, tid[0], end
+    finally:
+        p.release()
+        end()
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
 def test_apply_pins_this_thread_apart_from_the_others_and_release_restores() -> None:
     allowed = os.sched_getaffinity(0)
-    t, done, tid = _other_thread()
-    p = Placement(allowed)
-    try:
+    with _placed_beside_another_thread() as (p, tid, _):
         p.apply()
         assert os.sched_getaffinity(0) == {p.sender}
         assert os.sched_getaffinity(tid) == set(p.others)
@@ -62,10 +74,6 @@ def test_apply_pins_this_thread_apart_from_the_others_and_release_restores() -> 
         p.release()
         assert os.sched_getaffinity(0) == allowed
         assert os.sched_getaffinity(tid) == allowed  # every thread it pinned, not only the caller
-    finally:
-        p.release()
-        done.set()
-        t.join()
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
@@ -73,12 +81,9 @@ def test_release_leaves_alone_the_id_of_a_pinned_thread_that_ended(monkeypatch: 
     # The targets' thread (prefetch.py) is pinned with the others and usually ends before sending
     # does; by release its id may be another task's, whose CPUs are not ours to set.
     allowed = os.sched_getaffinity(0)
-    t, done, tid = _other_thread()
-    p = Placement(allowed)
-    try:
+    with _placed_beside_another_thread() as (p, tid, end):
         p.apply()
-        done.set()
-        t.join()
+        end()
         set_for: list[int] = []
         real = os.sched_setaffinity
 
@@ -88,21 +93,15 @@ def test_release_leaves_alone_the_id_of_a_pinned_thread_that_ended(monkeypatch: 
 
         monkeypatch.setattr(os, "sched_setaffinity", spy)
         p.release()
+        monkeypatch.undo()
         assert tid not in set_for and threading.get_native_id() in set_for
         assert os.sched_getaffinity(0) == allowed
-    finally:
-        monkeypatch.undo()
-        p.release()
-        done.set()
-        t.join()
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin apart")
 def test_widen_lets_one_pinned_thread_onto_every_cpu_once_and_says_so() -> None:
     allowed = os.sched_getaffinity(0)
-    t, done, tid = _other_thread()
-    p = Placement(allowed)
-    try:
+    with _placed_beside_another_thread() as (p, tid, _):
         p.apply()
         assert os.sched_getaffinity(tid) == set(p.others)
         p.widen(tid, "writer")
@@ -112,10 +111,6 @@ def test_widen_lets_one_pinned_thread_onto_every_cpu_once_and_says_so() -> None:
         assert p.summary() == {"senders": p.senders, "others": p.others, "widened": ["writer"]}
         p.widen(None, "receiver")  # a thread not started: nothing
         assert p.widened == ["writer"]
-    finally:
-        p.release()
-        done.set()
-        t.join()
     nothing = Placement({3})
     nothing.widen(tid, "writer")  # one CPU: nothing was pinned, nothing to widen
     assert nothing.widened == [] and nothing.summary() is None
@@ -125,15 +120,9 @@ def test_widen_lets_one_pinned_thread_onto_every_cpu_once_and_says_so() -> None:
 def test_widen_after_release_records_nothing() -> None:
     # The cooldown still waits for the output, but sending is over and every thread is on every
     # CPU again: `widened` is the sending's, or the metadata would say what did not happen.
-    t, done, tid = _other_thread()
-    p = Placement(os.sched_getaffinity(0))
-    try:
+    with _placed_beside_another_thread() as (p, tid, _):
         p.widen(tid, "writer")  # before apply(): nothing pinned yet
         p.apply()
         p.release()
         p.widen(tid, "writer")
         assert p.widened == [] and "widened" not in (p.summary() or {})
-    finally:
-        p.release()
-        done.set()
-        t.join()
